@@ -1,0 +1,178 @@
+"""The portable checkpoint: the one format that sample, eval, the Python API (and later interpolate)
+read back. A checkpoint is a directory::
+
+    musgen.json          format_version, musgen version, family, step, metrics, model file names
+    config.yaml          the resolved config of the run
+    <name>.safetensors   weights of each model of the task ("model" for single-model families)
+    tokenizer.json       miditok's own save format (symbolic families)
+
+It is written into a temporary sibling directory and renamed into place, so a crash never leaves
+a half-written checkpoint under the final name. Weights are safetensors, settings JSON/YAML:
+loading a checkpoint never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_model, save_model
+
+from musgen import __version__
+from musgen.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_FILE = "musgen.json"
+CONFIG_FILE = "config.yaml"
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class PortableCheckpoint:
+    path: Path
+    meta: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def family(self) -> str:
+        return self.meta["family"]
+
+    def load_weights(self, name: str, module: torch.nn.Module) -> None:
+        """Loads ``<name>.safetensors`` into ``module`` (strict: names and shapes must agree)."""
+        file = self.path / f"{name}.safetensors"
+        if not file.exists():
+            raise CheckpointError(f"checkpoint {self.path} has no weights file {file.name}")
+        try:
+            missing, unexpected = load_model(module, str(file), strict=False, device="cpu")
+        except (RuntimeError, ValueError, OSError) as err:
+            raise CheckpointError(f"weights in {file} do not fit the model: {str(err).splitlines()[0]}") from None
+        if missing or unexpected:
+            raise CheckpointError(
+                f"weights in {file} do not fit the model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+            )
+
+
+def atomic_directory(final: Path, write: Callable[[Path], None]) -> Path:
+    """Calls ``write(tmp_dir)`` then renames tmp_dir to ``final`` (replacing an older one)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        write(tmp)
+        _fsync_tree(tmp)
+        if final.exists():
+            trash = final.parent / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def save_portable(
+    out: Path,
+    *,
+    family: str,
+    config_yaml: str,
+    models: Mapping[str, torch.nn.Module],
+    step: int,
+    metrics: Mapping[str, float] | None = None,
+    extra_files: Mapping[str, Path] | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes a portable checkpoint directory atomically and returns its path."""
+
+    def write(tmp: Path) -> None:
+        for name, module in models.items():
+            save_model(module, str(tmp / f"{name}.safetensors"))
+        (tmp / CONFIG_FILE).write_text(config_yaml)
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "musgen_version": __version__,
+            "family": family,
+            "step": int(step),
+            "models": sorted(models),
+            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            **(extra_meta or {}),
+        }
+        # Written last: a directory without musgen.json is never taken for a checkpoint.
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    return atomic_directory(out, write)
+
+
+def step_dirs(parent: Path) -> list[tuple[int, Path]]:
+    """``parent/step_000500`` style directories, oldest first."""
+    if not parent.is_dir():
+        return []
+    found = []
+    for child in parent.iterdir():
+        match = STEP_DIR.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A portable checkpoint dir, or a RUN_DIR whose latest complete checkpoint is taken."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if (path / META_FILE).is_file():
+        return path
+    candidates = [p for _, p in step_dirs(path / "checkpoints") if (p / META_FILE).is_file()]
+    if candidates:
+        return candidates[-1]
+    raise CheckpointError(f"{path} is neither a musgen checkpoint nor a run directory with checkpoints")
+
+
+def load_portable(path: Path) -> PortableCheckpoint:
+    ckpt_dir = resolve_checkpoint(path)
+    try:
+        meta = json.loads((ckpt_dir / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read {ckpt_dir / META_FILE}: {err}") from None
+    if not isinstance(meta, dict) or "family" not in meta:
+        raise CheckpointError(f"{ckpt_dir / META_FILE} is not a musgen checkpoint description")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {ckpt_dir} has format_version {version}; this musgen reads {FORMAT_VERSION}"
+        )
+    try:
+        config = yaml.safe_load((ckpt_dir / CONFIG_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise CheckpointError(f"cannot read {ckpt_dir / CONFIG_FILE}: {err}") from None
+    return PortableCheckpoint(path=ckpt_dir, meta=meta, config=config)
+
+
+def prune(parent: Path, keep: int) -> None:
+    """Deletes all but the newest ``keep`` step directories under ``parent``."""
+    dirs = step_dirs(parent)
+    for _, old in dirs[: max(0, len(dirs) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,177 @@
+"""The ``musgen`` command line (see shared/CLI.md): a thin layer over the Python API.
+
+Expected errors (bad flags, bad input, missing files) print one line on stderr and exit with 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from musgen import __version__
+from musgen.errors import MusgenError
+
+log = logging.getLogger("musgen")
+
+EXAMPLES = {
+    "data build": "musgen data build --corpus bach --out data/bach\n"
+                  "  musgen data build --midi-dir ~/lakh --out data/lakh --tokenizer tsd --set bpe_vocab_size=2000",
+    "train": "musgen train lstm --data data/bach --out runs/lstm\n"
+             "  musgen train lstm --data data/bach --out runs/tiny --config configs/tiny/lstm.yaml "
+             "--set train.steps=100\n  musgen train lstm --data data/bach --out runs/lstm --resume",
+    "sample": "musgen sample --checkpoint runs/lstm --out samples --num-samples 4 --length 512\n"
+              "  musgen sample --checkpoint runs/lstm --prime seed.mid --bars 8 --top-p 0.95 --seed 1 --out samples",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks for errors")
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors")
+
+
+def _sub(subparsers, name: str, key: str, help_text: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[key]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="musgen", description="Train and sample music generators (MIDI and audio).",
+                     epilog="example:\n  " + EXAMPLES["data build"].splitlines()[0] + "\n  "
+                     + EXAMPLES["train"].splitlines()[0] + "\n  " + EXAMPLES["sample"].splitlines()[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"musgen {__version__}")
+    _add_common(parser)
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
+    verbs.required = True
+
+    data = verbs.add_parser("data", help="build data sets", description="Build data sets.")
+    _add_common(data)
+    data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", parser_class=_Parser)
+    data_verbs.required = True
+    build = _sub(data_verbs, "build", "data build",
+                 "Build a data set: MIDI -> train/valid/test split by piece -> tokens, with a manifest.")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--corpus", choices=["bach", "folk", "palestrina", "all"],
+                        help="the built-in corpus shipped inside the music21 package")
+    source.add_argument("--midi-dir", type=Path, help="a folder of .mid/.midi files (searched recursively)")
+    build.add_argument("--out", type=Path, required=True, help="DATA_DIR to write")
+    build.add_argument("--tokenizer", help="remi (default), midilike, tsd, structured")
+    build.add_argument("--config", type=Path, help="YAML file with data settings")
+    build.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a data setting, e.g. --set bpe_vocab_size=2000")
+    build.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
+    build.add_argument("--limit", type=int, help="use only the first N source files (quick experiments)")
+
+    train = _sub(verbs, "train", "train", "Train a model family on a data set built by `musgen data build`.")
+    train.add_argument("family", metavar="FAMILY", help="lstm")
+    train.add_argument("--data", type=Path, required=True, help="DATA_DIR from `musgen data build`")
+    train.add_argument("--out", type=Path, required=True, help="RUN_DIR for config, logs, state and checkpoints")
+    train.add_argument("--config", type=Path, help="preset YAML (default: configs/FAMILY.yaml)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last complete state")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sample = _sub(verbs, "sample", "sample", "Sample new music from a trained checkpoint.")
+    sample.add_argument("--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory")
+    sample.add_argument("--out", type=Path, required=True, help="OUT_DIR for sample_000.mid ...")
+    sample.add_argument("--prime", type=Path, help="a MIDI file the samples continue (and start with)")
+    sample.add_argument("--num-samples", type=int, default=1)
+    sample.add_argument("--seed", type=int, help="random seed (default: random)")
+    length = sample.add_mutually_exclusive_group()
+    length.add_argument("--length", type=int, help="new tokens per sample (default 512)")
+    length.add_argument("--bars", type=int, help="new bars per sample (tokenizers with Bar tokens)")
+    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
+    sample.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    return parser
+
+
+def _cmd_data_build(args: argparse.Namespace) -> None:
+    from musgen.config import from_dict, merge, parse_overrides, read_yaml, to_dict
+    from musgen.data import DataConfig, build
+
+    settings = read_yaml(args.config) if args.config else {}
+    if args.tokenizer:
+        settings["tokenizer"] = args.tokenizer
+    settings = merge(settings, parse_overrides(args.overrides))
+    config = from_dict(DataConfig, merge(to_dict(DataConfig()), settings), where="data")
+    if args.limit is not None and args.limit < 1:
+        raise MusgenError(f"--limit must be at least 1, got {args.limit}")
+    manifest = build(args.out, corpus=args.corpus, midi_dir=args.midi_dir, config=config, force=args.force,
+                     limit=args.limit)
+    splits = manifest["splits"]
+    print(
+        f"data set in {args.out}: "
+        + ", ".join(f"{name} {s['pieces']} pieces / {s['tokens']} tokens" for name, s in splits.items())
+        + f"; {len(manifest['skipped'])} files skipped (reasons in {args.out / 'manifest.json'})"
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from musgen.api import train
+
+    result = train(args.family, args.data, args.out, config=args.config, overrides=args.overrides,
+                   resume=args.resume, progress=not args.no_progress)
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k in ("valid_nll", "valid_ppl"))
+    print(f"trained {args.family} to step {result.step}; checkpoint {result.checkpoint}" + (f"; {metrics}" if metrics else ""))
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    from musgen.api import load
+
+    if args.prime is not None and not args.prime.is_file():
+        raise MusgenError(f"primer {args.prime} is not a file")
+    generator = load(args.checkpoint)
+    paths = generator.generate_to(
+        args.out, args.num_samples, prime=args.prime, length=args.length or 512, bars=args.bars,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+    )
+    for path in paths:
+        print(path)
+
+
+COMMANDS = {("data", "build"): _cmd_data_build, ("train", None): _cmd_train, ("sample", None): _cmd_sample}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s" if debug else "%(message)s",
+                        stream=sys.stderr)
+    for noisy in ("accelerate", "urllib3", "filelock", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if debug else logging.ERROR)
+    command = COMMANDS[(args.verb, getattr(args, "data_verb", None))]
+    try:
+        command(args)
+    except MusgenError as err:
+        if debug:
+            raise
+        print(f"musgen: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("musgen: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

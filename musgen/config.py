@@ -1,0 +1,209 @@
+"""Configs: dataclasses + YAML presets + dotted ``--set key=value`` overrides.
+
+Every family's config is a dataclass tree. A preset (``configs/<family>.yaml``) and the overrides are
+merged onto the dataclass defaults; an unknown key anywhere is an error, so a typo never silently
+trains the wrong model. The resolved config is saved with every run and every checkpoint and read
+back from there (never re-derived from a preset name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from musgen.errors import ConfigError
+
+T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What the one training loop needs; shared by every family."""
+
+    steps: int = 2000  # optimizer steps
+    batch_size: int = 32  # per process, per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # 0 disables clipping
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 on GPU only)
+    eval_every: int = 250
+    eval_batches: int = 50  # 0 = the whole validation split
+    save_every: int = 500
+    keep_checkpoints: int = 2  # portable checkpoints and resume states kept on disk
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0  # DataLoader workers
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and stops when it is spent.
+    cpu: bool = False  # force CPU even where a GPU is present
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Converts a YAML/CLI value to the annotated type, or raises ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        for arg in args:
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if _is_dataclass_type(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)  # accepts "2000" and "2e3"
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        val_tp = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
+    """Builds dataclass ``cls`` from a (possibly partial) mapping; unknown keys are an error."""
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (valid keys: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of plain dicts (update wins)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """``["train.lr=3e-4", "model.num_layers=3"]`` -> nested dict; values parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set has an empty key in {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is set twice, once as a value")
+        node[parts[-1]] = value
+    return nested
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return data
+
+
+def preset_path(family: str, tiny: bool = False) -> Path:
+    return CONFIG_DIR / ("tiny" if tiny else "") / f"{family}.yaml"
+
+
+def resolve(cls: type[T], family: str, path: Path | None = None, overrides: Iterable[str] = ()) -> T:
+    """Dataclass defaults <- preset YAML (``path`` or configs/<family>.yaml) <- ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    source = Path(path) if path is not None else preset_path(family)
+    if path is not None or source.exists():
+        data = read_yaml(source)
+    file_family = data.pop("family", family)
+    if file_family != family:
+        raise ConfigError(f"config {source} is for family {file_family!r}, not {family!r}")
+    data = merge(data, parse_overrides(overrides))
+    data.pop("family", None)
+    return from_dict(cls, data)
+
+
+def dump_yaml(cfg: Any, family: str) -> str:
+    return yaml.safe_dump({"family": family, **to_dict(cfg)}, sort_keys=False)

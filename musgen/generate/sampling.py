@@ -1,0 +1,105 @@
+"""Autoregressive sampling for every token model: temperature / top-k / top-p (transformers' logits
+warpers), priming, a batch of samples, a seed, a length in tokens or bars, incremental decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from musgen.errors import MusgenError
+
+
+@dataclass
+class SamplingControls:
+    length: int = 512  # new tokens at most (per sample)
+    bars: int | None = None  # stop after this many new Bar tokens (tokenizers that have them)
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.length < 1:
+            raise MusgenError(f"--length must be at least 1, got {self.length}")
+        if self.bars is not None and self.bars < 1:
+            raise MusgenError(f"--bars must be at least 1, got {self.bars}")
+        if not self.temperature > 0:
+            raise MusgenError(f"--temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise MusgenError(f"--top-k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise MusgenError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def _processors(ctl: SamplingControls):  # -> transformers LogitsProcessorList
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    procs = LogitsProcessorList()
+    if ctl.temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(ctl.temperature))
+    if ctl.top_k > 0:
+        procs.append(TopKLogitsWarper(ctl.top_k))
+    if ctl.top_p < 1.0:
+        procs.append(TopPLogitsWarper(ctl.top_p))
+    return procs
+
+
+@torch.no_grad()
+def sample_sequences(
+    model: nn.Module,
+    prime_ids: list[int],
+    n: int,
+    ctl: SamplingControls,
+    *,
+    eos_id: int,
+    pad_id: int,
+    bar_ids: list[int] | None = None,
+) -> list[list[int]]:
+    """Continues ``prime_ids`` ``n`` times. ``model(ids (B, T), state) -> (logits (B, T, V), state)``.
+
+    The primer runs once through the model; each new token is then fed alone with the state (for an
+    LSTM its (h, c), for a transformer its KV cache). A sample ends at EOS, after ``ctl.bars`` new
+    bars, or after ``ctl.length`` new tokens. Returns the primer + continuation of each sample.
+    """
+    if n < 1:
+        raise MusgenError(f"--num-samples must be at least 1, got {n}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(ctl.seed if ctl.seed is not None else torch.seed())
+    procs = _processors(ctl)
+    bar_set = torch.tensor(bar_ids or [], dtype=torch.long, device=device)
+
+    seqs = torch.tensor([prime_ids] * n, dtype=torch.long, device=device)  # (B, T0)
+    logits, state = model(seqs)
+    next_logits = logits[:, -1].float()  # (B, V)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    bars_seen = torch.zeros(n, dtype=torch.long, device=device)
+    for _ in range(ctl.length):
+        scores = procs(seqs, next_logits) if len(procs) else next_logits
+        probs = torch.softmax(scores, dim=-1).cpu()
+        token = torch.multinomial(probs, 1, generator=gen).to(device).squeeze(1)  # (B,)
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        seqs = torch.cat([seqs, token[:, None]], dim=1)
+        if ctl.bars is not None and len(bar_set):
+            bars_seen += torch.isin(token, bar_set).long()
+            # The Bar token that opens bar ``bars + 1`` ends the sample (it is dropped with the pad).
+            over = bars_seen > ctl.bars
+            seqs[over & ~done, -1] = pad_id
+            done |= over
+        done |= token == eos_id
+        if bool(done.all()):
+            break
+        logits, state = model(token[:, None], state)
+        next_logits = logits[:, -1].float()
+    if was_training:
+        model.train()
+    return seqs.tolist()

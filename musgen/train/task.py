@@ -1,0 +1,121 @@
+"""The Task interface: what a model family gives the one training loop.
+
+A Task owns its models, optimizers and losses; the loop (``musgen.train.loop.fit``) owns devices,
+precision, the data order, logging, evaluation cadence, checkpoints and resume.
+Families with one model and one loss only implement ``build_models``, ``datasets`` and ``loss``;
+MuseGAN-like families override ``train_step``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@dataclass
+class StepContext:
+    """What ``Task.train_step`` may use: the accelerator, the prepared optimizers, the clip value."""
+
+    accelerator: Any  # accelerate.Accelerator
+    optimizers: Mapping[str, torch.optim.Optimizer]
+    grad_clip: float
+    step: int  # the optimizer step being taken (0-based)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def clip_and_step(self, name: str, params: Any) -> float | None:
+        """Clips gradients of ``params``, steps optimizer ``name`` and zeroes its gradients."""
+        norm = None
+        if self.grad_clip > 0:
+            norm = float(self.accelerator.clip_grad_norm_(params, self.grad_clip))
+        optimizer = self.optimizers[name]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
+
+
+class Task:
+    """Base class: one model called ``model``, one AdamW optimizer, one scalar loss."""
+
+    family: str = ""
+    # Files of the data directory copied into every portable checkpoint (e.g. tokenizer.json).
+    checkpoint_files: tuple[str, ...] = ()
+
+    def __init__(self, cfg: Any, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+        self.cfg = cfg
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.data_meta = dict(data_meta or {})
+        self.models: dict[str, nn.Module] = self.build_models()
+
+    # -- to implement -------------------------------------------------------------------------
+    def build_models(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def datasets(self) -> tuple[Dataset, Dataset | None]:
+        """(train, valid) datasets. Train items must be deterministic given (epoch, index)."""
+        raise NotImplementedError
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar training loss of one micro-batch and metrics to log."""
+        raise NotImplementedError
+
+    def eval_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Sums over the batch (e.g. ``nll_sum``, ``tokens``); the loop adds them up across batches."""
+        raise NotImplementedError
+
+    def eval_metrics(self, sums: Mapping[str, float]) -> dict[str, float]:
+        """Turns summed ``eval_step`` outputs into metrics (e.g. mean NLL)."""
+        return dict(sums)
+
+    # -- defaults that most families keep -----------------------------------------------------
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        train = self.cfg.train
+        model = self.models["model"]
+        decay, no_decay = [], []
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            # No weight decay on biases, norms and embeddings (the usual GPT/LSTM recipe).
+            (no_decay if param.ndim < 2 or "embed" in name or "norm" in name else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": train.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return {"model": torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))}
+
+    def train_step(self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext) -> dict[str, float]:
+        """One optimizer step over ``micro_batches`` (gradient accumulation)."""
+        model = self.models["model"]
+        n = len(micro_batches)
+        totals: dict[str, float] = {}
+        for i, batch in enumerate(micro_batches):
+            # Only the last micro-batch all-reduces gradients across processes.
+            sync = ctx.accelerator.no_sync(model) if i < n - 1 else nullcontext()
+            with sync:
+                loss, metrics = self.loss(batch)
+                ctx.backward(loss / n)
+            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) / n
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + float(value) / n
+        norm = ctx.clip_and_step("model", model.parameters())
+        if norm is not None:
+            totals["grad_norm"] = norm if math.isfinite(norm) else float("nan")
+        return totals
+
+    def on_load(self, checkpoint_dir: Path) -> None:
+        """Called after the weights of a portable checkpoint are loaded (e.g. to read its tokenizer)."""
+
+    def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
+        """Training tokens in a batch, for the tokens/s display (0 if not meaningful)."""
+        labels = batch.get("labels")
+        return int((labels != -100).sum()) if labels is not None else 0
+
