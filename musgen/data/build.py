@@ -1,0 +1,394 @@
+"""``musgen data build``: MIDI files -> train/valid/test split by piece -> token arrays on disk.
+
+On-disk format of a data directory (``FORMAT_VERSION`` 1), read by ``musgen.data.dataset``:
+
+* ``manifest.json``   counts, config, fingerprint, every skipped file with its reason.
+                      Written last: its presence with a matching fingerprint means "complete".
+* ``tokenizer.json``  miditok's own save (class name inside; BPE model inside when trained).
+* ``{split}.tokens.npy``   1-D int32, all pieces of the split concatenated (no BOS/EOS;
+                           BPE-encoded when ``bpe_vocab_size > 0``).
+* ``{split}.offsets.npy``  int64 (n_pieces + 1,): piece k is ``tokens[offsets[k]:offsets[k+1]]``.
+* ``{split}.pieces.json``  relative source paths, same order.
+
+No base-token copy is stored for BPE: training-time transposition is disabled for BPE data (see
+``tokenizers.pitch_shift_table``), so the BPE ids are all the model needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import signal
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import miditok
+import numpy as np
+from miditok.constants import CURRENT_MIDITOK_VERSION
+from tqdm import tqdm
+
+from musgen.errors import ConfigError, MusgenError
+
+from .corpus import corpus_midi_files, scan_midi_dir
+from .tokenizers import (
+    DEFAULT_BEAT_RES,
+    MidiReadError,
+    count_notes,
+    encode_score,
+    load_score,
+    load_tokenizer,
+    make_tokenizer,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+
+
+class NoUsableDataError(MusgenError):
+    """Raised when a build finds no file that can be tokenized."""
+
+
+@dataclass
+class DataConfig:
+    tokenizer: str = "remi"
+    use_programs: bool = False
+    num_velocities: int = 32
+    # YAML-friendly form of miditok's beat_res: "lo_hi" beats -> samples per beat
+    beat_res: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BEAT_RES))
+    pitch_range: list[int] = field(default_factory=lambda: [21, 109])
+    tokenizer_params: dict = field(default_factory=dict)  # extra miditok TokenizerConfig kwargs
+    bpe_vocab_size: int = 0  # 0 = no BPE; > base vocab trains BPE on the train split
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    max_seconds_per_file: float = 30.0  # processing time limit per file (not music duration)
+    min_notes: int = 8
+    max_file_mb: float = 50
+    workers: int = 0  # 0 = all cores
+
+    def make_tokenizer(self) -> miditok.MusicTokenizer:
+        return make_tokenizer(
+            self.tokenizer,
+            use_programs=self.use_programs,
+            beat_res=self.beat_res,
+            num_velocities=self.num_velocities,
+            pitch_range=tuple(self.pitch_range),
+            extra=self.tokenizer_params,
+        )
+
+
+def split_of(rel_path: str, valid_fraction: float, test_fraction: float) -> str:
+    """Deterministic split of a piece from a stable hash of its relative path."""
+    digest = hashlib.sha256(Path(rel_path).as_posix().encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + valid_fraction:
+        return "valid"
+    return "train"
+
+
+# ----------------------------------------------------------------------------- workers
+
+_WORKER: dict = {}
+
+
+class _FileTimeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):  # noqa: ARG001
+    raise _FileTimeout
+
+
+def _init_worker(tokenizer_path: str, hard_limit: bool) -> None:
+    _WORKER["tok"] = load_tokenizer(Path(tokenizer_path))
+    _WORKER["hard"] = hard_limit
+
+
+def _tokenize_file(path: str, min_notes: int, want_bar_bytes: bool) -> tuple[np.ndarray, list[str]]:
+    tok = _WORKER["tok"]
+    score = load_score(path)
+    n = count_notes(score)
+    if n < min_notes:
+        raise MidiReadError(f"too few notes ({n} < min_notes={min_notes})")
+    seq = encode_score(tok, score)
+    bar_bytes: list[str] = []
+    if want_bar_bytes:  # BPE training input, split per bar like miditok's own iterator
+        raw = encode_score(tok, score, encode_ids=False)
+        chunks = [s.ids for s in raw.split_per_bars()] if tok.config.encode_ids_split == "bar" else [raw.ids]
+        bar_bytes = [tok._ids_to_bytes(c, as_one_str=True) for c in chunks if len(c) > 0]
+    return np.asarray(seq.ids, dtype=np.int32), bar_bytes
+
+
+def _work(items: list[tuple[str, str, bool]], min_notes: int, timeout: float) -> list[tuple]:
+    """Tokenize a batch; each file is bounded in time so that no file can hang the build.
+
+    Soft limit: SIGALRM (wall clock) raises inside Python code. Hard limit (pool workers only):
+    SIGPROF after 2x the CPU time with its default action, which kills the worker even when stuck
+    in C++ with the GIL held; the parent then retries that batch file by file.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    out = []
+    for rel, path, want_bytes in items:
+        if main:
+            old = signal.signal(signal.SIGALRM, _on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            if _WORKER.get("hard"):
+                signal.signal(signal.SIGPROF, signal.SIG_DFL)
+                signal.setitimer(signal.ITIMER_PROF, 2 * timeout + 5)
+        try:
+            ids, bar_bytes = _tokenize_file(path, min_notes, want_bytes)
+            out.append((rel, ids, bar_bytes, None))
+        except MidiReadError as e:
+            out.append((rel, None, None, e.reason))
+        except _FileTimeout:
+            out.append((rel, None, None, f"tokenization exceeded {timeout:g} s"))
+        except Exception as e:  # never let one file stop the build
+            out.append((rel, None, None, f"{type(e).__name__}: {e}".splitlines()[0][:300]))
+        finally:
+            if main:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old)
+                if _WORKER.get("hard"):
+                    signal.setitimer(signal.ITIMER_PROF, 0)
+    return out
+
+
+def _mp_context() -> mp.context.BaseContext:
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _run_tokenization(
+    items: list[tuple[str, str, bool]], tokenizer_path: Path, cfg: DataConfig, workers: int, desc: str
+) -> dict[str, tuple]:
+    """Tokenize all items; returns rel -> (ids | None, bar_bytes | None, reason | None)."""
+    results: dict[str, tuple] = {}
+    bar = tqdm(total=len(items), desc=desc, unit="file")
+    timeout = float(cfg.max_seconds_per_file)
+
+    def record(res: list[tuple]) -> None:
+        for rel, ids, bb, reason in res:
+            results[rel] = (ids, bb, reason)
+        bar.update(len(res))
+
+    if workers <= 1 or len(items) <= 4:
+        _init_worker(str(tokenizer_path), hard_limit=False)
+        for it in items:
+            record(_work([it], cfg.min_notes, timeout))
+        bar.close()
+        return results
+
+    size = max(1, min(16, len(items) // (workers * 4)))
+    pending = [items[i : i + size] for i in range(0, len(items), size)]
+    while pending:
+        broken: list[list] = []
+        with ProcessPoolExecutor(
+            workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(str(tokenizer_path), True)
+        ) as ex:
+            futs = {ex.submit(_work, chunk, cfg.min_notes, timeout): chunk for chunk in pending}
+            for fut in as_completed(futs):
+                try:
+                    record(fut.result())
+                except Exception:  # BrokenProcessPool: a worker died (crash or hard limit)
+                    broken.append(futs[fut])
+        pending = []
+        for chunk in broken:
+            if len(chunk) == 1:
+                log.warning("file %s killed its tokenizer process", chunk[0][0])
+                record([(chunk[0][0], None, None, "tokenizer process crashed or exceeded the hard time limit")])
+            else:  # retry one by one to find the culprit
+                pending += [[it] for it in chunk]
+    bar.close()
+    return results
+
+
+class _BytesIterator:
+    """Training data for ``tokenizer.train``: per-bar byte strings, with ``__len__``."""
+
+    def __init__(self, pieces: list[list[str]]) -> None:
+        self.pieces = pieces
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def __iter__(self):
+        yield from self.pieces
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def _atomic_write_bytes(path: Path, writer) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        writer(f)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj) -> None:
+    _atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def _fingerprint(cfg: DataConfig, source: dict, files: list[tuple[str, Path]], pre_skipped: list[dict], limit) -> str:
+    h = hashlib.sha256()
+    cfg_d = asdict(cfg)
+    cfg_d.pop("workers")  # parallelism does not change the output
+    meta = {"format": FORMAT_VERSION, "miditok": CURRENT_MIDITOK_VERSION, "config": cfg_d, "source": source, "limit": limit}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for rel, path in files:
+        st = path.stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for s in pre_skipped:
+        h.update(f"skip\0{s['path']}\0{s['reason']}\n".encode())
+    return h.hexdigest()
+
+
+def _outputs_complete(out: Path) -> bool:
+    names = ["tokenizer.json"] + [f"{s}.{k}" for s in SPLITS for k in ("tokens.npy", "offsets.npy", "pieces.json")]
+    return all((out / n).is_file() for n in names)
+
+
+def build(
+    out: Path,
+    *,
+    corpus: str | None = None,
+    midi_dir: Path | None = None,
+    config: DataConfig | None = None,
+    force: bool = False,
+    limit: int | None = None,
+) -> dict:
+    """Build (or reuse) a tokenized data set in ``out`` and return its manifest."""
+    t0 = time.perf_counter()
+    if (corpus is None) == (midi_dir is None):
+        raise ValueError("give exactly one of corpus= or midi_dir=")
+    cfg = config or DataConfig()
+    cfg.make_tokenizer()  # a bad tokenizer setting fails now, not after minutes of conversion
+    if midi_dir is not None and not Path(midi_dir).is_dir():
+        raise MusgenError(f"--midi-dir {midi_dir} is not a directory")
+    out = Path(out)
+    workers = cfg.workers or os.cpu_count() or 1
+
+    # 1. collect
+    if corpus is not None:
+        root, paths, pre_skipped = corpus_midi_files(corpus, workers=workers, limit=limit)
+        source = {"corpus": corpus}
+    else:
+        root = Path(midi_dir).resolve()
+        paths, pre_skipped = scan_midi_dir(root)
+        if limit is not None:
+            paths = paths[:limit]
+        source = {"midi_dir": str(root)}
+    files_found = len(paths) + len(pre_skipped)
+    skipped = list(pre_skipped)
+    files: list[tuple[str, Path]] = []
+    for p in paths:
+        rel = p.relative_to(root).as_posix()
+        try:
+            size_mb = p.stat().st_size / 2**20
+        except OSError as e:
+            skipped.append({"path": rel, "reason": f"cannot stat: {e.strerror}"})
+            continue
+        if size_mb > cfg.max_file_mb:
+            skipped.append({"path": rel, "reason": f"file too large ({size_mb:.1f} MB > max_file_mb={cfg.max_file_mb:g})"})
+        else:
+            files.append((rel, p))
+
+    # 2. cached?
+    fp = _fingerprint(cfg, source, files, skipped, limit)
+    manifest_path = out / "manifest.json"
+    if not force and manifest_path.is_file() and _outputs_complete(out):
+        try:
+            old = json.loads(manifest_path.read_text())
+        except ValueError:
+            old = {}
+        if old.get("fingerprint") == fp and old.get("format_version") == FORMAT_VERSION:
+            log.info("cached build reused: %s (%s)", out, fp[:12])
+            return old
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path.unlink(missing_ok=True)  # an interrupted rebuild must not look complete
+
+    # 3. split by piece, tokenize
+    split = {rel: split_of(rel, cfg.valid_fraction, cfg.test_fraction) for rel, _ in files}
+    tokenizer = cfg.make_tokenizer()
+    bpe = cfg.bpe_vocab_size > 0
+    if bpe and cfg.bpe_vocab_size <= len(tokenizer):
+        raise ConfigError(f"bpe_vocab_size={cfg.bpe_vocab_size} must exceed the base vocabulary ({len(tokenizer)})")
+    with tempfile.TemporaryDirectory(prefix=".musgen-build-", dir=out) as tmpdir:
+        tok_path = Path(tmpdir) / "tokenizer.json"
+        tokenizer.save(tok_path)
+        items = [(rel, str(p), bpe and split[rel] == "train") for rel, p in files]
+        log.info("tokenizing %d files with %d processes (%s)", len(items), workers, type(tokenizer).__name__)
+        results = _run_tokenization(items, tok_path, cfg, workers, "tokenize")
+
+        if bpe:
+            train_bytes = [results[r][1] for r, _, w in items if w and results[r][2] is None]
+            if not train_bytes:
+                raise NoUsableDataError(f"no usable training file to learn BPE from in {root}")
+            log.info("training BPE (vocab %d) on %d train pieces", cfg.bpe_vocab_size, len(train_bytes))
+            tokenizer.train(vocab_size=cfg.bpe_vocab_size, model="BPE", iterator=_BytesIterator(train_bytes))
+            tokenizer.save(tok_path)
+            good = [(r, p, False) for r, p, _ in items if results[r][2] is None]
+            results.update(_run_tokenization(good, tok_path, cfg, workers, "BPE encode"))
+        os.replace(tok_path, out / "tokenizer.json")
+
+    # 4. assemble splits
+    per_split: dict[str, list[tuple[str, np.ndarray]]] = {s: [] for s in SPLITS}
+    for rel, _ in files:
+        ids, _, reason = results[rel]
+        if reason is not None:
+            skipped.append({"path": rel, "reason": reason})
+        else:
+            per_split[split[rel]].append((rel, ids))
+    skipped.sort(key=lambda d: d["path"])
+    n_good = sum(len(v) for v in per_split.values())
+    if n_good == 0:
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+        where = f"corpus {corpus!r}" if corpus else str(root)
+        raise NoUsableDataError(
+            f"no usable MIDI file in {where}: {files_found} found, {len(skipped)} skipped"
+            + (f" (e.g. {reasons})" if reasons else "")
+        )
+
+    splits_info = {}
+    for s in SPLITS:
+        pieces = per_split[s]
+        lengths = np.array([len(ids) for _, ids in pieces], dtype=np.int64)
+        offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        tokens = np.concatenate([ids for _, ids in pieces]).astype(np.int32) if pieces else np.zeros(0, np.int32)
+        _atomic_write_bytes(out / f"{s}.tokens.npy", lambda f, a=tokens: np.save(f, a))
+        _atomic_write_bytes(out / f"{s}.offsets.npy", lambda f, a=offsets: np.save(f, a))
+        _write_json(out / f"{s}.pieces.json", [rel for rel, _ in pieces])
+        splits_info[s] = {"pieces": len(pieces), "tokens": int(tokens.size)}
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        "config": asdict(cfg),
+        "fingerprint": fp,
+        "tokenizer": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "base_vocab_size": len(tokenizer.vocab),
+        "bpe": bpe,
+        "files_found": files_found,
+        "splits": splits_info,
+        "skipped": skipped,
+        "build_seconds": round(time.perf_counter() - t0, 3),
+    }
+    _write_json(manifest_path, manifest)
+    log.info(
+        "built %s: %s; %d skipped; vocab %d; %.1f s",
+        out, ", ".join(f"{s} {v['pieces']} pieces/{v['tokens']} tokens" for s, v in splits_info.items()),
+        len(skipped), len(tokenizer), manifest["build_seconds"],
+    )
+    return manifest

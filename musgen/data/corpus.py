@@ -1,0 +1,314 @@
+"""Built-in corpora (music21's bundled scores, converted to MIDI once) and user MIDI folders.
+
+The cache layout is ``<cache>/corpus/<name>/<rel>.mid`` with ``rel`` like ``bwv1.6`` (bach),
+``Agnus`` (palestrina) or ``essenFolksong/altdeu10/X123`` (folk: one ABC file holds many tunes,
+split at ``X:`` lines). ``all`` is the union: its root is ``<cache>/corpus`` and its pieces are
+``bach/...``, ``folk/...``, ``palestrina/...``, so it reuses the per-corpus conversions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+CORPORA = ("bach", "folk", "palestrina", "all")
+FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs")
+MIDI_SUFFIXES = (".mid", ".midi")
+PIECE_TIMEOUT_S = 120  # a pathological score must not stall the whole conversion
+_FAILED_FILE = "failed.json"
+_X_LINE = re.compile(r"^X:", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    rel: str  # output path relative to the corpus root, with .mid
+    source: str  # file path of the music21 source
+    abc_text: str | None = None  # one ABC tune's text, for folk pieces
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MUSGEN_CACHE") or Path.home() / ".cache" / "musgen")
+
+
+def _music21_corpus_root() -> Path:
+    import music21
+
+    return Path(music21.__file__).parent / "corpus"
+
+
+def _composer_pieces(composer: str) -> list[_Piece]:
+    from music21 import corpus
+
+    pieces, seen = [], set()
+    for src in sorted(Path(p) for p in corpus.getComposer(composer)):
+        stem = src.stem
+        if stem in seen:  # e.g. bwv277.krn next to bwv277.mxl
+            stem = f"{stem}_{src.suffix.lstrip('.')}"
+        seen.add(stem)
+        pieces.append(_Piece(f"{stem}.mid", str(src)))
+    return pieces
+
+
+def split_abc_tunes(text: str) -> Iterator[tuple[str, str]]:
+    """Yield (X number, tune text) for each ``X:`` tune; the file preamble is ignored."""
+    starts = [m.start() for m in _X_LINE.finditer(text)]
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        tune = text[start:end]
+        number = tune[2 : tune.find("\n") if "\n" in tune else len(tune)].strip() or str(i + 1)
+        yield re.sub(r"[^\w.-]", "_", number), tune
+
+
+def _folk_pieces() -> list[_Piece]:
+    root = _music21_corpus_root()
+    pieces = []
+    for coll in FOLK_COLLECTIONS:
+        for src in sorted((root / coll).rglob("*.abc")):
+            text = src.read_text(encoding="utf-8", errors="replace")
+            base = src.relative_to(root).with_suffix("").as_posix()
+            seen: dict[str, int] = {}
+            for number, tune in split_abc_tunes(text):
+                seen[number] = seen.get(number, 0) + 1
+                name = number if seen[number] == 1 else f"{number}_{seen[number]}"
+                pieces.append(_Piece(f"{base}/X{name}.mid", str(src), tune))
+    return pieces
+
+
+def _list_pieces(name: str) -> list[_Piece]:
+    if name == "bach":
+        return _composer_pieces("bach")
+    if name == "palestrina":
+        return _composer_pieces("palestrina")
+    if name == "folk":
+        return _folk_pieces()
+    if name == "all":
+        return [
+            _Piece(f"{sub}/{p.rel}", p.source, p.abc_text)
+            for sub in ("bach", "folk", "palestrina")
+            for p in _list_pieces(sub)
+        ]
+    raise ValueError(f"unknown corpus {name!r}; choose from {CORPORA}")
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):  # noqa: ARG001
+    raise _Timeout
+
+
+def _convert_one(piece: _Piece, out: Path) -> str | None:
+    """Convert one score to MIDI at ``out`` atomically; return a failure reason or None."""
+    from music21 import converter, midi, stream
+
+    use_alarm = threading.current_thread() is threading.main_thread()
+    if use_alarm:
+        old = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.alarm(PIECE_TIMEOUT_S)
+    try:
+        if piece.abc_text is not None:
+            score = converter.parse(piece.abc_text, format="abc")
+        else:
+            score = converter.parse(piece.source, forceSource=True)
+        if isinstance(score, stream.Opus):
+            score = score.scores[0] if score.scores else None
+        if score is None or not score.recurse().notes:
+            return "no notes"
+        mf = midi.translate.streamToMidiFile(score)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        mf.open(str(tmp), "wb")
+        try:
+            mf.write()
+        finally:
+            mf.close()
+        os.replace(tmp, out)
+        return None
+    except _Timeout:
+        return f"music21 conversion exceeded {PIECE_TIMEOUT_S} s"
+    except Exception as e:  # music21 raises many types on odd scores
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return f"music21 could not convert: {type(e).__name__}: {msg}"
+    finally:
+        if use_alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+
+
+def _convert_batch(args: tuple[list[_Piece], str]) -> list[tuple[str, str | None]]:
+    batch, root = args
+    return [(p.rel, _convert_one(p, Path(root) / p.rel)) for p in batch]
+
+
+def _batches(pieces: list[_Piece], n_workers: int) -> list[list[_Piece]]:
+    # Batch cheap ABC tunes (~0.03 s) to amortise IPC; scores from files go one per task.
+    n_abc = sum(p.abc_text is not None for p in pieces)
+    size = max(1, min(32, -(-n_abc // (4 * n_workers))))  # >= 4 tasks per worker to balance
+    out, cur = [], []
+    for p in pieces:
+        if p.abc_text is None:
+            out.append([p])
+            continue
+        cur.append(p)
+        if len(cur) >= size:
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _mp_context() -> mp.context.BaseContext:
+    # fork is cheap (music21 is already imported); fall back where it does not exist.
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _load_failed(root: Path) -> dict[str, str]:
+    import music21
+
+    try:
+        data = json.loads((root / _FAILED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if data.get("music21") != music21.__version__:
+        return {}  # a new music21 may parse what the old one could not
+    return dict(data.get("failed", {}))
+
+
+def _save_failed(root: Path, failed: dict[str, str]) -> None:
+    import music21
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{_FAILED_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"music21": music21.__version__, "failed": failed}, indent=1, sort_keys=True))
+    os.replace(tmp, root / _FAILED_FILE)
+
+
+def corpus_midi_files(
+    name: str,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    limit: int | None = None,
+) -> tuple[Path, list[Path], list[dict]]:
+    """Convert a music21 corpus to MIDI once (in parallel) and return (root, midi paths, failures).
+
+    Already converted files, and pieces recorded as failing with the same music21 version, are
+    reused. ``limit`` keeps the first N pieces in sorted order.
+    """
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}; choose from {CORPORA}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache / "corpus" if name == "all" else cache / "corpus" / name
+    pieces = sorted(_list_pieces(name), key=lambda p: p.rel)
+    if limit is not None:
+        pieces = pieces[:limit]
+
+    # Failures are remembered per corpus directory so that "all" shares them with the parts.
+    def fail_root(rel: str) -> tuple[Path, str]:
+        if name != "all":
+            return root, rel
+        sub, _, rest = rel.partition("/")
+        return root / sub, rest
+
+    known_failed: dict[Path, dict[str, str]] = {}
+
+    def failed_map(froot: Path) -> dict[str, str]:
+        if froot not in known_failed:
+            known_failed[froot] = _load_failed(froot)
+        return known_failed[froot]
+
+    failures: list[dict] = []
+    todo: list[_Piece] = []
+    for p in pieces:
+        froot, frel = fail_root(p.rel)
+        if (root / p.rel).is_file():
+            continue
+        if frel in failed_map(froot):
+            failures.append({"path": p.rel, "reason": failed_map(froot)[frel]})
+        else:
+            todo.append(p)
+
+    if todo:
+        n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+        log.info("converting %d %s pieces to MIDI with %d processes", len(todo), name, n_workers)
+        tasks = [(b, str(root)) for b in _batches(todo, n_workers)]
+        bar = tqdm(total=len(todo), desc=f"music21 -> MIDI ({name})", unit="piece")
+        new_failed: list[tuple[str, str]] = []
+        if n_workers == 1:
+            results = map(_convert_batch, tasks)
+            for res in results:
+                new_failed += [(r, e) for r, e in res if e]
+                bar.update(len(res))
+        else:
+            with _mp_context().Pool(n_workers) as pool:
+                for res in pool.imap_unordered(_convert_batch, tasks):
+                    new_failed += [(r, e) for r, e in res if e]
+                    bar.update(len(res))
+        bar.close()
+        for rel, reason in new_failed:
+            froot, frel = fail_root(rel)
+            failed_map(froot)[frel] = reason
+            failures.append({"path": rel, "reason": reason})
+        for froot, fmap in known_failed.items():
+            if new_failed:
+                _save_failed(froot, fmap)
+
+    files = [root / p.rel for p in pieces if (root / p.rel).is_file()]
+    failures.sort(key=lambda d: d["path"])
+    log.info(
+        "corpus %s: %d pieces, %d MIDI files, %d failed (%d converted now)",
+        name, len(pieces), len(files), len(failures), len(todo),
+    )
+    return root, files, failures
+
+
+def scan_midi_dir(root: Path) -> tuple[list[Path], list[dict]]:
+    """List MIDI files under ``root`` recursively without parsing them.
+
+    Returns sorted paths and ``{"path": relative path, "reason": str}`` for entries that look
+    like MIDI but cannot be used (directories named ``x.mid``, broken links, unreadable files or
+    directories). Symlinked directories are not followed, so link loops cannot recurse forever.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a directory: {root}")
+    files: list[Path] = []
+    skipped: list[dict] = []
+
+    def rel(p: str) -> str:
+        return Path(os.path.relpath(p, root)).as_posix()
+
+    def on_error(err: OSError) -> None:
+        skipped.append({"path": rel(err.filename or str(root)), "reason": f"unreadable directory: {err.strerror}"})
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
+        for d in dirnames:
+            if d.lower().endswith(MIDI_SUFFIXES):
+                skipped.append({"path": rel(os.path.join(dirpath, d)), "reason": "is a directory, not a MIDI file"})
+        for f in filenames:
+            if not f.lower().endswith(MIDI_SUFFIXES):
+                continue
+            full = os.path.join(dirpath, f)
+            if not os.path.isfile(full):  # stat follows file links: catches broken ones
+                skipped.append({"path": rel(full), "reason": "not a regular file (broken link?)"})
+            elif not os.access(full, os.R_OK):
+                skipped.append({"path": rel(full), "reason": "permission denied"})
+            else:
+                files.append(Path(full))
+    files.sort()
+    skipped.sort(key=lambda d: d["path"])
+    return files, skipped

@@ -1,0 +1,197 @@
+"""Map-style datasets over a built data directory (see ``musgen.data.build`` for the format)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .tokenizers import load_tokenizer, pitch_shift_table, velocity_ids
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    pad: int
+    bos: int
+    eos: int
+    mask: int | None = None
+
+
+def special_ids(data_dir_or_tokenizer) -> SpecialIds:
+    """PAD/BOS/EOS/MASK ids from a data directory's tokenizer (or a tokenizer object)."""
+    tok = data_dir_or_tokenizer
+    if isinstance(tok, (str, Path)):
+        tok = load_tokenizer(Path(tok) / "tokenizer.json")
+    v = tok.vocab
+    return SpecialIds(pad=v["PAD_None"], bos=v["BOS_None"], eos=v["EOS_None"], mask=v.get("MASK_None"))
+
+
+def pad_id(data_dir: Path) -> int:
+    return special_ids(data_dir).pad
+
+
+def bos_id(data_dir: Path) -> int:
+    return special_ids(data_dir).bos
+
+
+def eos_id(data_dir: Path) -> int:
+    return special_ids(data_dir).eos
+
+
+def read_manifest(data_dir: Path) -> dict:
+    return json.loads((Path(data_dir) / "manifest.json").read_text())
+
+
+def vocab_size(data_dir: Path) -> int:
+    return int(read_manifest(data_dir)["vocab_size"])
+
+
+def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens int32, offsets int64) of a split; tokens are memory-mapped."""
+    data_dir = Path(data_dir)
+    tokens = np.load(data_dir / f"{split}.tokens.npy", mmap_mode="r")
+    offsets = np.load(data_dir / f"{split}.offsets.npy")
+    return tokens, offsets
+
+
+class TokenWindows(Dataset):
+    """Fixed windows of ``seq_len + 1`` tokens over ``[BOS] + piece + [EOS]``.
+
+    Item i is a fixed (piece, start) pair; the last window of a piece is right-padded with PAD
+    (labels -100 there). Augmentation draws from ``default_rng((seed, epoch, i))`` only, so an
+    item is reproducible for exact resume. Transposition applies one shift per window, chosen
+    uniformly among the shifts in [-transpose, transpose] that keep every pitch of the window in
+    the vocabulary. It is disabled for BPE data: a BPE token has no transposed counterpart.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        split: str,
+        seq_len: int,
+        *,
+        transpose: int = 0,
+        velocity_jitter: int = 0,
+        seed: int = 0,
+        stride: int | None = None,
+    ) -> None:
+        if seq_len < 1:
+            raise ValueError("seq_len must be >= 1")
+        self.data_dir = Path(data_dir)
+        self.split = split
+        self.seq_len = seq_len
+        self.stride = stride or seq_len
+        self.seed = seed
+        self.epoch = 0
+        self.tokens, self.offsets = load_split(self.data_dir, split)
+        tok = load_tokenizer(self.data_dir / "tokenizer.json")
+        self.special = special_ids(tok)
+        self.vocab_size = len(tok)
+        if tok.is_trained and (transpose or velocity_jitter):
+            log.warning("BPE data: transposition and velocity jitter are disabled (no BPE token mapping)")
+            transpose, velocity_jitter = 0, 0
+        self.transpose = int(transpose)
+        self.velocity_jitter = int(velocity_jitter)
+        # shift tables stacked as (2T+1, vocab): row d + T maps ids for shift d
+        self.shift_tables = (
+            np.stack([pitch_shift_table(tok, d) for d in range(-self.transpose, self.transpose + 1)])
+            if self.transpose
+            else None
+        )
+        self.vel_ids = velocity_ids(tok) if self.velocity_jitter else None
+        if self.vel_ids is not None:
+            self.vel_index = np.full(self.vocab_size, -1, dtype=np.int64)
+            self.vel_index[self.vel_ids] = np.arange(len(self.vel_ids))
+
+        # windows: framed length L = n + 2; a window needs >= 2 tokens (one label)
+        index = []
+        for p in range(len(self.offsets) - 1):
+            framed = int(self.offsets[p + 1] - self.offsets[p]) + 2
+            for start in range(0, framed - 1, self.stride):
+                index.append((p, start))
+        self.index = np.array(index, dtype=np.int64).reshape(-1, 2)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _framed_window(self, i: int) -> tuple[np.ndarray, int]:
+        """The window's ids (length seq_len + 1, PAD-padded) and its number of real tokens."""
+        p, start = self.index[i]
+        lo, hi = int(self.offsets[p]), int(self.offsets[p + 1])
+        framed = np.empty(hi - lo + 2, dtype=np.int64)
+        framed[0], framed[-1] = self.special.bos, self.special.eos
+        framed[1:-1] = self.tokens[lo:hi]
+        chunk = framed[start : start + self.seq_len + 1]
+        window = np.full(self.seq_len + 1, self.special.pad, dtype=np.int64)
+        window[: len(chunk)] = chunk
+        return window, len(chunk)
+
+    def _augment(self, window: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        real = window[:n]
+        if self.shift_tables is not None:
+            ok = np.flatnonzero((self.shift_tables[:, real] >= 0).all(axis=1))  # rows valid for all ids
+            row = int(rng.choice(ok))
+            window[:n] = self.shift_tables[row, real]
+        if self.vel_ids is not None:
+            d = int(rng.integers(-self.velocity_jitter, self.velocity_jitter + 1))
+            pos = self.vel_index[window[:n]]
+            is_vel = pos >= 0
+            new = np.clip(pos[is_vel] + d, 0, len(self.vel_ids) - 1)
+            window[:n][is_vel] = self.vel_ids[new]
+        return window
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if i < 0:
+            i += len(self)
+        window, n = self._framed_window(i)
+        if self.shift_tables is not None or self.vel_ids is not None:
+            window = self._augment(window, n, np.random.default_rng((self.seed, self.epoch, i)))
+        labels = window[1:].copy()
+        labels[max(n - 1, 0) :] = IGNORE_INDEX
+        return {"input_ids": torch.from_numpy(window[:-1].copy()), "labels": torch.from_numpy(labels)}
+
+
+def _label_counts(tokens: np.ndarray, offsets: np.ndarray, eos: int, vocab: int) -> np.ndarray:
+    """Counts of the tokens a model predicts: every piece's ids plus its EOS (BOS is never a label)."""
+    counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab).astype(np.float64)
+    counts[eos] += len(offsets) - 1
+    return counts
+
+
+def unigram_nll(data_dir: Path) -> dict:
+    """Unigram baseline: add-one smoothed train label frequencies, NLL (nats/token) on valid labels.
+
+    Falls back to the test split, then train, when valid is empty (``eval_split`` says which).
+    """
+    data_dir = Path(data_dir)
+    v = vocab_size(data_dir)
+    eos = special_ids(data_dir).eos
+    train_counts = _label_counts(*load_split(data_dir, "train"), eos, v)
+    logp = np.log(train_counts + 1.0) - np.log(train_counts.sum() + v)
+    for split in ("valid", "test", "train"):
+        counts = _label_counts(*load_split(data_dir, split), eos, v)
+        if counts.sum() > 0:
+            break
+    n = float(counts.sum())
+    nll = float(-(counts * logp).sum() / n) if n else float("nan")
+    return {
+        "nll": nll,
+        "eval_split": split,
+        "eval_tokens": int(n),
+        "train_tokens": int(train_counts.sum()),
+        "vocab_size": v,
+        "uniform_nll": math.log(v),
+    }

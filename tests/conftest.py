@@ -1,0 +1,43 @@
+"""Shared fixtures: small folders of real MIDI converted from music21's bundled corpus.
+
+Conversion is cached under ``$MUSGEN_CACHE`` when set (fast reruns), else in a per-session temp
+dir. Each fixture copies its files into a private folder, so a bigger persistent cache never
+leaks extra pieces into a test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from musgen.data.corpus import corpus_midi_files
+
+
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get("MUSGEN_CACHE")
+    return Path(env) if env else tmp_path_factory.getbasetemp() / "musgen-cache"
+
+
+def _copy_corpus(tmp_path_factory: pytest.TempPathFactory, name: str, limit: int) -> Path:
+    root, files, _ = corpus_midi_files(name, cache_dir=_cache_dir(tmp_path_factory), limit=limit)
+    dest = tmp_path_factory.mktemp(f"{name}_midi")
+    for f in files:
+        target = dest / f.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, target)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def bach_midi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~12 real Bach chorales as MIDI (4+ tracks each)."""
+    return _copy_corpus(tmp_path_factory, "bach", 12)
+
+
+@pytest.fixture(scope="session")
+def folk_midi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~20 real folk tunes (ABC -> MIDI), in nested folders."""
+    return _copy_corpus(tmp_path_factory, "folk", 20)
