@@ -29,6 +29,7 @@ class MusicGenerator:
         *,
         prime: str | Path | None = None,
         length: int = 512,
+        min_length: int | None = None,
         bars: int | None = None,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -36,7 +37,7 @@ class MusicGenerator:
         seed: int | None = None,
     ) -> list[Any]:
         """Returns ``num_samples`` symusic Scores; with ``prime`` (a MIDI file) each starts with it."""
-        seqs = self.task.sample(num_samples, prime=prime, length=length, bars=bars, temperature=temperature,
+        seqs = self.task.sample(num_samples, prime=prime, length=length, min_length=min_length, bars=bars, temperature=temperature,
                                 top_k=top_k, top_p=top_p, seed=seed)
         return [self.task.ids_to_score(ids) for ids in seqs]
 

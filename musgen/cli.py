@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     length = sample.add_mutually_exclusive_group()
     length.add_argument("--length", type=int, help="new tokens per sample (default 512)")
     length.add_argument("--bars", type=int, help="new bars per sample (tokenizers with Bar tokens)")
+    sample.add_argument("--min-length", type=int,
+                        help="no end-of-piece before this many new tokens (default: a quarter of --length)")
     sample.add_argument("--temperature", type=float, default=1.0)
     sample.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
     sample.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
@@ -141,7 +143,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         raise MusgenError(f"primer {args.prime} is not a file")
     generator = load(args.checkpoint)
     paths = generator.generate_to(
-        args.out, args.num_samples, prime=args.prime, length=args.length or 512, bars=args.bars,
+        args.out, args.num_samples, prime=args.prime, length=args.length or 512, min_length=args.min_length, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
     )
     for path in paths:

@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0  # DataLoader workers
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and stops when it is spent.
+    stop_at: int = 0  # stop (state saved) after this step without changing the schedule; 0 = run to `steps`
     cpu: bool = False  # force CPU even where a GPU is present
 
 

@@ -41,3 +41,23 @@ def bach_midi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def folk_midi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~20 real folk tunes (ABC -> MIDI), in nested folders."""
     return _copy_corpus(tmp_path_factory, "folk", 20)
+
+
+@pytest.fixture(scope="session")
+def bach_data(tmp_path_factory: pytest.TempPathFactory, bach_midi_dir: Path) -> Path:
+    """A REMI data set built from the real chorales (a quarter held out for validation)."""
+    from musgen.data import DataConfig, build
+
+    out = tmp_path_factory.mktemp("bach_data")
+    build(out, midi_dir=bach_midi_dir, config=DataConfig(valid_fraction=0.25, test_fraction=0.1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lstm_run(tmp_path_factory: pytest.TempPathFactory, bach_data: Path):
+    """The tiny LSTM preset trained on ``bach_data`` (a real, short run shared by several tests)."""
+    import musgen
+
+    run = tmp_path_factory.mktemp("runs") / "lstm"
+    result = musgen.train("lstm", bach_data, run, config="configs/tiny/lstm.yaml", progress=False)
+    return result

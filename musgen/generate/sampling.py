@@ -14,6 +14,7 @@ from musgen.errors import MusgenError
 @dataclass
 class SamplingControls:
     length: int = 512  # new tokens at most (per sample)
+    min_length: int | None = None  # EOS is suppressed before this many new tokens (default: length // 4)
     bars: int | None = None  # stop after this many new Bar tokens (tokenizers that have them)
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
@@ -23,6 +24,10 @@ class SamplingControls:
     def __post_init__(self) -> None:
         if self.length < 1:
             raise MusgenError(f"--length must be at least 1, got {self.length}")
+        if self.min_length is None:
+            self.min_length = self.length // 4
+        if self.min_length < 0:
+            raise MusgenError(f"--min-length must be >= 0, got {self.min_length}")
         if self.bars is not None and self.bars < 1:
             raise MusgenError(f"--bars must be at least 1, got {self.bars}")
         if not self.temperature > 0:
@@ -33,15 +38,19 @@ class SamplingControls:
             raise MusgenError(f"--top-p must be in (0, 1], got {self.top_p}")
 
 
-def _processors(ctl: SamplingControls):  # -> transformers LogitsProcessorList
+def _processors(ctl: SamplingControls, prime_length: int, eos_id: int):  # -> LogitsProcessorList
     from transformers.generation.logits_process import (
         LogitsProcessorList,
+        MinNewTokensLengthLogitsProcessor,
         TemperatureLogitsWarper,
         TopKLogitsWarper,
         TopPLogitsWarper,
     )
 
     procs = LogitsProcessorList()
+    if ctl.min_length:
+        # A model trained on whole pieces may end a piece right after a complete primer.
+        procs.append(MinNewTokensLengthLogitsProcessor(prime_length, ctl.min_length, eos_id))
     if ctl.temperature != 1.0:
         procs.append(TemperatureLogitsWarper(ctl.temperature))
     if ctl.top_k > 0:
@@ -75,7 +84,7 @@ def sample_sequences(
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu")
     gen.manual_seed(ctl.seed if ctl.seed is not None else torch.seed())
-    procs = _processors(ctl)
+    procs = _processors(ctl, len(prime_ids), eos_id)
     bar_set = torch.tensor(bar_ids or [], dtype=torch.long, device=device)
 
     seqs = torch.tensor([prime_ids] * n, dtype=torch.long, device=device)  # (B, T0)

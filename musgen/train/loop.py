@@ -150,14 +150,16 @@ def fit(
 
     sampler = EpochShuffleSampler(len(train_ds), train_cfg.seed)
     drop_last = len(train_ds) >= train_cfg.batch_size * accelerator.num_processes
+    # Each DataLoader iterator draws a worker base seed; from its own generator, not the global RNG,
+    # or a resumed run (one iterator more) would see different dropout masks than a straight one.
     train_dl = DataLoader(
         train_ds, batch_size=train_cfg.batch_size, sampler=sampler, drop_last=drop_last,
-        num_workers=train_cfg.num_workers,
+        num_workers=train_cfg.num_workers, generator=torch.Generator().manual_seed(train_cfg.seed),
     )
     valid_dl = None
     if valid_ds is not None and len(valid_ds) > 0:
         valid_dl = DataLoader(valid_ds, batch_size=train_cfg.batch_size, shuffle=False,
-                              num_workers=train_cfg.num_workers)
+                              num_workers=train_cfg.num_workers, generator=torch.Generator().manual_seed(0))
 
     names = list(task.models)
     optimizers = task.optimizers()
@@ -204,7 +206,8 @@ def fit(
         for model in task.models.values():
             model.eval()
         sums: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
+        # fork_rng: evaluating (at a planned stop, say) must not shift the training RNG stream.
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             for i, batch in enumerate(valid_dl):
                 if train_cfg.eval_batches and i >= train_cfg.eval_batches:
                     break
@@ -259,9 +262,9 @@ def fit(
     data = batches()
     pbar = tqdm(total=train_cfg.steps, initial=step, disable=not (main and progress), desc=f"train {family}",
                 dynamic_ncols=True)
-    out_of_time = False
+    stopping = False
     try:
-        while step < train_cfg.steps and not out_of_time:
+        while step < train_cfg.steps and not stopping:
             factor = warmup_cosine(step, train_cfg.steps, train_cfg.warmup_steps, train_cfg.min_lr_ratio)
             for opt_name, opt in optimizers.items():
                 for group, base in zip(opt.param_groups, base_lrs[opt_name], strict=True):
@@ -288,11 +291,13 @@ def fit(
                 if train_cfg.max_minutes > 0:
                     spent = torch.tensor(float(time.time() - start > 60 * train_cfg.max_minutes),
                                          device=accelerator.device)
-                    out_of_time = bool(accelerator.reduce(spent, "max") > 0)
-                    if out_of_time:
+                    stopping = bool(accelerator.reduce(spent, "max") > 0)
+                    if stopping:
                         log.info("time budget of %.1f min spent at step %d", train_cfg.max_minutes, step)
 
-            is_last = step == train_cfg.steps or out_of_time
+            if train_cfg.stop_at and step >= train_cfg.stop_at:
+                stopping = True  # a planned stop: same schedule, resumable with --resume
+            is_last = step == train_cfg.steps or stopping
             if step % train_cfg.eval_every == 0 or is_last:
                 last_valid = {f"valid_{k}": v for k, v in evaluate().items()}
                 if last_valid:

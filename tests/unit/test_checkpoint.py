@@ -1,0 +1,64 @@
+"""The portable checkpoint format: atomic writes, exact weights, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from musgen import checkpoint
+from musgen.errors import CheckpointError
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10))
+    model[1].weight = model[0].weight  # tied weights must survive safetensors
+    return model
+
+
+def test_save_load_round_trip_and_run_dir_resolution(tmp_path):
+    model = _model()
+    for step in (10, 20):
+        checkpoint.save_portable(tmp_path / "run" / "checkpoints" / f"step_{step:07d}", family="lstm",
+                                 config_yaml="family: lstm\n", models={"model": model}, step=step,
+                                 metrics={"valid_nll": 1.5})
+    ckpt = checkpoint.load_portable(tmp_path / "run")  # a RUN_DIR resolves to its latest checkpoint
+    assert ckpt.meta["step"] == 20 and ckpt.family == "lstm" and ckpt.config == {"family": "lstm"}
+    fresh = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10))
+    fresh[1].weight = fresh[0].weight
+    ckpt.load_weights("model", fresh)
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
+    target = tmp_path / "ckpt"
+    checkpoint.save_portable(target, family="lstm", config_yaml="family: lstm\n", models={"model": _model()}, step=1)
+
+    def broken(tmp):
+        (tmp / "musgen.json").write_text("{}")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        checkpoint.atomic_directory(target, broken)
+    assert checkpoint.load_portable(target).meta["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        checkpoint.load_portable(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="neither"):
+        checkpoint.load_portable(tmp_path / "empty")
+    target = checkpoint.save_portable(tmp_path / "c", family="lstm", config_yaml="{}", models={"model": _model()},
+                                      step=1)
+    meta = json.loads((target / "musgen.json").read_text())
+    (target / "musgen.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(CheckpointError, match="format_version 99"):
+        checkpoint.load_portable(target)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        checkpoint.PortableCheckpoint(target, meta, {}).load_weights("model", torch.nn.Linear(3, 3))
