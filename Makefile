@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/musgen data build --corpus bach --out $(DEMO)/data/bach
 	rm -rf $(DEMO)/runs/lstm-tiny
 	$(BIN)/musgen train lstm --data $(DEMO)/data/bach --out $(DEMO)/runs/lstm-tiny \
-		--config configs/tiny/lstm.yaml --set train.steps=100000 --set train.max_minutes=1 --set train.eval_every=200
+		--config configs/tiny/lstm.yaml --set train.steps=100000 --set train.max_minutes=1 --set train.eval_every=500 --set train.save_every=100000
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/lstm-tiny --out $(DEMO)/samples --num-samples 3 --length 400 --seed 0
 	@echo "MIDI samples written to $(DEMO)/samples/"
 
