@@ -36,18 +36,6 @@ def special_ids(data_dir_or_tokenizer) -> SpecialIds:
     return SpecialIds(pad=v["PAD_None"], bos=v["BOS_None"], eos=v["EOS_None"], mask=v.get("MASK_None"))
 
 
-def pad_id(data_dir: Path) -> int:
-    return special_ids(data_dir).pad
-
-
-def bos_id(data_dir: Path) -> int:
-    return special_ids(data_dir).bos
-
-
-def eos_id(data_dir: Path) -> int:
-    return special_ids(data_dir).eos
-
-
 def read_manifest(data_dir: Path) -> dict:
     return json.loads((Path(data_dir) / "manifest.json").read_text())
 

@@ -161,7 +161,7 @@ def midi_to_ids(tokenizer: miditok.MusicTokenizer, path_or_score: Path | str | s
     return list(encode_score(tokenizer, load_score(path_or_score)).ids)
 
 
-def special_ids(tokenizer: miditok.MusicTokenizer) -> set[int]:
+def special_token_ids(tokenizer: miditok.MusicTokenizer) -> set[int]:
     return {tokenizer.vocab[f"{t}_None"] for t in SPECIAL_TOKENS if f"{t}_None" in tokenizer.vocab}
 
 
@@ -195,7 +195,7 @@ def ids_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> symusic.S
     search: ``log n`` decodes), and fall back to an empty score.
     """
     try:
-        drop = special_ids(tokenizer)
+        drop = special_token_ids(tokenizer)
         n_vocab = len(tokenizer)
         clean = [int(i) for i in ids if 0 <= int(i) < n_vocab and int(i) not in drop]
     except Exception:  # e.g. non-integer input: nothing sensible to decode

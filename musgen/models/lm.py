@@ -88,12 +88,14 @@ class LanguageModelTask(Task):
 
     def sample(self, n: int, prime: Any = None, **controls: Any) -> list[list[int]]:
         """Token id sequences (primer included, BOS/EOS/PAD stripped) for ``n`` samples."""
+        from musgen.data.dataset import special_ids
         from musgen.data.tokenizers import midi_to_ids
         from musgen.generate.sampling import SamplingControls, sample_sequences
 
         ctl = SamplingControls(**controls)
         vocab = self.tokenizer.vocab
-        bos, eos, pad = vocab["BOS_None"], vocab["EOS_None"], self.tokenizer.pad_token_id
+        special = special_ids(self.tokenizer)
+        bos, eos, pad = special.bos, special.eos, special.pad
         prime_ids = [bos]
         if prime is not None:
             prime_ids += midi_to_ids(self.tokenizer, prime)

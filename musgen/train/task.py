@@ -8,7 +8,6 @@ MuseGAN-like families override ``train_step``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -108,7 +107,7 @@ class Task:
                 totals[key] = totals.get(key, 0.0) + float(value) / n
         norm = ctx.clip_and_step("model", model.parameters())
         if norm is not None:
-            totals["grad_norm"] = norm if math.isfinite(norm) else float("nan")
+            totals["grad_norm"] = norm
         return totals
 
     def on_load(self, checkpoint_dir: Path) -> None:
