@@ -12,6 +12,7 @@ from musgen.errors import MusgenError
 # name -> (module, config class, task class)
 FAMILIES: dict[str, tuple[str, str, str]] = {
     "lstm": ("musgen.models.lstm", "LSTMConfig", "LSTMTask"),
+    "transformer": ("musgen.models.transformer", "TransformerConfig", "TransformerTask"),
 }
 
 

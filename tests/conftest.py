@@ -53,11 +53,15 @@ def bach_data(tmp_path_factory: pytest.TempPathFactory, bach_midi_dir: Path) -> 
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_lstm_run(tmp_path_factory: pytest.TempPathFactory, bach_data: Path):
-    """The tiny LSTM preset trained on ``bach_data`` (a real, short run shared by several tests)."""
+LANGUAGE_MODELS = ("lstm", "transformer")
+
+
+@pytest.fixture(scope="session", params=LANGUAGE_MODELS)
+def tiny_lm_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, bach_data: Path):
+    """The tiny preset of each token language model trained on ``bach_data`` (a real, short run
+    shared by several tests)."""
     import musgen
 
-    run = tmp_path_factory.mktemp("runs") / "lstm"
-    result = musgen.train("lstm", bach_data, run, config="configs/tiny/lstm.yaml", progress=False)
-    return result
+    family = request.param
+    run = tmp_path_factory.mktemp("runs") / family
+    return musgen.train(family, bach_data, run, config=f"configs/tiny/{family}.yaml", progress=False)

@@ -70,12 +70,18 @@ def sample_sequences(
     eos_id: int,
     pad_id: int,
     bar_ids: list[int] | None = None,
+    use_cache: bool = True,
 ) -> list[list[int]]:
     """Continues ``prime_ids`` ``n`` times. ``model(ids (B, T), state) -> (logits (B, T, V), state)``.
 
     The primer runs once through the model; each new token is then fed alone with the state (for an
     LSTM its (h, c), for a transformer its KV cache). A sample ends at EOS, after ``ctl.bars`` new
     bars, or after ``ctl.length`` new tokens. Returns the primer + continuation of each sample.
+
+    A model with a ``context`` attribute (the length it was trained on) sees at most that many
+    tokens: when the cache is full the window slides, i.e. the last 3/4 of the context is run again
+    without its cache and decoding goes on from there. ``use_cache=False`` reruns the whole window for
+    every token (the slow reference that benchmarks and tests compare against).
     """
     if n < 1:
         raise MusgenError(f"--num-samples must be at least 1, got {n}")
@@ -87,9 +93,16 @@ def sample_sequences(
     procs = _processors(ctl, len(prime_ids), eos_id)
     bar_set = torch.tensor(bar_ids or [], dtype=torch.long, device=device)
 
+    context = getattr(model, "context", None) or None  # None: unbounded (recurrent models)
+    keep = None if context is None else max(1, context - context // 4)
+
+    def run_window(ids: torch.Tensor):  # (B, T) -> logits of the window's last position, new state
+        window = ids if context is None else ids[:, -context:]
+        out, new_state = model(window)
+        return out[:, -1].float(), new_state, window.shape[1]
+
     seqs = torch.tensor([prime_ids] * n, dtype=torch.long, device=device)  # (B, T0)
-    logits, state = model(seqs)
-    next_logits = logits[:, -1].float()  # (B, V)
+    next_logits, state, cached = run_window(seqs)  # (B, V); ``cached``: positions in the state
     done = torch.zeros(n, dtype=torch.bool, device=device)
     bars_seen = torch.zeros(n, dtype=torch.long, device=device)
     for _ in range(ctl.length):
@@ -107,8 +120,13 @@ def sample_sequences(
         done |= token == eos_id
         if bool(done.all()):
             break
-        logits, state = model(token[:, None], state)
-        next_logits = logits[:, -1].float()
+        if not use_cache:
+            next_logits, state, cached = run_window(seqs)
+        elif context is not None and cached >= context:  # slide: re-run the last `keep` tokens
+            next_logits, state, cached = run_window(seqs[:, -keep:])
+        else:
+            logits, state = model(token[:, None], state)
+            next_logits, cached = logits[:, -1].float(), cached + 1
     if was_training:
         model.train()
     return seqs.tolist()

@@ -1,0 +1,138 @@
+"""The Music Transformer (Huang et al. 2018): a decoder-only transformer over MIDI tokens with
+relative self-attention (musgen.modules.relative_attention) and a key/value cache for sampling.
+
+``attention: plain`` gives the same model with absolute position embeddings and plain causal
+attention (for comparisons); ``relative_naive`` swaps the skewing for Shaw et al.'s O(L^2 D)
+reference (benchmarks only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from musgen.config import TrainConfig
+from musgen.errors import ConfigError, MusgenError
+from musgen.models.lm import LanguageModelTask, SequenceDataConfig
+from musgen.modules.relative_attention import KVCache, RelativeSelfAttention
+
+ATTENTIONS = {"relative": "skew", "relative_naive": "naive", "plain": None}
+
+
+@dataclass
+class TransformerModelConfig:
+    d_model: int = 256
+    num_layers: int = 6
+    num_heads: int = 8
+    d_ff: int = 1024
+    dropout: float = 0.1
+    attention: str = "relative"  # relative | plain | relative_naive (O(L^2 D) reference, benchmarks)
+    max_relative_position: int = 512  # longer distances share the last learned embedding
+    share_relative_heads: bool = False  # one set of distance embeddings for all heads of a layer
+    tie_weights: bool = True  # output projection shares the token embedding
+    attention_chunk: int = 128  # relative attention runs in query blocks of this size (0 = one block)
+    activation_checkpointing: bool = False  # recompute blocks in backward: less memory, ~30% slower
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ConfigError(f"model.attention must be one of {', '.join(ATTENTIONS)}, not {self.attention!r}")
+        if self.d_model % self.num_heads:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
+        if self.max_relative_position < 1:
+            raise ConfigError("model.max_relative_position must be at least 1")
+
+
+@dataclass
+class TransformerConfig:
+    model: TransformerModelConfig = field(default_factory=TransformerModelConfig)
+    data: SequenceDataConfig = field(default_factory=SequenceDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+TransformerState = list[KVCache]  # one (keys, values) per layer, each (B, H, T_past, D_h)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: TransformerModelConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.attn = RelativeSelfAttention(
+            cfg.d_model, cfg.num_heads, relative=ATTENTIONS[cfg.attention],
+            max_relative_position=cfg.max_relative_position,
+            share_relative_heads=cfg.share_relative_heads, dropout=cfg.dropout,
+            chunk=cfg.attention_chunk,
+        )
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model), nn.Dropout(cfg.dropout)
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        h, cache = self.attn(self.norm1(x), cache)  # (B, T, D)
+        x = x + self.drop(h)
+        return x + self.mlp(self.norm2(x)), cache
+
+
+class MusicTransformer(nn.Module):
+    """Token embedding -> N pre-norm blocks -> norm -> logits. ``context`` is the trained length:
+    sampling slides its window past it; plain attention cannot see further (absolute positions)."""
+
+    def __init__(self, vocab_size: int, cfg: TransformerModelConfig, context: int):
+        super().__init__()
+        self.cfg = cfg
+        self.context = context
+        self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.pos_embed = nn.Embedding(context, cfg.d_model) if cfg.attention == "plain" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        self.apply(self._init)
+        for name, param in self.named_parameters():
+            if name.endswith(("attn.out.weight", "mlp.2.weight")):  # GPT-2: scale residual writes
+                nn.init.normal_(param, std=0.02 / math.sqrt(2 * cfg.num_layers))
+        if cfg.tie_weights:
+            self.head.weight = self.embed.weight
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(
+        self, input_ids: torch.Tensor, state: TransformerState | None = None
+    ) -> tuple[torch.Tensor, TransformerState]:
+        """input_ids (B, T) -> logits (B, T, V) and the KV cache including these T positions."""
+        past = 0 if state is None else state[0][0].shape[2]
+        x = self.embed(input_ids)  # (B, T, D)
+        if self.pos_embed is not None:
+            end = past + input_ids.shape[1]
+            if end > self.context:
+                raise MusgenError(f"plain attention sees at most {self.context} positions, got {end}")
+            x = x + self.pos_embed(torch.arange(past, end, device=input_ids.device))
+        x = self.drop(x)
+        new_state: TransformerState = []
+        for i, block in enumerate(self.blocks):
+            cache = None if state is None else state[i]
+            if self.cfg.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x, cache = checkpoint(block, x, cache, use_reentrant=False)
+            else:
+                x, cache = block(x, cache)
+            new_state.append(cache)
+        return self.head(self.norm(x)), new_state  # (B, T, V)
+
+
+class TransformerTask(LanguageModelTask):
+    family = "transformer"
+
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"model": MusicTransformer(self.vocab_size, self.cfg.model, context=self.cfg.data.seq_len)}

@@ -1,0 +1,164 @@
+"""Causal self-attention with learned relative position logits (Shaw et al. 2018) computed by the
+memory-efficient *skewing* of the Music Transformer (Huang et al. 2018), plus a key/value cache.
+
+For a query at position p and a key at position j <= p the logit is
+
+    (q_p . k_j + q_p . E_r[min(p - j, M)]) / sqrt(D_h)
+
+where E_r holds one learned vector per distance 0..M (``max_relative_position``; longer distances
+share the last one). Shaw et al. gather E_r into an (L, L, D_h) tensor per head: O(L^2 D) memory.
+Skewing instead multiplies Q by the L distance embeddings once, (B, H, L, L), and shifts each row
+into place with a pad + reshape (``relative_shift``): no L x L x D tensor is ever built.
+
+The relative logits enter ``F.scaled_dot_product_attention`` as an additive float mask, so the
+attention itself runs in PyTorch's fused kernel. Switching ``relative`` off gives plain causal
+attention through the same code (the model then adds absolute position embeddings).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KVCache = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (B, H, T_past, D_h)
+
+
+def relative_shift(x: torch.Tensor) -> torch.Tensor:
+    """The skewing step. ``x[..., i, m]`` is query i's logit for distance ``Tk - 1 - m`` (query i sits
+    at absolute position ``Tk - Tq + i``); returns ``s[..., i, j]`` = the logit of query i for key j,
+    i.e. ``x[..., i, j + Tq - 1 - i]``. Valid where key j is not in the future of query i (the rest is
+    masked by the caller). Works for Tq <= Tk (cached decoding) as in Transformer-XL.
+
+    (..., Tq, Tk) -> (..., Tq, Tk)
+    """
+    *lead, tq, tk = x.shape
+    x = F.pad(x, (1, 0))  # (..., Tq, Tk + 1): one zero column on the left
+    x = x.reshape(*lead, tk + 1, tq)[..., 1:, :]  # (..., Tk, Tq): drop the first row
+    return x.reshape(*lead, tq, tk)
+
+
+def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
+    """(Tq, Tk) bool, True where query i (at position Tk - Tq + i) may attend to key j."""
+    q_pos = torch.arange(tk - tq, tk, device=device)[:, None]
+    return torch.arange(tk, device=device)[None, :] <= q_pos
+
+
+def distance_embeddings(rel_embed: torch.Tensor, tk: int) -> torch.Tensor:
+    """Distance embeddings ordered for ``relative_shift``: row m is distance ``tk - 1 - m``, clipped to
+    the last learned distance. (H, M + 1, D_h) -> (H, Tk, D_h)"""
+    max_distance = rel_embed.shape[1] - 1
+    distances = torch.arange(tk - 1, -1, -1, device=rel_embed.device).clamp(max=max_distance)
+    return rel_embed[:, distances]
+
+
+def naive_relative_logits(q: torch.Tensor, rel_embed: torch.Tensor, tk: int) -> torch.Tensor:
+    """Reference (Shaw et al. 2018): gathers one embedding per (query, key) pair, an (H, Tq, Tk, D_h)
+    tensor, then contracts it with Q. O(L^2 D) memory: for tests and benchmarks only.
+
+    q (B, H, Tq, D_h), rel_embed (H, M + 1, D_h) -> (B, H, Tq, Tk); future keys get distance 0.
+    """
+    tq = q.shape[2]
+    max_distance = rel_embed.shape[1] - 1
+    q_pos = torch.arange(tk - tq, tk, device=q.device)[:, None]
+    distance = (q_pos - torch.arange(tk, device=q.device)[None, :]).clamp(0, max_distance)  # (Tq, Tk)
+    pair_embed = rel_embed[:, distance]  # (H, Tq, Tk, D_h): the O(L^2 D) tensor
+    return torch.einsum("bhqd,hqkd->bhqk", q, pair_embed)
+
+
+def relative_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_embed: torch.Tensor | None, *,
+    impl: str = "skew", dropout: float = 0.0,
+) -> torch.Tensor:
+    """Causal attention of the last Tq positions over Tk >= Tq keys, with relative logits when
+    ``rel_embed`` (H, M + 1, D_h) is given. q (B, H, Tq, D_h), k and v (B, H, Tk, D_h) -> (B, H, Tq, D_h)"""
+    tq, tk = q.shape[2], k.shape[2]
+    if rel_embed is None:
+        if tq == tk:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        # Cached decoding: SDPA's is_causal aligns top-left, so the mask is explicit.
+        mask = causal_mask(tq, tk, q.device) if tq > 1 else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    # SDPA scales Q K^T by 1/sqrt(D_h) but adds the mask unscaled: scale the relative logits here.
+    q_scaled = q * (1.0 / math.sqrt(q.shape[-1]))
+    if impl == "skew":
+        s_rel = relative_shift(q_scaled @ distance_embeddings(rel_embed, tk).transpose(-1, -2))  # (B, H, Tq, Tk)
+    else:
+        s_rel = naive_relative_logits(q_scaled, rel_embed, tk)
+    bias = s_rel.masked_fill(~causal_mask(tq, tk, q.device), float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
+
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+class RelativeSelfAttention(nn.Module):
+    """Multi-head causal self-attention; ``relative`` in {"skew", "naive", None (plain)}.
+
+    With relative logits the queries are processed in blocks of ``chunk`` positions, each attending
+    only to the keys up to its end: this skips the masked upper triangle and keeps the (B, H, chunk,
+    Tk) blocks in cache. Measured on a 2-core CPU (B 8, H 8, L 512, D_h 32, forward + backward):
+    135 ms with 128-query blocks vs 434 ms unchunked; plain SDPA attention takes 78 ms.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        *,
+        relative: str | None = "skew",
+        max_relative_position: int = 512,
+        share_relative_heads: bool = False,
+        dropout: float = 0.0,
+        chunk: int = 128,
+    ):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+        if relative not in ("skew", "naive", None):
+            raise ValueError(f"relative must be 'skew', 'naive' or None, not {relative!r}")
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.relative = relative
+        self.dropout = dropout
+        self.chunk = chunk
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.rel_embed = None
+        if relative is not None:
+            heads = 1 if share_relative_heads else num_heads
+            # One vector per distance 0..M (per head, or one set shared by all heads).
+            self.rel_embed = nn.Parameter(torch.randn(heads, max_relative_position + 1, self.head_dim) * 0.02)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """x (B, Tq, D) -> (B, Tq, D) and the cache extended by these Tq positions."""
+        b, tq, _ = x.shape
+        q, k, v = self.qkv(x).view(b, tq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # q, k, v: (B, H, Tq, D_h)
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)  # (B, H, Tk, D_h)
+            v = torch.cat([cache[1], v], dim=2)
+        new_cache = (k, v)
+        rel = None if self.rel_embed is None else self.rel_embed.expand(self.num_heads, -1, -1)
+        dropout = self.dropout if self.training else 0.0
+        on_cpu = x.device.type == "cpu"
+        # bf16 attention is 2-4x slower than fp32 on this kind of CPU (measured): there the attention
+        # core runs in fp32 and only the linear layers around it follow autocast.
+        with torch.autocast("cpu", enabled=False) if on_cpu else nullcontext():
+            if on_cpu:
+                q, k, v = _upcast(q), _upcast(k), _upcast(v)
+                rel = None if rel is None else _upcast(rel)
+            past = k.shape[2] - tq
+            chunk = self.chunk if self.chunk > 0 and rel is not None else tq
+            outs = [
+                relative_attention(q[:, :, a : a + chunk], k[:, :, : past + a + chunk], v[:, :, : past + a + chunk],
+                                   rel, impl=self.relative or "skew", dropout=dropout)
+                for a in range(0, tq, chunk)
+            ]
+        y = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (B, H, Tq, D_h)
+        y = y.transpose(1, 2).reshape(b, tq, -1).to(x.dtype)  # (B, Tq, D)
+        return self.out(y), new_cache
