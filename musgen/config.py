@@ -58,8 +58,17 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+class _Override(str):
+    """The raw text of a ``--set`` value; ``parsed`` is its YAML reading. A str field takes the text
+    as typed, so ``--set train.mixed_precision=no`` is "no", not YAML's False."""
+
+    parsed: Any
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Converts a YAML/CLI value to the annotated type, or raises ConfigError."""
+    if isinstance(value, _Override):
+        value = str(value) if tp is str else value.parsed
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -160,10 +169,11 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set has an empty key in {item!r}")
+        value = _Override(raw)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value.parsed = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
-            value = raw
+            value.parsed = raw
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:

@@ -35,7 +35,8 @@ class TransformerModelConfig:
     share_relative_heads: bool = False  # one set of distance embeddings for all heads of a layer
     tie_weights: bool = True  # output projection shares the token embedding
     attention_chunk: int = 128  # relative attention runs in query blocks of this size (0 = one block)
-    activation_checkpointing: bool = False  # recompute blocks in backward: less memory, ~30% slower
+    attention_recompute: bool = False  # recompute attention logits in backward: memory ~ L * D
+    activation_checkpointing: bool = False  # recompute whole blocks in backward: least memory, slower
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
@@ -66,7 +67,7 @@ class Block(nn.Module):
             cfg.d_model, cfg.num_heads, relative=ATTENTIONS[cfg.attention],
             max_relative_position=cfg.max_relative_position,
             share_relative_heads=cfg.share_relative_heads, dropout=cfg.dropout,
-            chunk=cfg.attention_chunk,
+            chunk=cfg.attention_chunk, recompute=cfg.attention_recompute,
         )
         self.norm2 = nn.LayerNorm(cfg.d_model)
         self.mlp = nn.Sequential(

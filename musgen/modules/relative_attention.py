@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (B, H, T_past, D_h)
 
@@ -84,6 +86,9 @@ def relative_attention(
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     # SDPA scales Q K^T by 1/sqrt(D_h) but adds the mask unscaled: scale the relative logits here.
     q_scaled = q * (1.0 / math.sqrt(q.shape[-1]))
+    if tq == 1 and impl == "skew":  # one new token (cached sampling): sees every key, no shift needed
+        bias = q_scaled @ distance_embeddings(rel_embed, tk).transpose(-1, -2)  # (B, H, 1, Tk)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
     if impl == "skew":
         s_rel = relative_shift(q_scaled @ distance_embeddings(rel_embed, tk).transpose(-1, -2))  # (B, H, Tq, Tk)
     else:
@@ -115,6 +120,7 @@ class RelativeSelfAttention(nn.Module):
         share_relative_heads: bool = False,
         dropout: float = 0.0,
         chunk: int = 128,
+        recompute: bool = False,
     ):
         super().__init__()
         if d_model % num_heads:
@@ -126,6 +132,9 @@ class RelativeSelfAttention(nn.Module):
         self.relative = relative
         self.dropout = dropout
         self.chunk = chunk
+        # Keep only q, k, v for backward and recompute each block's (B, H, chunk, Tk) logits there:
+        # the attention's saved memory then grows like L * D instead of L^2 (costs a second forward).
+        self.recompute = recompute
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.rel_embed = None
@@ -154,9 +163,11 @@ class RelativeSelfAttention(nn.Module):
                 rel = None if rel is None else _upcast(rel)
             past = k.shape[2] - tq
             chunk = self.chunk if self.chunk > 0 and rel is not None else tq
+            attend = partial(relative_attention, impl=self.relative or "skew", dropout=dropout)
+            if self.recompute and torch.is_grad_enabled():  # (checkpoint replays the dropout RNG)
+                attend = partial(checkpoint, attend, use_reentrant=False)
             outs = [
-                relative_attention(q[:, :, a : a + chunk], k[:, :, : past + a + chunk], v[:, :, : past + a + chunk],
-                                   rel, impl=self.relative or "skew", dropout=dropout)
+                attend(q[:, :, a : a + chunk], k[:, :, : past + a + chunk], v[:, :, : past + a + chunk], rel)
                 for a in range(0, tq, chunk)
             ]
         y = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (B, H, Tq, D_h)

@@ -39,3 +39,11 @@ def test_resolved_config_round_trips_through_yaml():
     data = yaml.safe_load(dump_yaml(cfg, "lstm"))
     assert data.pop("family") == "lstm"
     assert from_dict(LSTMConfig, data) == cfg
+
+
+def test_string_overrides_keep_their_text():
+    # YAML reads a bare `no` as False; a str field must still get "no".
+    from musgen.config import TrainConfig, from_dict, parse_overrides
+
+    cfg = from_dict(TrainConfig, parse_overrides(["mixed_precision=no", "steps=7", "lr=3e-4"]))
+    assert (cfg.mixed_precision, cfg.steps, cfg.lr) == ("no", 7, 3e-4)

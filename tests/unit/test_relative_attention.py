@@ -37,18 +37,18 @@ def test_skewing_equals_the_naive_reference(tq, tk, max_distance):
     assert torch.isclose(skewed[1, 2, tq - 1, j], expected)
 
 
-def _attention(relative, chunk=128, shared=False, max_rel=16, seed=0):
+def _attention(relative, chunk=128, shared=False, max_rel=16, seed=0, recompute=False):
     torch.manual_seed(seed)
     return RelativeSelfAttention(32, 4, relative=relative, max_relative_position=max_rel,
-                                 share_relative_heads=shared, chunk=chunk).double()
+                                 share_relative_heads=shared, chunk=chunk, recompute=recompute).double()
 
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_attention_output_and_gradients_match_the_naive_module(shared):
     x = torch.randn(2, 29, 32, dtype=torch.float64)
     outs, grads = [], []
-    for impl, chunk in [("naive", 0), ("skew", 0), ("skew", 8)]:
-        att = _attention(impl, chunk=chunk, shared=shared)
+    for impl, chunk, recompute in [("naive", 0, False), ("skew", 0, False), ("skew", 8, False), ("skew", 8, True)]:
+        att = _attention(impl, chunk=chunk, shared=shared, recompute=recompute)
         y, _ = att(x)
         y.pow(2).sum().backward()
         outs.append(y)

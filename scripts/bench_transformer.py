@@ -1,0 +1,264 @@
+"""Benchmark of the Music Transformer's attention and sampling (issue 3).
+
+    python scripts/bench_transformer.py [--out scripts/results/bench_transformer.json] [--quick]
+
+Training: tokens/s of one optimizer step (forward, backward, AdamW) at 6 layers, d_model 256, 8 heads,
+batch 8, sequence 512 and 2048, for
+  relative        our relative attention (skewing, 128-query blocks)
+  relative_noblk  the same skewing in one block (the paper's procedure as written)
+  relative_rc     relative + recomputing the attention logits in backward (attention memory ~ L*D)
+  naive           Shaw et al.'s reference that gathers an (L, L, D_h) tensor per head
+  plain           plain causal attention through F.scaled_dot_product_attention
+  gpt2            transformers' GPT-2 of the same size (SDPA attention)
+Speeds are measured in this one process, round-robin over the models (the machine is shared and
+noisy, so the ratios are what to read). Peak memory is the peak resident set size of a fresh child
+process running the same steps, minus its size before the first step.
+
+Sampling: new tokens/s from a 1-token primer, cached vs uncached, and GPT-2 ``generate()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from musgen.generate.sampling import SamplingControls, sample_sequences  # noqa: E402
+from musgen.models.transformer import MusicTransformer, TransformerModelConfig  # noqa: E402
+
+VOCAB = 357  # the REMI vocabulary of the bach data set
+SIZE = dict(d_model=256, num_layers=6, num_heads=8, d_ff=1024, dropout=0.1)
+VARIANTS = {
+    "relative": dict(attention="relative"),
+    "relative_noblk": dict(attention="relative", attention_chunk=0),
+    "relative_rc": dict(attention="relative", attention_recompute=True),
+    "naive": dict(attention="relative_naive", attention_chunk=0),
+    "plain": dict(attention="plain"),
+}
+
+
+def build(name: str, seq_len: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if name == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        cfg = GPT2Config(vocab_size=VOCAB, n_positions=max(seq_len, 2048), n_embd=SIZE["d_model"],
+                         n_layer=SIZE["num_layers"], n_head=SIZE["num_heads"], n_inner=SIZE["d_ff"],
+                         resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, bos_token_id=1, eos_token_id=2)
+        return GPT2LMHeadModel(cfg, attn_implementation="sdpa") if _accepts_attn_impl() else GPT2LMHeadModel(cfg)
+    cfg = TransformerModelConfig(**SIZE, max_relative_position=512, **VARIANTS[name])
+    return MusicTransformer(VOCAB, cfg, context=max(seq_len, 2048))
+
+
+def _accepts_attn_impl() -> bool:
+    import inspect
+
+    from transformers import GPT2LMHeadModel
+
+    return "attn_implementation" in inspect.signature(GPT2LMHeadModel.__init__).parameters
+
+
+def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    out = model(ids)
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
+class Trainer:
+    """One model + AdamW; ``step()`` runs one real optimizer step on a random batch."""
+
+    def __init__(self, name: str, seq_len: int, batch: int, bf16: bool = False):
+        self.model = build(name, seq_len).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        gen = torch.Generator().manual_seed(1)
+        self.ids = torch.randint(0, VOCAB, (batch, seq_len + 1), generator=gen)
+        self.bf16 = bf16
+
+    def step(self) -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            logits = _logits(self.model, self.ids[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), self.ids[:, 1:].flatten())
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+
+def peak_memory_mib(name: str, seq_len: int, batch: int, steps: int = 2) -> dict:
+    """Runs ``steps`` training steps in a fresh process; peak RSS growth in MiB (or the failure)."""
+    job = json.dumps({"name": name, "seq_len": seq_len, "batch": batch, "steps": steps})
+    proc = subprocess.run([sys.executable, __file__, "--child", job], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200],
+                "returncode": proc.returncode}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _child(job: dict) -> None:
+    trainer = Trainer(job["name"], job["seq_len"], job["batch"])
+    before = _rss_mib()
+    for _ in range(job["steps"]):
+        trainer.step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    print(json.dumps({"peak_mib": round(peak - before, 1), "base_mib": round(before, 1)}))
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def naive_fits(seq_len: int, batch: int, budget_gib: float) -> tuple[bool, float]:
+    """The naive reference keeps an (H, L, L, D_h) float32 gather per layer for backward (plus one
+    gradient of it at a time): estimate it before running, so the benchmark never swaps the machine."""
+    gib = (SIZE["num_layers"] + 1) * seq_len * seq_len * SIZE["d_model"] * 4 / 2**30
+    return gib < budget_gib, round(gib, 1)
+
+
+def bench_training(seq_lens: list[int], batch: int, reps: int, names: list[str], mem_budget_gib: float) -> list[dict]:
+    rows = []
+    for seq_len in seq_lens:
+        active = {}
+        for name in names:
+            if name == "naive":
+                fits, gib = naive_fits(seq_len, batch, mem_budget_gib)
+                if not fits:
+                    rows.append({"model": name, "seq_len": seq_len, "batch": batch,
+                                 "skipped": f"needs about {gib} GiB for the (L, L, D) gathers alone"})
+                    continue
+            active[name] = Trainer(name, seq_len, batch)
+            active[name].step()  # warm-up
+        times: dict[str, list[float]] = {n: [] for n in active}
+        for _ in range(reps):  # round-robin, so drifting machine load hits every model alike
+            for name, trainer in active.items():
+                times[name].append(trainer.step())
+        base = statistics.median(times["plain"]) if "plain" in times else None
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            row = {"model": name, "seq_len": seq_len, "batch": batch, "step_s": round(med, 3),
+                   "tokens_per_s": round(batch * seq_len / med, 1),
+                   "params": sum(p.numel() for p in active[name].model.parameters()),
+                   "time_vs_plain": round(med / base, 2) if base else None}
+            row.update(peak_memory_mib(name, seq_len, batch))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del active
+    return rows
+
+
+def bench_precision(seq_len: int, batch: int, reps: int) -> list[dict]:
+    rows = []
+    trainers = {p: Trainer("relative", seq_len, batch, bf16=(p == "bf16")) for p in ("fp32", "bf16")}
+    for t in trainers.values():
+        t.step()
+    times: dict[str, list[float]] = {p: [] for p in trainers}
+    for _ in range(reps):
+        for p, t in trainers.items():
+            times[p].append(t.step())
+    fp32 = statistics.median(times["fp32"])
+    for p, ts in times.items():
+        med = statistics.median(ts)
+        rows.append({"precision": p, "seq_len": seq_len, "batch": batch, "step_s": round(med, 3),
+                     "tokens_per_s": round(batch * seq_len / med, 1), "time_vs_fp32": round(med / fp32, 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 3) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return round(2 * n**3 * reps / (time.perf_counter() - start) / 1e9, 1)
+
+
+def sample_once(name: str, model: torch.nn.Module, length: int, batch: int) -> None:
+    if name == "gpt2_generate":
+        ones = torch.ones(batch, 1, dtype=torch.long)
+        model.generate(ones, attention_mask=ones, do_sample=True, top_k=0, max_new_tokens=length,
+                       min_new_tokens=length, pad_token_id=0, eos_token_id=None)
+        return
+    ctl = SamplingControls(length=length, min_length=length, seed=0)  # no early EOS: full length
+    sample_sequences(model, [1], batch, ctl, eos_id=2, pad_id=0, use_cache=name.endswith("_cached"))
+
+
+@torch.no_grad()
+def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int) -> list[dict]:
+    """New tokens per second (all samples of the batch counted). Uncached decoding reruns the whole
+    prefix for each token; it is skipped where batch * length exceeds ``uncached_budget``."""
+    rows = []
+    relative = build("relative", 2048).eval()
+    models = {"relative_cached": relative, "relative_uncached": relative, "gpt2_generate": build("gpt2", 2048).eval()}
+    for length in lengths:
+        for batch in batches:
+            for name, model in models.items():
+                if name == "relative_uncached" and batch * length > uncached_budget:
+                    rows.append({"sampler": name, "new_tokens": length, "batch": batch,
+                                 "skipped": f"batch x length > {uncached_budget} (quadratic time)"})
+                    continue
+                start = time.perf_counter()
+                sample_once(name, model, length, batch)
+                sec = time.perf_counter() - start
+                rows.append({"sampler": name, "new_tokens": length, "batch": batch, "seconds": round(sec, 2),
+                             "tokens_per_s": round(batch * length / sec, 1)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "bench_transformer.json"))
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the script")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", default="train,naive1024,precision,sampling")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(json.loads(args.child))
+        return
+    only = set(args.only.split(","))
+    if args.quick:
+        SIZE.update(num_layers=2)
+    names = ["relative", "relative_noblk", "relative_rc", "naive", "plain", "gpt2"]
+    result: dict = {
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "matmul_gflops_fp32": matmul_gflops(torch.float32),
+                    "matmul_gflops_bf16": matmul_gflops(torch.bfloat16, n=256 if args.quick else 512, reps=1)},
+        "size": {**SIZE, "vocab": VOCAB, "max_relative_position": 512},
+    }
+    print(json.dumps(result["machine"]), flush=True)
+    if "train" in only:
+        seq_lens = [128, 256] if args.quick else [512, 2048]
+        result["training"] = bench_training(seq_lens, 2 if args.quick else 8, args.reps, names, mem_budget_gib=12)
+    if "naive1024" in only:  # the issue's point of comparison: sequence 1024, batch 1
+        result["training_1024x1"] = bench_training([256 if args.quick else 1024], 1, args.reps,
+                                                   ["relative", "naive", "plain"], mem_budget_gib=12)
+    if "precision" in only:  # bf16 matmuls can be very slow on CPUs without AVX512-BF16/AMX: small size
+        result["precision"] = bench_precision(128 if args.quick else 512, 1, max(1, args.reps - 1))
+    if "sampling" in only:
+        lengths = [32, 64] if args.quick else [256, 1024]
+        result["sampling"] = bench_sampling(lengths, [1, 8], uncached_budget=64 if args.quick else 2048)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
