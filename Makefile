@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
+# The demo trains each tiny model for one minute of wall time, whatever the machine.
+DEMO_BUDGET := --set train.steps=100000 --set train.max_minutes=1 --set train.eval_every=500 --set train.save_every=100000
 
 .PHONY: install demo test test-slow lint bench clean
 
@@ -17,13 +19,21 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Build the built-in Bach data set, train the tiny LSTM for a minute, sample from it.
+# Build the built-in Bach data set, train the tiny Music Transformer and the tiny LSTM for a minute
+# each, sample from both (the transformer continues a held-out chorale).
 demo: install
 	$(BIN)/musgen data build --corpus bach --out $(DEMO)/data/bach
-	rm -rf $(DEMO)/runs/lstm-tiny
+	rm -rf $(DEMO)/runs/transformer-tiny $(DEMO)/runs/lstm-tiny
+	$(BIN)/musgen train transformer --data $(DEMO)/data/bach --out $(DEMO)/runs/transformer-tiny \
+		--config configs/tiny/transformer.yaml $(DEMO_BUDGET)
+	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/transformer-tiny --out $(DEMO)/samples/transformer \
+		--num-samples 3 --length 400 --seed 0
+	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/transformer-tiny --out $(DEMO)/samples/transformer-primed \
+		--prime $$($(BIN)/python -c "from musgen.data.dataset import source_file; print(source_file('$(DEMO)/data/bach'))") \
+		--num-samples 2 --length 300 --seed 0
 	$(BIN)/musgen train lstm --data $(DEMO)/data/bach --out $(DEMO)/runs/lstm-tiny \
-		--config configs/tiny/lstm.yaml --set train.steps=100000 --set train.max_minutes=1 --set train.eval_every=500 --set train.save_every=100000
-	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/lstm-tiny --out $(DEMO)/samples --num-samples 3 --length 400 --seed 0
+		--config configs/tiny/lstm.yaml $(DEMO_BUDGET)
+	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/lstm-tiny --out $(DEMO)/samples/lstm --num-samples 3 --length 400 --seed 0
 	@echo "MIDI samples written to $(DEMO)/samples/"
 
 test: install
@@ -37,6 +47,7 @@ lint: install
 
 bench: install
 	$(BIN)/python scripts/bench_data.py
+	$(BIN)/python scripts/bench_transformer.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

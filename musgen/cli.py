@@ -14,17 +14,19 @@ from typing import NoReturn
 
 from musgen import __version__
 from musgen.errors import MusgenError
+from musgen.registry import FAMILIES
 
 log = logging.getLogger("musgen")
 
 EXAMPLES = {
     "data build": "musgen data build --corpus bach --out data/bach\n"
                   "  musgen data build --midi-dir ~/lakh --out data/lakh --tokenizer tsd --set bpe_vocab_size=2000",
-    "train": "musgen train lstm --data data/bach --out runs/lstm\n"
+    "train": "musgen train transformer --data data/bach --out runs/transformer\n"
              "  musgen train lstm --data data/bach --out runs/tiny --config configs/tiny/lstm.yaml "
-             "--set train.steps=100\n  musgen train lstm --data data/bach --out runs/lstm --resume",
-    "sample": "musgen sample --checkpoint runs/lstm --out samples --num-samples 4 --length 512\n"
-              "  musgen sample --checkpoint runs/lstm --prime seed.mid --bars 8 --top-p 0.95 --seed 1 --out samples",
+             "--set train.steps=100\n  musgen train transformer --data data/bach --out runs/transformer --resume",
+    "sample": "musgen sample --checkpoint runs/transformer --out samples --num-samples 4 --length 512\n"
+              "  musgen sample --checkpoint runs/transformer --prime seed.mid --bars 8 --top-p 0.95 --seed 1 "
+              "--out samples",
 }
 
 
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--limit", type=int, help="use only the first N source files (quick experiments)")
 
     train = _sub(verbs, "train", "train", "Train a model family on a data set built by `musgen data build`.")
-    train.add_argument("family", metavar="FAMILY", help="lstm")
+    train.add_argument("family", metavar="FAMILY", help=", ".join(FAMILIES))
     train.add_argument("--data", type=Path, required=True, help="DATA_DIR from `musgen data build`")
     train.add_argument("--out", type=Path, required=True, help="RUN_DIR for config, logs, state and checkpoints")
     train.add_argument("--config", type=Path, help="preset YAML (default: configs/FAMILY.yaml)")

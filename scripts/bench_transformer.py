@@ -11,8 +11,8 @@ batch 8, sequence 512 and 2048, for
   plain           plain causal attention through F.scaled_dot_product_attention
   gpt2            transformers' GPT-2 of the same size (SDPA attention)
 Speeds are measured in this one process, round-robin over the models (the machine is shared and
-noisy, so the ratios are what to read). Peak memory is the peak resident set size of a fresh child
-process running the same steps, minus its size before the first step.
+noisy, so the ratios are what to read). Peak memory is the peak resident set size (VmHWM) of a fresh
+child process running the same steps, minus its size before the first step.
 
 Sampling: new tokens/s from a 1-token primer, cached vs uncached, and GPT-2 ``generate()``.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,8 @@ from musgen.generate.sampling import SamplingControls, sample_sequences  # noqa:
 from musgen.models.transformer import MusicTransformer, TransformerModelConfig  # noqa: E402
 
 VOCAB = 357  # the REMI vocabulary of the bach data set
-SIZE = dict(d_model=256, num_layers=6, num_heads=8, d_ff=1024, dropout=0.1)
+# Dropout 0.1 on embeddings and residuals, none on attention weights (the presets' defaults).
+SIZE = dict(d_model=256, num_layers=6, num_heads=8, d_ff=1024, dropout=0.1, attention_dropout=0.0)
 VARIANTS = {
     "relative": dict(attention="relative"),
     "relative_noblk": dict(attention="relative", attention_chunk=0),
@@ -56,7 +56,7 @@ def build(name: str, seq_len: int) -> torch.nn.Module:
 
         cfg = GPT2Config(vocab_size=VOCAB, n_positions=max(seq_len, 2048), n_embd=SIZE["d_model"],
                          n_layer=SIZE["num_layers"], n_head=SIZE["num_heads"], n_inner=SIZE["d_ff"],
-                         resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, bos_token_id=1, eos_token_id=2)
+                         resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2)
         return GPT2LMHeadModel(cfg, attn_implementation="sdpa") if _accepts_attn_impl() else GPT2LMHeadModel(cfg)
     cfg = TransformerModelConfig(**SIZE, max_relative_position=512, **VARIANTS[name])
     return MusicTransformer(VOCAB, cfg, context=max(seq_len, 2048))
@@ -108,42 +108,65 @@ def peak_memory_mib(name: str, seq_len: int, batch: int, steps: int = 2) -> dict
 
 def _child(job: dict) -> None:
     trainer = Trainer(job["name"], job["seq_len"], job["batch"])
-    before = _rss_mib()
+    before = _status_mib("VmRSS")
     for _ in range(job["steps"]):
         trainer.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child would
+    # report the parent's peak.
+    peak = _status_mib("VmHWM")
     print(json.dumps({"peak_mib": round(peak - before, 1), "base_mib": round(before, 1)}))
 
 
-def _rss_mib() -> float:
+def _status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024  # kB
     return float("nan")
 
 
-def naive_fits(seq_len: int, batch: int, budget_gib: float) -> tuple[bool, float]:
-    """The naive reference keeps an (H, L, L, D_h) float32 gather per layer for backward (plus one
-    gradient of it at a time): estimate it before running, so the benchmark never swaps the machine."""
-    gib = (SIZE["num_layers"] + 1) * seq_len * seq_len * SIZE["d_model"] * 4 / 2**30
-    return gib < budget_gib, round(gib, 1)
+def remeasure_memory(path: Path) -> None:
+    """Recomputes the peak memory of every training row of an existing result file."""
+    result = json.loads(path.read_text())
+    for key in ("training", "training_1024x1"):
+        for row in result.get(key, []):
+            if "skipped" in row:
+                continue
+            long = row["seq_len"] * row["batch"] > 8192
+            row.update(peak_memory_mib(row["model"], row["seq_len"], row["batch"], steps=1 if long else 2))
+            print(json.dumps(row), flush=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def estimated_gib(name: str, seq_len: int, batch: int) -> float:
+    """Activation memory the unblocked variants keep for backward, estimated before running so that
+    the benchmark never pushes the machine into swap or the OOM killer: the naive reference keeps
+    an (H, L, L, D_h) float32 gather per layer (plus one gradient of it); one-block skewing keeps
+    about five (B, H, L, L) float32 tensors per layer (logits, shifted copy, masked bias, softmax)."""
+    layers, d, heads = SIZE["num_layers"], SIZE["d_model"], SIZE["num_heads"]
+    if name == "naive":
+        return (layers + 1) * seq_len**2 * d * 4 / 2**30
+    if name == "relative_noblk":
+        return layers * 5 * batch * heads * seq_len**2 * 4 / 2**30
+    return 0.0
 
 
 def bench_training(seq_lens: list[int], batch: int, reps: int, names: list[str], mem_budget_gib: float) -> list[dict]:
     rows = []
     for seq_len in seq_lens:
+        long = seq_len * batch > 8192  # a step takes about a minute here: fewer repeats
+        mem_steps = 1 if long else 2
         active = {}
         for name in names:
-            if name == "naive":
-                fits, gib = naive_fits(seq_len, batch, mem_budget_gib)
-                if not fits:
-                    rows.append({"model": name, "seq_len": seq_len, "batch": batch,
-                                 "skipped": f"needs about {gib} GiB for the (L, L, D) gathers alone"})
-                    continue
+            gib = estimated_gib(name, seq_len, batch)
+            if gib > mem_budget_gib:
+                rows.append({"model": name, "seq_len": seq_len, "batch": batch,
+                             "skipped": f"needs about {gib:.0f} GiB of activations (machine: 23 GiB)"})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             active[name] = Trainer(name, seq_len, batch)
             active[name].step()  # warm-up
         times: dict[str, list[float]] = {n: [] for n in active}
-        for _ in range(reps):  # round-robin, so drifting machine load hits every model alike
+        for _ in range(max(2, reps - 1) if long else reps):  # round-robin, so drifting machine load hits every model alike
             for name, trainer in active.items():
                 times[name].append(trainer.step())
         base = statistics.median(times["plain"]) if "plain" in times else None
@@ -153,7 +176,7 @@ def bench_training(seq_lens: list[int], batch: int, reps: int, names: list[str],
                    "tokens_per_s": round(batch * seq_len / med, 1),
                    "params": sum(p.numel() for p in active[name].model.parameters()),
                    "time_vs_plain": round(med / base, 2) if base else None}
-            row.update(peak_memory_mib(name, seq_len, batch))
+            row.update(peak_memory_mib(name, seq_len, batch, steps=mem_steps))
             rows.append(row)
             print(json.dumps(row), flush=True)
         del active
@@ -226,12 +249,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the script")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", default="train,naive1024,precision,sampling")
+    parser.add_argument("--memory-only", action="store_true", help="only redo the peak memory of --out's rows")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(json.loads(args.child))
         return
+    if args.memory_only:
+        remeasure_memory(Path(args.out))
+        return
     only = set(args.only.split(","))
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.exists() and args.only != parser.get_default("only") else {}
     if args.quick:
         SIZE.update(num_layers=2)
     names = ["relative", "relative_noblk", "relative_rc", "naive", "plain", "gpt2"]
@@ -254,9 +283,8 @@ def main() -> None:
     if "sampling" in only:
         lengths = [32, 64] if args.quick else [256, 1024]
         result["sampling"] = bench_sampling(lengths, [1, 8], uncached_budget=64 if args.quick else 2048)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out.write_text(json.dumps({**previous, **result}, indent=1) + "\n")  # --only updates its sections
     print(f"wrote {out}")
 
 

@@ -110,6 +110,22 @@ def _on_alarm(signum, frame):  # noqa: ARG001
     raise _Timeout
 
 
+def _unshare_time_signatures(score) -> None:  # music21.stream.Score
+    """music21's ABC reader can put one TimeSignature object into several measures (pickups,
+    repeats); its MIDI writer then refuses the score ("... is already found in this Stream"), which
+    lost ~8% of the folk corpus. Give every measure its own copy."""
+    import copy
+
+    from music21 import meter
+
+    seen: set[int] = set()
+    for container in [score, *score.recurse(streamsOnly=True)]:
+        for ts in list(container.getElementsByClass(meter.TimeSignature)):
+            if id(ts) in seen:
+                container.replace(ts, copy.deepcopy(ts))
+            seen.add(id(ts))
+
+
 def _convert_one(piece: _Piece, out: Path) -> str | None:
     """Convert one score to MIDI at ``out`` atomically; return a failure reason or None."""
     from music21 import converter, midi, stream
@@ -127,6 +143,7 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
             score = score.scores[0] if score.scores else None
         if score is None or not score.recurse().notes:
             return "no notes"
+        _unshare_time_signatures(score)
         mf = midi.translate.streamToMidiFile(score)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -177,6 +194,10 @@ def _mp_context() -> mp.context.BaseContext:
     return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
+# Bumped when _convert_one learns to convert more: failures recorded by an older one are retried.
+CONVERTER_VERSION = 2
+
+
 def _load_failed(root: Path) -> dict[str, str]:
     import music21
 
@@ -184,8 +205,8 @@ def _load_failed(root: Path) -> dict[str, str]:
         data = json.loads((root / _FAILED_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    if data.get("music21") != music21.__version__:
-        return {}  # a new music21 may parse what the old one could not
+    if data.get("music21") != music21.__version__ or data.get("converter") != CONVERTER_VERSION:
+        return {}  # a new music21 or a fixed converter may convert what the old one could not
     return dict(data.get("failed", {}))
 
 
@@ -194,7 +215,8 @@ def _save_failed(root: Path, failed: dict[str, str]) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{_FAILED_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"music21": music21.__version__, "failed": failed}, indent=1, sort_keys=True))
+    record = {"music21": music21.__version__, "converter": CONVERTER_VERSION, "failed": failed}
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
     os.replace(tmp, root / _FAILED_FILE)
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from musgen.errors import MusgenError
+
 from .tokenizers import load_tokenizer, pitch_shift_table, velocity_ids
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,23 @@ def special_ids(data_dir_or_tokenizer) -> SpecialIds:
 
 def read_manifest(data_dir: Path) -> dict:
     return json.loads((Path(data_dir) / "manifest.json").read_text())
+
+
+def source_file(data_dir: Path, split: str = "test", index: int = 0) -> Path:
+    """The MIDI file a piece of a built data set came from, e.g. a held-out piece to prime with."""
+    from musgen.data.corpus import default_cache_dir
+
+    manifest = read_manifest(data_dir)
+    pieces = json.loads((Path(data_dir) / f"{split}.pieces.json").read_text())
+    if not pieces:
+        raise MusgenError(f"the {split} split of {data_dir} is empty")
+    source = manifest["source"]
+    if "midi_dir" in source:
+        root = Path(source["midi_dir"])
+    else:  # built-in corpora are converted into the cache once
+        corpus = source["corpus"]
+        root = default_cache_dir() / "corpus" / ("" if corpus == "all" else corpus)
+    return root / pieces[index % len(pieces)]
 
 
 def vocab_size(data_dir: Path) -> int:

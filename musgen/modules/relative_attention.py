@@ -18,7 +18,6 @@ attention through the same code (the model then adds absolute position embedding
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -26,7 +25,32 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-KVCache = tuple[torch.Tensor, torch.Tensor]  # (keys, values), each (B, H, T_past, D_h)
+
+class KVCache:
+    """Keys and values of one layer for incremental decoding, in preallocated (B, H, capacity, D_h)
+    buffers that grow by doubling: appending a token writes in place instead of copying the whole
+    cache (``torch.cat`` made decoding quadratic in memory traffic). Inference only (no autograd)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        self.length = 0
+        self.keys = keys.new_empty(*keys.shape[:2], max(64, 2 * keys.shape[2]), keys.shape[3])
+        self.values = torch.empty_like(self.keys)
+        self.append(keys, values)
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adds (B, H, T, D_h) keys/values; returns views of all of them, (B, H, length, D_h)."""
+        end = self.length + keys.shape[2]
+        if end > self.keys.shape[2]:  # grow to twice what is needed, copying what is there
+            b, h, _, d = self.keys.shape
+            for name in ("keys", "values"):
+                old = getattr(self, name)
+                new = old.new_empty(b, h, 2 * end, d)
+                new[:, :, : self.length] = old[:, :, : self.length]
+                setattr(self, name, new)
+        self.keys[:, :, self.length : end] = keys
+        self.values[:, :, self.length : end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
 
 def relative_shift(x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +95,13 @@ def naive_relative_logits(q: torch.Tensor, rel_embed: torch.Tensor, tk: int) -> 
     return torch.einsum("bhqd,hqkd->bhqk", q, pair_embed)
 
 
+def _per_head_matmul(q: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """q (B, H, T, D_h) . emb (H, N, D_h) -> (B, H, T, N). einsum runs it as one bmm over heads;
+    ``q @ emb.mT`` would broadcast-copy emb to (B, H, D_h, N) first (measured: most of the time of
+    cached sampling at batch 8)."""
+    return torch.einsum("bhtd,hnd->bhtn", q, emb)
+
+
 def relative_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_embed: torch.Tensor | None, *,
     impl: str = "skew", dropout: float = 0.0,
@@ -86,19 +117,19 @@ def relative_attention(
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     # SDPA scales Q K^T by 1/sqrt(D_h) but adds the mask unscaled: scale the relative logits here.
     q_scaled = q * (1.0 / math.sqrt(q.shape[-1]))
-    if tq == 1 and impl == "skew":  # one new token (cached sampling): sees every key, no shift needed
-        bias = q_scaled @ distance_embeddings(rel_embed, tk).transpose(-1, -2)  # (B, H, 1, Tk)
+    if tq == 1 and impl == "skew":
+        # One new token (cached sampling) sees every key and needs no shift: score the M + 1 learned
+        # distances once, then spread them over the keys (no (H, Tk, D_h) gather per token).
+        per_distance = _per_head_matmul(q_scaled, rel_embed)  # (B, H, 1, M + 1)
+        distances = torch.arange(tk - 1, -1, -1, device=q.device).clamp(max=rel_embed.shape[1] - 1)
+        bias = per_distance.index_select(-1, distances)  # (B, H, 1, Tk)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
     if impl == "skew":
-        s_rel = relative_shift(q_scaled @ distance_embeddings(rel_embed, tk).transpose(-1, -2))  # (B, H, Tq, Tk)
+        s_rel = relative_shift(_per_head_matmul(q_scaled, distance_embeddings(rel_embed, tk)))  # (B, H, Tq, Tk)
     else:
         s_rel = naive_relative_logits(q_scaled, rel_embed, tk)
     bias = s_rel.masked_fill(~causal_mask(tq, tk, q.device), float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-
-
-def _upcast(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 class RelativeSelfAttention(nn.Module):
@@ -143,33 +174,46 @@ class RelativeSelfAttention(nn.Module):
             # One vector per distance 0..M (per head, or one set shared by all heads).
             self.rel_embed = nn.Parameter(torch.randn(heads, max_relative_position + 1, self.head_dim) * 0.02)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        """x (B, Tq, D) -> (B, Tq, D) and the cache extended by these Tq positions."""
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, KVCache | tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, Tq, D) -> (B, Tq, D) and the cache extended by these Tq positions: a KVCache when
+        gradients are off (sampling), else the (keys, values) tensors of this call."""
         b, tq, _ = x.shape
         q, k, v = self.qkv(x).view(b, tq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # q, k, v: (B, H, Tq, D_h)
-        if cache is not None:
-            k = torch.cat([cache[0], k], dim=2)  # (B, H, Tk, D_h)
-            v = torch.cat([cache[1], v], dim=2)
-        new_cache = (k, v)
+        if isinstance(cache, KVCache):
+            k, v = cache.append(k, v)  # (B, H, Tk, D_h)
+            new_cache = cache
+        elif cache is not None:  # (keys, values) of an earlier call made with gradients on
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            new_cache = (k, v)
+        elif torch.is_grad_enabled():
+            new_cache = (k, v)
+        else:
+            new_cache = KVCache(k, v)
         rel = None if self.rel_embed is None else self.rel_embed.expand(self.num_heads, -1, -1)
-        dropout = self.dropout if self.training else 0.0
-        on_cpu = x.device.type == "cpu"
-        # bf16 attention is 2-4x slower than fp32 on this kind of CPU (measured): there the attention
-        # core runs in fp32 and only the linear layers around it follow autocast.
-        with torch.autocast("cpu", enabled=False) if on_cpu else nullcontext():
-            if on_cpu:
-                q, k, v = _upcast(q), _upcast(k), _upcast(v)
-                rel = None if rel is None else _upcast(rel)
-            past = k.shape[2] - tq
-            chunk = self.chunk if self.chunk > 0 and rel is not None else tq
-            attend = partial(relative_attention, impl=self.relative or "skew", dropout=dropout)
-            if self.recompute and torch.is_grad_enabled():  # (checkpoint replays the dropout RNG)
-                attend = partial(checkpoint, attend, use_reentrant=False)
-            outs = [
-                attend(q[:, :, a : a + chunk], k[:, :, : past + a + chunk], v[:, :, : past + a + chunk], rel)
-                for a in range(0, tq, chunk)
-            ]
-        y = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # (B, H, Tq, D_h)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # bf16 attention is 2-4x slower than fp32 on this kind of CPU (measured): the attention
+            # core runs in fp32 and only the linear layers around it follow autocast.
+            with torch.autocast("cpu", enabled=False):
+                y = self._attend(q.float(), k.float(), v.float(), None if rel is None else rel.float())
+        else:
+            y = self._attend(q, k, v, rel)  # (B, H, Tq, D_h)
         y = y.transpose(1, 2).reshape(b, tq, -1).to(x.dtype)  # (B, Tq, D)
         return self.out(y), new_cache
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None) -> torch.Tensor:
+        """q (B, H, Tq, D_h), k and v (B, H, Tk, D_h) -> (B, H, Tq, D_h), in query blocks."""
+        tq, past = q.shape[2], k.shape[2] - q.shape[2]
+        attend = partial(relative_attention, impl=self.relative or "skew", dropout=self.dropout if self.training else 0.0)
+        if self.recompute and torch.is_grad_enabled():  # (checkpoint replays the dropout RNG)
+            attend = partial(checkpoint, attend, use_reentrant=False)
+        chunk = self.chunk if self.chunk > 0 and rel is not None else tq
+        if tq <= chunk:
+            return attend(q, k, v, rel)
+        outs = [
+            attend(q[:, :, a : a + chunk], k[:, :, : past + a + chunk], v[:, :, : past + a + chunk], rel)
+            for a in range(0, tq, chunk)
+        ]
+        return torch.cat(outs, dim=2)

@@ -87,3 +87,13 @@ def test_unigram_nll(data_dir):
     r = unigram_nll(data_dir)
     assert r["eval_split"] == "valid" and r["eval_tokens"] > 0
     assert math.isfinite(r["nll"]) and 0 < r["nll"] < math.log(vocab_size(data_dir)) == r["uniform_nll"]
+
+
+def test_source_file_points_at_the_held_out_midi(bach_data, bach_midi_dir):
+    import json
+
+    from musgen.data.dataset import source_file
+
+    piece = json.loads((bach_data / "valid.pieces.json").read_text())[0]
+    path = source_file(bach_data, "valid")
+    assert path.resolve() == (bach_midi_dir / piece).resolve() and path.is_file()
