@@ -227,6 +227,8 @@ def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int)
     rows = []
     relative = build("relative", 2048).eval()
     models = {"relative_cached": relative, "relative_uncached": relative, "gpt2_generate": build("gpt2", 2048).eval()}
+    for name, model in models.items():  # warm-up: first calls pay for lazy imports and set-up
+        sample_once(name, model, 8, 2)
     for length in lengths:
         for batch in batches:
             for name, model in models.items():
@@ -243,6 +245,30 @@ def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int)
     return rows
 
 
+def markdown(result: dict) -> str:
+    """The README tables of a result file."""
+    lines = ["| model | seq x batch | tokens/s | time vs plain | peak memory (MiB) |", "|---|---|---|---|---|"]
+    for row in result.get("training", []) + result.get("training_1024x1", []):
+        size = f"{row['seq_len']} x {row['batch']}"
+        if "skipped" in row:
+            lines.append(f"| {row['model']} | {size} | not run: {row['skipped']} | | |")
+        else:
+            lines.append(f"| {row['model']} | {size} | {row['tokens_per_s']:,.0f} | {row['time_vs_plain']:.2f} | "
+                         f"{row.get('peak_mib', float('nan')):,.0f} |")
+    lines += ["", "| precision | seq x batch | tokens/s | time vs fp32 |", "|---|---|---|---|"]
+    for row in result.get("precision", []):
+        lines.append(f"| {row['precision']} | {row['seq_len']} x {row['batch']} | {row['tokens_per_s']:,.0f} | "
+                     f"{row['time_vs_fp32']:.1f} |")
+    lines += ["", "| sampler | new tokens x batch | tokens/s | seconds |", "|---|---|---|---|"]
+    for row in result.get("sampling", []):
+        size = f"{row['new_tokens']} x {row['batch']}"
+        if "skipped" in row:
+            lines.append(f"| {row['sampler']} | {size} | not run: {row['skipped']} | |")
+        else:
+            lines.append(f"| {row['sampler']} | {size} | {row['tokens_per_s']:,.0f} | {row['seconds']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "bench_transformer.json"))
@@ -250,10 +276,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", default="train,naive1024,precision,sampling")
     parser.add_argument("--memory-only", action="store_true", help="only redo the peak memory of --out's rows")
+    parser.add_argument("--table", action="store_true", help="print the README tables of --out and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(json.loads(args.child))
+        return
+    if args.table:
+        print(markdown(json.loads(Path(args.out).read_text())))
         return
     if args.memory_only:
         remeasure_memory(Path(args.out))
