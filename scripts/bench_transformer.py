@@ -56,18 +56,11 @@ def build(name: str, seq_len: int) -> torch.nn.Module:
 
         cfg = GPT2Config(vocab_size=VOCAB, n_positions=max(seq_len, 2048), n_embd=SIZE["d_model"],
                          n_layer=SIZE["num_layers"], n_head=SIZE["num_heads"], n_inner=SIZE["d_ff"],
-                         resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2)
-        return GPT2LMHeadModel(cfg, attn_implementation="sdpa") if _accepts_attn_impl() else GPT2LMHeadModel(cfg)
+                         resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2,
+                         attn_implementation="sdpa")
+        return GPT2LMHeadModel(cfg)
     cfg = TransformerModelConfig(**SIZE, max_relative_position=512, **VARIANTS[name])
     return MusicTransformer(VOCAB, cfg, context=max(seq_len, 2048))
-
-
-def _accepts_attn_impl() -> bool:
-    import inspect
-
-    from transformers import GPT2LMHeadModel
-
-    return "attn_implementation" in inspect.signature(GPT2LMHeadModel.__init__).parameters
 
 
 def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:

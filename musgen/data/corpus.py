@@ -42,6 +42,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MUSGEN_CACHE") or Path.home() / ".cache" / "musgen")
 
 
+def corpus_root(name: str, cache_dir: Path | None = None) -> Path:
+    """Where the MIDI files of built-in corpus ``name`` are cached ("all" holds the others)."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache / "corpus" if name == "all" else cache / "corpus" / name
+
+
 def _music21_corpus_root() -> Path:
     import music21
 
@@ -233,8 +239,7 @@ def corpus_midi_files(
     """
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; choose from {CORPORA}")
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    root = cache / "corpus" if name == "all" else cache / "corpus" / name
+    root = corpus_root(name, cache_dir)
     pieces = sorted(_list_pieces(name), key=lambda p: p.rel)
     if limit is not None:
         pieces = pieces[:limit]

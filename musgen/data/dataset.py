@@ -44,18 +44,14 @@ def read_manifest(data_dir: Path) -> dict:
 
 def source_file(data_dir: Path, split: str = "test", index: int = 0) -> Path:
     """The MIDI file a piece of a built data set came from, e.g. a held-out piece to prime with."""
-    from musgen.data.corpus import default_cache_dir
+    from musgen.data.corpus import corpus_root
 
     manifest = read_manifest(data_dir)
     pieces = json.loads((Path(data_dir) / f"{split}.pieces.json").read_text())
     if not pieces:
         raise MusgenError(f"the {split} split of {data_dir} is empty")
     source = manifest["source"]
-    if "midi_dir" in source:
-        root = Path(source["midi_dir"])
-    else:  # built-in corpora are converted into the cache once
-        corpus = source["corpus"]
-        root = default_cache_dir() / "corpus" / ("" if corpus == "all" else corpus)
+    root = Path(source["midi_dir"]) if "midi_dir" in source else corpus_root(source["corpus"])
     return root / pieces[index % len(pieces)]
 
 

@@ -10,9 +10,10 @@ share the last one). Shaw et al. gather E_r into an (L, L, D_h) tensor per head:
 Skewing instead multiplies Q by the L distance embeddings once, (B, H, L, L), and shifts each row
 into place with a pad + reshape (``relative_shift``): no L x L x D tensor is ever built.
 
-The relative logits enter ``F.scaled_dot_product_attention`` as an additive float mask, so the
-attention itself runs in PyTorch's fused kernel. Switching ``relative`` off gives plain causal
-attention through the same code (the model then adds absolute position embeddings).
+The relative logits enter ``F.scaled_dot_product_attention`` as an additive float mask. That mask
+needs a gradient, which sends SDPA to its math path (no fused kernel), so queries run in blocks
+that skip the masked upper triangle. Switching ``relative`` off gives plain causal attention
+through the same code and PyTorch's fused kernel (the model then adds absolute position embeddings).
 """
 
 from __future__ import annotations
@@ -73,12 +74,15 @@ def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     return torch.arange(tk, device=device)[None, :] <= q_pos
 
 
+def _key_distances(tk: int, max_distance: int, device: torch.device) -> torch.Tensor:
+    """(Tk,) distance of each key from the last position, clipped: [Tk - 1, ..., 1, 0] <= M."""
+    return torch.arange(tk - 1, -1, -1, device=device).clamp(max=max_distance)
+
+
 def distance_embeddings(rel_embed: torch.Tensor, tk: int) -> torch.Tensor:
     """Distance embeddings ordered for ``relative_shift``: row m is distance ``tk - 1 - m``, clipped to
     the last learned distance. (H, M + 1, D_h) -> (H, Tk, D_h)"""
-    max_distance = rel_embed.shape[1] - 1
-    distances = torch.arange(tk - 1, -1, -1, device=rel_embed.device).clamp(max=max_distance)
-    return rel_embed[:, distances]
+    return rel_embed[:, _key_distances(tk, rel_embed.shape[1] - 1, rel_embed.device)]
 
 
 def naive_relative_logits(q: torch.Tensor, rel_embed: torch.Tensor, tk: int) -> torch.Tensor:
@@ -121,8 +125,7 @@ def relative_attention(
         # One new token (cached sampling) sees every key and needs no shift: score the M + 1 learned
         # distances once, then spread them over the keys (no (H, Tk, D_h) gather per token).
         per_distance = _per_head_matmul(q_scaled, rel_embed)  # (B, H, 1, M + 1)
-        distances = torch.arange(tk - 1, -1, -1, device=q.device).clamp(max=rel_embed.shape[1] - 1)
-        bias = per_distance.index_select(-1, distances)  # (B, H, 1, Tk)
+        bias = per_distance.index_select(-1, _key_distances(tk, rel_embed.shape[1] - 1, q.device))  # (B, H, 1, Tk)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
     if impl == "skew":
         s_rel = relative_shift(_per_head_matmul(q_scaled, distance_embeddings(rel_embed, tk)))  # (B, H, Tq, Tk)
