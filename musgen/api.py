@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from musgen import checkpoint
 from musgen.config import from_dict, resolve
-from musgen.errors import CheckpointError, ConfigError
+from musgen.errors import CheckpointError, ConfigError, MusgenError
 from musgen.registry import get_family
 
 
@@ -28,7 +31,7 @@ class MusicGenerator:
         num_samples: int = 1,
         *,
         prime: str | Path | None = None,
-        length: int = 512,
+        length: int | None = None,
         min_length: int | None = None,
         bars: int | None = None,
         temperature: float = 1.0,
@@ -36,21 +39,90 @@ class MusicGenerator:
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> list[Any]:
-        """Returns ``num_samples`` symusic Scores; with ``prime`` (a MIDI file) each starts with it."""
+        """Returns ``num_samples`` symusic Scores; with ``prime`` (a MIDI file) each starts with it.
+        ``length`` (new tokens, default 512) and ``bars`` apply to language models; a latent model
+        (musicvae) decodes windows of its own length from z ~ N(0, I)."""
         seqs = self.task.sample(num_samples, prime=prime, length=length, min_length=min_length, bars=bars, temperature=temperature,
                                 top_k=top_k, top_p=top_p, seed=seed)
         return [self.task.ids_to_score(ids) for ids in seqs]
 
     def generate_to(self, out_dir: str | Path, num_samples: int = 1, **kwargs: Any) -> list[Path]:
         """Like ``generate`` and writes ``out_dir/sample_000.mid`` ...; returns the paths."""
+        return _write_scores(out_dir, "sample", self.generate(num_samples, **kwargs))
+
+    # -- latent models (musicvae) -----------------------------------------------------------------
+    def _latent_task(self) -> Any:
+        if not hasattr(self.task, "encode"):
+            raise MusgenError(f"a {self.family} checkpoint has no latent space: this needs a musicvae checkpoint")
+        return self.task
+
+    def clip(self, midi: str | Path, bar_offset: int = 0) -> np.ndarray:
+        """The event window the model encodes for a MIDI file: its melody line (the highest note at
+        each moment) from bar ``bar_offset``, as long as the model's windows."""
+        from musgen.data.melody import clip_from_midi
+
+        return clip_from_midi(midi, self._latent_task().cfg.data, bar_offset=bar_offset)
+
+    def encode(self, clips: Sequence[str | Path | np.ndarray], bar_offset: int = 0) -> torch.Tensor:
+        """Latent means (N, Z) of MIDI files (or event windows)."""
+        task = self._latent_task()
+        windows = [c if isinstance(c, np.ndarray) else self.clip(c, bar_offset) for c in clips]
+        mu, _ = task.encode(np.stack(windows))
+        return mu
+
+    def decode_events(self, z: torch.Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                      seed: int | None = None) -> np.ndarray:
+        """z (N, Z) -> event windows (N, T); greedy when ``temperature`` is 0."""
+        return self._latent_task().decode(z, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+
+    def decode(self, z: torch.Tensor, **controls: Any) -> list[Any]:
+        """z (N, Z) -> symusic Scores (see ``decode_events`` for the controls)."""
+        return [self.task.ids_to_score(events) for events in self.decode_events(z, **controls)]
+
+    def interpolate(self, a: str | Path | np.ndarray, b: str | Path | np.ndarray, steps: int = 8, *,
+                    bar_offset: int = 0, **controls: Any) -> np.ndarray:
+        """Event windows (steps, T) decoded along the slerp between the latent means of clips a and b,
+        both endpoints included."""
+        from musgen.generate.interpolation import interpolation_path
+
+        if steps < 2:
+            raise MusgenError(f"--steps must be at least 2 (the two endpoints), got {steps}")
+        mu = self.encode([a, b], bar_offset)
+        return self.decode_events(interpolation_path(mu[0], mu[1], steps), **controls)
+
+    def interpolate_to(self, out_dir: str | Path, a: str | Path, b: str | Path, steps: int = 8,
+                       **kwargs: Any) -> list[Path]:
+        """Writes ``interp_000.mid`` ... (``steps`` files) and ``interpolation.mid`` (all steps in a row)."""
+        from musgen.data.melody import join_windows
+
+        windows = self.interpolate(a, b, steps, **kwargs)
+        paths = _write_scores(out_dir, "interp", [self.task.ids_to_score(w) for w in windows])
+        joined = Path(out_dir) / "interpolation.mid"
+        self.task.ids_to_score(join_windows(list(windows))).dump_midi(str(joined))
+        return paths + [joined]
+
+    def reconstruct_to(self, out_dir: str | Path, midi: str | Path, *, bar_offset: int = 0,
+                       **controls: Any) -> list[Path]:
+        """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode)."""
+        window = self.clip(midi, bar_offset)
+        recon = self.decode_events(self.encode([window]), **controls)[0]
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i, score in enumerate(self.generate(num_samples, **kwargs)):
-            path = out / f"sample_{i:03d}.mid"
-            score.dump_midi(str(path))
-            paths.append(path)
+        paths = [out / "original.mid", out / "reconstruction.mid"]
+        for path, events in zip(paths, (window, recon), strict=True):
+            self.task.ids_to_score(events).dump_midi(str(path))
         return paths
+
+
+def _write_scores(out_dir: str | Path, stem: str, scores: Iterable[Any]) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, score in enumerate(scores):
+        path = out / f"{stem}_{i:03d}.mid"
+        score.dump_midi(str(path))
+        paths.append(path)
+    return paths
 
 
 def load(path: str | Path) -> MusicGenerator:

@@ -27,6 +27,9 @@ EXAMPLES = {
     "sample": "musgen sample --checkpoint runs/transformer --out samples --num-samples 4 --length 512\n"
               "  musgen sample --checkpoint runs/transformer --prime seed.mid --bars 8 --top-p 0.95 --seed 1 "
               "--out samples",
+    "interpolate": "musgen interpolate a.mid b.mid --checkpoint runs/musicvae --steps 8 --out morph\n"
+                   "  musgen interpolate a.mid b.mid --checkpoint runs/musicvae_2bar --steps 5 --bar-offset 4 --out morph",
+    "reconstruct": "musgen reconstruct a.mid --checkpoint runs/musicvae --out recon",
 }
 
 
@@ -105,7 +108,34 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=float, default=1.0)
     sample.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
     sample.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+
+    interp = _sub(verbs, "interpolate", "interpolate",
+                  "Morph one MIDI clip into another through a MusicVAE's latent space (slerp between the "
+                  "two latent means). Writes interp_000.mid ... (--steps files, both endpoints included) "
+                  "and interpolation.mid with all steps in a row. Each clip is reduced to its melody line "
+                  "(the highest note at each moment) and cut to the model's window (2 or 16 bars).")
+    interp.add_argument("clip_a", metavar="A.mid", type=Path)
+    interp.add_argument("clip_b", metavar="B.mid", type=Path)
+    interp.add_argument("--steps", type=int, default=8, help="files to write, endpoints included (default 8)")
+    _latent_arguments(interp)
+
+    recon = _sub(verbs, "reconstruct", "reconstruct",
+                 "Encode a MIDI clip with a MusicVAE and decode it again: writes original.mid (the melody "
+                 "window the model sees) and reconstruction.mid.")
+    recon.add_argument("clip_a", metavar="A.mid", type=Path)
+    _latent_arguments(recon)
     return parser
+
+
+def _latent_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a musicvae RUN_DIR or checkpoint directory")
+    parser.add_argument("--out", type=Path, required=True, help="OUT_DIR for the MIDI files")
+    parser.add_argument("--bar-offset", type=int, default=0, help="start the window at this bar of each clip")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="decoder sampling temperature; 0 (default) decodes greedily")
+    parser.add_argument("--top-k", type=int, default=0, help="keep the K most likely events (0 = off)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    parser.add_argument("--seed", type=int, help="random seed when sampling (--temperature > 0)")
 
 
 def _cmd_data_build(args: argparse.Namespace) -> None:
@@ -145,14 +175,47 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         raise MusgenError(f"primer {args.prime} is not a file")
     generator = load(args.checkpoint)
     paths = generator.generate_to(
-        args.out, args.num_samples, prime=args.prime, length=args.length or 512, min_length=args.min_length, bars=args.bars,
+        args.out, args.num_samples, prime=args.prime, length=args.length, min_length=args.min_length, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
     )
     for path in paths:
         print(path)
 
 
-COMMANDS = {("data", "build"): _cmd_data_build, ("train", None): _cmd_train, ("sample", None): _cmd_sample}
+def _clips(args: argparse.Namespace, names: tuple[str, ...]) -> list[Path]:
+    clips = [getattr(args, name) for name in names]
+    for clip in clips:
+        if not clip.is_file():
+            raise MusgenError(f"clip {clip} is not a file")
+    return clips
+
+
+def _decode_controls(args: argparse.Namespace) -> dict:
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> None:
+    from musgen.api import load
+
+    a, b = _clips(args, ("clip_a", "clip_b"))
+    if args.steps < 2:
+        raise MusgenError(f"--steps must be at least 2 (the two endpoints), got {args.steps}")
+    paths = load(args.checkpoint).interpolate_to(args.out, a, b, args.steps, bar_offset=args.bar_offset,
+                                                 **_decode_controls(args))
+    for path in paths:
+        print(path)
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> None:
+    from musgen.api import load
+
+    (a,) = _clips(args, ("clip_a",))
+    for path in load(args.checkpoint).reconstruct_to(args.out, a, bar_offset=args.bar_offset, **_decode_controls(args)):
+        print(path)
+
+
+COMMANDS = {("data", "build"): _cmd_data_build, ("train", None): _cmd_train, ("sample", None): _cmd_sample,
+            ("interpolate", None): _cmd_interpolate, ("reconstruct", None): _cmd_reconstruct}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from musgen.errors import MusgenError
 FAMILIES: dict[str, tuple[str, str, str]] = {
     "lstm": ("musgen.models.lstm", "LSTMConfig", "LSTMTask"),
     "transformer": ("musgen.models.transformer", "TransformerConfig", "TransformerTask"),
+    "musicvae": ("musgen.models.musicvae", "MusicVAEConfig", "MusicVAETask"),
 }
 
 

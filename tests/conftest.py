@@ -65,3 +65,22 @@ def tiny_lm_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     family = request.param
     run = tmp_path_factory.mktemp("runs") / family
     return musgen.train(family, bach_data, run, config=f"configs/tiny/{family}.yaml", progress=False)
+
+
+@pytest.fixture(scope="session")
+def folk_data(tmp_path_factory: pytest.TempPathFactory, folk_midi_dir: Path) -> Path:
+    """A REMI data set built from the ~20 real folk tunes (monophonic melodies for MusicVAE)."""
+    from musgen.data import DataConfig, build
+
+    out = tmp_path_factory.mktemp("folk_data")
+    build(out, midi_dir=folk_midi_dir, config=DataConfig(valid_fraction=0.2, test_fraction=0.1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_run(tmp_path_factory: pytest.TempPathFactory, folk_data: Path):
+    """The tiny MusicVAE preset trained on ``folk_data`` (a real, short run shared by several tests)."""
+    import musgen
+
+    run = tmp_path_factory.mktemp("runs") / "musicvae"
+    return musgen.train("musicvae", folk_data, run, config="configs/tiny/musicvae.yaml", progress=False)

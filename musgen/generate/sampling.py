@@ -38,7 +38,7 @@ class SamplingControls:
             raise MusgenError(f"--top-p must be in (0, 1], got {self.top_p}")
 
 
-def _processors(ctl: SamplingControls, prime_length: int, eos_id: int):  # -> LogitsProcessorList
+def _processors(ctl: SamplingControls, prime_length: int, eos_id: int | None):  # -> LogitsProcessorList
     from transformers.generation.logits_process import (
         LogitsProcessorList,
         MinNewTokensLengthLogitsProcessor,
@@ -48,7 +48,7 @@ def _processors(ctl: SamplingControls, prime_length: int, eos_id: int):  # -> Lo
     )
 
     procs = LogitsProcessorList()
-    if ctl.min_length:
+    if ctl.min_length and eos_id is not None:
         # A model trained on whole pieces may end a piece right after a complete primer.
         procs.append(MinNewTokensLengthLogitsProcessor(prime_length, ctl.min_length, eos_id))
     if ctl.temperature != 1.0:
@@ -58,6 +58,14 @@ def _processors(ctl: SamplingControls, prime_length: int, eos_id: int):  # -> Lo
     if ctl.top_p < 1.0:
         procs.append(TopPLogitsWarper(ctl.top_p))
     return procs
+
+
+def warp_logits(ctl: SamplingControls, logits: torch.Tensor) -> torch.Tensor:
+    """Temperature, top-k and top-p applied to logits (B, V) of a model without EOS or primer
+    (e.g. MusicVAE's decoder): the same warpers as ``sample_sequences``."""
+    procs = _processors(ctl, 0, None)
+    no_ids = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=logits.device)
+    return procs(no_ids, logits) if len(procs) else logits
 
 
 @torch.no_grad()

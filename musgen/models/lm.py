@@ -92,6 +92,8 @@ class LanguageModelTask(Task):
         from musgen.data.tokenizers import midi_to_ids
         from musgen.generate.sampling import SamplingControls, sample_sequences
 
+        if controls.get("length") is None:
+            controls["length"] = 512
         ctl = SamplingControls(**controls)
         vocab = self.tokenizer.vocab
         special = special_ids(self.tokenizer)

@@ -1,0 +1,351 @@
+"""MusicVAE (Roberts et al. 2018): a bidirectional LSTM encoder to a Gaussian latent z, and an LSTM
+decoder, flat (one LSTM over the whole window, z at every step) or hierarchical (a conductor LSTM
+turns z into one embedding per bar; a bottom LSTM, restarted from each embedding, writes the bar).
+
+Both decoders run through one code path: z becomes ``U`` conditioning vectors (U = 1 for the flat
+decoder, U = num_bars for the hierarchical one) and the bottom LSTM decodes U segments of
+``T / U`` steps each, in parallel under teacher forcing, one step at a time when free-running.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from musgen.config import TrainConfig
+from musgen.data.melody import MelodyConfig
+from musgen.errors import MusgenError
+from musgen.train.task import StepContext, Task
+
+
+@dataclass
+class MusicVAEModelConfig:
+    latent_dim: int = 256
+    embed_dim: int = 64  # input token embedding (MusicVAE feeds one-hot vectors; same thing, smaller)
+    encoder_hidden: int = 512  # per direction
+    encoder_layers: int = 1
+    decoder: str = "hierarchical"  # flat | hierarchical
+    decoder_hidden: int = 512
+    decoder_layers: int = 2
+    conductor_hidden: int = 512
+    conductor_layers: int = 2
+    dropout: float = 0.0  # between stacked LSTM layers
+
+
+@dataclass
+class VAELossConfig:
+    free_bits: float = 256.0  # KL below this many bits per window is free (MusicVAE's 16-bar value)
+    max_beta: float = 0.2  # weight of the KL term once annealed
+    beta_anneal_steps: int = 1000  # beta rises linearly from 0 to max_beta over these steps
+    scheduled_sampling: float = 0.0  # probability of feeding the decoder its own sample in training
+
+
+@dataclass
+class MusicVAEConfig:
+    model: MusicVAEModelConfig = field(default_factory=MusicVAEModelConfig)
+    data: MelodyConfig = field(default_factory=MelodyConfig)
+    loss: VAELossConfig = field(default_factory=VAELossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, N, hidden)
+
+
+def _initial_state(proj: nn.Linear, cond: torch.Tensor, layers: int, hidden: int) -> LSTMState:
+    """tanh(W cond) split into the (h, c) of every layer: cond (N, C) -> 2 x (layers, N, hidden)."""
+    hc = torch.tanh(proj(cond)).view(cond.shape[0], 2, layers, hidden).permute(1, 2, 0, 3)
+    return hc[0].contiguous(), hc[1].contiguous()
+
+
+class LatentEncoder(nn.Module):
+    """events (B, T) -> mu (B, Z), sigma (B, Z) from the last states of a bidirectional LSTM."""
+
+    def __init__(self, vocab_size: int, cfg: MusicVAEModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
+        self.lstm = nn.LSTM(cfg.embed_dim, cfg.encoder_hidden, cfg.encoder_layers, batch_first=True,
+                            bidirectional=True, dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0)
+        self.to_mu = nn.Linear(2 * cfg.encoder_hidden, cfg.latent_dim)
+        self.to_sigma = nn.Linear(2 * cfg.encoder_hidden, cfg.latent_dim)
+
+    def forward(self, events: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, (h, _) = self.lstm(self.embed(events))  # h: (layers * 2, B, H)
+        final = torch.cat([h[-2], h[-1]], dim=-1)  # last layer, forward and backward: (B, 2H)
+        return self.to_mu(final), F.softplus(self.to_sigma(final)) + 1e-5
+
+
+class Conductor(nn.Module):
+    """z (B, Z) -> one embedding per bar (B, U, Hc); its inputs are zeros, its state starts from z."""
+
+    def __init__(self, cfg: MusicVAEModelConfig, num_bars: int):
+        super().__init__()
+        self.num_bars = num_bars
+        self.layers, self.hidden = cfg.conductor_layers, cfg.conductor_hidden
+        self.init = nn.Linear(cfg.latent_dim, 2 * self.layers * self.hidden)
+        self.lstm = nn.LSTM(1, self.hidden, self.layers, batch_first=True,
+                            dropout=cfg.dropout if self.layers > 1 else 0.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        state = _initial_state(self.init, z, self.layers, self.hidden)
+        out, _ = self.lstm(z.new_zeros(z.shape[0], self.num_bars, 1), state)
+        return out  # (B, U, Hc)
+
+
+class SegmentDecoder(nn.Module):
+    """The autoregressive LSTM: input [embed(previous event), cond], state started from cond."""
+
+    def __init__(self, vocab_size: int, cond_dim: int, cfg: MusicVAEModelConfig):
+        super().__init__()
+        self.start_id = vocab_size  # an extra embedding row: "no previous event"
+        self.layers, self.hidden = cfg.decoder_layers, cfg.decoder_hidden
+        self.embed = nn.Embedding(vocab_size + 1, cfg.embed_dim)
+        self.init = nn.Linear(cond_dim, 2 * self.layers * self.hidden)
+        self.lstm = nn.LSTM(cfg.embed_dim + cond_dim, self.hidden, self.layers, batch_first=True,
+                            dropout=cfg.dropout if self.layers > 1 else 0.0)
+        self.head = nn.Linear(self.hidden, vocab_size)
+
+    def initial_state(self, cond: torch.Tensor) -> LSTMState:
+        return _initial_state(self.init, cond, self.layers, self.hidden)
+
+    def forward(self, prev: torch.Tensor, cond: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+        """prev (N, S) previous events, cond (N, C) -> logits (N, S, V) and the new state."""
+        x = torch.cat([self.embed(prev), cond[:, None, :].expand(-1, prev.shape[1], -1)], dim=-1)
+        out, state = self.lstm(x, state)
+        return self.head(out), state
+
+
+class MusicVAE(nn.Module):
+    def __init__(self, cfg: MusicVAEModelConfig, melody: MelodyConfig):
+        super().__init__()
+        if cfg.decoder not in ("flat", "hierarchical"):
+            raise MusgenError(f"model.decoder must be flat or hierarchical, got {cfg.decoder!r}")
+        self.vocab_size = melody.vocab_size
+        self.length = melody.window_steps
+        self.segments = melody.num_bars if cfg.decoder == "hierarchical" else 1
+        self.latent_dim = cfg.latent_dim
+        self.encoder = LatentEncoder(self.vocab_size, cfg)
+        self.conductor = Conductor(cfg, melody.num_bars) if cfg.decoder == "hierarchical" else None
+        cond_dim = cfg.conductor_hidden if self.conductor is not None else cfg.latent_dim
+        self.decoder = SegmentDecoder(self.vocab_size, cond_dim, cfg)
+
+    def forward(self, events: torch.Tensor, scheduled_sampling: float = 0.0) -> tuple[torch.Tensor, ...]:
+        """Training pass: events (B, T) -> logits (B, T, V), mu (B, Z), sigma (B, Z); z is drawn with the
+        reparameterisation trick. (Training goes through forward so that DDP syncs the gradients.)"""
+        mu, sigma = self.encoder(events)
+        z = mu + sigma * torch.randn_like(sigma)
+        if scheduled_sampling > 0:
+            def own_sample(logits: torch.Tensor) -> torch.Tensor:
+                return torch.multinomial(torch.softmax(logits.detach().float(), -1), 1)[:, 0]
+
+            _, logits = self.free_running(z, own_sample, teacher=events, teacher_rate=1.0 - scheduled_sampling)
+        else:
+            logits = self.teacher_forced(z, events)
+        return logits, mu, sigma
+
+    def encode(self, events: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """events (B, T) -> mu, sigma (B, Z)."""
+        return self.encoder(events)
+
+    def conditions(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, Z) -> one conditioning vector per segment (B, U, C)."""
+        return self.conductor(z) if self.conductor is not None else z[:, None, :]
+
+    def teacher_forced(self, z: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of each event given z and the true previous events (one parallel pass)."""
+        b, t = events.shape
+        u = self.segments
+        prev = torch.cat([events.new_full((b, 1), self.decoder.start_id), events[:, :-1]], dim=1)
+        cond = self.conditions(z).reshape(b * u, -1)  # (B*U, C)
+        logits, _ = self.decoder(prev.reshape(b * u, t // u), cond, self.decoder.initial_state(cond))
+        return logits.reshape(b, t, -1)
+
+    def free_running(
+        self, z: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor],
+        teacher: torch.Tensor | None = None, teacher_rate: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decodes step by step, feeding back ``pick(logits (B, V)) -> events (B,)``; with ``teacher``
+        (B, T) the true event is fed instead with probability ``teacher_rate`` (scheduled sampling).
+        Returns (events (B, T), logits (B, T, V))."""
+        b, u, s = z.shape[0], self.segments, self.length // self.segments
+        cond = self.conditions(z)  # (B, U, C)
+        prev = z.new_full((b,), self.decoder.start_id, dtype=torch.long)
+        events, logits = [], []
+        for seg in range(u):
+            state = self.decoder.initial_state(cond[:, seg])
+            for _ in range(s):
+                step_logits, state = self.decoder(prev[:, None], cond[:, seg], state)
+                step_logits = step_logits[:, 0]  # (B, V)
+                token = pick(step_logits)
+                if teacher is not None:
+                    true = teacher[:, len(events)]
+                    token = torch.where(torch.rand(b, device=z.device) < teacher_rate, true, token)
+                events.append(token)
+                logits.append(step_logits)
+                prev = token
+        return torch.stack(events, 1), torch.stack(logits, 1)
+
+
+def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) per example, in nats: (B, Z) -> (B,)."""
+    return 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(-1)
+
+
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)
+
+
+class MusicVAETask(Task):
+    """Reconstruction + beta * max(KL - free_bits, 0), beta annealed linearly (config ``loss``)."""
+
+    family = "musicvae"
+
+    def __init__(self, cfg: MusicVAEConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+        cfg.data.validate()
+        self.step = 0  # the optimizer step being taken (beta annealing)
+        super().__init__(cfg, data_dir, data_meta)
+
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"model": MusicVAE(self.cfg.model, self.cfg.data)}
+
+    @property
+    def model(self) -> MusicVAE:
+        return self.models["model"]
+
+    # -- training -------------------------------------------------------------------------------
+    def datasets(self) -> tuple[Dataset, Dataset | None]:
+        from musgen.data.melody_data import MelodyWindows, require_windows
+
+        assert self.data_dir is not None
+        data, seed = self.cfg.data, self.cfg.train.seed
+        train = MelodyWindows(self.data_dir, "train", data, transpose=data.transpose, seed=seed)
+        require_windows(train, self.data_dir, "train")
+        valid = MelodyWindows(self.data_dir, "valid", data)
+        return train, valid
+
+    def beta(self, step: int) -> float:
+        loss = self.cfg.loss
+        ramp = min(1.0, step / loss.beta_anneal_steps) if loss.beta_anneal_steps > 0 else 1.0
+        return loss.max_beta * ramp
+
+    def train_step(self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext) -> dict[str, float]:
+        self.step = ctx.step
+        return super().train_step(micro_batches, ctx)
+
+    def _model(self) -> MusicVAE:
+        model = self.model
+        return getattr(model, "module", model)  # DDP wraps it
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        events = batch["events"]  # (B, T)
+        logits, mu, sigma = self.model(events, self.cfg.loss.scheduled_sampling)
+        logits = logits.float()
+        nll = F.cross_entropy(logits.flatten(0, 1), events.flatten(), reduction="none").view_as(events)
+        recon = nll.sum(1)  # (B,) nats per window, as MusicVAE
+        kl = kl_divergence(mu.float(), sigma.float())
+        free_nats = self.cfg.loss.free_bits * math.log(2.0)
+        beta = self.beta(self.step)
+        loss = recon.mean() + beta * torch.clamp(kl - free_nats, min=0.0).mean()
+        accuracy = (logits.argmax(-1) == events).float().mean()
+        return loss, {"recon": float(recon.mean().detach()), "kl_bits": float(kl.mean().detach()) / math.log(2.0),
+                      "beta": beta, "accuracy": float(accuracy)}
+
+    def eval_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Teacher-forced reconstruction from z = mu (the deterministic encoding)."""
+        events = batch["events"]
+        mu, sigma = self._model().encode(events)
+        logits = self._model().teacher_forced(mu, events).float()
+        nll = F.cross_entropy(logits.flatten(0, 1), events.flatten(), reduction="sum")
+        return {"nll_sum": nll, "kl_sum": kl_divergence(mu.float(), sigma.float()).sum(),
+                **accuracy_sums(logits.argmax(-1), events)}
+
+    def eval_metrics(self, sums: Mapping[str, float]) -> dict[str, float]:
+        windows = max(sums.get("windows", 0.0), 1.0)
+        out = {
+            "nll": sums.get("nll_sum", float("nan")) / max(sums.get("steps", 0.0), 1.0),
+            "recon": sums.get("nll_sum", float("nan")) / windows,
+            "kl_bits": sums.get("kl_sum", float("nan")) / windows / math.log(2.0),
+        }
+        out["elbo"] = -(out["recon"] + sums.get("kl_sum", float("nan")) / windows)
+        return {**out, **accuracy_metrics(sums)}
+
+    def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
+        return int(batch["events"].numel())
+
+    # -- latent interface (musgen.api, interpolate, reconstruct, sample) ------------------------
+    @torch.no_grad()
+    def encode(self, windows: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """windows (N, T) event ids -> mu, sigma (N, Z)."""
+        events = torch.as_tensor(np.asarray(windows), dtype=torch.long)
+        if events.ndim != 2 or events.shape[1] != self._model().length:
+            raise MusgenError(f"windows must be (N, {self._model().length}) events, got {tuple(events.shape)}")
+        return self._model().encode(events)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+               seed: int | None = None) -> np.ndarray:
+        """z (N, Z) -> events (N, T): greedy when ``temperature`` is 0, else sampled."""
+        from musgen.generate.sampling import SamplingControls, warp_logits
+
+        if temperature < 0:
+            raise MusgenError(f"--temperature must be >= 0, got {temperature}")
+        # Checks --top-k / --top-p even when decoding greedily.
+        ctl = SamplingControls(temperature=temperature or 1.0, top_k=top_k, top_p=top_p, seed=seed)
+        if temperature == 0:
+            pick = greedy
+        else:
+            gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+
+            def pick(logits: torch.Tensor) -> torch.Tensor:
+                probs = torch.softmax(warp_logits(ctl, logits.float()), -1)
+                return torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(logits.device)
+        events, _ = self._model().free_running(torch.as_tensor(z, dtype=torch.float32), pick)
+        return events.cpu().numpy()
+
+    def sample(self, n: int, prime: Any = None, **controls: Any) -> list[np.ndarray]:
+        """``n`` windows decoded from z ~ N(0, I)."""
+        if prime is not None:
+            raise MusgenError("musicvae samples from its latent prior: --prime is for language models "
+                              "(use `musgen reconstruct` or `musgen interpolate` to start from a clip)")
+        bars = controls.get("bars")
+        if bars is not None and bars != self.cfg.data.num_bars:
+            raise MusgenError(f"this musicvae writes windows of {self.cfg.data.num_bars} bars; --bars {bars} is not possible")
+        if controls.get("length") is not None:
+            raise MusgenError("musicvae samples have the model's fixed length: drop --length")
+        if n < 1:
+            raise MusgenError(f"--num-samples must be at least 1, got {n}")
+        seed = controls.get("seed")
+        gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        z = torch.randn(n, self._model().latent_dim, generator=gen)
+        return list(self.decode(z, temperature=controls.get("temperature", 1.0), top_k=controls.get("top_k", 0),
+                                top_p=controls.get("top_p", 1.0), seed=seed))
+
+    def ids_to_score(self, events: np.ndarray) -> Any:
+        from musgen.data.melody import melody_to_score
+
+        return melody_to_score(events, self.cfg.data)
+
+
+def accuracy_sums(predicted: torch.Tensor, events: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Counts for reconstruction accuracy over all steps and over the steps where the target is an
+    event (a note-on or note-off, not a HOLD): (B, T) each."""
+    from musgen.data.melody import HOLD
+
+    correct = predicted == events
+    is_event = events != HOLD
+    return {"correct": correct.sum(), "steps": torch.tensor(events.numel()),
+            "event_correct": (correct & is_event).sum(), "event_steps": is_event.sum(),
+            "windows": torch.tensor(events.shape[0])}
+
+
+def accuracy_metrics(sums: Mapping[str, float]) -> dict[str, float]:
+    return {"accuracy": sums.get("correct", 0.0) / max(sums.get("steps", 0.0), 1.0),
+            "event_accuracy": sums.get("event_correct", 0.0) / max(sums.get("event_steps", 0.0), 1.0)}
