@@ -20,7 +20,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # Build the built-in Bach data set, train the tiny Music Transformer and the tiny LSTM for a minute
-# each, sample from both (the transformer continues a held-out chorale).
+# each, sample from both (the transformer continues a held-out chorale); then 400 folk tunes, a tiny
+# MusicVAE for a minute, and an interpolation between two held-out tunes.
+SOURCE = $(BIN)/python -c "import sys; from musgen.data.dataset import source_file; print(source_file(sys.argv[1], 'test', int(sys.argv[2])))"
 demo: install
 	$(BIN)/musgen data build --corpus bach --out $(DEMO)/data/bach
 	rm -rf $(DEMO)/runs/transformer-tiny $(DEMO)/runs/lstm-tiny
@@ -29,11 +31,19 @@ demo: install
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/transformer-tiny --out $(DEMO)/samples/transformer \
 		--num-samples 3 --length 400 --seed 0
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/transformer-tiny --out $(DEMO)/samples/transformer-primed \
-		--prime $$($(BIN)/python -c "from musgen.data.dataset import source_file; print(source_file('$(DEMO)/data/bach'))") \
+		--prime $$($(SOURCE) $(DEMO)/data/bach 0) \
 		--num-samples 2 --length 300 --seed 0
 	$(BIN)/musgen train lstm --data $(DEMO)/data/bach --out $(DEMO)/runs/lstm-tiny \
 		--config configs/tiny/lstm.yaml $(DEMO_BUDGET)
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/lstm-tiny --out $(DEMO)/samples/lstm --num-samples 3 --length 400 --seed 0
+	$(BIN)/musgen data build --corpus folk --limit 400 --out $(DEMO)/data/folk
+	rm -rf $(DEMO)/runs/musicvae-tiny
+	$(BIN)/musgen train musicvae --data $(DEMO)/data/folk --out $(DEMO)/runs/musicvae-tiny \
+		--config configs/tiny/musicvae.yaml $(DEMO_BUDGET)
+	$(BIN)/musgen interpolate $$($(SOURCE) $(DEMO)/data/folk 0) $$($(SOURCE) $(DEMO)/data/folk 1) \
+		--checkpoint $(DEMO)/runs/musicvae-tiny --steps 8 --out $(DEMO)/samples/musicvae-interpolation
+	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/musicvae-tiny --out $(DEMO)/samples/musicvae-prior \
+		--num-samples 4 --temperature 0.5 --seed 0
 	@echo "MIDI samples written to $(DEMO)/samples/"
 
 test: install

@@ -8,6 +8,7 @@ train/valid/test split by piece carries over unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -70,10 +71,16 @@ def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool 
     events = np.concatenate(lines).astype(np.int16) if lines else np.zeros(0, np.int16)
     line_offsets = np.zeros(len(lines) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in lines], out=line_offsets[1:])
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, events=events, offsets=line_offsets)
-    os.replace(tmp, path)  # several processes may build it at once: the last rename wins, all equal
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, events=events, offsets=line_offsets)
+        os.replace(tmp, path)  # several processes may build it at once: the last rename wins, all equal
+    except OSError as err:  # e.g. a read-only shared data set: work without the cache
+        log.warning("cannot cache melodies in %s (%s); they will be extracted again next time", path.parent,
+                    err.strerror or err)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return events, line_offsets
 
 
