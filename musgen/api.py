@@ -85,8 +85,6 @@ class MusicGenerator:
         both endpoints included."""
         from musgen.generate.interpolation import interpolation_path
 
-        if steps < 2:
-            raise MusgenError(f"--steps must be at least 2 (the two endpoints), got {steps}")
         mu = self.encode([a, b], bar_offset)
         return self.decode_events(interpolation_path(mu[0], mu[1], steps), **controls)
 

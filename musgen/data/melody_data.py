@@ -25,7 +25,7 @@ from musgen.errors import MusgenError
 
 from .dataset import load_split, read_manifest
 from .melody import MelodyConfig, cut_window, extract_melodies, transpose_window, window_starts
-from .tokenizers import MidiReadError, load_tokenizer
+from .tokenizers import MidiReadError, decode_ids, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,6 @@ def _cache_path(data_dir: Path, split: str, cfg: MelodyConfig) -> Path:
     return Path(data_dir) / "melodies" / f"{split}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
 
 
-def _decode_piece(tokenizer, ids: np.ndarray):
-    arg = ids.tolist() if tokenizer.one_token_stream else [ids.tolist()]
-    return tokenizer.decode(arg)
-
-
 def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(events int16, offsets int64) of every melody line of a split; built once, then cached."""
     data_dir = Path(data_dir)
@@ -59,7 +54,7 @@ def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool 
     for k in tqdm(range(len(offsets) - 1), desc=f"melodies ({split})", unit="piece", disable=not progress,
                   mininterval=1.0):
         try:
-            score = _decode_piece(tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]))
+            score = decode_ids(tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
             lines += extract_melodies(score, cfg)[0]
         except MidiReadError:
             failed += 1  # e.g. a drums-only piece

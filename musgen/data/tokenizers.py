@@ -165,7 +165,8 @@ def special_token_ids(tokenizer: miditok.MusicTokenizer) -> set[int]:
     return {tokenizer.vocab[f"{t}_None"] for t in SPECIAL_TOKENS if f"{t}_None" in tokenizer.vocab}
 
 
-def _decode(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> symusic.Score:
+def decode_ids(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> symusic.Score:
+    """miditok decoding of one flat id stream (BPE ids included); raises on ill-formed input."""
     arg = ids if tokenizer.one_token_stream else [ids]
     return tokenizer.decode(arg)
 
@@ -203,7 +204,7 @@ def ids_to_score(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> symusic.S
 
     def attempt(seq: list[int]) -> symusic.Score | None:
         try:
-            return _sanitize(_decode(tokenizer, seq))
+            return _sanitize(decode_ids(tokenizer, seq))
         except Exception:
             return None
 

@@ -60,6 +60,21 @@ def _processors(ctl: SamplingControls, prime_length: int, eos_id: int | None):  
     return procs
 
 
+def make_generator(seed: int | None) -> torch.Generator:
+    """The CPU generator every sampler draws from: seeded, or from fresh entropy."""
+    return torch.Generator(device="cpu").manual_seed(seed if seed is not None else torch.seed())
+
+
+def draw(scores: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """One id per row of ``scores`` (B, V) from softmax(scores): (B,) on the scores' device. Draws on
+    the CPU with ``gen`` (same samples on every device), or from the global RNG when ``gen`` is None
+    (training-time sampling that exact resume must replay)."""
+    probs = torch.softmax(scores.detach().float(), dim=-1)
+    if gen is None:
+        return torch.multinomial(probs, 1)[:, 0]
+    return torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(scores.device)
+
+
 def warp_logits(ctl: SamplingControls, logits: torch.Tensor) -> torch.Tensor:
     """Temperature, top-k and top-p applied to logits (B, V) of a model without EOS or primer
     (e.g. MusicVAE's decoder): the same warpers as ``sample_sequences``."""
@@ -96,8 +111,7 @@ def sample_sequences(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(ctl.seed if ctl.seed is not None else torch.seed())
+    gen = make_generator(ctl.seed)
     procs = _processors(ctl, len(prime_ids), eos_id)
     bar_set = torch.tensor(bar_ids or [], dtype=torch.long, device=device)
 
@@ -115,8 +129,7 @@ def sample_sequences(
     bars_seen = torch.zeros(n, dtype=torch.long, device=device)
     for _ in range(ctl.length):
         scores = procs(seqs, next_logits) if len(procs) else next_logits
-        probs = torch.softmax(scores, dim=-1).cpu()
-        token = torch.multinomial(probs, 1, generator=gen).to(device).squeeze(1)  # (B,)
+        token = draw(scores, gen)  # (B,)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         seqs = torch.cat([seqs, token[:, None]], dim=1)
         if ctl.bars is not None and len(bar_set):

@@ -22,8 +22,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from musgen.config import TrainConfig
-from musgen.data.melody import MelodyConfig
+from musgen.data.melody import HOLD, MelodyConfig
 from musgen.errors import MusgenError
+from musgen.generate.sampling import SamplingControls, draw, make_generator, warp_logits
 from musgen.train.task import StepContext, Task
 
 
@@ -142,11 +143,9 @@ class MusicVAE(nn.Module):
         reparameterisation trick. (Training goes through forward so that DDP syncs the gradients.)"""
         mu, sigma = self.encoder(events)
         z = mu + sigma * torch.randn_like(sigma)
-        if scheduled_sampling > 0:
-            def own_sample(logits: torch.Tensor) -> torch.Tensor:
-                return torch.multinomial(torch.softmax(logits.detach().float(), -1), 1)[:, 0]
-
-            _, logits = self.free_running(z, own_sample, teacher=events, teacher_rate=1.0 - scheduled_sampling)
+        if scheduled_sampling > 0:  # own samples from the global RNG, which resume restores
+            _, logits = self.free_running(z, lambda lg: draw(lg, None), teacher=events,
+                                          teacher_rate=1.0 - scheduled_sampling)
         else:
             logits = self.teacher_forced(z, events)
         return logits, mu, sigma
@@ -216,10 +215,6 @@ class MusicVAETask(Task):
     def build_models(self) -> dict[str, nn.Module]:
         return {"model": MusicVAE(self.cfg.model, self.cfg.data)}
 
-    @property
-    def model(self) -> MusicVAE:
-        return self.models["model"]
-
     # -- training -------------------------------------------------------------------------------
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.melody_data import MelodyWindows, require_windows
@@ -241,12 +236,13 @@ class MusicVAETask(Task):
         return super().train_step(micro_batches, ctx)
 
     def _model(self) -> MusicVAE:
-        model = self.model
-        return getattr(model, "module", model)  # DDP wraps it
+        model = self.models["model"]
+        return getattr(model, "module", model)  # DDP wraps it; the latent methods live on the module
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         events = batch["events"]  # (B, T)
-        logits, mu, sigma = self.model(events, self.cfg.loss.scheduled_sampling)
+        # Through the (possibly DDP-wrapped) module's forward, so that gradients are synced.
+        logits, mu, sigma = self.models["model"](events, self.cfg.loss.scheduled_sampling)
         logits = logits.float()
         nll = F.cross_entropy(logits.flatten(0, 1), events.flatten(), reduction="none").view_as(events)
         recon = nll.sum(1)  # (B,) nats per window, as MusicVAE
@@ -293,8 +289,6 @@ class MusicVAETask(Task):
     def decode(self, z: torch.Tensor, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                seed: int | None = None) -> np.ndarray:
         """z (N, Z) -> events (N, T): greedy when ``temperature`` is 0, else sampled."""
-        from musgen.generate.sampling import SamplingControls, warp_logits
-
         if temperature < 0:
             raise MusgenError(f"--temperature must be >= 0, got {temperature}")
         # Checks --top-k / --top-p even when decoding greedily.
@@ -302,11 +296,10 @@ class MusicVAETask(Task):
         if temperature == 0:
             pick = greedy
         else:
-            gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+            gen = make_generator(seed)
 
             def pick(logits: torch.Tensor) -> torch.Tensor:
-                probs = torch.softmax(warp_logits(ctl, logits.float()), -1)
-                return torch.multinomial(probs.cpu(), 1, generator=gen)[:, 0].to(logits.device)
+                return draw(warp_logits(ctl, logits.float()), gen)
         events, _ = self._model().free_running(torch.as_tensor(z, dtype=torch.float32), pick)
         return events.cpu().numpy()
 
@@ -323,8 +316,7 @@ class MusicVAETask(Task):
         if n < 1:
             raise MusgenError(f"--num-samples must be at least 1, got {n}")
         seed = controls.get("seed")
-        gen = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
-        z = torch.randn(n, self._model().latent_dim, generator=gen)
+        z = torch.randn(n, self._model().latent_dim, generator=make_generator(seed))
         return list(self.decode(z, temperature=controls.get("temperature", 1.0), top_k=controls.get("top_k", 0),
                                 top_p=controls.get("top_p", 1.0), seed=seed))
 
@@ -337,8 +329,6 @@ class MusicVAETask(Task):
 def accuracy_sums(predicted: torch.Tensor, events: torch.Tensor) -> dict[str, torch.Tensor]:
     """Counts for reconstruction accuracy over all steps and over the steps where the target is an
     event (a note-on or note-off, not a HOLD): (B, T) each."""
-    from musgen.data.melody import HOLD
-
     correct = predicted == events
     is_event = events != HOLD
     return {"correct": correct.sum(), "steps": torch.tensor(events.numel()),
