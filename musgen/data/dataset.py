@@ -42,17 +42,21 @@ def read_manifest(data_dir: Path) -> dict:
     return json.loads((Path(data_dir) / "manifest.json").read_text())
 
 
-def source_file(data_dir: Path, split: str = "test", index: int = 0) -> Path:
-    """The MIDI file a piece of a built data set came from, e.g. a held-out piece to prime with."""
+def source_files(data_dir: Path, split: str) -> list[Path]:
+    """The MIDI files the pieces of a split came from, in the split's order."""
     from musgen.data.corpus import corpus_root
 
-    manifest = read_manifest(data_dir)
-    pieces = json.loads((Path(data_dir) / f"{split}.pieces.json").read_text())
-    if not pieces:
-        raise MusgenError(f"the {split} split of {data_dir} is empty")
-    source = manifest["source"]
+    source = read_manifest(data_dir)["source"]
     root = Path(source["midi_dir"]) if "midi_dir" in source else corpus_root(source["corpus"])
-    return root / pieces[index % len(pieces)]
+    return [root / rel for rel in json.loads((Path(data_dir) / f"{split}.pieces.json").read_text())]
+
+
+def source_file(data_dir: Path, split: str = "test", index: int = 0) -> Path:
+    """The MIDI file a piece of a built data set came from, e.g. a held-out piece to prime with."""
+    files = source_files(data_dir, split)
+    if not files:
+        raise MusgenError(f"the {split} split of {data_dir} is empty")
+    return files[index % len(files)]
 
 
 def vocab_size(data_dir: Path) -> int:

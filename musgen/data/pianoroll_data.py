@@ -1,0 +1,148 @@
+"""Piano-roll phrases from a data set built by ``musgen data build`` (MuseGAN's view of the data).
+
+Token streams merge the tracks, so the rolls are read from the split's source MIDI files (listed in
+``DATA_DIR/{split}.pieces.json``) once and cached as ``DATA_DIR/pianorolls/{split}-{key}.npz``
+(``key`` hashes the data fingerprint and the roll settings); pitch bits are packed (84 pitches in 11
+bytes). The data set's train/valid/test split by piece carries over unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from musgen.errors import MusgenError
+
+from .dataset import read_manifest, source_files
+from .pianoroll import PianorollConfig, midi_to_roll, phrase_starts, transpose_roll
+from .tokenizers import MidiReadError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# Settings that change the rolls (phrase settings only change the index over them).
+_ROLL_KEYS = ("steps_per_bar", "quarters_per_bar", "lowest_pitch", "num_pitches", "tracks", "track_names",
+              "other_track", "separate_repeats")
+
+
+def _cache_path(data_dir: Path, split: str, cfg: PianorollConfig) -> Path:
+    settings = {k: asdict(cfg)[k] for k in _ROLL_KEYS}
+    blob = json.dumps({"v": CACHE_VERSION, "data": read_manifest(data_dir).get("fingerprint"), **settings},
+                      sort_keys=True)
+    return Path(data_dir) / "pianorolls" / f"{split}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+
+
+def load_rolls(data_dir: Path, split: str, cfg: PianorollConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(packed rolls uint8 (K, T_total, ceil(P / 8)), piece offsets int64 (pieces + 1,)) of a split;
+    read from the source MIDI files once, then cached."""
+    data_dir = Path(data_dir)
+    path = _cache_path(data_dir, split, cfg)
+    if path.is_file():
+        with np.load(path) as cached:
+            return cached["packed"], cached["offsets"]
+    files = source_files(data_dir, split)
+    rolls, reasons = [], Counter()
+    for file in tqdm(files, desc=f"piano rolls ({split})", unit="piece", disable=not progress, mininterval=1.0):
+        if not file.is_file():
+            reasons["source file missing"] += 1
+            continue
+        try:
+            rolls.append(midi_to_roll(file, cfg))
+        except MidiReadError as err:  # reported and skipped: one bad file never stops a build
+            reasons[err.reason] += 1
+        except Exception as err:  # noqa: BLE001
+            log.debug("%s: %s", file, err)
+            reasons[f"{type(err).__name__}"] += 1
+    if reasons:
+        log.info("%s: %d of %d pieces skipped (%s)", split, sum(reasons.values()), len(files),
+                 "; ".join(f"{n} x {r}" for r, n in reasons.most_common(4)))
+    if files and reasons.get("source file missing", 0) == len(files):
+        raise MusgenError(f"the source MIDI files of {data_dir} are gone (e.g. {files[0]}); piano rolls are read "
+                          f"from them: rebuild the data set with `musgen data build ... --force`")
+    k, p = cfg.num_tracks, cfg.num_pitches
+    packed = (np.packbits(np.concatenate(rolls, axis=1), axis=-1) if rolls
+              else np.zeros((k, 0, (p + 7) // 8), dtype=np.uint8))
+    offsets = np.zeros(len(rolls) + 1, dtype=np.int64)
+    np.cumsum([r.shape[1] for r in rolls], out=offsets[1:])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, packed=packed, offsets=offsets)
+        os.replace(tmp, path)  # several processes may build it at once: the last rename wins, all equal
+    except OSError as err:  # e.g. a read-only shared data set: work without the cache
+        log.warning("cannot cache piano rolls in %s (%s); they will be read again next time", path.parent,
+                    err.strerror or err)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return packed, offsets
+
+
+class RollPhrases(Dataset):
+    """Phrases of ``cfg.num_bars`` bars: item i is a fixed (piece, start) pair, (K, T, P) float32 in {0, 1}.
+
+    Transposition (training only) draws from ``default_rng((seed, epoch, i))`` among the shifts in
+    [-transpose, transpose] that keep the phrase in range, so items are reproducible on resume.
+    """
+
+    def __init__(self, data_dir: Path, split: str, cfg: PianorollConfig, *, transpose: int = 0, seed: int = 0,
+                 progress: bool = True):
+        cfg.validate()
+        self.cfg = cfg
+        self.transpose = int(transpose)
+        self.seed = seed
+        self.epoch = 0
+        self.drums = [k for k in range(cfg.num_tracks) if cfg.is_drum(k)]
+        self.packed, self.offsets = load_rolls(data_dir, split, cfg, progress)
+        starts = []
+        for j in range(len(self.offsets) - 1):
+            lo, hi = int(self.offsets[j]), int(self.offsets[j + 1])
+            starts.append(lo + phrase_starts(self._unpack(lo, hi), cfg))
+        self.starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)  # absolute steps
+
+    def _unpack(self, lo: int, hi: int) -> np.ndarray:
+        return np.unpackbits(self.packed[:, lo:hi], axis=-1, count=self.cfg.num_pitches).astype(bool)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def phrase(self, i: int) -> np.ndarray:
+        """The untransposed phrase i, (K, T, P) bool."""
+        start = int(self.starts[i])
+        return self._unpack(start, start + self.cfg.phrase_steps)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if i < 0:
+            i += len(self)
+        roll = self.phrase(i)
+        if self.transpose:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            for shift in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
+                moved = transpose_roll(roll, int(shift), self.drums)
+                if moved is not None:
+                    roll = moved
+                    break
+        return {"roll": torch.from_numpy(roll.astype(np.float32))}
+
+
+def require_phrases(dataset: RollPhrases, data_dir: Path, split: str) -> None:
+    if len(dataset) == 0:
+        cfg = dataset.cfg
+        raise MusgenError(
+            f"the {split} split of {data_dir} has no piano-roll phrase of {cfg.num_bars} bars of "
+            f"{cfg.quarters_per_bar} quarters with tracks {cfg.track_names} (at most {cfg.max_empty:.0%} empty "
+            f"track-bars); check data.tracks / data.track_names, or use more data"
+        )
