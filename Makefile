@@ -21,7 +21,8 @@ install: $(VENV)/.installed
 
 # Build the built-in Bach data set, train the tiny Music Transformer and the tiny LSTM for a minute
 # each, sample from both (the transformer continues a held-out chorale); then 400 folk tunes, a tiny
-# MusicVAE for a minute, and an interpolation between two held-out tunes.
+# MusicVAE for a minute, and an interpolation between two held-out tunes; a tiny MuseGAN for a minute on
+# the chorales, four-voice samples and a harmonisation of a held-out chorale's soprano.
 SOURCE = $(BIN)/python -c "import sys; from musgen.data.dataset import source_file; print(source_file(sys.argv[1], 'test', int(sys.argv[2])))"
 demo: install
 	$(BIN)/musgen data build --corpus bach --out $(DEMO)/data/bach
@@ -44,6 +45,13 @@ demo: install
 		--checkpoint $(DEMO)/runs/musicvae-tiny --steps 8 --out $(DEMO)/samples/musicvae-interpolation
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/musicvae-tiny --out $(DEMO)/samples/musicvae-prior \
 		--num-samples 4 --temperature 0.5 --seed 0
+	rm -rf $(DEMO)/runs/musegan-tiny
+	$(BIN)/musgen train musegan --data $(DEMO)/data/bach --out $(DEMO)/runs/musegan-tiny \
+		--config configs/tiny/musegan.yaml $(DEMO_BUDGET)
+	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/musegan-tiny --out $(DEMO)/samples/musegan \
+		--num-samples 3 --bars 8 --seed 0
+	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/musegan-tiny --out $(DEMO)/samples/musegan-harmonised \
+		--condition-track $$($(SOURCE) $(DEMO)/data/bach 0) --track soprano --num-samples 2 --seed 0
 	@echo "MIDI samples written to $(DEMO)/samples/"
 
 test: install

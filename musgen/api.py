@@ -38,12 +38,24 @@ class MusicGenerator:
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,
+        condition: str | Path | None = None,
+        track: str | None = None,
+        binarize: str | None = None,
+        threshold: float | None = None,
     ) -> list[Any]:
         """Returns ``num_samples`` symusic Scores; with ``prime`` (a MIDI file) each starts with it.
         ``length`` (new tokens, default 512) and ``bars`` apply to language models; a latent model
-        (musicvae) decodes windows of its own length from z ~ N(0, I)."""
+        (musicvae) decodes windows of its own length from z ~ N(0, I). MuseGAN writes ``bars`` bars
+        (default one phrase) from noise, or accompanies track ``track`` of MIDI file ``condition``;
+        ``binarize`` (threshold | bernoulli) and ``threshold`` turn its probabilities into notes."""
+        extras = {k: v for k, v in (("condition", condition), ("track", track), ("binarize", binarize),
+                                    ("threshold", threshold)) if v is not None}
+        unsupported = [k for k in extras if k not in self.task.sample_options]
+        if unsupported:
+            flag = "--" + {"condition": "condition-track"}.get(unsupported[0], unsupported[0])
+            raise MusgenError(f"{flag} does not apply to a {self.family} checkpoint (it is for musegan)")
         seqs = self.task.sample(num_samples, prime=prime, length=length, min_length=min_length, bars=bars, temperature=temperature,
-                                top_k=top_k, top_p=top_p, seed=seed)
+                                top_k=top_k, top_p=top_p, seed=seed, **extras)
         return [self.task.ids_to_score(ids) for ids in seqs]
 
     def generate_to(self, out_dir: str | Path, num_samples: int = 1, **kwargs: Any) -> list[Path]:

@@ -26,7 +26,9 @@ EXAMPLES = {
              "--set train.steps=100\n  musgen train transformer --data data/bach --out runs/transformer --resume",
     "sample": "musgen sample --checkpoint runs/transformer --out samples --num-samples 4 --length 512\n"
               "  musgen sample --checkpoint runs/transformer --prime seed.mid --bars 8 --top-p 0.95 --seed 1 "
-              "--out samples",
+              "--out samples\n"
+              "  musgen sample --checkpoint runs/musegan --bars 8 --num-samples 4 --out samples\n"
+              "  musgen sample --checkpoint runs/musegan --condition-track melody.mid --track soprano --out harmonised",
     "interpolate": "musgen interpolate a.mid b.mid --checkpoint runs/musicvae --steps 8 --out morph\n"
                    "  musgen interpolate a.mid b.mid --checkpoint runs/musicvae_2bar --steps 5 --bar-offset 4 --out morph",
     "reconstruct": "musgen reconstruct a.mid --checkpoint runs/musicvae --out recon",
@@ -108,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=float, default=1.0)
     sample.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
     sample.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    gan = sample.add_argument_group("musegan")
+    gan.add_argument("--condition-track", type=Path, metavar="PATH",
+                     help="accompany a track of this MIDI file (generate the other tracks around it)")
+    gan.add_argument("--track", metavar="NAME", help="which track of the model --condition-track supplies, e.g. soprano")
+    gan.add_argument("--binarize", choices=["threshold", "bernoulli"],
+                     help="notes from probabilities: above --threshold (default) or drawn")
+    gan.add_argument("--threshold", type=float, help="note threshold for --binarize threshold (default 0.5)")
 
     interp = _sub(verbs, "interpolate", "interpolate",
                   "Morph one MIDI clip into another through a MusicVAE's latent space (slerp between the "
@@ -164,19 +173,21 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     result = train(args.family, args.data, args.out, config=args.config, overrides=args.overrides,
                    resume=args.resume, progress=not args.no_progress)
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k in ("valid_nll", "valid_ppl"))
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k in ("valid_nll", "valid_ppl", "valid_wdist"))
     print(f"trained {args.family} to step {result.step}; checkpoint {result.checkpoint}" + (f"; {metrics}" if metrics else ""))
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
     from musgen.api import load
 
-    if args.prime is not None and not args.prime.is_file():
-        raise MusgenError(f"primer {args.prime} is not a file")
+    for flag, path in (("primer", args.prime), ("--condition-track", args.condition_track)):
+        if path is not None and not path.is_file():
+            raise MusgenError(f"{flag} {path} is not a file")
     generator = load(args.checkpoint)
     paths = generator.generate_to(
         args.out, args.num_samples, prime=args.prime, length=args.length, min_length=args.min_length, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        condition=args.condition_track, track=args.track, binarize=args.binarize, threshold=args.threshold,
     )
     for path in paths:
         print(path)

@@ -14,6 +14,7 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "lstm": ("musgen.models.lstm", "LSTMConfig", "LSTMTask"),
     "transformer": ("musgen.models.transformer", "TransformerConfig", "TransformerTask"),
     "musicvae": ("musgen.models.musicvae", "MusicVAEConfig", "MusicVAETask"),
+    "musegan": ("musgen.models.musegan", "MuseGANConfig", "MuseGANTask"),
 }
 
 

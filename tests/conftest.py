@@ -84,3 +84,12 @@ def tiny_vae_run(tmp_path_factory: pytest.TempPathFactory, folk_data: Path):
 
     run = tmp_path_factory.mktemp("runs") / "musicvae"
     return musgen.train("musicvae", folk_data, run, config="configs/tiny/musicvae.yaml", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_gan_run(tmp_path_factory: pytest.TempPathFactory, bach_data: Path):
+    """The tiny MuseGAN preset trained on the real chorales of ``bach_data`` (shared by several tests)."""
+    import musgen
+
+    run = tmp_path_factory.mktemp("runs") / "musegan"
+    return musgen.train("musegan", bach_data, run, config="configs/tiny/musegan.yaml", progress=False)

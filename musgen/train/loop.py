@@ -269,7 +269,7 @@ def fit(
             for opt_name, opt in optimizers.items():
                 for group, base in zip(opt.param_groups, base_lrs[opt_name], strict=True):
                     group["lr"] = base * factor
-            micro = [next(data) for _ in range(train_cfg.grad_accum)]
+            micro = [next(data) for _ in range(task.batches_per_step())]
             ctx = StepContext(accelerator, optimizers, train_cfg.grad_clip, step)
             metrics = task.train_step(micro, ctx)
             window_tokens += sum(task.tokens_in(b) for b in micro) * accelerator.num_processes

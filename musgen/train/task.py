@@ -48,6 +48,8 @@ class Task:
     family: str = ""
     # Files of the data directory copied into every portable checkpoint (e.g. tokenizer.json).
     checkpoint_files: tuple[str, ...] = ()
+    # Family-specific keyword arguments ``sample`` accepts beyond the common ones (see musgen.api).
+    sample_options: tuple[str, ...] = ()
 
     def __init__(self, cfg: Any, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
         self.cfg = cfg
@@ -76,6 +78,11 @@ class Task:
         return dict(sums)
 
     # -- defaults that most families keep -----------------------------------------------------
+    def batches_per_step(self) -> int:
+        """Micro-batches the loop hands to one ``train_step``: gradient accumulation by default; a
+        GAN takes one real batch per critic update."""
+        return self.cfg.train.grad_accum
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         train = self.cfg.train
         model = self.models["model"]

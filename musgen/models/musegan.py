@@ -1,0 +1,542 @@
+"""MuseGAN (Dong et al., AAAI 2018): multi-track piano-roll phrases from noise, trained as a WGAN-GP.
+
+Noise comes in four kinds: shared by all tracks or private to one ("inter" / "intra"), and constant
+over the phrase or one vector per bar from a temporal generator ("_t"). The three modes differ in
+which they use and how many generators and critics there are:
+
+* ``jamming``:  one bar generator and one critic per track, private noise only;
+* ``composer``: one bar generator for all tracks, shared noise only, one critic;
+* ``hybrid``:   one bar generator per track, shared + private noise, one critic.
+
+A bar generator turns one vector per bar into the bar's roll with transposed convolutions that
+grow time (beats -> 16ths -> steps) and pitch (octaves -> semitones) separately, in both orders
+(the paper code's pitch-time / time-pitch streams). The critic mirrors it and adds a chroma stream
+(per-beat pitch classes) and an onset stream, then looks across bars.
+
+Track-conditional generation (the paper's accompaniment setting): with ``model.condition_tracks``
+an encoder reads a given track's bars into feature maps that every bar generator takes in; in
+training each phrase is conditioned on one of those tracks with probability ``condition_prob``
+(else unconditioned), the generated version of that track is replaced by the real one, and the
+critic judges the whole. One model thus both composes from scratch and accompanies a given track.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.data import Dataset
+
+from musgen.config import TrainConfig
+from musgen.data.pianoroll import PianorollConfig
+from musgen.errors import MusgenError
+from musgen.generate.sampling import make_generator
+from musgen.train.task import StepContext, Task
+
+MODES = ("jamming", "composer", "hybrid")
+
+
+@dataclass
+class MuseGANModelConfig:
+    mode: str = "hybrid"  # jamming | composer | hybrid
+    z_dim: int = 32  # size of each noise vector (inter, intra, inter_t, intra_t)
+    gen_channels: int = 64  # width of the bar generators
+    critic_channels: int = 64
+    binary: str = "none"  # none | deterministic | stochastic: BinaryMuseGAN's straight-through binary output
+    condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
+    condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
+
+
+@dataclass
+class GANLossConfig:
+    n_critic: int = 5  # critic updates per generator update (each on a fresh real batch)
+    gp_weight: float = 10.0  # gradient penalty weight (Gulrajani et al. 2017)
+
+
+@dataclass
+class MuseGANConfig:
+    model: MuseGANModelConfig = field(default_factory=MuseGANModelConfig)
+    data: PianorollConfig = field(default_factory=PianorollConfig)
+    loss: GANLossConfig = field(default_factory=GANLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The time factoring of a bar: beats x f1 x f2 = steps_per_bar (f1 * beats is the 16th grid in 4/4)."""
+
+    beats: int
+    f1: int
+    f2: int
+    octaves: int
+
+    @classmethod
+    def of(cls, data: PianorollConfig) -> _Grid:
+        per_beat = data.steps_per_bar // data.quarters_per_bar
+        f1 = math.gcd(per_beat, 4)
+        return cls(data.quarters_per_bar, f1, per_beat // f1, data.num_pitches // 12)
+
+
+class PatchExpand(nn.Module):
+    """A transposed convolution whose stride equals its kernel, as one matmul: every input cell grows
+    into a (kh, kw) block. Channels last: (N, H, W, Cin) -> (N, H*kh, W*kw, Cout), batch norm, ReLU.
+    (Same function as ConvTranspose2d; about 10x faster on a CPU.)"""
+
+    def __init__(self, cin: int, cout: int, kh: int, kw: int):
+        super().__init__()
+        self.kh, self.kw = kh, kw
+        self.linear = nn.Linear(cin, kh * kw * cout)
+        self.norm = nn.BatchNorm1d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = rearrange(self.linear(x), "n h w (kh kw c) -> n (h kh) (w kw) c", kh=self.kh, kw=self.kw)
+        return F.relu(self.norm(y.reshape(-1, y.shape[-1])).view_as(y))
+
+
+class PatchMerge(nn.Module):
+    """A convolution whose stride equals its kernel, as one matmul over non-overlapping (kh, kw) patches.
+    Channels last: (N, H, W, Cin) -> (N, H/kh, W/kw, Cout), leaky ReLU. No normalisation: WGAN-GP's
+    penalty is per example."""
+
+    def __init__(self, cin: int, cout: int, kh: int, kw: int):
+        super().__init__()
+        self.kh, self.kw = kh, kw
+        self.linear = nn.Linear(kh * kw * cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = rearrange(x, "n (h kh) (w kw) c -> n h w (kh kw c)", kh=self.kh, kw=self.kw)
+        return F.leaky_relu(self.linear(x), 0.2)
+
+
+class TemporalGenerator(nn.Module):
+    """One noise vector -> one vector per bar: z (N, Z) -> (N, bars, Z)."""
+
+    def __init__(self, z_dim: int, bars: int):
+        super().__init__()
+        self.bars = bars
+        self.net = nn.Sequential(nn.Linear(z_dim, 4 * z_dim), nn.BatchNorm1d(4 * z_dim), nn.ReLU(),
+                                 nn.Linear(4 * z_dim, bars * z_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(z.shape[0], self.bars, -1)
+
+
+class BarGenerator(nn.Module):
+    """One vector per bar -> the bar's roll logits: (N, in_dim) [+ condition (N, 16ths, O, Cc)]
+    -> (N, out_tracks, steps_per_bar, pitches). Time grows beats -> 16ths -> steps, pitch octaves ->
+    semitones, in both orders (the paper code's pitch-time and time-pitch streams)."""
+
+    def __init__(self, in_dim: int, out_tracks: int, grid: _Grid, width: int, cond_channels: int = 0):
+        super().__init__()
+        self.grid = grid
+        w = width
+        self.project = nn.Sequential(nn.Linear(in_dim, 4 * w * grid.beats), nn.BatchNorm1d(4 * w * grid.beats), nn.ReLU())
+        self.octaves = PatchExpand(4 * w, 2 * w, 1, grid.octaves)  # (N, beats, O, 2w)
+        self.sixteenths = PatchExpand(2 * w, w, grid.f1, 1)  # (N, beats*f1, O, w)
+        c = w + cond_channels
+        # Each stream's last step writes logits straight away (the paper code ends both in 16-channel
+        # full-resolution maps merged by a 1x1 conv): no hidden layer at full resolution, ~5x faster.
+        self.pitch_time = nn.Sequential(PatchExpand(c, w // 2, 1, 12), nn.Linear(w // 2, grid.f2 * out_tracks))
+        self.time_pitch = nn.Sequential(PatchExpand(c, w // 2, grid.f2, 1), nn.Linear(w // 2, 12 * out_tracks))
+
+    def forward(self, v: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        g = self.grid
+        h = self.project(v).view(v.shape[0], g.beats, 1, -1)  # (N, beats, 1, 4w)
+        h = self.sixteenths(self.octaves(h))  # (N, 16ths, O, w)
+        if cond is not None:
+            h = torch.cat([h, cond], dim=-1)
+        a = rearrange(self.pitch_time(h), "n t p (f k) -> n k (t f) p", f=g.f2)  # (N, K, S, P)
+        b = rearrange(self.time_pitch(h), "n t o (pc k) -> n k t (o pc)", pc=12)  # (N, K, S, P)
+        return a + b
+
+
+class ConditionEncoder(nn.Module):
+    """A given track's bars -> features at the bar generators' 16th-note stage, plus an embedding of
+    which track is given: roll (N, S, P), track (N,) in [0, K] (K = none) -> (N, 16ths, O, C)."""
+
+    def __init__(self, grid: _Grid, num_tracks: int, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(PatchMerge(1, channels // 2, 1, 12),  # (N, S, O, C/2)
+                                 PatchMerge(channels // 2, channels, grid.f2, 1))  # (N, 16ths, O, C)
+        self.which = nn.Embedding(num_tracks + 1, channels)
+
+    def forward(self, roll: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
+        given = (track < self.which.num_embeddings - 1).to(roll.dtype)[:, None, None, None]
+        features = self.net(roll[..., None]) * given  # no condition: the features of silence are zeroed
+        return features + self.which(track)[:, None, None, :]
+
+
+class Generator(nn.Module):
+    """noise -> rolls (B, K, bars*steps, P) in [0, 1] (binary with binary neurons)."""
+
+    def __init__(self, cfg: MuseGANModelConfig, data: PianorollConfig):
+        super().__init__()
+        if cfg.mode not in MODES:
+            raise MusgenError(f"model.mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+        if cfg.binary not in ("none", "deterministic", "stochastic"):
+            raise MusgenError(f"model.binary must be none, deterministic or stochastic, got {cfg.binary!r}")
+        self.mode, self.binary = cfg.mode, cfg.binary
+        self.num_tracks, self.bars, self.z_dim = data.num_tracks, data.num_bars, cfg.z_dim
+        self.steps, self.pitches = data.steps_per_bar, data.num_pitches
+        grid = _Grid.of(data)
+        shared, private = cfg.mode in ("composer", "hybrid"), cfg.mode in ("jamming", "hybrid")
+        self.shared, self.private = shared, private
+        self.inter_temporal = TemporalGenerator(cfg.z_dim, self.bars) if shared else None
+        self.intra_temporal = nn.ModuleList(
+            [TemporalGenerator(cfg.z_dim, self.bars) for _ in range(self.num_tracks)]) if private else None
+        in_dim = cfg.z_dim * (2 * shared + 2 * private)
+        cond_ch = cfg.gen_channels // 2 if cfg.condition_tracks else 0
+        self.encoder = ConditionEncoder(grid, self.num_tracks, cond_ch) if cond_ch else None
+        width = cfg.gen_channels
+        if cfg.mode == "composer":
+            self.bar_generators = nn.ModuleList([BarGenerator(in_dim, self.num_tracks, grid, width, cond_ch)])
+        else:
+            self.bar_generators = nn.ModuleList(
+                [BarGenerator(in_dim, 1, grid, width, cond_ch) for _ in range(self.num_tracks)])
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The four noise vectors (those the mode uses), from ``generator`` or the global RNG."""
+        device = next(self.parameters()).device
+        k, z = self.num_tracks, self.z_dim
+
+        def draw(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=generator).to(device)
+
+        out = {}
+        if self.shared:
+            out["inter"], out["inter_t"] = draw(n, z), draw(n, z)
+        if self.private:
+            out["intra"], out["intra_t"] = draw(n, k, z), draw(n, k, z)
+        return out
+
+    def forward(self, noise: Mapping[str, torch.Tensor], cond_roll: torch.Tensor | None = None,
+                cond_track: torch.Tensor | None = None) -> torch.Tensor:
+        """noise from ``noise(B)``; cond_roll (B, T, P) the given track, cond_track (B,) its index
+        (K = none). Returns probabilities (B, K, T, P); a given track is copied into the output."""
+        b, k, u = next(iter(noise.values())).shape[0], self.num_tracks, self.bars
+        parts = []  # per-bar inputs, each (B, U, ·) or (B, K, U, ·)
+        if self.shared:
+            parts.append(noise["inter"][:, None, None, :].expand(b, k, u, -1))
+            parts.append(self.inter_temporal(noise["inter_t"])[:, None].expand(b, k, u, -1))
+        if self.private:
+            parts.append(noise["intra"][:, :, None, :].expand(b, k, u, -1))
+            per_track = [self.intra_temporal[i](noise["intra_t"][:, i]) for i in range(k)]
+            parts.append(torch.stack(per_track, dim=1))  # (B, K, U, Z)
+        v = torch.cat(parts, dim=-1)  # (B, K, U, in_dim)
+        cond = None
+        if self.encoder is not None:
+            if cond_track is None:
+                cond_track = torch.full((b,), k, dtype=torch.long, device=v.device)
+            if cond_roll is None:
+                cond_roll = v.new_zeros(b, u * self.steps, self.pitches)
+            bars = cond_roll.reshape(b * u, self.steps, self.pitches)
+            cond = self.encoder(bars, cond_track.repeat_interleave(u))  # (B*U, C, 16ths, O)
+        if self.mode == "composer":
+            logits = self.bar_generators[0](v[:, 0].reshape(b * u, -1), cond)  # (B*U, K, S, P)
+            logits = logits.view(b, u, k, self.steps, self.pitches).transpose(1, 2)
+        else:
+            per_track = [g(v[:, i].reshape(b * u, -1), cond).view(b, u, self.steps, self.pitches)
+                         for i, g in enumerate(self.bar_generators)]
+            logits = torch.stack(per_track, dim=1)  # (B, K, U, S, P)
+        probs = torch.sigmoid(logits.reshape(b, k, u * self.steps, self.pitches))
+        if self.binary != "none":  # straight-through: binary forward, sigmoid gradient backward
+            hard = (probs > 0.5).to(probs.dtype) if self.binary == "deterministic" else torch.bernoulli(probs.detach())
+            probs = hard + (probs - probs.detach())  # exactly hard in the forward pass
+        if cond_roll is not None and cond_track is not None:
+            given = F.one_hot(cond_track, k + 1)[:, :k].to(probs.dtype)[:, :, None, None]  # (B, K, 1, 1)
+            probs = probs * (1 - given) + cond_roll[:, None] * given
+        return probs
+
+
+class Critic(nn.Module):
+    """rolls (B, C, bars*steps, P) -> scores (B,): the paper code's critic, per bar (pitch-time and
+    time-pitch streams, a per-beat chroma stream, an onset stream), then across bars. No normalisation."""
+
+    def __init__(self, in_tracks: int, data: PianorollConfig, width: int):
+        super().__init__()
+        g = _Grid.of(data)
+        self.grid, self.bars, self.steps = g, data.num_bars, data.steps_per_bar
+        c = width
+        self.pitch_time = nn.Sequential(PatchMerge(in_tracks, c // 4, 1, 12), PatchMerge(c // 4, c // 2, g.f2, 1))
+        self.time_pitch = nn.Sequential(PatchMerge(in_tracks, c // 4, g.f2, 1), PatchMerge(c // 4, c // 2, 1, 12))
+        self.merge_streams = PatchMerge(c, c, 1, 1)  # (N, 16ths, O, c)
+        self.beats = PatchMerge(c, 2 * c, g.f1, 1)  # (N, beats, O, 2c)
+        self.bar = nn.Sequential(nn.Linear(g.beats * g.octaves * 2 * c, 4 * c), nn.LeakyReLU(0.2))
+        self.chroma = PatchMerge(in_tracks, c // 2, 1, 12)  # per-beat chroma (N, beats, 12, K) -> (N, beats, 1, c/2)
+        self.chroma_bar = nn.Sequential(nn.Linear(g.beats * (c // 2), c), nn.LeakyReLU(0.2))
+        self.onsets = nn.Sequential(PatchMerge(in_tracks, c // 4, g.f2, 1), PatchMerge(c // 4, c // 2, g.f1, 1))
+        self.onsets_bar = nn.Sequential(nn.Linear(g.beats * (c // 2), c), nn.LeakyReLU(0.2))
+        self.across_bars = nn.Sequential(nn.Linear(self.bars * 6 * c, 8 * c), nn.LeakyReLU(0.2), nn.Linear(8 * c, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, k, _, p = x.shape
+        g, n = self.grid, b * self.bars
+        bars = rearrange(x, "b k (u s) p -> (b u) s p k", u=self.bars)  # (N, S, P, K) channels last
+        h = torch.cat([self.pitch_time(bars), self.time_pitch(bars)], dim=-1)  # (N, 16ths, O, c)
+        h = self.bar(self.beats(self.merge_streams(h)).reshape(n, -1))  # (N, 4c)
+        chroma = rearrange(bars, "n (t q) (o pc) k -> n t o pc q k", t=g.beats, pc=12).sum(dim=(2, 4))  # (N, beats, 12, K)
+        c = self.chroma_bar(self.chroma(chroma).reshape(n, -1))  # (N, c)
+        level = bars.sum(2, keepdim=True)  # notes sounding per step (N, S, 1, K)
+        flux = level - F.pad(level, (0, 0, 0, 0, 1, 0))[:, :-1]  # onsets - offsets (N, S, 1, K)
+        o = self.onsets_bar(self.onsets(flux).reshape(n, -1))  # (N, c)
+        return self.across_bars(torch.cat([h, c, o], dim=-1).view(b, -1)).squeeze(-1)  # (B,)
+
+
+class Critics(nn.Module):
+    """One critic over all tracks, or (jamming) one per track: rolls (B, K, T, P) -> scores (B, H)."""
+
+    def __init__(self, cfg: MuseGANModelConfig, data: PianorollConfig):
+        super().__init__()
+        self.per_track = cfg.mode == "jamming"
+        heads = data.num_tracks if self.per_track else 1
+        in_tracks = 1 if self.per_track else data.num_tracks
+        self.critics = nn.ModuleList([Critic(in_tracks, data, cfg.critic_channels) for _ in range(heads)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_track:
+            return torch.stack([c(x[:, i : i + 1]) for i, c in enumerate(self.critics)], dim=1)
+        return self.critics[0](x)[:, None]
+
+
+def gradient_penalty(grad: torch.Tensor, heads: int) -> torch.Tensor:
+    """WGAN-GP term sum_h E[(||grad_h||_2 - 1)^2] for critic scores' gradients w.r.t. their inputs
+    (B, K, T, P): one norm per example over all tracks (heads = 1) or per track (heads = K)."""
+    norms = grad.flatten(1).norm(dim=1)[:, None] if heads == 1 else grad.flatten(2).norm(dim=2)  # (B, H)
+    return (norms - 1.0).pow(2).mean(0).sum()
+
+
+def critic_objective(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float, heads: int,
+                     alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """WGAN-GP critic loss -W + gp_weight * GP for real and fake rolls (B, K, T, P); GP on
+    alpha * real + (1 - alpha) * fake with alpha (B, 1, 1, 1) ~ U(0, 1). Returns (loss, W, GP)."""
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], 1, 1, 1).to(real.device)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    # One critic pass over real, fake and mixed: a single forward per backward keeps DDP simple.
+    scores = critic(torch.cat([real, fake, mixed]))  # (3B, H)
+    s_real, s_fake, s_mixed = scores.float().chunk(3)
+    (grad,) = torch.autograd.grad(s_mixed.sum(), mixed, create_graph=True)
+    gp = gradient_penalty(grad, heads)
+    wdist = (s_real.mean(0) - s_fake.mean(0)).sum()
+    return -wdist + gp_weight * gp, wdist, gp
+
+
+class MuseGANTask(Task):
+    """WGAN-GP: ``loss.n_critic`` critic updates (each on a fresh real batch), then one generator update."""
+
+    family = "musegan"
+    sample_options = ("condition", "track", "binarize", "threshold")
+
+    def __init__(self, cfg: MuseGANConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+        cfg.data.validate()
+        names = [n.lower() for n in cfg.data.track_names]
+        unknown = [t for t in cfg.model.condition_tracks if t.lower() not in names]
+        if unknown:
+            raise MusgenError(f"model.condition_tracks: {unknown[0]!r} is not one of data.track_names {cfg.data.track_names}")
+        if not 0 <= cfg.model.condition_prob <= 1:
+            raise MusgenError(f"model.condition_prob must be in [0, 1], got {cfg.model.condition_prob}")
+        if cfg.loss.n_critic < 1:
+            raise MusgenError(f"loss.n_critic must be at least 1, got {cfg.loss.n_critic}")
+        if cfg.train.grad_accum != 1:
+            raise MusgenError("musegan takes one real batch per critic update: leave train.grad_accum at 1")
+        self.cond_ids = [names.index(t.lower()) for t in cfg.model.condition_tracks]
+        super().__init__(cfg, data_dir, data_meta)
+
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"generator": Generator(self.cfg.model, self.cfg.data), "critic": Critics(self.cfg.model, self.cfg.data)}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        train = self.cfg.train
+        return {name: torch.optim.Adam(model.parameters(), lr=train.lr, betas=tuple(train.betas))
+                for name, model in self.models.items()}
+
+    def datasets(self) -> tuple[Dataset, Dataset | None]:
+        from musgen.data.pianoroll_data import RollPhrases, require_phrases
+
+        assert self.data_dir is not None
+        data = self.cfg.data
+        train = RollPhrases(self.data_dir, "train", data, transpose=data.transpose, seed=self.cfg.train.seed)
+        require_phrases(train, self.data_dir, "train")
+        return train, RollPhrases(self.data_dir, "valid", data)
+
+    def batches_per_step(self) -> int:
+        return self.cfg.loss.n_critic
+
+    def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
+        return int(batch["roll"].shape[0])  # phrases
+
+    def _gen(self) -> Generator:
+        gen = self.models["generator"]
+        return getattr(gen, "module", gen)  # DDP wraps it; noise() lives on the module
+
+    def _condition(self, real: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Training conditions for a real batch (B, K, T, P): each phrase gets one of the condition
+        tracks with probability ``condition_prob`` (global RNG: restored on resume)."""
+        if not self.cond_ids:
+            return None, None
+        b, k = real.shape[:2]
+        choice = torch.tensor(self.cond_ids, device=real.device)[torch.randint(len(self.cond_ids), (b,)).to(real.device)]
+        use = torch.rand(b).to(real.device) < self.cfg.model.condition_prob
+        track = torch.where(use, choice, torch.full_like(choice, k))
+        roll = real[torch.arange(b, device=real.device), track.clamp(max=k - 1)] * use[:, None, None].to(real.dtype)
+        return roll, track
+
+    def _fake(self, real: torch.Tensor) -> torch.Tensor:
+        cond_roll, cond_track = self._condition(real)
+        return self.models["generator"](self._gen().noise(real.shape[0]), cond_roll, cond_track)
+
+    def train_step(self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext) -> dict[str, float]:
+        gen, critic = self.models["generator"], self.models["critic"]
+        heads = len(getattr(critic, "module", critic).critics)
+        gp_weight = self.cfg.loss.gp_weight
+        sums = {"wdist": 0.0, "gp": 0.0, "d_loss": 0.0}
+        for batch in micro_batches:
+            real = batch["roll"]
+            with torch.no_grad():
+                fake = self._fake(real)
+            d_loss, wdist, gp = critic_objective(critic, real, fake, gp_weight, heads)
+            ctx.optimizers["critic"].zero_grad(set_to_none=True)  # the generator step left grads here
+            ctx.backward(d_loss)
+            ctx.clip_and_step("critic", critic.parameters())
+            sums["wdist"] += float(wdist.detach())
+            sums["gp"] += float(gp.detach())
+            sums["d_loss"] += float(d_loss.detach())
+        n = len(micro_batches)
+        metrics = {key: value / n for key, value in sums.items()}
+        # Generator update, on fresh noise (and conditions from the last real batch).
+        ctx.optimizers["generator"].zero_grad(set_to_none=True)
+        with ctx.accelerator.no_sync(critic):  # the critic's gradients here are discarded: no all-reduce
+            g_loss = -critic(self._fake(real)).float().mean(0).sum()
+            ctx.backward(g_loss)
+        ctx.clip_and_step("generator", gen.parameters())
+        metrics["g_loss"] = float(g_loss.detach())
+        metrics["loss"] = metrics["d_loss"]
+        return metrics
+
+    def eval_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The critic's Wasserstein estimate on held-out phrases vs unconditioned samples, and how
+        full both are (on-cells; empty track-bars)."""
+        real = batch["roll"]
+        b = real.shape[0]
+        fake = self.models["generator"](self._gen().noise(b))
+        critic = self.models["critic"]
+        wdist = (critic(real).float() - critic(fake).float()).sum(-1)  # (B,)
+        sums = {"wdist_sum": wdist.sum(), "phrases": torch.tensor(float(b))}
+        data = self.cfg.data
+        for name, roll in (("real", real), ("fake", (fake > 0.5).to(real.dtype))):
+            bars = roll.view(b, roll.shape[1], data.num_bars, -1).amax(-1)  # (B, K, U)
+            sums[f"{name}_on"] = roll.mean(dim=(1, 2, 3)).sum()
+            sums[f"{name}_empty"] = (1 - bars).mean(dim=(1, 2)).sum()
+        return sums
+
+    def eval_metrics(self, sums: Mapping[str, float]) -> dict[str, float]:
+        n = max(sums.get("phrases", 0.0), 1.0)
+        return {"wdist": sums["wdist_sum"] / n, "density_real": sums["real_on"] / n,
+                "density_fake": sums["fake_on"] / n, "empty_bars_real": sums["real_empty"] / n,
+                "empty_bars_fake": sums["fake_empty"] / n}
+
+    # -- sampling (musgen.api) ---------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_rolls(self, n: int, *, phrases: int = 1, seed: int | None = None, binarize: str = "threshold",
+                       threshold: float = 0.5, cond_roll: np.ndarray | None = None, cond_track: int | None = None) -> np.ndarray:
+        """``n`` samples of ``phrases`` phrases each -> bool rolls (n, K, phrases*T, P). The phrases of
+        a sample share its phrase-level noise (inter, intra) and draw fresh per-bar noise. With
+        ``cond_roll`` ((phrases*T, P), the given track, index ``cond_track``) every sample accompanies it."""
+        if binarize not in ("threshold", "bernoulli"):
+            raise MusgenError(f"--binarize must be threshold or bernoulli, got {binarize!r}")
+        if not 0 < threshold < 1:
+            raise MusgenError(f"--threshold must be in (0, 1), got {threshold}")
+        gen = self._gen()
+        rng = make_generator(seed)
+        base = gen.noise(n, rng)
+        t = self.cfg.data.phrase_steps
+        out = []
+        for j in range(phrases):
+            fresh = gen.noise(n, rng)
+            noise = {key: fresh[key] if key.endswith("_t") else base[key] for key in base}
+            roll = track = None
+            if cond_roll is not None:
+                given = torch.as_tensor(np.asarray(cond_roll[j * t : (j + 1) * t], dtype=np.float32))
+                roll = given[None].expand(n, -1, -1)
+                track = torch.full((n,), int(cond_track), dtype=torch.long)
+            probs = gen(noise, roll, track).float()
+            if binarize == "bernoulli":
+                probs = torch.bernoulli(probs, generator=rng)
+            out.append((probs > threshold).numpy())
+        return np.concatenate(out, axis=2)
+
+    def condition_roll(self, midi: str | Path, track: str | None) -> tuple[np.ndarray, int]:
+        """The track of a MIDI file to accompany: (steps, P) padded to whole phrases, and its index."""
+        from musgen.data.pianoroll import midi_to_roll
+        from musgen.data.tokenizers import MidiReadError
+
+        data = self.cfg.data
+        allowed = list(self.cfg.model.condition_tracks)
+        if not allowed:
+            raise MusgenError("this musegan was trained without conditioning: train one with "
+                              "--set model.condition_tracks=[NAME] to accompany a track")
+        if track is None:
+            if len(allowed) > 1:
+                raise MusgenError(f"--track is needed: this model accompanies any of {', '.join(allowed)}")
+            track = allowed[0]
+        if track.lower() not in [t.lower() for t in allowed]:
+            raise MusgenError(f"--track {track!r}: this model accompanies {', '.join(allowed)}")
+        k = [t.lower() for t in data.track_names].index(track.lower())
+        name = Path(midi).name
+        try:
+            roll = midi_to_roll(midi, data)
+        except MidiReadError as err:
+            raise MusgenError(f"{name}: {err.reason}") from None
+        given = roll[k]
+        if not given.any():
+            pitched = [r for r in roll if r.any()]
+            if len(pitched) != 1:
+                raise MusgenError(f"{name} has no track that reads as {track!r} (of {', '.join(data.track_names)})")
+            given = pitched[0]  # a one-track file (a melody): that track is the given one
+        t = data.phrase_steps
+        phrases = max(1, math.ceil(given.shape[0] / t))
+        return np.pad(given, ((0, phrases * t - given.shape[0]), (0, 0))), k
+
+    def sample(self, n: int, prime: Any = None, **controls: Any) -> list[np.ndarray]:
+        """``n`` bool rolls (K, T, P): from scratch, or accompanying ``condition`` (a MIDI file)."""
+        if prime is not None:
+            raise MusgenError("musegan generates from noise: --prime is for language models "
+                              "(use --condition-track FILE --track NAME to accompany a track)")
+        for flag, key, neutral in (("--temperature", "temperature", 1.0), ("--top-k", "top_k", 0), ("--top-p", "top_p", 1.0),
+                                   ("--length", "length", None), ("--min-length", "min_length", None)):
+            if controls.get(key, neutral) not in (neutral, None):
+                raise MusgenError(f"{flag} does not apply to musegan (try --binarize bernoulli or --threshold)")
+        if n < 1:
+            raise MusgenError(f"--num-samples must be at least 1, got {n}")
+        data = self.cfg.data
+        bars = controls.get("bars")
+        if bars is not None and bars < 1:
+            raise MusgenError(f"--bars must be at least 1, got {bars}")
+        cond_roll, cond_track = None, None
+        if controls.get("condition") is not None:
+            cond_roll, cond_track = self.condition_roll(controls["condition"], controls.get("track"))
+            phrases = cond_roll.shape[0] // data.phrase_steps
+            if bars is not None:
+                phrases = min(phrases, math.ceil(bars / data.num_bars))
+        else:
+            if controls.get("track") is not None:
+                raise MusgenError("--track names the track of --condition-track; give both")
+            phrases = math.ceil((bars or data.num_bars) / data.num_bars)
+        rolls = self.generate_rolls(n, phrases=phrases, seed=controls.get("seed"),
+                                    binarize=controls.get("binarize") or "threshold",
+                                    threshold=controls.get("threshold") or 0.5, cond_roll=cond_roll, cond_track=cond_track)
+        steps = (bars * data.steps_per_bar) if bars is not None else rolls.shape[2]
+        return list(rolls[:, :, :steps])
+
+    def ids_to_score(self, roll: np.ndarray) -> Any:
+        from musgen.data.pianoroll import roll_to_score
+
+        return roll_to_score(roll, self.cfg.data)

@@ -1,0 +1,124 @@
+"""MuseGAN end to end on real Bach chorales: WGAN-GP training, exact resume, multi-track samples,
+accompaniment of a given voice, and misuse of the sample command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import symusic
+import torch
+from safetensors.torch import load_file
+
+import musgen
+from musgen.data.pianoroll import midi_to_roll
+from musgen.data.tokenizers import MidiReadError
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = str(REPO / "configs" / "tiny" / "musegan.yaml")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_tiny_wgan_gp_training_runs_on_real_chorales(tiny_gan_run):
+    steps = [r for r in tiny_gan_run.history if "wdist" in r]
+    assert steps and all(np.isfinite([r["d_loss"], r["g_loss"], r["gp"]]).all() for r in steps)
+    assert {"valid_wdist", "valid_density_real", "valid_density_fake"} <= tiny_gan_run.metrics.keys()
+    ckpt = tiny_gan_run.checkpoint
+    assert json.loads((ckpt / "musgen.json").read_text())["family"] == "musegan"
+    assert (ckpt / "generator.safetensors").is_file() and (ckpt / "critic.safetensors").is_file()
+    # The generator moves towards the data: far fewer notes than its first, half-on guesses.
+    evals = [r for r in tiny_gan_run.history if "valid_density_fake" in r]
+    assert evals[-1]["valid_density_fake"] < 0.6 * 0.5, evals
+
+
+def test_resume_in_a_fresh_process_gives_the_same_generator_and_critic(bach_data, tmp_path):
+    # Transposition and conditioning exercise every RNG stream (data, noise, mixing, conditions).
+    common = ["-q", "train", "musegan", "--no-progress", "--data", str(bach_data), "--config", TINY,
+              "--set", "train.steps=6", "--set", "data.transpose=2", "--set", "train.eval_every=2"]
+    assert cli(*common, "--out", str(tmp_path / "straight")).returncode == 0
+    proc = cli(*common, "--out", str(tmp_path / "split"), "--set", "train.stop_at=3")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("-q", "train", "musegan", "--no-progress", "--data", str(bach_data), "--out", str(tmp_path / "split"),
+               "--resume", "--set", "train.stop_at=0")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("generator", "critic"):
+        straight = load_file(str(tmp_path / "straight" / "checkpoints" / "step_0000006" / f"{name}.safetensors"))
+        resumed = load_file(str(tmp_path / "split" / "checkpoints" / "step_0000006" / f"{name}.safetensors"))
+        assert straight.keys() == resumed.keys()
+        for key in straight:
+            assert torch.equal(straight[key], resumed[key]), (name, key)
+
+
+def _chorale_in_four_four(bach_midi_dir: Path, cfg) -> Path:
+    for path in sorted(bach_midi_dir.glob("*.mid")):
+        try:
+            midi_to_roll(path, cfg)
+            return path
+        except MidiReadError:
+            continue
+    raise AssertionError("no 4/4 chorale")
+
+
+def test_sample_writes_multitrack_midi_and_accompanies_a_given_voice(tiny_gan_run, bach_midi_dir, tmp_path):
+    run = str(tiny_gan_run.run_dir)
+    proc = cli("sample", "--checkpoint", run, "--out", str(tmp_path / "free"), "--num-samples", "2", "--bars", "5",
+               "--seed", "0")
+    assert proc.returncode == 0, proc.stderr
+    for path in sorted((tmp_path / "free").glob("sample_*.mid")):
+        pm = pretty_midi.PrettyMIDI(str(path))
+        assert [i.name for i in pm.instruments] == ["soprano", "alto", "tenor", "bass"]
+        assert sum(len(i.notes) for i in pm.instruments) == symusic.Score(str(path)).note_num() > 0
+        assert pm.get_end_time() <= 5 * 4 * 60 / 100 + 1e-6  # 5 bars of 4/4 at 100 bpm
+
+    generator = musgen.load(run)
+    cfg = generator.task.cfg.data
+    chorale = _chorale_in_four_four(bach_midi_dir, cfg)
+    proc = cli("sample", "--checkpoint", run, "--out", str(tmp_path / "harm"), "--num-samples", "2",
+               "--condition-track", str(chorale), "--track", "soprano", "--seed", "1", "--binarize", "bernoulli")
+    assert proc.returncode == 0, proc.stderr
+    given = midi_to_roll(chorale, cfg)[0]
+    outs = [midi_to_roll(p, cfg) for p in sorted((tmp_path / "harm").glob("sample_*.mid"))]
+    assert len(outs) == 2
+    for out in outs:
+        assert np.array_equal(out[0, : given.shape[0]], given)  # the soprano is the given one, whole piece long
+        assert out[1:].any()
+    assert not np.array_equal(outs[0][1:], outs[1][1:])  # two different harmonisations
+
+    # A one-track melody (no voice names) is taken as the soprano.
+    melody = tmp_path / "melody.mid"
+    score = symusic.Score(str(chorale))
+    score.tracks = [t for t in score.tracks if t.name.lower().startswith("soprano")]
+    score.tracks[0].name = "flute"
+    score.dump_midi(str(melody))
+    rolls = generator.task.sample(1, condition=melody, track=None, seed=0)
+    assert np.array_equal(rolls[0][0, : given.shape[0]], given)
+
+
+def test_sample_misuse_is_one_line(tiny_gan_run, tiny_vae_run, bach_midi_dir, tmp_path, capsys):
+    from musgen.cli import main
+
+    run = str(tiny_gan_run.run_dir)
+    chorale = str(sorted(bach_midi_dir.glob("*.mid"))[0])
+    out = str(tmp_path / "out")
+    cases = [
+        (["--checkpoint", run, "--prime", chorale], "--prime is for language models"),
+        (["--checkpoint", run, "--top-k", "5"], "--top-k does not apply to musegan"),
+        (["--checkpoint", run, "--condition-track", chorale, "--track", "alto"], "accompanies soprano"),
+        (["--checkpoint", run, "--condition-track", "missing.mid"], "is not a file"),
+        (["--checkpoint", run, "--track", "soprano"], "give both"),
+        (["--checkpoint", run, "--threshold", "1.5"], "--threshold must be in (0, 1)"),
+        (["--checkpoint", run, "--bars", "0"], "--bars must be at least 1"),
+        (["--checkpoint", str(tiny_vae_run.run_dir), "--condition-track", chorale], "does not apply to a musicvae"),
+    ]
+    for args, message in cases:  # in-process: the same main() as the console script, without a new interpreter
+        code = main(["sample", "--out", out, *args])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], (args, lines)
+    assert not Path(out).exists()  # nothing half-written

@@ -1,0 +1,163 @@
+"""MuseGAN modules at tiny sizes: the patch layers equal strided (transposed) convolutions, generator
+and critic shapes in every mode, the gradient penalty on inputs with a known answer, conditioning,
+and binary neurons."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from musgen.data.pianoroll import PianorollConfig
+from musgen.models.musegan import (
+    MODES,
+    Critics,
+    Generator,
+    MuseGANConfig,
+    MuseGANModelConfig,
+    MuseGANTask,
+    PatchExpand,
+    PatchMerge,
+    critic_objective,
+    gradient_penalty,
+)
+
+DATA = PianorollConfig(num_bars=2, steps_per_bar=48, num_pitches=84)
+
+
+def _model_cfg(mode: str, **kw) -> MuseGANModelConfig:
+    return MuseGANModelConfig(mode=mode, z_dim=8, gen_channels=16, critic_channels=16, **kw)
+
+
+def test_patch_expand_is_a_transposed_convolution_with_stride_equal_to_kernel():
+    torch.manual_seed(0)
+    layer = PatchExpand(6, 4, 3, 2).eval()  # eval: batch norm with its (fresh) running stats
+    conv = nn.ConvTranspose2d(6, 4, (3, 2), stride=(3, 2))
+    # Linear weight (kh*kw*cout, cin) laid out as (kh, kw, cout) -> ConvTranspose2d (cin, cout, kh, kw).
+    conv.weight.data = layer.linear.weight.data.view(3, 2, 4, 6).permute(3, 2, 0, 1).contiguous()
+    conv.bias.data = layer.linear.bias.data.view(3, 2, 4)[0, 0].clone()
+    layer.linear.bias.data = conv.bias.data.repeat(6)  # one bias per output channel, as the conv
+    x = torch.randn(2, 5, 7, 6)  # (N, H, W, C) channels last
+    expected = torch.relu(conv(x.permute(0, 3, 1, 2)) / (1 + 1e-5) ** 0.5).permute(0, 2, 3, 1)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_patch_merge_is_a_convolution_with_stride_equal_to_kernel():
+    torch.manual_seed(0)
+    layer = PatchMerge(3, 5, 2, 4)
+    conv = nn.Conv2d(3, 5, (2, 4), stride=(2, 4))
+    conv.weight.data = layer.linear.weight.data.view(5, 2, 4, 3).permute(0, 3, 1, 2).contiguous()
+    conv.bias.data = layer.linear.bias.data.clone()
+    x = torch.randn(2, 6, 8, 3)
+    expected = nn.functional.leaky_relu(conv(x.permute(0, 3, 1, 2)), 0.2).permute(0, 2, 3, 1)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_generator_and_critic_shapes_in_every_mode(mode):
+    torch.manual_seed(0)
+    cfg = _model_cfg(mode)
+    gen, critics = Generator(cfg, DATA), Critics(cfg, DATA)
+    rolls = gen(gen.noise(3))
+    assert rolls.shape == (3, 4, 96, 84)
+    assert float(rolls.detach().min()) >= 0 and float(rolls.detach().max()) <= 1
+    heads = 4 if mode == "jamming" else 1
+    assert critics(rolls).shape == (3, heads)
+    # The noise a mode uses: shared (composer), private (jamming) or both (hybrid).
+    assert set(gen.noise(1)) == {"composer": {"inter", "inter_t"}, "jamming": {"intra", "intra_t"},
+                                 "hybrid": {"inter", "inter_t", "intra", "intra_t"}}[mode]
+    assert len(gen.bar_generators) == (1 if mode == "composer" else 4)
+    # Each track's private noise moves only that track (jamming/hybrid), every track otherwise.
+    gen.eval()
+    noise = gen.noise(2, torch.Generator().manual_seed(1))
+    base = gen(noise)
+    key = "intra" if mode != "composer" else "inter"
+    moved = dict(noise)
+    moved[key] = noise[key].clone()
+    moved[key][:, 0] += 1.0
+    changed = (gen(moved) - base).abs().amax(dim=(0, 2, 3)) > 0  # per track
+    expected = [True, False, False, False] if mode != "composer" else [True] * 4
+    assert changed.tolist() == expected
+
+
+class _LinearCritic(nn.Module):
+    """score_h(x) = <w_h, x>: its gradient is w_h everywhere."""
+
+    def __init__(self, weights: torch.Tensor):  # (H, K, T, P); for H > 1 head h sees only track h
+        super().__init__()
+        self.w = nn.Parameter(weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w.shape[0] == 1:
+            return (x * self.w[0]).flatten(1).sum(1, keepdim=True)
+        return torch.stack([(x[:, h] * self.w[h, h]).flatten(1).sum(1) for h in range(self.w.shape[0])], dim=1)
+
+
+def test_gradient_penalty_on_a_critic_with_a_known_gradient():
+    torch.manual_seed(0)
+    real, fake = torch.rand(5, 2, 6, 12), torch.rand(5, 2, 6, 12)
+    w = torch.randn(1, 2, 6, 12) * 0.1
+    loss, wdist, gp = critic_objective(_LinearCritic(w.clone()), real, fake, gp_weight=10.0, heads=1)
+    norm = w.norm()
+    torch.testing.assert_close(gp, (norm - 1) ** 2)
+    torch.testing.assert_close(wdist, ((real - fake) * w[0]).flatten(1).sum(1).mean())
+    torch.testing.assert_close(loss, -wdist + 10 * (norm - 1) ** 2)
+    # Per-track heads (jamming): one norm per track, penalties summed.
+    wk = torch.zeros(2, 2, 6, 12)
+    wk[0, 0], wk[1, 1] = 0.5 / (6 * 12) ** 0.5, 3.0 / (6 * 12) ** 0.5  # norms 0.5 and 3
+    _, _, gp = critic_objective(_LinearCritic(wk), real, fake, gp_weight=10.0, heads=2)
+    torch.testing.assert_close(gp, torch.tensor((0.5 - 1) ** 2 + (3 - 1) ** 2))
+    # And the penalty takes the gradient at the interpolates: a quadratic critic at known points.
+    x = torch.tensor([[[[3.0, 4.0]]]])
+    grad = torch.autograd.functional.jacobian(lambda v: (v**2).sum() / 2, x)  # = x
+    torch.testing.assert_close(gradient_penalty(grad, 1), torch.tensor((5.0 - 1.0) ** 2))
+
+
+def test_the_penalty_trains_a_critic_towards_unit_gradient_norm():
+    torch.manual_seed(0)
+    critic = _LinearCritic(torch.randn(1, 2, 6, 12) * 3)
+    opt = torch.optim.SGD(critic.parameters(), lr=0.02)
+    real = torch.rand(8, 2, 6, 12)
+    for _ in range(50):
+        loss, _, _ = critic_objective(critic, real, real.clone(), gp_weight=10.0, heads=1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert abs(float(critic.w.norm()) - 1.0) < 0.05
+
+
+def test_a_conditioned_track_is_copied_and_steers_the_others():
+    torch.manual_seed(0)
+    cfg = _model_cfg("hybrid", condition_tracks=["soprano"])
+    gen = Generator(cfg, DATA).eval()
+    noise = gen.noise(2, torch.Generator().manual_seed(0))
+    given = (torch.rand(2, 96, 84) < 0.02).float()
+    track = torch.tensor([0, 0])
+    out = gen(noise, given, track)
+    assert torch.equal(out[:, 0], given)
+    other = gen(noise, torch.roll(given, 7, dims=-1), track)
+    assert (other[:, 1:] - out[:, 1:]).abs().max() > 0  # the accompaniment depends on the given track
+    none = gen(noise, given, torch.tensor([4, 4]))  # track index K: unconditioned
+    assert not torch.equal(none[:, 0], given)
+
+
+@pytest.mark.parametrize("binary", ["deterministic", "stochastic"])
+def test_binary_neurons_output_zeros_and_ones_and_pass_gradients(binary):
+    torch.manual_seed(0)
+    gen = Generator(_model_cfg("composer", binary=binary), DATA)
+    out = gen(gen.noise(2))
+    assert set(out.detach().unique().tolist()) <= {0.0, 1.0}
+    out.sum().backward()
+    assert gen.bar_generators[0].time_pitch[1].weight.grad.abs().sum() > 0
+
+
+def test_task_rejects_unknown_condition_tracks_and_gradient_accumulation():
+    from musgen.errors import MusgenError
+
+    cfg = MuseGANConfig(model=_model_cfg("hybrid", condition_tracks=["lead"]), data=DATA)
+    with pytest.raises(MusgenError, match="condition_tracks"):
+        MuseGANTask(cfg)
+    cfg = MuseGANConfig(model=_model_cfg("hybrid"), data=DATA)
+    cfg.train.grad_accum = 2
+    with pytest.raises(MusgenError, match="grad_accum"):
+        MuseGANTask(cfg)
