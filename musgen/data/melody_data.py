@@ -8,11 +8,7 @@ train/valid/test split by piece carries over unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,9 +19,10 @@ from tqdm.auto import tqdm
 
 from musgen.errors import MusgenError
 
-from .dataset import load_split, read_manifest
+from .dataset import load_split
 from .melody import MelodyConfig, cut_window, extract_melodies, transpose_window, window_starts
 from .tokenizers import MidiReadError, decode_ids, load_tokenizer
+from .view_cache import cache_path, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +32,8 @@ _EXTRACTION_KEYS = ("steps_per_quarter", "pitch_range", "track")
 
 
 def _cache_path(data_dir: Path, split: str, cfg: MelodyConfig) -> Path:
-    manifest = read_manifest(data_dir)
     settings = {k: asdict(cfg)[k] for k in _EXTRACTION_KEYS}
-    blob = json.dumps({"v": CACHE_VERSION, "data": manifest.get("fingerprint"), **settings}, sort_keys=True)
-    return Path(data_dir) / "melodies" / f"{split}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+    return cache_path(data_dir, "melodies", split, {"v": CACHE_VERSION, **settings})
 
 
 def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -66,16 +61,7 @@ def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool 
     events = np.concatenate(lines).astype(np.int16) if lines else np.zeros(0, np.int16)
     line_offsets = np.zeros(len(lines) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in lines], out=line_offsets[1:])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, events=events, offsets=line_offsets)
-        os.replace(tmp, path)  # several processes may build it at once: the last rename wins, all equal
-    except OSError as err:  # e.g. a read-only shared data set: work without the cache
-        log.warning("cannot cache melodies in %s (%s); they will be extracted again next time", path.parent,
-                    err.strerror or err)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    write_cache(path, "melodies", events=events, offsets=line_offsets)
     return events, line_offsets
 
 

@@ -8,11 +8,7 @@ bytes). The data set's train/valid/test split by piece carries over unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import os
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -24,9 +20,10 @@ from tqdm.auto import tqdm
 
 from musgen.errors import MusgenError
 
-from .dataset import read_manifest, source_files
+from .dataset import source_files
 from .pianoroll import PianorollConfig, midi_to_roll, phrase_starts, transpose_roll
 from .tokenizers import MidiReadError
+from .view_cache import cache_path, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +35,7 @@ _ROLL_KEYS = ("steps_per_bar", "quarters_per_bar", "lowest_pitch", "num_pitches"
 
 def _cache_path(data_dir: Path, split: str, cfg: PianorollConfig) -> Path:
     settings = {k: asdict(cfg)[k] for k in _ROLL_KEYS}
-    blob = json.dumps({"v": CACHE_VERSION, "data": read_manifest(data_dir).get("fingerprint"), **settings},
-                      sort_keys=True)
-    return Path(data_dir) / "pianorolls" / f"{split}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+    return cache_path(data_dir, "pianorolls", split, {"v": CACHE_VERSION, **settings})
 
 
 def load_rolls(data_dir: Path, split: str, cfg: PianorollConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -75,16 +70,7 @@ def load_rolls(data_dir: Path, split: str, cfg: PianorollConfig, progress: bool 
               else np.zeros((k, 0, (p + 7) // 8), dtype=np.uint8))
     offsets = np.zeros(len(rolls) + 1, dtype=np.int64)
     np.cumsum([r.shape[1] for r in rolls], out=offsets[1:])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, packed=packed, offsets=offsets)
-        os.replace(tmp, path)  # several processes may build it at once: the last rename wins, all equal
-    except OSError as err:  # e.g. a read-only shared data set: work without the cache
-        log.warning("cannot cache piano rolls in %s (%s); they will be read again next time", path.parent,
-                    err.strerror or err)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    write_cache(path, "piano rolls", packed=packed, offsets=offsets)
     return packed, offsets
 
 
