@@ -37,21 +37,32 @@ def data_phrases(data_dir: Path, splits: tuple[str, ...], cfg: PianorollConfig) 
 
 def evaluate(checkpoint: str | Path, data_dir: str | Path, num_samples: int = 1000, seed: int = 0,
              batch: int = 250) -> dict[str, Any]:
-    """Metrics of the training phrases, the held-out phrases and ``num_samples`` generated phrases
-    (threshold and Bernoulli binarisation), plus a text table of them all."""
+    """Metrics of the training phrases, the held-out phrases, ``num_samples`` generated phrases
+    (threshold and Bernoulli binarisation) and, for a conditional model, the held-out phrases with
+    their first condition track given and the others generated; plus a text table of them all."""
     import musgen
 
     generator = musgen.load(checkpoint)
     task = generator.task
     cfg: PianorollConfig = task.cfg.data
     layout = roll_layout(cfg)
+    held_out = data_phrases(Path(data_dir), ("valid", "test"), cfg)
     reports: dict[str, Any] = {
         "data (train)": pianoroll_metrics(data_phrases(Path(data_dir), ("train",), cfg), layout),
-        "data (held out)": pianoroll_metrics(data_phrases(Path(data_dir), ("valid", "test"), cfg), layout),
+        "data (held out)": pianoroll_metrics(held_out, layout),
     }
     for binarize in ("threshold", "bernoulli"):
         rolls = [task.generate_rolls(min(batch, num_samples - i), seed=seed + i, binarize=binarize)
                  for i in range(0, num_samples, batch)]
         reports[f"generated ({binarize})"] = pianoroll_metrics(np.concatenate(rolls), layout)
+    if task.cond_ids:  # accompaniment: every held-out phrase's own track given, the others generated
+        k = task.cond_ids[0]
+        rolls = [task.generate_rolls(len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k)
+                 for i, part in enumerate(np.array_split(held_out, max(1, len(held_out) // batch)))]
+        reports[f"{cfg.track_names[k]} given"] = pianoroll_metrics(np.concatenate(rolls), layout)
+        # The baseline for the TD of a given track: real phrases whose track k comes from another phrase.
+        mismatched = held_out.copy()
+        mismatched[:, k] = np.roll(held_out[:, k], 1, axis=0)
+        reports[f"data, {cfg.track_names[k]} of another phrase"] = pianoroll_metrics(mismatched, layout)
     return {"checkpoint": str(checkpoint), "step": generator.checkpoint.meta.get("step"),
             "num_samples": num_samples, "seed": seed, "reports": reports, "table": format_table(reports)}

@@ -449,7 +449,8 @@ class MuseGANTask(Task):
                        threshold: float = 0.5, cond_roll: np.ndarray | None = None, cond_track: int | None = None) -> np.ndarray:
         """``n`` samples of ``phrases`` phrases each -> bool rolls (n, K, phrases*T, P). The phrases of
         a sample share its phrase-level noise (inter, intra) and draw fresh per-bar noise. With
-        ``cond_roll`` ((phrases*T, P), the given track, index ``cond_track``) every sample accompanies it."""
+        ``cond_roll`` (the given track ``cond_track``: (phrases*T, P) for all samples, or (n, phrases*T, P))
+        the samples accompany it."""
         if binarize not in ("threshold", "bernoulli"):
             raise MusgenError(f"--binarize must be threshold or bernoulli, got {binarize!r}")
         if not 0 < threshold < 1:
@@ -463,9 +464,9 @@ class MuseGANTask(Task):
             fresh = gen.noise(n, rng)
             noise = {key: fresh[key] if key.endswith("_t") else base[key] for key in base}
             roll = track = None
-            if cond_roll is not None:
-                given = torch.as_tensor(np.asarray(cond_roll[j * t : (j + 1) * t], dtype=np.float32))
-                roll = given[None].expand(n, -1, -1)
+            if cond_roll is not None:  # (steps, P) for every sample, or (n, steps, P) one per sample
+                given = torch.as_tensor(np.asarray(cond_roll[..., j * t : (j + 1) * t, :], dtype=np.float32))
+                roll = given.expand(n, -1, -1)
                 track = torch.full((n,), int(cond_track), dtype=torch.long)
             probs = gen(noise, roll, track).float()
             if binarize == "bernoulli":
