@@ -10,6 +10,8 @@ Metrics (each an array with one value per track; nan where undefined):
 * EB  empty-bar rate: fraction of (phrase, bar) pairs where the track has no on-step.
 * UPC used pitch classes: mean, over non-empty bars, of the number of distinct pitch classes.
 * QN  qualified-note rate: fraction of notes lasting at least a 32nd note.
+* PR  polyphonic rate: fraction of time steps where the track sounds two or more pitches (0 for
+  a monophonic voice; the paper code's polyphonic_rate with threshold 2).
 * DP  drum-pattern rate (drum tracks only): weighted fraction of onsets on the 16th-note grid.
 * TD  tonal distance (per track pair): mean distance between the tonal centroids (Harte et al.
   2006) of the two tracks' per-beat chroma, over beats where both tracks sound.
@@ -34,6 +36,7 @@ __all__ = [
     "empty_bar_rate",
     "format_table",
     "pianoroll_metrics",
+    "polyphonic_rate",
     "qualified_note_rate",
     "tonal_distance",
     "tonal_matrix",
@@ -264,6 +267,12 @@ def qualified_note_rate(rolls: np.ndarray, layout: RollLayout, min_steps: int | 
     return _qn(_notes(on), on.shape[1], min_steps)
 
 
+def polyphonic_rate(rolls: np.ndarray, layout: RollLayout) -> np.ndarray:
+    """(K,) fraction of the (phrase, step) pairs where the track sounds two or more pitches."""
+    on = _as_on(rolls, layout)
+    return (on.sum(axis=-1) >= 2).mean(axis=(0, 2))
+
+
 def drum_pattern_rate(rolls: np.ndarray, layout: RollLayout, tolerance: float = 0.1) -> np.ndarray:
     """(K,) weighted fraction of note onsets on the 16th-note grid, for drum tracks (nan elsewhere).
 
@@ -298,7 +307,7 @@ def _json_float(x: float) -> float | None:
 def pianoroll_metrics(rolls: np.ndarray, layout: RollLayout) -> dict[str, Any]:
     """All metrics as a JSON-ready dict (nan -> None).
 
-    ``{"num_phrases": N, "tracks": {name: {"EB", "UPC", "QN", "DP" (drum tracks only)}},
+    ``{"num_phrases": N, "tracks": {name: {"EB", "UPC", "QN", "PR", "DP" (drum tracks only)}},
     "TD": {"nameA-nameB": value}}``.
     """
     on = _as_on(rolls, layout)
@@ -311,10 +320,12 @@ def pianoroll_metrics(rolls: np.ndarray, layout: RollLayout) -> dict[str, Any]:
     notes = _notes(on)
     qn = _qn(notes, k, _default_min_steps(layout))
     dp = _dp(notes, k, layout, 0.1)
+    pr = polyphonic_rate(on, layout)
     td = _td(_regroup(counts, layout.steps_per_beat // seg), layout.lowest_pitch, _default_pairs(k, layout))
     tracks: dict[str, dict[str, float | None]] = {}
     for i, name in enumerate(names):
-        entry = {"EB": _json_float(eb[i]), "UPC": _json_float(upc[i]), "QN": _json_float(qn[i])}
+        entry = {"EB": _json_float(eb[i]), "UPC": _json_float(upc[i]), "QN": _json_float(qn[i]),
+                 "PR": _json_float(pr[i])}
         if i in layout.drum_tracks:
             entry["DP"] = _json_float(dp[i])
         tracks[name] = entry
@@ -344,7 +355,7 @@ def format_table(reports: dict[str, dict]) -> str:
         track_names += [t for t in report.get("tracks", {}) if t not in track_names]
         pair_names += [p for p in report.get("TD", {}) if p not in pair_names]
     rows: list[list[str]] = []
-    for metric in ("EB", "UPC", "QN", "DP"):
+    for metric in ("EB", "UPC", "QN", "PR", "DP"):
         for track in track_names:
             entries = [reports[c].get("tracks", {}).get(track, {}) for c in columns]
             if not any(metric in e for e in entries):

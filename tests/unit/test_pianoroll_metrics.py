@@ -15,6 +15,7 @@ from musgen.eval.pianoroll_metrics import (
     empty_bar_rate,
     format_table,
     pianoroll_metrics,
+    polyphonic_rate,
     qualified_note_rate,
     tonal_distance,
     used_pitch_classes,
@@ -381,3 +382,14 @@ def test_metrics_invariant_to_phrase_order_and_octave_transposition() -> None:
 
     as_float = _flat(pianoroll_metrics(roll.astype(np.float32) * 0.9, layout))  # > 0.5 means on
     assert as_float == pytest.approx(base)
+
+
+def test_polyphonic_rate_counts_steps_with_two_or_more_pitches():
+    roll = empty(n=2, k=2, bars=1)
+    put(roll, 0, 0, C4, 0, 10)  # a melody: never two pitches at once
+    put(roll, 0, 1, C4, 0, 12)
+    put(roll, 0, 1, E4, 6, 12)  # overlaps C4 on steps 6..11: 6 steps
+    put(roll, 1, 1, G4, 40, 8)
+    put(roll, 1, 1, C5, 40, 8)  # a two-note chord: 8 steps
+    np.testing.assert_allclose(polyphonic_rate(roll, LAYOUT), [0.0, (6 + 8) / (2 * 48)])
+    assert pianoroll_metrics(roll, LAYOUT)["tracks"]["track1"]["PR"] == pytest.approx((6 + 8) / 96)
