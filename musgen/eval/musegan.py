@@ -35,6 +35,27 @@ def data_phrases(data_dir: Path, splits: tuple[str, ...], cfg: PianorollConfig) 
     return np.stack(phrases) if phrases else np.zeros((0, cfg.num_tracks, cfg.phrase_steps, cfg.num_pitches), bool)
 
 
+def jaccard_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - |A & B| / |A | B| between the on-cells of every phrase in a (N, ...) and b (M, ...): (N, M)."""
+    a, b = a.reshape(len(a), -1).astype(np.float32), b.reshape(len(b), -1).astype(np.float32)
+    both = a @ b.T
+    either = a.sum(1)[:, None] + b.sum(1)[None, :] - both
+    return 1.0 - both / np.maximum(either, 1.0)
+
+
+def diversity(generated: np.ndarray, held_out: np.ndarray, train: np.ndarray, n: int = 64) -> dict[str, float]:
+    """Mode collapse and copying: mean pairwise Jaccard distance of ``n`` generated phrases (and of
+    ``n`` held-out ones, for scale), and the distance of each generated phrase to its nearest
+    training phrase (mean and minimum)."""
+    def pairwise(x: np.ndarray) -> float:
+        d = jaccard_distances(x[:n], x[:n])
+        return float(d[np.triu_indices(len(d), 1)].mean())
+
+    nearest = jaccard_distances(generated[:n], train).min(axis=1)
+    return {"pairwise_generated": pairwise(generated), "pairwise_held_out": pairwise(held_out),
+            "nearest_train_mean": float(nearest.mean()), "nearest_train_min": float(nearest.min())}
+
+
 def evaluate(checkpoint: str | Path, data_dir: str | Path, num_samples: int = 1000, seed: int = 0,
              batch: int = 250) -> dict[str, Any]:
     """Metrics of the training phrases, the held-out phrases, ``num_samples`` generated phrases
@@ -47,14 +68,17 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, num_samples: int = 10
     cfg: PianorollConfig = task.cfg.data
     layout = roll_layout(cfg)
     held_out = data_phrases(Path(data_dir), ("valid", "test"), cfg)
+    train = data_phrases(Path(data_dir), ("train",), cfg)
     reports: dict[str, Any] = {
-        "data (train)": pianoroll_metrics(data_phrases(Path(data_dir), ("train",), cfg), layout),
+        "data (train)": pianoroll_metrics(train, layout),
         "data (held out)": pianoroll_metrics(held_out, layout),
     }
     for binarize in ("threshold", "bernoulli"):
         rolls = [task.generate_rolls(min(batch, num_samples - i), seed=seed + i, binarize=binarize)
                  for i in range(0, num_samples, batch)]
         reports[f"generated ({binarize})"] = pianoroll_metrics(np.concatenate(rolls), layout)
+        if binarize == "threshold":
+            spread = diversity(np.concatenate(rolls), held_out, train)
     if task.cond_ids:  # accompaniment: every held-out phrase's own track given, the others generated
         k = task.cond_ids[0]
         rolls = [task.generate_rolls(len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k)
@@ -65,4 +89,5 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, num_samples: int = 10
         mismatched[:, k] = np.roll(held_out[:, k], 1, axis=0)
         reports[f"data, {cfg.track_names[k]} of another phrase"] = pianoroll_metrics(mismatched, layout)
     return {"checkpoint": str(checkpoint), "step": generator.checkpoint.meta.get("step"),
-            "num_samples": num_samples, "seed": seed, "reports": reports, "table": format_table(reports)}
+            "num_samples": num_samples, "seed": seed, "reports": reports, "diversity": spread,
+            "table": format_table(reports) + "\n" + ", ".join(f"{k} {v:.3f}" for k, v in spread.items())}

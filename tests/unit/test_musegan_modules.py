@@ -161,3 +161,20 @@ def test_task_rejects_unknown_condition_tracks_and_gradient_accumulation():
     cfg.train.grad_accum = 2
     with pytest.raises(MusgenError, match="grad_accum"):
         MuseGANTask(cfg)
+
+
+def test_jaccard_distances_between_phrases():
+    import numpy as np
+
+    from musgen.eval.musegan import diversity, jaccard_distances
+
+    a = np.zeros((3, 1, 4, 2), dtype=bool)
+    a[0, 0, :2, 0] = True  # cells {0, 2}
+    a[1, 0, :2, 0] = True
+    a[1, 0, 0, 1] = True  # cells {0, 1, 2}: shares 2 of 3 with phrase 0
+    a[2, 0, 3, 1] = True  # disjoint from both
+    d = jaccard_distances(a, a)
+    np.testing.assert_allclose(d, [[0, 1 / 3, 1], [1 / 3, 0, 1], [1, 1, 0]], atol=1e-6)
+    spread = diversity(a, a, a[:1], n=3)
+    assert spread["pairwise_generated"] == pytest.approx((1 / 3 + 1 + 1) / 3)
+    assert spread["nearest_train_min"] == pytest.approx(0.0)
