@@ -59,6 +59,18 @@ def source_file(data_dir: Path, split: str = "test", index: int = 0) -> Path:
     return files[index % len(files)]
 
 
+def random_fitting_shift(item, max_shift: int, move, key: tuple[int, int, int]):
+    """``move(item, shift)`` for the first shift, in a random order of [-max_shift, max_shift] drawn
+    from ``default_rng(key)`` (key = (seed, epoch, index): reproducible on resume), whose result is
+    not None (the shifted item still fits); the item unchanged if none fits."""
+    rng = np.random.default_rng(key)
+    for shift in rng.permutation(np.arange(-max_shift, max_shift + 1)):
+        moved = move(item, int(shift))
+        if moved is not None:
+            return moved
+    return item
+
+
 def vocab_size(data_dir: Path) -> int:
     return int(read_manifest(data_dir)["vocab_size"])
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from musgen.errors import MusgenError
 
-from .dataset import load_split
+from .dataset import load_split, random_fitting_shift
 from .melody import MelodyConfig, cut_window, extract_melodies, transpose_window, window_starts
 from .tokenizers import MidiReadError, decode_ids, load_tokenizer
 from .view_cache import cache_path, write_cache
@@ -105,14 +105,9 @@ class MelodyWindows(Dataset):
             i += len(self)
         window = self.window(i)
         if self.transpose:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
             num_pitches = self.cfg.vocab_size - 2
-            shifts = rng.permutation(np.arange(-self.transpose, self.transpose + 1))
-            for shift in shifts:
-                moved = transpose_window(window, int(shift), num_pitches)
-                if moved is not None:
-                    window = moved
-                    break
+            window = random_fitting_shift(window, self.transpose, lambda w, s: transpose_window(w, s, num_pitches),
+                                          (self.seed, self.epoch, i))
         return {"events": torch.from_numpy(window)}
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from musgen.errors import MusgenError
 
-from .dataset import source_files
+from .dataset import random_fitting_shift, source_files
 from .pianoroll import PianorollConfig, midi_to_roll, phrase_starts, transpose_roll
 from .tokenizers import MidiReadError
 from .view_cache import cache_path, write_cache
@@ -115,12 +115,8 @@ class RollPhrases(Dataset):
             i += len(self)
         roll = self.phrase(i)
         if self.transpose:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
-            for shift in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
-                moved = transpose_roll(roll, int(shift), self.drums)
-                if moved is not None:
-                    roll = moved
-                    break
+            roll = random_fitting_shift(roll, self.transpose, lambda r, s: transpose_roll(r, s, self.drums),
+                                        (self.seed, self.epoch, i))
         return {"roll": torch.from_numpy(roll.astype(np.float32))}
 
 
