@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ from .tokenizers import load_tokenizer, pitch_shift_table, velocity_ids
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def source_file(data_dir: Path, split: str = "test", index: int = 0) -> Path:
     return files[index % len(files)]
 
 
-def random_fitting_shift(item, max_shift: int, move, key: tuple[int, int, int]):
+def random_fitting_shift(item: T, max_shift: int, move: Callable[[T, int], T | None], key: tuple[int, int, int]) -> T:
     """``move(item, shift)`` for the first shift, in a random order of [-max_shift, max_shift] drawn
     from ``default_rng(key)`` (key = (seed, epoch, index): reproducible on resume), whose result is
     not None (the shifted item still fits); the item unchanged if none fits."""

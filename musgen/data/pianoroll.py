@@ -183,8 +183,7 @@ def score_to_roll(score: symusic.Score, cfg: PianorollConfig, steps: int | None 
     if steps is None:
         end_steps = math.ceil(score.end() * cfg.steps_per_quarter / tpq)
         steps = max(1, math.ceil(end_steps / cfg.steps_per_bar)) * cfg.steps_per_bar
-    total = steps
-    return np.stack([_track_roll(group, tpq, total, cfg) for group in assign_tracks(score, cfg)])
+    return np.stack([_track_roll(group, tpq, steps, cfg) for group in assign_tracks(score, cfg)])
 
 
 def midi_to_roll(path: Path | str | symusic.Score, cfg: PianorollConfig) -> np.ndarray:
