@@ -42,25 +42,41 @@ class MusicGenerator:
         track: str | None = None,
         binarize: str | None = None,
         threshold: float | None = None,
+        seconds: float | None = None,
     ) -> list[Any]:
         """Returns ``num_samples`` symusic Scores; with ``prime`` (a MIDI file) each starts with it.
         ``length`` (new tokens, default 512) and ``bars`` apply to language models; a latent model
         (musicvae) decodes windows of its own length from z ~ N(0, I). MuseGAN writes ``bars`` bars
         (default one phrase) from noise, or accompanies track ``track`` of MIDI file ``condition``;
-        ``binarize`` (threshold | bernoulli) and ``threshold`` turn its probabilities into notes."""
+        ``binarize`` (threshold | bernoulli) and ``threshold`` turn its probabilities into notes.
+        The audio prior returns waveforms (float32 arrays at ``sample_rate``) of ``seconds`` new audio
+        (default 5; ``length`` counts code frames), continuing ``prime`` (an audio file) when given."""
         extras = {k: v for k, v in (("condition", condition), ("track", track), ("binarize", binarize),
-                                    ("threshold", threshold)) if v is not None}
+                                    ("threshold", threshold), ("seconds", seconds)) if v is not None}
         unsupported = [k for k in extras if k not in self.task.sample_options]
         if unsupported:
             flag = "--" + {"condition": "condition-track"}.get(unsupported[0], unsupported[0])
-            raise MusgenError(f"{flag} does not apply to a {self.family} checkpoint (it is for musegan)")
+            owner = "the audio prior" if unsupported[0] == "seconds" else "musegan"
+            raise MusgenError(f"{flag} does not apply to a {self.family} checkpoint (it is for {owner})")
         seqs = self.task.sample(num_samples, prime=prime, length=length, min_length=min_length, bars=bars, temperature=temperature,
                                 top_k=top_k, top_p=top_p, seed=seed, **extras)
-        return [self.task.ids_to_score(ids) for ids in seqs]
+        return [self.task.sample_output(ids) for ids in seqs]
+
+    @property
+    def sample_rate(self) -> int | None:
+        """Audio sample rate of an audio checkpoint (vqvae, prior); None for symbolic ones."""
+        return getattr(self.task, "sample_rate", None)
 
     def generate_to(self, out_dir: str | Path, num_samples: int = 1, **kwargs: Any) -> list[Path]:
-        """Like ``generate`` and writes ``out_dir/sample_000.mid`` ...; returns the paths."""
-        return _write_scores(out_dir, "sample", self.generate(num_samples, **kwargs))
+        """Like ``generate`` and writes ``out_dir/sample_000.mid`` (``.wav`` for audio) ...; returns the paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, output in enumerate(self.generate(num_samples, **kwargs)):
+            path = out / f"sample_{i:03d}{self.task.sample_suffix}"
+            self.task.write_sample(output, path)
+            paths.append(path)
+        return paths
 
     # -- latent models (musicvae) -----------------------------------------------------------------
     def _latent_task(self) -> Any:
@@ -111,9 +127,25 @@ class MusicGenerator:
         self.task.ids_to_score(join_windows(list(windows))).dump_midi(str(joined))
         return paths + [joined]
 
+    def reconstruct_audio(self, wave: np.ndarray) -> np.ndarray:
+        """A vqvae's round trip of a mono waveform at its sample rate: encode, decode, same length."""
+        if self.family != "vqvae":
+            raise MusgenError(f"audio reconstruction needs a vqvae checkpoint, not {self.family}")
+        return self.task.decode_codes(self.task.encode_audio(wave))[: len(wave)]
+
     def reconstruct_to(self, out_dir: str | Path, midi: str | Path, *, bar_offset: int = 0,
                        **controls: Any) -> list[Path]:
-        """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode)."""
+        """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode);
+        for a vqvae and an audio file, ``original.wav`` (at the codec's rate) and ``reconstruction.wav``."""
+        if self.family == "vqvae":
+            from musgen.data.audio_io import read_audio, write_audio
+
+            wave = read_audio(Path(midi), self.task.sample_rate)
+            out = Path(out_dir)
+            paths = [out / "original.wav", out / "reconstruction.wav"]
+            for path, audio in zip(paths, (wave, self.reconstruct_audio(wave)), strict=True):
+                write_audio(path, audio, self.task.sample_rate)
+            return paths
         window = self.clip(midi, bar_offset)
         recon = self.decode_events(self.encode([window]), **controls)[0]
         out = Path(out_dir)

@@ -110,6 +110,7 @@ def save_portable(
             save_model(module, str(tmp / f"{name}.safetensors"))
         (tmp / CONFIG_FILE).write_text(config_yaml)
         for name, src in (extra_files or {}).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, tmp / name)
         meta = {
             "format_version": FORMAT_VERSION,

@@ -20,18 +20,27 @@ log = logging.getLogger("musgen")
 
 EXAMPLES = {
     "data build": "musgen data build --corpus bach --out data/bach\n"
-                  "  musgen data build --midi-dir ~/lakh --out data/lakh --tokenizer tsd --set bpe_vocab_size=2000",
+                  "  musgen data build --midi-dir ~/lakh --out data/lakh --tokenizer tsd --set bpe_vocab_size=2000\n"
+                  "  musgen data build --corpus bach --render --out data/bach-audio --set sample_rate=16000\n"
+                  "  musgen data build --audio-dir ~/recordings --out data/recordings --set max_seconds_per_piece=60",
     "train": "musgen train transformer --data data/bach --out runs/transformer\n"
              "  musgen train lstm --data data/bach --out runs/tiny --config configs/tiny/lstm.yaml "
-             "--set train.steps=100\n  musgen train transformer --data data/bach --out runs/transformer --resume",
+             "--set train.steps=100\n  musgen train transformer --data data/bach --out runs/transformer --resume\n"
+             "  musgen train vqvae --data data/bach-audio --out runs/vqvae\n"
+             "  musgen train prior --data data/bach-audio --out runs/prior --set vqvae=runs/vqvae",
     "sample": "musgen sample --checkpoint runs/transformer --out samples --num-samples 4 --length 512\n"
               "  musgen sample --checkpoint runs/transformer --prime seed.mid --bars 8 --top-p 0.95 --seed 1 "
               "--out samples\n"
               "  musgen sample --checkpoint runs/musegan --bars 8 --num-samples 4 --out samples\n"
-              "  musgen sample --checkpoint runs/musegan --condition-track melody.mid --track soprano --out harmonised",
+              "  musgen sample --checkpoint runs/musegan --condition-track melody.mid --track soprano --out harmonised\n"
+              "  musgen sample --checkpoint runs/prior --prime seed.wav --seconds 10 --out audio",
     "interpolate": "musgen interpolate a.mid b.mid --checkpoint runs/musicvae --steps 8 --out morph\n"
                    "  musgen interpolate a.mid b.mid --checkpoint runs/musicvae_2bar --steps 5 --bar-offset 4 --out morph",
-    "reconstruct": "musgen reconstruct a.mid --checkpoint runs/musicvae --out recon",
+    "reconstruct": "musgen reconstruct a.mid --checkpoint runs/musicvae --out recon\n"
+                   "  musgen reconstruct take.wav --checkpoint runs/vqvae --out recon",
+    "render": "musgen render chorale.mid --out chorale.wav\n"
+              "  musgen render chorale.mid --out chorale.flac --soundfont ~/sf2/GeneralUser.sf2 --sample-rate 16000\n"
+              "  musgen render chorale.mid --out organ.wav --engine synth --program 19",
 }
 
 
@@ -73,14 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", parser_class=_Parser)
     data_verbs.required = True
     build = _sub(data_verbs, "build", "data build",
-                 "Build a data set: MIDI -> train/valid/test split by piece -> tokens, with a manifest.")
+                 "Build a data set: MIDI -> train/valid/test split by piece -> tokens, with a manifest; "
+                 "or audio (--audio-dir, or --corpus/--midi-dir with --render) -> split by piece -> 16-bit "
+                 "samples, for the vqvae and prior families.")
     source = build.add_mutually_exclusive_group(required=True)
     source.add_argument("--corpus", choices=["bach", "folk", "palestrina", "all"],
                         help="the built-in corpus shipped inside the music21 package")
     source.add_argument("--midi-dir", type=Path, help="a folder of .mid/.midi files (searched recursively)")
+    source.add_argument("--audio-dir", type=Path,
+                        help="a folder of audio files (.wav .flac .ogg .aiff .mp3, searched recursively): "
+                        "an audio data set")
+    build.add_argument("--render", action="store_true",
+                       help="render the --corpus or --midi-dir MIDI to audio: an audio data set")
+    build.add_argument("--soundfont", type=Path, metavar="SF2",
+                       help="General MIDI soundfont for --render (default: $MUSGEN_SOUNDFONT or a system one)")
     build.add_argument("--out", type=Path, required=True, help="DATA_DIR to write")
     build.add_argument("--tokenizer", help="remi (default), midilike, tsd, structured")
-    build.add_argument("--config", type=Path, help="YAML file with data settings")
+    build.add_argument("--config", type=Path, help="YAML file with data settings (token or audio settings)")
     build.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a data setting, e.g. --set bpe_vocab_size=2000")
     build.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
@@ -99,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample = _sub(verbs, "sample", "sample", "Sample new music from a trained checkpoint.")
     sample.add_argument("--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory")
     sample.add_argument("--out", type=Path, required=True, help="OUT_DIR for sample_000.mid ...")
-    sample.add_argument("--prime", type=Path, help="a MIDI file the samples continue (and start with)")
+    sample.add_argument("--prime", type=Path,
+                        help="a MIDI file the samples continue and start with (an audio file for the audio prior)")
     sample.add_argument("--num-samples", type=int, default=1)
     sample.add_argument("--seed", type=int, help="random seed (default: random)")
     length = sample.add_mutually_exclusive_group()
     length.add_argument("--length", type=int, help="new tokens per sample (default 512)")
     length.add_argument("--bars", type=int, help="new bars per sample (tokenizers with Bar tokens)")
+    length.add_argument("--seconds", type=float, help="new seconds of audio per sample (audio prior; default 5)")
     sample.add_argument("--min-length", type=int,
                         help="no end-of-piece before this many new tokens (default: a quarter of --length)")
     sample.add_argument("--temperature", type=float, default=1.0)
@@ -129,10 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
     _latent_arguments(interp)
 
     recon = _sub(verbs, "reconstruct", "reconstruct",
-                 "Encode a MIDI clip with a MusicVAE and decode it again: writes original.mid (the melody "
-                 "window the model sees) and reconstruction.mid.")
-    recon.add_argument("clip_a", metavar="A.mid", type=Path)
+                 "Encode a clip and decode it again. A MusicVAE takes a MIDI file and writes original.mid (the "
+                 "melody window the model sees) and reconstruction.mid; a vqvae (audio codec) takes an audio "
+                 "file and writes original.wav (at the codec's sample rate) and reconstruction.wav.")
+    recon.add_argument("clip_a", metavar="A.mid|A.wav", type=Path)
     _latent_arguments(recon)
+
+    render = _sub(verbs, "render", "render",
+                  "Render a MIDI file to audio (mono): FluidSynth with a General MIDI soundfont when both are "
+                  "installed, else the built-in synthesizer. The format follows the --out suffix.")
+    render.add_argument("midi", metavar="IN.mid", type=Path)
+    render.add_argument("--out", type=Path, required=True, help="OUT.wav (or .flac, .ogg)")
+    render.add_argument("--soundfont", type=Path, metavar="SF2",
+                        help="General MIDI soundfont (default: $MUSGEN_SOUNDFONT or a system one)")
+    render.add_argument("--sample-rate", type=int, default=44100, metavar="HZ", help="default 44100")
+    render.add_argument("--engine", choices=["auto", "fluidsynth", "synth"], default="auto",
+                        help="auto (default): fluidsynth when available, else synth")
+    render.add_argument("--program", type=int, metavar="N",
+                        help="play every non-drum part with General MIDI program N (0-127), e.g. 19 church organ")
     return parser
 
 
@@ -151,13 +185,20 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
     from musgen.config import from_dict, merge, parse_overrides, read_yaml, to_dict
     from musgen.data import DataConfig, build
 
+    if args.limit is not None and args.limit < 1:
+        raise MusgenError(f"--limit must be at least 1, got {args.limit}")
+    if args.render and args.audio_dir is not None:
+        raise MusgenError("--render renders MIDI (--corpus or --midi-dir); --audio-dir files are used as they are")
+    if args.soundfont is not None and not args.render:
+        raise MusgenError("--soundfont only applies with --render")
     settings = read_yaml(args.config) if args.config else {}
+    if args.render or args.audio_dir is not None:
+        _build_audio(args, settings)
+        return
     if args.tokenizer:
         settings["tokenizer"] = args.tokenizer
     settings = merge(settings, parse_overrides(args.overrides))
     config = from_dict(DataConfig, merge(to_dict(DataConfig()), settings), where="data")
-    if args.limit is not None and args.limit < 1:
-        raise MusgenError(f"--limit must be at least 1, got {args.limit}")
     manifest = build(args.out, corpus=args.corpus, midi_dir=args.midi_dir, config=config, force=args.force,
                      limit=args.limit)
     splits = manifest["splits"]
@@ -166,6 +207,41 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
         + ", ".join(f"{name} {s['pieces']} pieces / {s['tokens']} tokens" for name, s in splits.items())
         + f"; {len(manifest['skipped'])} files skipped (reasons in {args.out / 'manifest.json'})"
     )
+
+
+def _build_audio(args: argparse.Namespace, settings: dict) -> None:
+    from musgen.config import from_dict, merge, parse_overrides, to_dict
+    from musgen.data import AudioDataConfig, build_audio
+
+    if args.tokenizer:
+        raise MusgenError("--tokenizer does not apply to an audio data set")
+    settings = merge(settings, parse_overrides(args.overrides))
+    if args.soundfont is not None:
+        settings["soundfont"] = str(args.soundfont)
+    config = from_dict(AudioDataConfig, merge(to_dict(AudioDataConfig()), settings), where="data")
+    manifest = build_audio(args.out, audio_dir=args.audio_dir, corpus=args.corpus, midi_dir=args.midi_dir,
+                           render=args.render, config=config, force=args.force, limit=args.limit)
+    rendered = f" (rendered with {manifest['renderer']})" if args.render else ""
+    print(
+        f"audio data set in {args.out} at {manifest['sample_rate']} Hz{rendered}: "
+        + ", ".join(f"{name} {s['pieces']} pieces / {s['seconds']:.1f} s" for name, s in manifest["splits"].items())
+        + f"; {len(manifest['skipped'])} files skipped (reasons in {args.out / 'manifest.json'})"
+    )
+
+
+def _cmd_render(args: argparse.Namespace) -> None:
+    from musgen.data.audio_io import audio_format, write_audio
+    from musgen.data.render import render_midi
+
+    audio_format(args.out)  # a bad suffix fails before the render, not after
+    try:
+        wave = render_midi(args.midi, args.sample_rate, soundfont=args.soundfont, engine=args.engine,
+                           program=args.program)
+    except MusgenError as err:
+        if getattr(err, "reason", None) is None:  # a setting or a missing file: already says what
+            raise
+        raise MusgenError(f"cannot render {args.midi}: {err.reason}") from None
+    print(write_audio(args.out, wave, args.sample_rate))
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -188,6 +264,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         args.out, args.num_samples, prime=args.prime, length=args.length, min_length=args.min_length, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         condition=args.condition_track, track=args.track, binarize=args.binarize, threshold=args.threshold,
+        seconds=args.seconds,
     )
     for path in paths:
         print(path)
@@ -224,7 +301,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {("data", "build"): _cmd_data_build, ("train", None): _cmd_train, ("sample", None): _cmd_sample,
-            ("interpolate", None): _cmd_interpolate, ("reconstruct", None): _cmd_reconstruct}
+            ("interpolate", None): _cmd_interpolate, ("reconstruct", None): _cmd_reconstruct,
+            ("render", None): _cmd_render}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "transformer": ("musgen.models.transformer", "TransformerConfig", "TransformerTask"),
     "musicvae": ("musgen.models.musicvae", "MusicVAEConfig", "MusicVAETask"),
     "musegan": ("musgen.models.musegan", "MuseGANConfig", "MuseGANTask"),
+    "vqvae": ("musgen.models.vqvae", "VQVAEConfig", "VQVAETask"),
+    "prior": ("musgen.models.prior", "PriorConfig", "PriorTask"),
 }
 
 

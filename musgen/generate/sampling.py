@@ -90,10 +90,11 @@ def sample_sequences(
     n: int,
     ctl: SamplingControls,
     *,
-    eos_id: int,
+    eos_id: int | None,
     pad_id: int,
     bar_ids: list[int] | None = None,
     use_cache: bool = True,
+    allowed: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """Continues ``prime_ids`` ``n`` times. ``model(ids (B, T), state) -> (logits (B, T, V), state)``.
 
@@ -105,6 +106,9 @@ def sample_sequences(
     tokens: when the cache is full the window slides, i.e. the last 3/4 of the context is run again
     without its cache and decoding goes on from there. ``use_cache=False`` reruns the whole window for
     every token (the slow reference that benchmarks and tests compare against).
+
+    ``allowed`` (P, V) bool restricts new token i to the ids of row i % P (e.g. the id range of each
+    codebook level of a flattened audio frame); ``eos_id`` None: samples run to their length.
     """
     if n < 1:
         raise MusgenError(f"--num-samples must be at least 1, got {n}")
@@ -127,7 +131,11 @@ def sample_sequences(
     next_logits, state, cached = run_window(seqs)  # (B, V); ``cached``: positions in the state
     done = torch.zeros(n, dtype=torch.bool, device=device)
     bars_seen = torch.zeros(n, dtype=torch.long, device=device)
-    for _ in range(ctl.length):
+    if allowed is not None:
+        allowed = allowed.to(device)
+    for i in range(ctl.length):
+        if allowed is not None:
+            next_logits = next_logits.masked_fill(~allowed[i % allowed.shape[0]], float("-inf"))
         scores = procs(seqs, next_logits) if len(procs) else next_logits
         token = draw(scores, gen)  # (B,)
         token = torch.where(done, torch.full_like(token, pad_id), token)
@@ -138,7 +146,8 @@ def sample_sequences(
             over = bars_seen > ctl.bars
             seqs[over & ~done, -1] = pad_id
             done |= over
-        done |= token == eos_id
+        if eos_id is not None:
+            done |= token == eos_id
         if bool(done.all()):
             break
         if not use_cache:

@@ -217,8 +217,9 @@ def fit(
                     sums[key] = sums.get(key, 0) + value.detach().double()
         for model in task.models.values():
             model.train()
-        reduced = {k: float(accelerator.reduce(v.to(accelerator.device), "sum")) for k, v in sums.items()}
-        return task.eval_metrics(reduced)
+        reduced = {k: accelerator.reduce(v.to(accelerator.device), "sum").cpu() for k, v in sums.items()}
+        # Scalars as floats; vectors (e.g. a codebook's assignment counts) stay tensors.
+        return task.eval_metrics({k: float(v) if v.numel() == 1 else v for k, v in reduced.items()})
 
     last_valid: dict[str, float] = {}
     last_ckpt: Path | None = None
@@ -247,8 +248,8 @@ def fit(
                 models={n: accelerator.unwrap_model(m) for n, m in task.models.items()},
                 step=at_step,
                 metrics=last_valid,
-                extra_files={f: data_dir / f for f in task.checkpoint_files if (data_dir / f).exists()},
-                extra_meta={"data": data_meta},
+                extra_files=task.checkpoint_extra_files(),
+                extra_meta={"data": task.data_meta},
             )
             checkpoint.prune(run_dir / "state", train_cfg.keep_checkpoints)
             checkpoint.prune(run_dir / "checkpoints", train_cfg.keep_checkpoints)
@@ -322,5 +323,5 @@ def _read_data_meta(data_dir: Path) -> dict[str, Any]:
         meta = json.loads(manifest.read_text())
     except json.JSONDecodeError as err:
         raise MusgenError(f"{manifest} is not valid JSON: {err}") from None
-    keep = ("format_version", "tokenizer", "vocab_size", "source", "fingerprint")
+    keep = ("format_version", "kind", "tokenizer", "vocab_size", "sample_rate", "source", "fingerprint")
     return {k: meta[k] for k in keep if k in meta} if isinstance(meta, Mapping) else {}

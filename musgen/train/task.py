@@ -50,6 +50,7 @@ class Task:
     checkpoint_files: tuple[str, ...] = ()
     # Family-specific keyword arguments ``sample`` accepts beyond the common ones (see musgen.api).
     sample_options: tuple[str, ...] = ()
+    sample_suffix: str = ".mid"  # of the files ``write_sample`` writes
 
     def __init__(self, cfg: Any, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
         self.cfg = cfg
@@ -116,6 +117,19 @@ class Task:
         if norm is not None:
             totals["grad_norm"] = norm
         return totals
+
+    def checkpoint_extra_files(self) -> dict[str, Path]:
+        """Files copied into every portable checkpoint: name inside it (may hold a '/') -> source."""
+        if self.data_dir is None:
+            return {}
+        return {f: self.data_dir / f for f in self.checkpoint_files if (self.data_dir / f).exists()}
+
+    def sample_output(self, sample: Any) -> Any:
+        """One item of ``sample`` -> what ``generate`` returns (a symusic Score for symbolic families)."""
+        return self.ids_to_score(sample)
+
+    def write_sample(self, output: Any, path: Path) -> None:
+        output.dump_midi(str(path))
 
     def on_load(self, checkpoint_dir: Path) -> None:
         """Called after the weights of a portable checkpoint are loaded (e.g. to read its tokenizer)."""

@@ -1,0 +1,191 @@
+"""The audio codec (Jukebox's VQ-VAE at laptop scale): waveform -> encoder -> quantizer -> decoder.
+
+The encoder is a stack of dilated residual units and strided convolutions (musgen.modules.conv_blocks)
+with total hop prod(model.strides) samples per code frame; the quantizer (musgen.modules.quantizer)
+is an EMA codebook with k-means init and dead-code restarts (or residual VQ / FSQ). Training minimises
+multi-resolution STFT distance + L1 on the waveform + the commitment loss on random segments of the
+training audio. Codebook usage and perplexity are logged on every step and evaluation, since collapse
+onto a few codes is the main failure at small scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from musgen.config import TrainConfig
+from musgen.errors import ConfigError, MusgenError
+from musgen.eval.audio_metrics import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
+from musgen.modules.conv_blocks import WaveDecoder, WaveEncoder
+from musgen.modules.quantizer import Quantizer, QuantizerConfig, code_counts, code_statistics
+from musgen.train.task import Task
+
+
+@dataclass
+class VQVAEModelConfig:
+    strides: list[int] = field(default_factory=lambda: [2, 4, 4, 4])  # hop = product (128 -> 125 Hz at 16 kHz)
+    base_channels: int = 32  # doubled after each down-sampling ...
+    max_channels: int = 256  # ... up to this
+    latent_dim: int = 64
+    dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+    def __post_init__(self) -> None:
+        if not self.strides or min(self.strides) < 1:
+            raise ConfigError("model.strides must be a non-empty list of integers >= 1")
+        if min(self.base_channels, self.max_channels, self.latent_dim) < 1:
+            raise ConfigError("model.base_channels, model.max_channels and model.latent_dim must be >= 1")
+
+    @property
+    def hop(self) -> int:
+        return math.prod(self.strides)
+
+
+@dataclass
+class AudioSegmentConfig:
+    segment_seconds: float = 1.0  # training crops
+
+
+@dataclass
+class VQVAELossConfig:
+    stft_weight: float = 1.0
+    wave_l1_weight: float = 0.1
+    fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+
+
+@dataclass
+class VQVAEConfig:
+    model: VQVAEModelConfig = field(default_factory=VQVAEModelConfig)
+    data: AudioSegmentConfig = field(default_factory=AudioSegmentConfig)
+    loss: VQVAELossConfig = field(default_factory=VQVAELossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class VQVAE(nn.Module):
+    def __init__(self, cfg: VQVAEModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.hop = cfg.hop
+        args = (cfg.latent_dim, list(cfg.strides), cfg.base_channels, cfg.max_channels, list(cfg.dilations))
+        self.encoder = WaveEncoder(*args)
+        self.quantizer = Quantizer(cfg.latent_dim, cfg.quantizer)
+        self.decoder = WaveDecoder(*args)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T) or (B, 1, T) -> (B, 1, ceil(T / hop) * hop), zero-padded on the right."""
+        x = x.reshape(x.shape[0], 1, x.shape[-1])
+        return F.pad(x, (0, -x.shape[-1] % self.hop))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, 1, T) -> reconstruction (B, 1, T), codes (B, ceil(T / hop), Q), commitment loss."""
+        length = x.shape[-1]
+        quantized, codes, aux = self.quantizer(self.encoder(self._pad(x)))
+        return self.decoder(quantized)[..., :length], codes, aux
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T) or (B, 1, T) -> codes (B, ceil(T / hop), Q)."""
+        return self.quantizer(self.encoder(self._pad(x)))[1]
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, F, Q) -> waveform (B, 1, F * hop)."""
+        return self.decoder(self.quantizer.decode_codes(codes))
+
+
+class VQVAETask(Task):
+    family = "vqvae"
+
+    def __init__(self, cfg: VQVAEConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+        meta = dict(data_meta or {})
+        if meta.get("kind") != "audio" or "sample_rate" not in meta:
+            raise MusgenError("vqvae trains on audio: build the data set with `musgen data build --audio-dir DIR` "
+                              "or `--corpus NAME --render`")
+        self.sample_rate = int(meta["sample_rate"])
+        self.segment = max(cfg.model.hop, round(cfg.data.segment_seconds * self.sample_rate))
+        self.stft_loss = MultiResolutionSTFTLoss(tuple(cfg.loss.fft_sizes))
+        super().__init__(cfg, data_dir, meta)
+
+    @property
+    def codec(self) -> VQVAE:
+        model = self.models["model"]
+        return getattr(model, "module", model)  # DDP wraps it
+
+    @property
+    def code_rate(self) -> float:
+        """Code frames per second."""
+        return self.sample_rate / self.cfg.model.hop
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second of the codes."""
+        q = self.cfg.model.quantizer
+        return self.code_rate * q.levels * math.log2(q.codes)
+
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"model": VQVAE(self.cfg.model)}
+
+    def datasets(self) -> tuple[Dataset, Dataset | None]:
+        from musgen.data.audio_data import AudioChunks
+
+        assert self.data_dir is not None
+        train = AudioChunks(self.data_dir, "train", self.segment, seed=self.cfg.train.seed, random_offset=True)
+        return train, AudioChunks(self.data_dir, "valid", self.segment, random_offset=False)
+
+    def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
+        return int(batch["audio"].shape[0] * batch["audio"].shape[-1])  # samples
+
+    def _reconstruct(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = batch["audio"]  # (B, 1, S)
+        recon, codes, aux = self.models["model"](x)
+        return x, recon.float(), codes, aux
+
+    def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        x, recon, codes, aux = self._reconstruct(batch)
+        stft = self.stft_loss(recon, x)
+        l1 = (recon - x).abs().mean()
+        loss = self.cfg.loss.stft_weight * stft + self.cfg.loss.wave_l1_weight * l1 + aux
+        metrics = {"stft": float(stft.detach()), "wave_l1": float(l1.detach()), "commit": float(aux.detach())}
+        metrics.update(code_statistics(code_counts(codes, self.cfg.model.quantizer.codes)))  # this batch
+        return loss, metrics
+
+    def eval_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, recon, codes, _ = self._reconstruct(batch)
+        n = x.shape[0]
+        return {
+            "stft_sum": self.stft_loss(recon, x) * n,
+            "log_mel_l1_sum": log_mel_l1(recon, x, self.sample_rate).sum(),
+            "si_sdr_sum": si_sdr(recon, x).sum(),
+            "items": torch.tensor(float(n), device=x.device),
+            "code_counts": code_counts(codes, self.cfg.model.quantizer.codes).double(),
+        }
+
+    def eval_metrics(self, sums: Mapping[str, Any]) -> dict[str, float]:
+        n = max(float(sums.get("items", 0.0)), 1.0)
+        out = {"stft": float(sums["stft_sum"]) / n, "log_mel_l1": float(sums["log_mel_l1_sum"]) / n,
+               "si_sdr": float(sums["si_sdr_sum"]) / n}
+        if "code_counts" in sums:
+            out.update(code_statistics(torch.as_tensor(sums["code_counts"])))
+        return out
+
+    # -- using a trained codec ------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_audio(self, wave: np.ndarray) -> torch.Tensor:
+        """Mono waveform (T,) at the codec's rate -> codes (ceil(T / hop), Q)."""
+        return self.codec.encode(torch.from_numpy(np.asarray(wave, dtype=np.float32))[None])[0]
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
+        """codes (F, Q) -> waveform (F * hop,) float32."""
+        return self.codec.decode(codes[None].long())[0, 0].clamp(-1, 1).numpy()
+
+    def sample(self, n: int, prime: Any = None, **controls: Any) -> list:
+        raise MusgenError("a vqvae checkpoint is an audio codec: sample from a prior trained on its codes "
+                          "(`musgen train prior --set vqvae=RUN_DIR`), or use `musgen reconstruct in.wav`")

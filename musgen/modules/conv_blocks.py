@@ -1,0 +1,77 @@
+"""1-D convolutional encoder/decoder for waveforms (Jukebox / SEANet style): dilated residual units
+at each resolution and strided convolutions between them. Shapes are channels-first (B, C, T).
+
+A stride-s down-sampling conv has kernel 2s and padding ceil(s/2), so T samples -> T / s frames
+exactly when T is a multiple of s (the codec pads its input to a multiple of the total hop); the
+transposed conv inverts it, T / s -> T, for odd strides too (output_padding).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+
+class ResidualUnit(nn.Module):
+    """x + conv1x1(elu(conv_k3_dilated(elu(x)))): receptive field grows as 1, 3, 9 ... per level."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ELU(), nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation),
+            nn.ELU(), nn.Conv1d(channels, channels, 1),
+        )
+
+    def forward(self, x):  # (B, C, T) -> (B, C, T)
+        return x + self.block(x)
+
+
+def residual_stack(channels: int, dilations: list[int]) -> nn.Sequential:
+    return nn.Sequential(*(ResidualUnit(channels, d) for d in dilations))
+
+
+def downsample(c_in: int, c_out: int, stride: int) -> nn.Conv1d:
+    return nn.Conv1d(c_in, c_out, 2 * stride, stride=stride, padding=math.ceil(stride / 2))
+
+
+def upsample(c_in: int, c_out: int, stride: int) -> nn.ConvTranspose1d:
+    pad = math.ceil(stride / 2)
+    return nn.ConvTranspose1d(c_in, c_out, 2 * stride, stride=stride, padding=pad, output_padding=2 * pad - stride)
+
+
+def level_channels(base: int, maximum: int, levels: int) -> list[int]:
+    """Channels before each down-sampling and after the last: doubling from ``base``, capped."""
+    return [min(base * 2**i, maximum) for i in range(levels + 1)]
+
+
+class WaveEncoder(nn.Module):
+    """(B, 1, T) waveform -> (B, D, T / prod(strides)) latents."""
+
+    def __init__(self, latent_dim: int, strides: list[int], base: int, maximum: int, dilations: list[int]):
+        super().__init__()
+        ch = level_channels(base, maximum, len(strides))
+        layers: list[nn.Module] = [nn.Conv1d(1, ch[0], 7, padding=3)]
+        for i, stride in enumerate(strides):
+            layers += [residual_stack(ch[i], dilations), nn.ELU(), downsample(ch[i], ch[i + 1], stride)]
+        layers += [nn.ELU(), nn.Conv1d(ch[-1], latent_dim, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class WaveDecoder(nn.Module):
+    """(B, D, F) latents -> (B, 1, F * prod(strides)) waveform (the encoder mirrored)."""
+
+    def __init__(self, latent_dim: int, strides: list[int], base: int, maximum: int, dilations: list[int]):
+        super().__init__()
+        ch = level_channels(base, maximum, len(strides))
+        layers: list[nn.Module] = [nn.Conv1d(latent_dim, ch[-1], 7, padding=3)]
+        for i in reversed(range(len(strides))):
+            layers += [nn.ELU(), upsample(ch[i + 1], ch[i], strides[i]), residual_stack(ch[i], dilations)]
+        layers += [nn.ELU(), nn.Conv1d(ch[0], 1, 7, padding=3)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(z)

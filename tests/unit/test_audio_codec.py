@@ -1,0 +1,89 @@
+"""The VQ-VAE's encode/decode shapes, the audio metrics, and the prior's code layout."""
+
+import numpy as np
+import pytest
+import torch
+
+from musgen.data.audio_codes import CodeWindows, flatten_codes, unflatten_tokens
+from musgen.eval.audio_metrics import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
+from musgen.models.prior import _splice
+from musgen.models.vqvae import VQVAE, VQVAEModelConfig
+from musgen.modules.quantizer import QuantizerConfig
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    cfg = VQVAEModelConfig(strides=[2, 3, 5], base_channels=4, max_channels=8, latent_dim=6, dilations=[1, 3],
+                           quantizer=QuantizerConfig(codebook_size=16, kmeans_init=False))
+    return VQVAE(cfg).eval()
+
+
+@pytest.mark.parametrize("length", [1, 29, 30, 31, 997, 16001])
+def test_encode_decode_lengths_for_any_input_length(codec, length):
+    hop = codec.hop  # 2 * 3 * 5 = 30: odd strides too
+    x = torch.randn(2, 1, length) * 0.1
+    codes = codec.encode(x)
+    frames = -(-length // hop)
+    assert codes.shape == (2, frames, 1) and codes.dtype == torch.long
+    assert codec.decode(codes).shape == (2, 1, frames * hop)
+    recon, codes2, _ = codec(x)
+    assert recon.shape == x.shape and torch.equal(codes, codes2)
+
+
+def test_a_code_frame_only_moves_its_neighbourhood(codec):
+    """Locality: changing one code changes the decoded audio near its frame, not far away."""
+    codes = codec.encode(torch.randn(1, 1, 3000) * 0.1)  # 100 frames
+    other = codes.clone()
+    other[0, 50, 0] = (other[0, 50, 0] + 1) % 16
+    diff = (codec.decode(codes) - codec.decode(other)).abs()[0, 0]
+    changed = torch.nonzero(diff > 1e-7).flatten()
+    assert len(changed) and changed.min() > 30 * 40 and changed.max() < 30 * 61
+
+
+def test_metrics_on_known_signals():
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 440 * t)[None]
+    noise = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    stft = MultiResolutionSTFTLoss((512, 256))
+    assert float(stft(tone, tone)) == 0.0 and float(stft(tone + 0.1 * noise, tone)) > 0.1
+    # SI-SDR: scale-invariant, and noise at -20 dB power gives about 20 dB.
+    assert float(si_sdr(3 * tone, tone)) > 60
+    scaled_noise = noise / noise.norm() * tone.norm() * 0.1
+    assert float(si_sdr(tone + scaled_noise, tone)) == pytest.approx(20.0, abs=0.2)
+    assert float(log_mel_l1(tone, tone, 16000)) == 0.0
+    # doubling white noise multiplies the power in every mel band by 4
+    assert float(log_mel_l1(2 * noise, noise, 16000)) == pytest.approx(2 * np.log(2), rel=0.01)
+
+
+def test_flattened_codes_round_trip():
+    codes = np.array([[1, 2, 3], [4, 5, 6]])  # (F=2, Q=3), K = 10
+    tokens = flatten_codes(codes, 10)
+    assert tokens.tolist() == [1, 12, 23, 4, 15, 26]
+    assert np.array_equal(unflatten_tokens(tokens, 10, 3), codes)
+    assert np.array_equal(unflatten_tokens(tokens[:-1], 10, 3), codes[:1])  # partial frame dropped
+
+
+def test_code_windows_start_with_bos_and_resume_exactly():
+    tokens = np.arange(100, dtype=np.int32)
+    offsets = np.array([0, 70, 100])
+    ds = CodeWindows(tokens, offsets, seq_len=16, bos=999, jitter=True, seed=3)
+    first = ds[0]
+    assert first["input_ids"][0] == 999 and first["labels"][0] == 0
+    ds.set_epoch(2)
+    again = CodeWindows(tokens, offsets, seq_len=16, bos=999, jitter=True, seed=3)
+    again.set_epoch(2)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert torch.equal(item["input_ids"], again[i]["input_ids"])
+        real = item["labels"] != -100
+        # labels are the next input token wherever they are real
+        assert torch.equal(item["labels"][real][:-1], item["input_ids"][1:][real[:-1]][: int(real.sum()) - 1])
+
+
+def test_splice_starts_with_the_prompt():
+    prompt = np.linspace(-0.5, 0.5, 300).astype(np.float32)
+    decoded = np.zeros(1000, np.float32)
+    out = _splice(prompt, decoded, fade=50)
+    assert len(out) == 1000 and np.array_equal(out[:250], prompt[:250]) and np.all(out[300:] == 0)
+    assert np.all(np.abs(out[250:300]) <= np.abs(prompt[250:300]) + 1e-6)
