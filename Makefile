@@ -27,7 +27,9 @@ install: $(VENV)/.installed
 # Build the built-in Bach data set, train the tiny Music Transformer and the tiny LSTM for a minute
 # each, sample from both (the transformer continues a held-out chorale); then 400 folk tunes, a tiny
 # MusicVAE for a minute, and an interpolation between two held-out tunes; a tiny MuseGAN for a minute on
-# the chorales, four-voice samples and a harmonisation of a held-out chorale's soprano.
+# the chorales, four-voice samples and a harmonisation of a held-out chorale's soprano; 60 chorales
+# rendered to audio, a tiny codec and a tiny audio prior for a minute each, a codec round trip and
+# two continuations of a held-out chorale's first 4 seconds.
 SOURCE = $(BIN)/python -c "import sys; from musgen.data.dataset import source_file; print(source_file(sys.argv[1], 'test', int(sys.argv[2])))"
 demo: install
 	$(BIN)/musgen data build --corpus bach --out $(DEMO)/data/bach
@@ -57,7 +59,20 @@ demo: install
 		--num-samples 3 --bars 8 --seed 0
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/musegan-tiny --out $(DEMO)/samples/musegan-harmonised \
 		--condition-track $$($(SOURCE) $(DEMO)/data/bach 0) --track soprano --num-samples 2 --seed 0
-	@echo "MIDI samples written to $(DEMO)/samples/"
+	$(BIN)/musgen data build --corpus bach --render --limit 60 --set max_seconds_per_piece=30 \
+		--out $(DEMO)/data/bach-audio
+	rm -rf $(DEMO)/runs/vqvae-tiny $(DEMO)/runs/prior-tiny
+	$(BIN)/musgen train vqvae --data $(DEMO)/data/bach-audio --out $(DEMO)/runs/vqvae-tiny \
+		--config configs/tiny/vqvae.yaml $(DEMO_BUDGET)
+	$(BIN)/musgen train prior --data $(DEMO)/data/bach-audio --out $(DEMO)/runs/prior-tiny \
+		--config configs/tiny/prior.yaml --set vqvae=$(DEMO)/runs/vqvae-tiny $(DEMO_BUDGET)
+	$(BIN)/musgen render $$($(SOURCE) $(DEMO)/data/bach 0) --out $(DEMO)/samples/audio/prompt.wav \
+		--sample-rate 16000 --max-seconds 4
+	$(BIN)/musgen reconstruct $(DEMO)/samples/audio/prompt.wav --checkpoint $(DEMO)/runs/vqvae-tiny \
+		--out $(DEMO)/samples/audio/reconstruction
+	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/prior-tiny --prime $(DEMO)/samples/audio/prompt.wav \
+		--seconds 6 --num-samples 2 --seed 0 --out $(DEMO)/samples/audio/continuations
+	@echo "MIDI and WAV samples written to $(DEMO)/samples/"
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -71,6 +86,8 @@ lint: install
 bench: install
 	$(BIN)/python scripts/bench_data.py
 	$(BIN)/python scripts/bench_transformer.py
+	$(BIN)/python scripts/bench_musegan.py
+	$(BIN)/python scripts/bench_audio.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

@@ -69,10 +69,11 @@ class MusicGenerator:
 
     def generate_to(self, out_dir: str | Path, num_samples: int = 1, **kwargs: Any) -> list[Path]:
         """Like ``generate`` and writes ``out_dir/sample_000.mid`` (``.wav`` for audio) ...; returns the paths."""
+        outputs = self.generate(num_samples, **kwargs)  # a refused request writes nothing
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        for i, output in enumerate(self.generate(num_samples, **kwargs)):
+        for i, output in enumerate(outputs):
             path = out / f"sample_{i:03d}{self.task.sample_suffix}"
             self.task.write_sample(output, path)
             paths.append(path)
@@ -138,9 +139,12 @@ class MusicGenerator:
         """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode);
         for a vqvae and an audio file, ``original.wav`` (at the codec's rate) and ``reconstruction.wav``."""
         if self.family == "vqvae":
-            from musgen.data.audio_io import read_audio, write_audio
+            from musgen.data.audio_io import AudioReadError, read_audio, write_audio
 
-            wave = read_audio(Path(midi), self.task.sample_rate)
+            try:
+                wave = read_audio(Path(midi), self.task.sample_rate)
+            except AudioReadError as err:
+                raise err.about(str(midi)) from None
             out = Path(out_dir)
             paths = [out / "original.wav", out / "reconstruction.wav"]
             for path, audio in zip(paths, (wave, self.reconstruct_audio(wave)), strict=True):

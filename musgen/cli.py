@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--sample-rate", type=int, default=44100, metavar="HZ", help="default 44100")
     render.add_argument("--engine", choices=["auto", "fluidsynth", "synth"], default="auto",
                         help="auto (default): fluidsynth when available, else synth")
+    render.add_argument("--max-seconds", type=float, default=0.0, metavar="S",
+                        help="render only the first S seconds (e.g. a prompt for the audio prior)")
     render.add_argument("--program", type=int, metavar="N",
                         help="play every non-drum part with General MIDI program N (0-127), e.g. 19 church organ")
     return parser
@@ -236,7 +238,7 @@ def _cmd_render(args: argparse.Namespace) -> None:
     audio_format(args.out)  # a bad suffix fails before the render, not after
     try:
         wave = render_midi(args.midi, args.sample_rate, soundfont=args.soundfont, engine=args.engine,
-                           program=args.program)
+                           program=args.program, max_seconds=args.max_seconds)
     except MusgenError as err:
         if getattr(err, "reason", None) is None:  # a setting or a missing file: already says what
             raise

@@ -93,3 +93,34 @@ def tiny_gan_run(tmp_path_factory: pytest.TempPathFactory, bach_data: Path):
 
     run = tmp_path_factory.mktemp("runs") / "musegan"
     return musgen.train("musegan", bach_data, run, config="configs/tiny/musegan.yaml", progress=False)
+
+
+@pytest.fixture(scope="session")
+def bach_audio_data(tmp_path_factory: pytest.TempPathFactory, bach_midi_dir: Path) -> Path:
+    """The real chorales of ``bach_midi_dir`` rendered to 16 kHz audio (first 8 s of each), a third
+    of them held out for validation."""
+    from musgen.data import AudioDataConfig, build_audio
+
+    out = tmp_path_factory.mktemp("data") / "bach_audio"
+    build_audio(out, midi_dir=bach_midi_dir, render=True,
+                config=AudioDataConfig(max_seconds_per_piece=8, valid_fraction=0.3, test_fraction=0.0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_codec_run(tmp_path_factory: pytest.TempPathFactory, bach_audio_data: Path):
+    """The tiny VQ-VAE preset trained on ``bach_audio_data``."""
+    import musgen
+
+    run = tmp_path_factory.mktemp("runs") / "vqvae"
+    return musgen.train("vqvae", bach_audio_data, run, config="configs/tiny/vqvae.yaml", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_run(tmp_path_factory: pytest.TempPathFactory, bach_audio_data: Path, tiny_codec_run):
+    """The tiny audio prior trained on the codes of ``tiny_codec_run``."""
+    import musgen
+
+    run = tmp_path_factory.mktemp("runs") / "prior"
+    return musgen.train("prior", bach_audio_data, run, config="configs/tiny/prior.yaml",
+                        overrides=[f"vqvae={tiny_codec_run.run_dir}"], progress=False)

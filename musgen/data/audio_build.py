@@ -36,7 +36,7 @@ from musgen.errors import ConfigError, MusgenError
 
 from .audio_io import AUDIO_SUFFIXES, AudioReadError, check_rate, read_audio
 from .build import SPLITS, NoUsableDataError, _atomic_write_bytes, _write_json, split_of
-from .corpus import corpus_midi_files, scan_midi_dir
+from .corpus import corpus_midi_files, scan_files, scan_midi_dir
 from .render import ENGINES, render_midi, resolve_engine
 from .workpool import run_files
 
@@ -133,34 +133,8 @@ def _piece_frames(path: Path) -> int | None:
 
 
 def scan_audio_dir(root: Path) -> tuple[list[Path], list[dict]]:
-    """Audio files (by suffix) under ``root``, recursively, and ``{"path", "reason"}`` for entries
-    that look like audio but cannot be opened. Other files are ignored; links to folders not followed."""
-    files: list[Path] = []
-    skipped: list[dict] = []
-
-    def rel(p: str) -> str:
-        return Path(os.path.relpath(p, root)).as_posix()
-
-    def on_error(err: OSError) -> None:
-        skipped.append({"path": rel(err.filename or str(root)), "reason": f"unreadable directory: {err.strerror}"})
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
-        for d in dirnames:
-            if d.lower().endswith(AUDIO_SUFFIXES):
-                skipped.append({"path": rel(os.path.join(dirpath, d)), "reason": "is a directory, not an audio file"})
-        for f in filenames:
-            if not f.lower().endswith(AUDIO_SUFFIXES):
-                continue
-            full = os.path.join(dirpath, f)
-            if not os.path.isfile(full):
-                skipped.append({"path": rel(full), "reason": "not a regular file (broken link?)"})
-            elif not os.access(full, os.R_OK):
-                skipped.append({"path": rel(full), "reason": "permission denied"})
-            else:
-                files.append(Path(full))
-    files.sort()
-    skipped.sort(key=lambda d: d["path"])
-    return files, skipped
+    """``scan_files`` for audio suffixes: other files are ignored, links to folders not followed."""
+    return scan_files(root, AUDIO_SUFFIXES, "an audio")
 
 
 def _fluidsynth_version() -> str:

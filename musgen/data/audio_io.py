@@ -27,6 +27,10 @@ SILENCE_PEAK = 1e-4  # -80 dBFS: nothing a listener (or a model) can use
 class AudioReadError(MusgenError):
     """An audio file that cannot be used; ``reason`` is one line for the build manifest."""
 
+    def about(self, what: str) -> MusgenError:
+        """The same error naming the file for a user: ``--prime x.wav: not an audio file (...)``."""
+        return MusgenError(f"{what}: {self.reason}")
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason

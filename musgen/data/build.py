@@ -19,20 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
-import signal
 import tempfile
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import miditok
 import numpy as np
 from miditok.constants import CURRENT_MIDITOK_VERSION
-from tqdm import tqdm
 
 from musgen.errors import ConfigError, MusgenError
 
@@ -46,6 +41,7 @@ from .tokenizers import (
     load_tokenizer,
     make_tokenizer,
 )
+from .workpool import run_files
 
 log = logging.getLogger(__name__)
 
@@ -98,24 +94,21 @@ def split_of(rel_path: str, valid_fraction: float, test_fraction: float) -> str:
 
 # ----------------------------------------------------------------------------- workers
 
-_WORKER: dict = {}
+_TOKENIZERS: dict[tuple, miditok.MusicTokenizer] = {}  # per process, keyed by the file's identity
 
 
-class _FileTimeout(Exception):
-    pass
+def _tokenizer(path: str) -> miditok.MusicTokenizer:
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)  # BPE training rewrites the file at the same path
+    if key not in _TOKENIZERS:
+        _TOKENIZERS.clear()
+        _TOKENIZERS[key] = load_tokenizer(Path(path))
+    return _TOKENIZERS[key]
 
 
-def _on_alarm(signum, frame):  # noqa: ARG001
-    raise _FileTimeout
-
-
-def _init_worker(tokenizer_path: str, hard_limit: bool) -> None:
-    _WORKER["tok"] = load_tokenizer(Path(tokenizer_path))
-    _WORKER["hard"] = hard_limit
-
-
-def _tokenize_file(path: str, min_notes: int, want_bar_bytes: bool) -> tuple[np.ndarray, list[str]]:
-    tok = _WORKER["tok"]
+def _tokenize_file(job: tuple[str, str, int, bool]) -> tuple[np.ndarray, list[str]]:
+    tokenizer_path, path, min_notes, want_bar_bytes = job
+    tok = _tokenizer(tokenizer_path)
     score = load_score(path)
     n = count_notes(score)
     if n < min_notes:
@@ -129,87 +122,14 @@ def _tokenize_file(path: str, min_notes: int, want_bar_bytes: bool) -> tuple[np.
     return np.asarray(seq.ids, dtype=np.int32), bar_bytes
 
 
-def _work(items: list[tuple[str, str, bool]], min_notes: int, timeout: float) -> list[tuple]:
-    """Tokenize a batch; each file is bounded in time so that no file can hang the build.
-
-    Soft limit: SIGALRM (wall clock) raises inside Python code. Hard limit (pool workers only):
-    SIGPROF after 2x the CPU time with its default action, which kills the worker even when stuck
-    in C++ with the GIL held; the parent then retries that batch file by file.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    out = []
-    for rel, path, want_bytes in items:
-        if main:
-            old = signal.signal(signal.SIGALRM, _on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-            if _WORKER.get("hard"):
-                signal.signal(signal.SIGPROF, signal.SIG_DFL)
-                signal.setitimer(signal.ITIMER_PROF, 2 * timeout + 5)
-        try:
-            ids, bar_bytes = _tokenize_file(path, min_notes, want_bytes)
-            out.append((rel, ids, bar_bytes, None))
-        except MidiReadError as e:
-            out.append((rel, None, None, e.reason))
-        except _FileTimeout:
-            out.append((rel, None, None, f"tokenization exceeded {timeout:g} s"))
-        except Exception as e:  # never let one file stop the build
-            out.append((rel, None, None, f"{type(e).__name__}: {e}".splitlines()[0][:300]))
-        finally:
-            if main:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, old)
-                if _WORKER.get("hard"):
-                    signal.setitimer(signal.ITIMER_PROF, 0)
-    return out
-
-
-def _mp_context() -> mp.context.BaseContext:
-    methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else "spawn")
-
-
 def _run_tokenization(
     items: list[tuple[str, str, bool]], tokenizer_path: Path, cfg: DataConfig, workers: int, desc: str
 ) -> dict[str, tuple]:
-    """Tokenize all items; returns rel -> (ids | None, bar_bytes | None, reason | None)."""
-    results: dict[str, tuple] = {}
-    bar = tqdm(total=len(items), desc=desc, unit="file")
-    timeout = float(cfg.max_seconds_per_file)
-
-    def record(res: list[tuple]) -> None:
-        for rel, ids, bb, reason in res:
-            results[rel] = (ids, bb, reason)
-        bar.update(len(res))
-
-    if workers <= 1 or len(items) <= 4:
-        _init_worker(str(tokenizer_path), hard_limit=False)
-        for it in items:
-            record(_work([it], cfg.min_notes, timeout))
-        bar.close()
-        return results
-
-    size = max(1, min(16, len(items) // (workers * 4)))
-    pending = [items[i : i + size] for i in range(0, len(items), size)]
-    while pending:
-        broken: list[list] = []
-        with ProcessPoolExecutor(
-            workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(str(tokenizer_path), True)
-        ) as ex:
-            futs = {ex.submit(_work, chunk, cfg.min_notes, timeout): chunk for chunk in pending}
-            for fut in as_completed(futs):
-                try:
-                    record(fut.result())
-                except Exception:  # BrokenProcessPool: a worker died (crash or hard limit)
-                    broken.append(futs[fut])
-        pending = []
-        for chunk in broken:
-            if len(chunk) == 1:
-                log.warning("file %s killed its tokenizer process", chunk[0][0])
-                record([(chunk[0][0], None, None, "tokenizer process crashed or exceeded the hard time limit")])
-            else:  # retry one by one to find the culprit
-                pending += [[it] for it in chunk]
-    bar.close()
-    return results
+    """Tokenize all items (each bounded in time, see ``workpool``); returns
+    rel -> (ids | None, bar_bytes | None, reason | None)."""
+    jobs = [(rel, (str(tokenizer_path), path, cfg.min_notes, want)) for rel, path, want in items]
+    done = run_files(_tokenize_file, jobs, workers=workers, timeout=float(cfg.max_seconds_per_file), desc=desc)
+    return {rel: (*(value if value is not None else (None, None)), reason) for rel, (value, reason) in done.items()}
 
 
 class _BytesIterator:

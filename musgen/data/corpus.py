@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
 import re
 import signal
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .workpool import mp_context
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +195,6 @@ def _batches(pieces: list[_Piece], n_workers: int) -> list[list[_Piece]]:
     return out
 
 
-def _mp_context() -> mp.context.BaseContext:
-    # fork is cheap (music21 is already imported); fall back where it does not exist.
-    methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else "spawn")
-
-
 # Bumped when _convert_one learns to convert more: failures recorded by an older one are retried.
 CONVERTER_VERSION = 2
 
@@ -281,7 +276,7 @@ def corpus_midi_files(
                 new_failed += [(r, e) for r, e in res if e]
                 bar.update(len(res))
         else:
-            with _mp_context().Pool(n_workers) as pool:
+            with mp_context().Pool(n_workers) as pool:
                 for res in pool.imap_unordered(_convert_batch, tasks):
                     new_failed += [(r, e) for r, e in res if e]
                     bar.update(len(res))
@@ -303,12 +298,13 @@ def corpus_midi_files(
     return root, files, failures
 
 
-def scan_midi_dir(root: Path) -> tuple[list[Path], list[dict]]:
-    """List MIDI files under ``root`` recursively without parsing them.
+def scan_files(root: Path, suffixes: tuple[str, ...], kind: str) -> tuple[list[Path], list[dict]]:
+    """List the files under ``root`` whose names end in ``suffixes``, recursively, without opening them.
 
-    Returns sorted paths and ``{"path": relative path, "reason": str}`` for entries that look
-    like MIDI but cannot be used (directories named ``x.mid``, broken links, unreadable files or
+    Returns sorted paths and ``{"path": relative path, "reason": str}`` for entries that look like
+    such files but cannot be used (directories named ``x.mid``, broken links, unreadable files or
     directories). Symlinked directories are not followed, so link loops cannot recurse forever.
+    ``kind`` names the files in reasons ("MIDI", "audio").
     """
     root = Path(root)
     if not root.is_dir():
@@ -324,10 +320,10 @@ def scan_midi_dir(root: Path) -> tuple[list[Path], list[dict]]:
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
         for d in dirnames:
-            if d.lower().endswith(MIDI_SUFFIXES):
-                skipped.append({"path": rel(os.path.join(dirpath, d)), "reason": "is a directory, not a MIDI file"})
+            if d.lower().endswith(suffixes):
+                skipped.append({"path": rel(os.path.join(dirpath, d)), "reason": f"is a directory, not {kind} file"})
         for f in filenames:
-            if not f.lower().endswith(MIDI_SUFFIXES):
+            if not f.lower().endswith(suffixes):
                 continue
             full = os.path.join(dirpath, f)
             if not os.path.isfile(full):  # stat follows file links: catches broken ones
@@ -339,3 +335,8 @@ def scan_midi_dir(root: Path) -> tuple[list[Path], list[dict]]:
     files.sort()
     skipped.sort(key=lambda d: d["path"])
     return files, skipped
+
+
+def scan_midi_dir(root: Path) -> tuple[list[Path], list[dict]]:
+    """``scan_files`` for .mid/.midi files."""
+    return scan_files(root, MIDI_SUFFIXES, "a MIDI")

@@ -8,6 +8,7 @@ pinned on the file that caused it, not on the files that shared its pool).
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import signal
 import threading
 from collections.abc import Callable
@@ -18,11 +19,15 @@ from tqdm import tqdm
 
 from musgen.errors import MusgenError
 
-from .build import _mp_context
-
 log = logging.getLogger(__name__)
 
 Result = tuple[Any, str | None]  # (value, None) or (None, reason)
+
+
+def mp_context() -> mp.context.BaseContext:
+    """fork where it exists (cheap: music21, miditok and torch are already imported), else spawn."""
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
 class _FileTimeout(Exception):
@@ -89,7 +94,7 @@ def run_files(
     def pool(chunks: list[list], n: int) -> list[list]:
         """Run chunks in a pool of n processes; returns the chunks whose process died."""
         broken = []
-        with ProcessPoolExecutor(n, mp_context=_mp_context()) as ex:
+        with ProcessPoolExecutor(n, mp_context=mp_context()) as ex:
             futs = {ex.submit(_run_chunk, func, chunk, timeout, True): chunk for chunk in chunks}
             for fut in as_completed(futs):
                 try:

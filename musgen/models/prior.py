@@ -128,11 +128,14 @@ class PriorTask(LanguageModelTask):
     def _prompt(self, prime: Any) -> tuple[np.ndarray, list[int]]:
         """The prompt's samples (whole code frames only) and its tokens (BOS first)."""
         from musgen.data.audio_codes import flatten_codes
-        from musgen.data.audio_io import read_audio
+        from musgen.data.audio_io import AudioReadError, read_audio
 
         if prime is None:
             return np.zeros(0, np.float32), [self.bos]
-        wave = read_audio(Path(prime), self.sample_rate)
+        try:
+            wave = read_audio(Path(prime), self.sample_rate)
+        except AudioReadError as err:
+            raise err.about(f"--prime {prime}") from None
         frames = len(wave) // self.hop
         if frames < 1:
             raise MusgenError(f"--prime {prime} is shorter than one code frame ({self.hop} samples)")

@@ -1,0 +1,127 @@
+"""Speed of the audio generation path on this machine, as multiples of real time (issue 6).
+
+    python scripts/bench_audio.py [--codec runs/vqvae] [--prior runs/prior] [--data data/bach_audio]
+
+Codec: encode and decode 30 s of audio (a held-out piece of --data, else noise), one call each.
+Prior: sample 5 s of new audio codes with the KV cache (batch 1, and 4 at once), then the whole
+path (codes sampled and decoded to a waveform), unprimed and with a 2-s prompt. Without --codec or
+--prior the default presets are built with random weights (the speed does not depend on them).
+Times are medians of --repeats runs in this one process; x real time = audio seconds / wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import musgen  # noqa: E402
+from musgen.config import resolve  # noqa: E402
+from musgen.data.audio_io import write_audio  # noqa: E402
+from musgen.models.prior import PriorConfig, PriorTask  # noqa: E402
+from musgen.models.vqvae import VQVAEConfig, VQVAETask  # noqa: E402
+
+RATE = 16000
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load_models(args) -> tuple[VQVAETask, PriorTask]:
+    meta = {"kind": "audio", "sample_rate": RATE}
+    if args.codec:
+        codec = musgen.load(args.codec).task
+    else:
+        codec = VQVAETask(resolve(VQVAEConfig, "vqvae"), None, meta)
+        codec.models["model"].eval()
+    if args.prior:
+        prior = musgen.load(args.prior).task
+    else:
+        q = codec.cfg.model.quantizer
+        prior = PriorTask(resolve(PriorConfig, "prior"), None,
+                          {**meta, "codebook_size": q.codes, "levels": q.levels, "vocab_size": q.codes * q.levels + 1,
+                           "hop": codec.cfg.model.hop})
+        prior.codec = codec
+        prior.models["model"].eval()
+    return codec, prior
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--codec", type=Path)
+    parser.add_argument("--prior", type=Path)
+    parser.add_argument("--data", type=Path, help="an audio DATA_DIR (a held-out piece to encode)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "scripts" / "results" / "bench_audio.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    codec, prior = load_models(args)
+    if args.data:
+        from musgen.data.audio_data import audio_pieces
+
+        wave = np.concatenate(audio_pieces(args.data, "test"))[: 30 * RATE]
+    else:
+        wave = (0.1 * np.random.default_rng(0).standard_normal(30 * RATE)).astype(np.float32)
+    seconds = len(wave) / RATE
+    codes = codec.encode_audio(wave)
+    t_enc = timed(lambda: codec.encode_audio(wave), args.repeats)
+    t_dec = timed(lambda: codec.decode_codes(codes), args.repeats)
+
+    new_seconds = 5.0
+    frames = int(np.ceil(new_seconds * prior.code_rate))
+    from musgen.generate.sampling import SamplingControls, sample_sequences
+
+    def sample_codes(n: int) -> None:
+        ctl = SamplingControls(length=frames * prior.levels, min_length=0, seed=0)
+        sample_sequences(prior.models["model"], [prior.bos], n, ctl, eos_id=None, pad_id=prior.bos,
+                         allowed=prior._level_mask())
+
+    t_prior1 = timed(lambda: sample_codes(1), args.repeats)
+    t_prior4 = timed(lambda: sample_codes(4), args.repeats)
+    t_path = timed(lambda: prior.sample(1, seconds=new_seconds, seed=0), args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        prompt = Path(tmp) / "prompt.wav"
+        write_audio(prompt, wave[: 2 * RATE], RATE)
+        t_primed = timed(lambda: prior.sample(1, prime=prompt, seconds=new_seconds, seed=0), args.repeats)
+
+    result = {
+        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
+        "codec": {"checkpoint": str(args.codec) if args.codec else "random weights, configs/vqvae.yaml",
+                  "params": sum(p.numel() for p in codec.models["model"].parameters()),
+                  "audio_seconds": seconds, "encode_s": t_enc, "decode_s": t_dec,
+                  "encode_x_realtime": seconds / t_enc, "decode_x_realtime": seconds / t_dec,
+                  "code_rate_hz": codec.code_rate, "bitrate_bps": codec.bitrate},
+        "prior": {"checkpoint": str(args.prior) if args.prior else "random weights, configs/prior.yaml",
+                  "params": sum(p.numel() for p in prior.models["model"].parameters()),
+                  "new_seconds": new_seconds, "tokens": frames * prior.levels,
+                  "sample_s_batch1": t_prior1, "sample_x_realtime_batch1": new_seconds / t_prior1,
+                  "sample_s_batch4": t_prior4, "sample_x_realtime_batch4": 4 * new_seconds / t_prior4,
+                  "tokens_per_s_batch1": frames * prior.levels / t_prior1},
+        "generation_path": {"unprimed_s": t_path, "unprimed_x_realtime": new_seconds / t_path,
+                            "primed_2s_s": t_primed, "primed_x_realtime": new_seconds / t_primed},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

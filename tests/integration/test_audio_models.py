@@ -1,0 +1,141 @@
+"""The audio path end to end on rendered real chorales: a tiny codec and a tiny prior train, the
+codec reconstructs a recording, the prior samples WAV files that continue a prompt."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from safetensors.torch import load_file, save_model
+
+import musgen
+from musgen.cli import main
+from musgen.data.audio_data import audio_pieces
+from musgen.errors import MusgenError
+
+RATE = 16000
+
+
+def _history(run, key):
+    return [r[key] for r in run.history if key in r]
+
+
+def test_tiny_codec_trains_without_collapse(tiny_codec_run):
+    stft = _history(tiny_codec_run, "stft")
+    assert all(math.isfinite(v) for v in stft) and stft[-1] < stft[0]
+    metrics = tiny_codec_run.metrics
+    assert {"valid_stft", "valid_log_mel_l1", "valid_si_sdr", "valid_code_usage", "valid_code_perplexity"} <= set(metrics)
+    assert metrics["valid_code_usage"] > 0.3 and metrics["valid_code_perplexity"] > 8  # of 64 codes
+    assert (tiny_codec_run.checkpoint / "model.safetensors").is_file()
+
+
+def test_codec_resume_is_exact(tmp_path, bach_audio_data):
+    """6 steps straight equal 3 steps, a fresh process resuming, 3 more (EMA codebook included)."""
+    common = ["train", "vqvae", "--data", str(bach_audio_data), "--config", "configs/tiny/vqvae.yaml",
+              "--no-progress", "--set", "train.steps=6", "--set", "train.save_every=3", "--set", "train.eval_every=100"]
+    assert main([*common, "--out", str(tmp_path / "straight")]) == 0
+    assert main([*common, "--out", str(tmp_path / "split"), "--set", "train.stop_at=3"]) == 0
+    subprocess.run([sys.executable, "-m", "musgen.cli", *common, "--out", str(tmp_path / "split"), "--resume"],
+                   check=True, capture_output=True)
+    a = load_file(str(tmp_path / "straight/checkpoints/step_0000006/model.safetensors"))
+    b = load_file(str(tmp_path / "split/checkpoints/step_0000006/model.safetensors"))
+    assert a.keys() == b.keys() and any("embed" in k for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_reconstruct_a_stereo_44k_recording(tmp_path, bach_audio_data, tiny_codec_run, capsys):
+    wave = audio_pieces(bach_audio_data, "valid")[0][: 3 * RATE + 77]  # an odd length
+    t44 = np.arange(round(len(wave) * 44100 / RATE)) * RATE / 44100
+    at44 = np.interp(t44, np.arange(len(wave)), wave)
+    sf.write(tmp_path / "take.wav", np.stack([at44, 0.5 * at44], axis=1), 44100)
+    assert main(["reconstruct", str(tmp_path / "take.wav"), "--checkpoint", str(tiny_codec_run.run_dir),
+                 "--out", str(tmp_path / "recon")]) == 0
+    original, sr1 = sf.read(tmp_path / "recon/original.wav")
+    recon, sr2 = sf.read(tmp_path / "recon/reconstruction.wav")
+    assert sr1 == sr2 == RATE and len(original) == len(recon) == pytest.approx(len(wave), abs=2)
+    assert np.abs(recon).max() > 0.01
+
+
+def test_tiny_prior_learns_the_codes(tiny_prior_run, tiny_codec_run):
+    nll = tiny_prior_run.metrics["valid_nll"]
+    assert math.isfinite(nll) and nll < math.log(64) - 0.5  # well below uniform over the 64 codes
+    ckpt = tiny_prior_run.checkpoint
+    meta = json.loads((ckpt / "musgen.json").read_text())
+    assert meta["data"]["codebook_size"] == 64 and meta["data"]["vocab_size"] == 65  # 64 codes + BOS
+    assert (ckpt / "vqvae" / "model.safetensors").read_bytes() == (
+        tiny_codec_run.checkpoint / "model.safetensors").read_bytes()
+
+
+def test_primed_sample_starts_with_the_prompt(tmp_path, bach_audio_data, tiny_prior_run):
+    prompt = audio_pieces(bach_audio_data, "valid")[0][: RATE + 1000]
+    sf.write(tmp_path / "prompt.wav", prompt, RATE, subtype="FLOAT")
+    out = tmp_path / "samples"
+    assert main(["sample", "--checkpoint", str(tiny_prior_run.run_dir), "--prime", str(tmp_path / "prompt.wav"),
+                 "--seconds", "1.5", "--num-samples", "2", "--seed", "0", "--out", str(out)]) == 0
+    hop = 64
+    kept = (len(prompt) // hop) * hop  # whole code frames of the prompt
+    new = math.ceil(1.5 * RATE / hop) * hop
+    waves = []
+    for name in ("sample_000.wav", "sample_001.wav"):
+        wave, sr = sf.read(out / name, dtype="float32")
+        assert sr == RATE and len(wave) == kept + new
+        fade = round(0.01 * RATE)
+        np.testing.assert_allclose(wave[: kept - fade], prompt[: kept - fade], atol=1 / 32000)  # 16-bit WAV
+        waves.append(wave)
+    assert not np.allclose(waves[0][kept:], waves[1][kept:])  # two different continuations
+
+
+def test_unprimed_sample_api(tiny_prior_run):
+    generator = musgen.load(tiny_prior_run.run_dir)
+    assert generator.sample_rate == RATE
+    waves = generator.generate(2, seconds=0.5, seed=1, top_k=20)
+    assert [len(w) for w in waves] == [math.ceil(0.5 * RATE / 64) * 64] * 2
+    again = generator.generate(2, seconds=0.5, seed=1, top_k=20)
+    assert all(np.array_equal(a, b) for a, b in zip(waves, again, strict=True))  # seeded
+
+
+def test_prior_refuses_a_codec_with_other_codebooks(tmp_path, tiny_prior_run):
+    ckpt = tmp_path / "prior"
+    shutil.copytree(tiny_prior_run.checkpoint, ckpt)
+    config = yaml.safe_load((ckpt / "vqvae/config.yaml").read_text())
+    config["model"]["quantizer"]["codebook_size"] = 32
+    (ckpt / "vqvae/config.yaml").write_text(yaml.safe_dump(config))
+    from musgen.config import from_dict
+    from musgen.models.vqvae import VQVAE, VQVAEConfig
+
+    config.pop("family")
+    save_model(VQVAE(from_dict(VQVAEConfig, config).model), str(ckpt / "vqvae/model.safetensors"))
+    with pytest.raises(MusgenError, match="32 codes.*trained on 1 x 64"):
+        musgen.load(ckpt)
+
+
+def test_audio_misuse_is_one_line(tmp_path, capsys, bach_audio_data, bach_data, tiny_prior_run, tiny_codec_run):
+    cases = [
+        (["train", "prior", "--data", str(bach_audio_data), "--out", str(tmp_path / "a"),
+          "--config", "configs/tiny/prior.yaml"], "vqvae=PATH"),
+        (["train", "prior", "--data", str(bach_audio_data), "--out", str(tmp_path / "b"),
+          "--config", "configs/tiny/prior.yaml", "--set", f"vqvae={tiny_prior_run.run_dir}"], "not a vqvae"),
+        (["train", "vqvae", "--data", str(bach_data), "--out", str(tmp_path / "c")], "trains on audio"),
+        (["sample", "--checkpoint", str(tiny_prior_run.run_dir), "--bars", "4", "--out", str(tmp_path / "d")],
+         "--bars"),
+        (["sample", "--checkpoint", str(tiny_prior_run.run_dir), "--seconds", "-1", "--out", str(tmp_path / "e")],
+         "--seconds"),
+        (["sample", "--checkpoint", str(tiny_codec_run.run_dir), "--out", str(tmp_path / "f")], "audio codec"),
+        (["sample", "--checkpoint", str(tiny_prior_run.run_dir), "--prime", __file__, "--out", str(tmp_path / "g")],
+         "prime"),
+    ]
+    for args, expected in cases:
+        capsys.readouterr()
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, (args, err)
+        assert not (tmp_path / args[-1]).exists() or args[0] == "train"
