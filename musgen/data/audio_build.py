@@ -11,6 +11,8 @@ On-disk format of an audio data directory (``FORMAT_VERSION`` 1), read by ``musg
 * ``{split}.pieces.json``  relative source paths (the MIDI's for renders), same order.
 * ``render-cache/``        renders as FLAC, keyed by MIDI content and render settings, so a rebuild
                            with other split fractions (or after an interruption) renders nothing twice.
+* ``.decode-cache/``       decoded audio files (``--audio-dir``) while a build runs: a build killed
+                           half-way decodes only the rest when run again; deleted when complete.
 
 A piece keeps the split its relative path hashes to (``build.split_of``), so a chorale rendered to
 audio lands in the same split as its tokens in a MIDI data set built from the same corpus.
@@ -22,8 +24,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 RENDER_VERSION = 1  # bump when rendering changes its output: cached renders are then redone
 CACHE_DIR = "render-cache"
+DECODE_CACHE = ".decode-cache"
 # random_program: timbres that suit any (mostly polyphonic, tonal) piece
 PROGRAMS = {0: "acoustic grand piano", 19: "church organ", 48: "string ensemble", 52: "choir aahs",
             71: "clarinet", 61: "brass section", 24: "nylon guitar", 73: "flute"}
@@ -81,7 +84,7 @@ class AudioDataConfig:
 
 def program_for(rel: str) -> int:
     """The GM program a piece is rendered with under ``random_program`` (stable across builds)."""
-    digest = hashlib.sha256(f"program\0{Path(rel).as_posix()}".encode()).digest()
+    digest = hashlib.sha256(f"program\0{Path(rel).as_posix()}".encode("utf-8", "surrogateescape")).digest()
     programs = list(PROGRAMS)
     return programs[int.from_bytes(digest[:8], "big") % len(programs)]
 
@@ -227,58 +230,65 @@ def build_audio(
 
     # 3. decode / render every file into a piece file (renders are cached across builds)
     programs = {rel: program_for(rel) for rel, _, _ in files} if render and cfg.random_program else {}
-    with tempfile.TemporaryDirectory(prefix=".musgen-audio-", dir=out) as tmpdir:
+    for stale in out.glob(".musgen-audio-*"):  # the temporary directory of a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    decode_cache = out / DECODE_CACHE
+    if force:
+        shutil.rmtree(decode_cache, ignore_errors=True)
+    if render:
+        cache = out / CACHE_DIR
+        cache.mkdir(exist_ok=True)
+        render_meta = {k: meta[k] for k in ("render_version", "renderer", "soundfont", "fluidsynth")}
+    else:
+        decode_cache.mkdir(exist_ok=True)
+    dests: dict[str, Path] = {}
+    lengths: dict[str, int] = {}
+    tasks: list[tuple[str, _Task]] = []
+    min_frames = int(np.ceil(cfg.min_seconds * cfg.sample_rate))
+    for rel, path, stamp in files:
         if render:
-            cache = out / CACHE_DIR
-            cache.mkdir(exist_ok=True)
-            render_meta = {k: meta[k] for k in ("render_version", "renderer", "soundfont", "fluidsynth")}
-        dests: dict[str, Path] = {}
-        lengths: dict[str, int] = {}
-        tasks: list[tuple[str, _Task]] = []
-        min_frames = int(np.ceil(cfg.min_seconds * cfg.sample_rate))
-        for i, (rel, path, _) in enumerate(files):
-            if render:
-                try:
-                    dests[rel] = cache / f"{_render_key(path, cfg, programs.get(rel), render_meta)}.flac"
-                except OSError as e:
-                    skipped.append({"path": rel, "reason": f"cannot read: {e.strerror}"})
-                    continue
-                frames = _piece_frames(dests[rel])
-                if frames is not None and frames >= min_frames:
-                    lengths[rel] = frames
-                    continue
-            else:
-                dests[rel] = Path(tmpdir) / f"{i}.flac"
-            tasks.append((rel, _Task(str(path), str(dests[rel]), cfg.sample_rate, cfg.max_seconds_per_piece,
-                                     cfg.min_seconds, renderer or "", str(soundfont) if soundfont else None,
-                                     programs.get(rel))))
-        if render and lengths:
-            log.info("%d of %d renders reused from %s", len(lengths), len(files), out / CACHE_DIR)
-        verb = f"render ({renderer})" if render else "decode"
-        if tasks:
-            log.info("%s: %d files with %d processes", verb, len(tasks), workers)
-        for rel, (n, reason) in run_files(_do_task, tasks, workers=workers, timeout=cfg.max_seconds_per_file,
-                                          desc=verb).items():
-            if reason is None:
-                lengths[rel] = n
-            else:
-                skipped.append({"path": rel, "reason": reason})
+            try:
+                dests[rel] = cache / f"{_render_key(path, cfg, programs.get(rel), render_meta)}.flac"
+            except OSError as e:
+                skipped.append({"path": rel, "reason": f"cannot read: {e.strerror}"})
+                continue
+        else:
+            dests[rel] = decode_cache / f"{_decode_key(rel, stamp, cfg)}.flac"
+        frames = _piece_frames(dests[rel])
+        if frames is not None and frames >= min_frames:
+            lengths[rel] = frames
+            continue
+        tasks.append((rel, _Task(str(path), str(dests[rel]), cfg.sample_rate, cfg.max_seconds_per_piece,
+                                 cfg.min_seconds, renderer or "", str(soundfont) if soundfont else None,
+                                 programs.get(rel))))
+    if lengths:
+        log.info("%d of %d %s reused from %s", len(lengths), len(files), "renders" if render else "decodings",
+                 out / CACHE_DIR if render else decode_cache)
+    verb = f"render ({renderer})" if render else "decode"
+    if tasks:
+        log.info("%s: %d files with %d processes", verb, len(tasks), workers)
+    for rel, (n, reason) in run_files(_do_task, tasks, workers=workers, timeout=cfg.max_seconds_per_file,
+                                      desc=verb).items():
+        if reason is None:
+            lengths[rel] = n
+        else:
+            skipped.append({"path": rel, "reason": reason})
 
-        skipped.sort(key=lambda d: d["path"])
-        per_split: dict[str, list[str]] = {s: [] for s in SPLITS}
-        for rel, _, _ in files:
-            if rel in lengths:
-                per_split[split_of(rel, cfg.valid_fraction, cfg.test_fraction)].append(rel)
-        if not lengths:
-            reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
-            where = f"corpus {corpus!r}" if corpus else str(root)
-            raise NoUsableDataError(
-                f"no usable {'MIDI' if render else 'audio'} file in {where}: {files_found} found, "
-                f"{len(skipped)} skipped" + (f" (e.g. {reasons})" if reasons else "")
-            )
+    skipped.sort(key=lambda d: d["path"])
+    per_split: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for rel, _, _ in files:
+        if rel in lengths:
+            per_split[split_of(rel, cfg.valid_fraction, cfg.test_fraction)].append(rel)
+    if not lengths:
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+        where = f"corpus {corpus!r}" if corpus else str(root)
+        raise NoUsableDataError(
+            f"no usable {'MIDI' if render else 'audio'} file in {where}: {files_found} found, "
+            f"{len(skipped)} skipped" + (f" (e.g. {reasons})" if reasons else "")
+        )
 
-        # 4. assemble the splits
-        splits_info = _write_splits(out, per_split, lengths, dests, cfg.sample_rate)
+    # 4. assemble the splits
+    splits_info = _write_splits(out, per_split, lengths, dests, cfg.sample_rate)
     if render:  # keep only the renders this build uses (and no leftovers of killed workers)
         used = {dests[r].name for r in lengths}
         for stale in [*(out / CACHE_DIR).glob("*.flac"), *(out / CACHE_DIR).glob(".*.tmp")]:
@@ -302,6 +312,7 @@ def build_audio(
             manifest["programs"] = {rel: programs[rel] for rel in sorted(lengths)}
     manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
     _write_json(manifest_path, manifest)
+    shutil.rmtree(decode_cache, ignore_errors=True)  # complete: the split arrays hold it all
     log.info("built %s: %s; %d skipped; %.1f s", out,
              ", ".join(f"{s} {v['pieces']} pieces/{v['seconds']:.0f} s" for s, v in splits_info.items()),
              len(skipped), manifest["build_seconds"])
@@ -311,10 +322,17 @@ def build_audio(
 def _fingerprint(meta: dict, files: list[tuple[str, Path, str]], skipped: list[dict]) -> str:
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for rel, _, stamp in files:
-        h.update(f"{rel}\0{stamp}\n".encode())
+        h.update(f"{rel}\0{stamp}\n".encode("utf-8", "surrogateescape"))
     for s in skipped:
-        h.update(f"skip\0{s['path']}\0{s['reason']}\n".encode())
+        h.update(f"skip\0{s['path']}\0{s['reason']}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+def _decode_key(rel: str, stamp: str, cfg: AudioDataConfig) -> str:
+    """Cache key of a decoded file (within one output folder): the file and what shapes its audio."""
+    blob = json.dumps({"rel": rel, "stamp": stamp, "sample_rate": cfg.sample_rate,
+                       "max_seconds": cfg.max_seconds_per_piece}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def _render_key(midi: Path, cfg: AudioDataConfig, program: int | None, render_meta: dict) -> str:

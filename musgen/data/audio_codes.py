@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .view_cache import cache_path, write_cache
+from .view_cache import cache_path, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -54,9 +54,9 @@ def encoded_split(data_dir: Path, split: str, codec: Any, codec_key: str) -> tup
     from .audio_data import audio_pieces
 
     path = cache_path(data_dir, "codes", split, {"codec": codec_key})
-    if path.is_file():
-        with np.load(path) as cached:
-            return cached["tokens"], cached["offsets"]
+    cached = read_cache(path, "tokens", "offsets")
+    if cached is not None:
+        return cached
     pieces = audio_pieces(data_dir, split)
     seqs = []
     for wave in tqdm(pieces, desc=f"encode {split}", unit="piece", disable=not pieces):

@@ -35,7 +35,9 @@ def load_audio_split(data_dir: Path | str, split: str) -> tuple[np.ndarray, np.n
     """(int16 samples, memory-mapped; int64 offsets) of a split."""
     data_dir = Path(data_dir)
     read_audio_manifest(data_dir)
-    return np.load(data_dir / f"{split}.audio.npy", mmap_mode="r"), np.load(data_dir / f"{split}.offsets.npy")
+    from .dataset import load_array
+
+    return load_array(data_dir / f"{split}.audio.npy", mmap=True), load_array(data_dir / f"{split}.offsets.npy")
 
 
 def audio_pieces(data_dir: Path | str, split: str) -> list[np.ndarray]:

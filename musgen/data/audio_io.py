@@ -50,10 +50,11 @@ def read_audio(path: Path | str, sample_rate: int, *, max_seconds: float = 0.0) 
     """
     target = check_rate(sample_rate, "target sample rate")
     path = Path(path)
+    name = os.fsencode(path)  # bytes: soundfile cannot encode a str file name that is not UTF-8
     try:
         if path.stat().st_size == 0:
             raise AudioReadError("empty file")
-        info = sf.info(str(path))
+        info = sf.info(name)
     except AudioReadError:
         raise
     except OSError as e:
@@ -66,7 +67,7 @@ def read_audio(path: Path | str, sample_rate: int, *, max_seconds: float = 0.0) 
         raise AudioReadError(f"{info.channels} channels (at most {MAX_CHANNELS})")
     frames = int(max_seconds * info.samplerate) if max_seconds > 0 else -1
     try:
-        data, rate = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+        data, rate = sf.read(name, frames=frames, dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioReadError(f"cannot decode audio ({_first_line(e)})") from None
     if data.shape[0] == 0:
@@ -134,6 +135,6 @@ def _dbfs(amplitude: float) -> float:
 
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
-    if text.startswith("Error opening '") and "': " in text:  # libsndfile repeats the path
+    if text.startswith("Error opening ") and "': " in text:  # libsndfile repeats the path (str or bytes)
         text = text.split("': ", 1)[1]
     return text.splitlines()[0][:200] if text else type(e).__name__

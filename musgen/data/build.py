@@ -12,6 +12,10 @@ On-disk format of a data directory (``FORMAT_VERSION`` 1), read by ``musgen.data
 
 No base-token copy is stored for BPE: training-time transposition is disabled for BPE data (see
 ``tokenizers.pitch_shift_table``), so the BPE ids are all the model needs.
+
+An interrupted build resumes: each worker stores every file's tokens in ``.token-cache/`` as soon as
+it has them (keyed by the file's content and the tokenizer's), a rerun tokenizes only the files not
+there yet, and a complete build deletes the cache.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
+TOKEN_CACHE = ".token-cache"  # per-file results of an unfinished build (see the module docstring)
 
 
 class NoUsableDataError(MusgenError):
@@ -80,10 +87,21 @@ class DataConfig:
             extra=self.tokenizer_params,
         )
 
+    def validate(self) -> None:
+        """A ``ConfigError`` for settings that would crash the build or empty the training split."""
+        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.valid_fraction + self.test_fraction < 1):
+            raise ConfigError("valid_fraction and test_fraction must be >= 0 and sum to less than 1")
+        if not (math.isfinite(self.max_seconds_per_file) and self.max_seconds_per_file > 0) or not self.max_file_mb > 0:
+            raise ConfigError("max_seconds_per_file and max_file_mb must be finite numbers > 0")
+        if self.min_notes < 0 or self.workers < 0 or self.bpe_vocab_size < 0:
+            raise ConfigError("min_notes, workers and bpe_vocab_size must be >= 0")
+
 
 def split_of(rel_path: str, valid_fraction: float, test_fraction: float) -> str:
     """Deterministic split of a piece from a stable hash of its relative path."""
-    digest = hashlib.sha256(Path(rel_path).as_posix().encode("utf-8")).digest()
+    # surrogateescape: a file name that is not UTF-8 hashes as its raw bytes instead of crashing the build
+    digest = hashlib.sha256(Path(rel_path).as_posix().encode("utf-8", "surrogateescape")).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     if u < test_fraction:
         return "test"
@@ -106,8 +124,41 @@ def _tokenizer(path: str) -> miditok.MusicTokenizer:
     return _TOKENIZERS[key]
 
 
-def _tokenize_file(job: tuple[str, str, int, bool]) -> tuple[np.ndarray, list[str]]:
-    tokenizer_path, path, min_notes, want_bar_bytes = job
+def _cache_key(tokenizer_sha: str, path: str, min_notes: int, want_bar_bytes: bool) -> str:
+    digest = hashlib.sha256(f"{tokenizer_sha}\0{min_notes}\0{int(want_bar_bytes)}\0".encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read())
+    return digest.hexdigest()[:32]
+
+
+def _cached_tokens(cache_dir: str, key: str) -> tuple[np.ndarray, list[str]] | None:
+    try:
+        with np.load(Path(cache_dir) / f"{key}.npz", allow_pickle=False) as cached:
+            return cached["ids"].astype(np.int32), [str(b) for b in cached["bars"]]
+    except (OSError, ValueError, KeyError):  # missing, or cut short by a killed build: redo it
+        return None
+
+
+def _store_tokens(cache_dir: str, key: str, ids: np.ndarray, bar_bytes: list[str]) -> None:
+    final = Path(cache_dir) / f"{key}.npz"
+    tmp = final.with_name(f".{key}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, ids=ids, bars=np.array(bar_bytes, dtype=str))
+        os.replace(tmp, final)
+    except OSError as err:  # the cache only saves time
+        log.debug("cannot cache tokens in %s: %s", cache_dir, err)
+        tmp.unlink(missing_ok=True)
+
+
+def _tokenize_file(job: tuple) -> tuple[np.ndarray, list[str]]:
+    tokenizer_path, path, min_notes, want_bar_bytes, *cache = job
+    key = None
+    if cache:  # (cache_dir, sha256 of tokenizer.json): reuse what an interrupted build finished
+        cache_dir, tokenizer_sha = cache
+        key = _cache_key(tokenizer_sha, path, min_notes, want_bar_bytes)
+        found = _cached_tokens(cache_dir, key)
+        if found is not None:
+            return found
     tok = _tokenizer(tokenizer_path)
     score = load_score(path)
     n = count_notes(score)
@@ -119,15 +170,27 @@ def _tokenize_file(job: tuple[str, str, int, bool]) -> tuple[np.ndarray, list[st
         raw = encode_score(tok, score, encode_ids=False)
         chunks = [s.ids for s in raw.split_per_bars()] if tok.config.encode_ids_split == "bar" else [raw.ids]
         bar_bytes = [tok._ids_to_bytes(c, as_one_str=True) for c in chunks if len(c) > 0]
-    return np.asarray(seq.ids, dtype=np.int32), bar_bytes
+    ids = np.asarray(seq.ids, dtype=np.int32)
+    if key is not None:
+        _store_tokens(cache[0], key, ids, bar_bytes)
+    return ids, bar_bytes
 
 
 def _run_tokenization(
-    items: list[tuple[str, str, bool]], tokenizer_path: Path, cfg: DataConfig, workers: int, desc: str
+    items: list[tuple[str, str, bool]], tokenizer_path: Path, cfg: DataConfig, workers: int, desc: str,
+    cache_dir: Path | None = None,
 ) -> dict[str, tuple]:
     """Tokenize all items (each bounded in time, see ``workpool``); returns
-    rel -> (ids | None, bar_bytes | None, reason | None)."""
-    jobs = [(rel, (str(tokenizer_path), path, cfg.min_notes, want)) for rel, path, want in items]
+    rel -> (ids | None, bar_bytes | None, reason | None). With ``cache_dir``, results found there
+    are reused and new ones stored."""
+    cache: tuple = ()
+    if cache_dir is not None:
+        cache_dir.mkdir(exist_ok=True)
+        cache = (str(cache_dir), hashlib.sha256(tokenizer_path.read_bytes()).hexdigest())
+        done = sum(1 for _ in cache_dir.glob("*.npz"))
+        if done:
+            log.info("%d tokenized files left by an interrupted build in %s are reused", done, cache_dir)
+    jobs = [(rel, (str(tokenizer_path), path, cfg.min_notes, want, *cache)) for rel, path, want in items]
     done = run_files(_tokenize_file, jobs, workers=workers, timeout=float(cfg.max_seconds_per_file), desc=desc)
     return {rel: (*(value if value is not None else (None, None)), reason) for rel, (value, reason) in done.items()}
 
@@ -167,9 +230,9 @@ def _fingerprint(cfg: DataConfig, source: dict, files: list[tuple[str, Path]], p
     h.update(json.dumps(meta, sort_keys=True).encode())
     for rel, path in files:
         st = path.stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     for s in pre_skipped:
-        h.update(f"skip\0{s['path']}\0{s['reason']}\n".encode())
+        h.update(f"skip\0{s['path']}\0{s['reason']}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -192,6 +255,7 @@ def build(
     if (corpus is None) == (midi_dir is None):
         raise ValueError("give exactly one of corpus= or midi_dir=")
     cfg = config or DataConfig()
+    cfg.validate()
     cfg.make_tokenizer()  # a bad tokenizer setting fails now, not after minutes of conversion
     if midi_dir is not None and not Path(midi_dir).is_dir():
         raise MusgenError(f"--midi-dir {midi_dir} is not a directory")
@@ -236,6 +300,11 @@ def build(
             return old
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # an interrupted rebuild must not look complete
+    for stale in out.glob(".musgen-build-*"):  # the temporary directory of a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    token_cache = out / TOKEN_CACHE
+    if force:
+        shutil.rmtree(token_cache, ignore_errors=True)
 
     # 3. split by piece, tokenize
     split = {rel: split_of(rel, cfg.valid_fraction, cfg.test_fraction) for rel, _ in files}
@@ -248,7 +317,7 @@ def build(
         tokenizer.save(tok_path)
         items = [(rel, str(p), bpe and split[rel] == "train") for rel, p in files]
         log.info("tokenizing %d files with %d processes (%s)", len(items), workers, type(tokenizer).__name__)
-        results = _run_tokenization(items, tok_path, cfg, workers, "tokenize")
+        results = _run_tokenization(items, tok_path, cfg, workers, "tokenize", token_cache)
 
         if bpe:
             train_bytes = [results[r][1] for r, _, w in items if w and results[r][2] is None]
@@ -258,7 +327,7 @@ def build(
             tokenizer.train(vocab_size=cfg.bpe_vocab_size, model="BPE", iterator=_BytesIterator(train_bytes))
             tokenizer.save(tok_path)
             good = [(r, p, False) for r, p, _ in items if results[r][2] is None]
-            results.update(_run_tokenization(good, tok_path, cfg, workers, "BPE encode"))
+            results.update(_run_tokenization(good, tok_path, cfg, workers, "BPE encode", token_cache))
         os.replace(tok_path, out / "tokenizer.json")
 
     # 4. assemble splits
@@ -306,6 +375,7 @@ def build(
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
     _write_json(manifest_path, manifest)
+    shutil.rmtree(token_cache, ignore_errors=True)  # complete: the arrays hold it all
     log.info(
         "built %s: %s; %d skipped; vocab %d; %.1f s",
         out, ", ".join(f"{s} {v['pieces']} pieces/{v['tokens']} tokens" for s, v in splits_info.items()),

@@ -327,7 +327,7 @@ def scan_files(root: Path, suffixes: tuple[str, ...], kind: str) -> tuple[list[P
                 continue
             full = os.path.join(dirpath, f)
             if not os.path.isfile(full):  # stat follows file links: catches broken ones
-                skipped.append({"path": rel(full), "reason": "not a regular file (broken link?)"})
+                skipped.append({"path": rel(full), "reason": _not_a_file(full)})
             elif not os.access(full, os.R_OK):
                 skipped.append({"path": rel(full), "reason": "permission denied"})
             else:
@@ -335,6 +335,13 @@ def scan_files(root: Path, suffixes: tuple[str, ...], kind: str) -> tuple[list[P
     files.sort()
     skipped.sort(key=lambda d: d["path"])
     return files, skipped
+
+
+def _not_a_file(path: str) -> str:
+    """Why an entry named like a file cannot be read as one (never opened: a pipe would block)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return "broken or looping symbolic link"
+    return "not a regular file (a pipe, socket or device)"
 
 
 def scan_midi_dir(root: Path) -> tuple[list[Path], list[dict]]:

@@ -78,11 +78,29 @@ def vocab_size(data_dir: Path) -> int:
     return int(read_manifest(data_dir)["vocab_size"])
 
 
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """One ``.npy`` array of a built data set. Never unpickled: a file holding Python objects (or a
+    pickle under an array's name) is refused with a ``MusgenError``, as is a missing or damaged one."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise MusgenError(f"{path} is missing; rebuild the data set (`musgen data build ... --force`)") from None
+    except (OSError, ValueError, EOFError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise MusgenError(f"{path} is not a plain array file ({reason}); rebuild the data set "
+                          "(`musgen data build ... --force`)") from None
+    if not isinstance(array, np.ndarray):  # a .npz archive under a .npy name
+        array.close()
+        raise MusgenError(f"{path} is not a plain array file (a zip archive); rebuild the data set "
+                          "(`musgen data build ... --force`)")
+    return array
+
+
 def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(tokens int32, offsets int64) of a split; tokens are memory-mapped."""
     data_dir = Path(data_dir)
-    tokens = np.load(data_dir / f"{split}.tokens.npy", mmap_mode="r")
-    offsets = np.load(data_dir / f"{split}.offsets.npy")
+    tokens = load_array(data_dir / f"{split}.tokens.npy", mmap=True)
+    offsets = load_array(data_dir / f"{split}.offsets.npy")
     return tokens, offsets
 
 

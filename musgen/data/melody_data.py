@@ -22,7 +22,7 @@ from musgen.errors import MusgenError
 from .dataset import load_split, random_fitting_shift
 from .melody import MelodyConfig, cut_window, extract_melodies, transpose_window, window_starts
 from .tokenizers import MidiReadError, decode_ids, load_tokenizer
-from .view_cache import cache_path, write_cache
+from .view_cache import cache_path, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool 
     """(events int16, offsets int64) of every melody line of a split; built once, then cached."""
     data_dir = Path(data_dir)
     path = _cache_path(data_dir, split, cfg)
-    if path.is_file():
-        with np.load(path) as cached:
-            return cached["events"], cached["offsets"]
+    cached = read_cache(path, "events", "offsets")
+    if cached is not None:
+        return cached
     tokenizer = load_tokenizer(data_dir / "tokenizer.json")
     tokens, offsets = load_split(data_dir, split)
     lines, failed = [], 0

@@ -23,7 +23,7 @@ from musgen.errors import MusgenError
 from .dataset import random_fitting_shift, source_files
 from .pianoroll import PianorollConfig, midi_to_roll, phrase_starts, transpose_roll
 from .tokenizers import MidiReadError
-from .view_cache import cache_path, write_cache
+from .view_cache import cache_path, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,9 @@ def load_rolls(data_dir: Path, split: str, cfg: PianorollConfig, progress: bool 
     read from the source MIDI files once, then cached."""
     data_dir = Path(data_dir)
     path = _cache_path(data_dir, split, cfg)
-    if path.is_file():
-        with np.load(path) as cached:
-            return cached["packed"], cached["offsets"]
+    cached = read_cache(path, "packed", "offsets")
+    if cached is not None:
+        return cached
     files = source_files(data_dir, split)
     rolls, reasons = [], Counter()
     for file in tqdm(files, desc=f"piano rolls ({split})", unit="piece", disable=not progress, mininterval=1.0):

@@ -112,6 +112,8 @@ def render_midi(
     rate = check_rate(sample_rate)
     if program is not None and not 0 <= int(program) <= 127:
         raise MusgenError(f"GM program must be in 0..127, got {program}")
+    if not (math.isfinite(max_seconds) and max_seconds >= 0):
+        raise MusgenError(f"--max-seconds must be >= 0 (0 = the whole piece), got {max_seconds}")
     name, sf2 = resolve_engine(engine, soundfont)
     midi_path = Path(midi_path)
     if not midi_path.is_file():

@@ -32,6 +32,9 @@ TOKENIZERS: dict[str, type[miditok.MusicTokenizer]] = {
 
 SPECIAL_TOKENS = ["PAD", "BOS", "EOS", "MASK"]
 DEFAULT_BEAT_RES = {"0_4": 8, "4_12": 4}
+# A longer piece is taken for a corrupt file (a huge delta time or note length): tokenizing it would
+# emit one Bar token per empty bar, millions of them, before any time limit could stop it.
+MAX_QUARTERS = 100_000  # about 7 hours at 240 quarter notes per minute
 # Token families that carry an absolute pitch and so move under transposition.
 # PitchDrum is deliberately absent: drum "pitches" are instruments.
 _PITCHED_TYPES = ("Pitch", "NoteOn", "NoteOff")
@@ -88,12 +91,18 @@ def load_tokenizer(path: Path) -> miditok.MusicTokenizer:
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
-    with path.open() as f:
-        cls_name = json.load(f)["tokenization"]
-    cls = getattr(miditok, cls_name, None)
-    if cls is None:
-        raise ValueError(f"{path}: unknown miditok tokenization {cls_name!r}")
-    return cls(params=path)
+    try:
+        with path.open() as f:
+            cls_name = json.load(f)["tokenization"]
+    except (OSError, ValueError, KeyError, TypeError) as e:  # missing, not JSON, or JSON of something else
+        raise MusgenError(f"{path} is not a miditok tokenizer file ({type(e).__name__}: {e})".splitlines()[0]) from None
+    cls = getattr(miditok, str(cls_name), None)
+    if not (isinstance(cls, type) and issubclass(cls, miditok.MusicTokenizer)):
+        raise MusgenError(f"{path}: unknown miditok tokenization {cls_name!r}")
+    try:
+        return cls(params=path)
+    except Exception as e:  # miditok raises many types on a damaged config
+        raise MusgenError(f"{path}: miditok cannot load this tokenizer ({type(e).__name__}: {e})".splitlines()[0]) from None
 
 
 def load_score(path_or_score: Path | str | symusic.Score) -> symusic.Score:
@@ -112,6 +121,12 @@ def load_score(path_or_score: Path | str | symusic.Score) -> symusic.Score:
         raise MidiReadError(f"unreadable MIDI: {msg}") from None
     if score.note_num() == 0:
         raise MidiReadError("no notes")
+    tpq = score.ticks_per_quarter
+    if tpq <= 0:
+        raise MidiReadError(f"invalid time division ({tpq} ticks per quarter note)")
+    quarters = score.end() / tpq
+    if quarters > MAX_QUARTERS:
+        raise MidiReadError(f"too long: {quarters:.0f} quarter notes (more than {MAX_QUARTERS}; corrupt delta times?)")
     return score
 
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,22 @@ def cache_path(data_dir: Path, folder: str, split: str, settings: dict[str, Any]
     """DATA_DIR/folder/{split}-{key}.npz, ``key`` hashing the data fingerprint and ``settings``."""
     blob = json.dumps({"data": read_manifest(data_dir).get("fingerprint"), **settings}, sort_keys=True)
     return Path(data_dir) / folder / f"{split}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+
+
+def read_cache(path: Path, *names: str) -> tuple[np.ndarray, ...] | None:
+    """The arrays ``names`` of the cache at ``path``, or None when there is none or it is unusable:
+    damaged, of another layout, or holding Python objects, which are never unpickled (a warning says
+    so, and the caller builds the view again and overwrites the file)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            arrays = tuple(cached[name] for name in names)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        log.warning("ignoring the cache %s (%s); building it again", path, reason)
+        return None
+    return arrays
 
 
 def write_cache(path: Path, what: str, **arrays: np.ndarray) -> None:

@@ -3,6 +3,7 @@ warpers), priming, a batch of samples, a seed, a length in tokens or bars, incre
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +31,8 @@ class SamplingControls:
             raise MusgenError(f"--min-length must be >= 0, got {self.min_length}")
         if self.bars is not None and self.bars < 1:
             raise MusgenError(f"--bars must be at least 1, got {self.bars}")
-        if not self.temperature > 0:
-            raise MusgenError(f"--temperature must be > 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):  # inf/nan would poison the softmax
+            raise MusgenError(f"--temperature must be a finite number > 0, got {self.temperature}")
         if self.top_k < 0:
             raise MusgenError(f"--top-k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:

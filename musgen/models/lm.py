@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from musgen.errors import MusgenError
+from musgen.errors import ConfigError, MusgenError
 from musgen.train.task import Task
 
 
@@ -26,6 +26,10 @@ class SequenceDataConfig:
     seq_len: int = 256  # tokens per training window
     transpose: int = 5  # random transposition in [-transpose, +transpose] semitones (0 = off)
     velocity_jitter: int = 0  # random velocity shift in [-k, +k] velocity bins (0 = off)
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 1 or self.transpose < 0 or self.velocity_jitter < 0:
+            raise ConfigError("data.seq_len must be at least 1, data.transpose and data.velocity_jitter >= 0")
 
 
 class LanguageModelTask(Task):
@@ -61,6 +65,9 @@ class LanguageModelTask(Task):
         loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
         return loss, {}
 
+    def loss_weight(self, batch: Mapping[str, torch.Tensor]) -> float:
+        return float((batch["labels"] != -100).sum())  # windows at a piece's end are padded
+
     def eval_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self._logits(batch)
         labels = batch["labels"].flatten()
@@ -89,7 +96,7 @@ class LanguageModelTask(Task):
     def sample(self, n: int, prime: Any = None, **controls: Any) -> list[list[int]]:
         """Token id sequences (primer included, BOS/EOS/PAD stripped) for ``n`` samples."""
         from musgen.data.dataset import special_ids
-        from musgen.data.tokenizers import midi_to_ids
+        from musgen.data.tokenizers import MidiReadError, midi_to_ids
         from musgen.generate.sampling import SamplingControls, sample_sequences
 
         if controls.get("length") is None:
@@ -100,7 +107,10 @@ class LanguageModelTask(Task):
         bos, eos, pad = special.bos, special.eos, special.pad
         prime_ids = [bos]
         if prime is not None:
-            prime_ids += midi_to_ids(self.tokenizer, prime)
+            try:
+                prime_ids += midi_to_ids(self.tokenizer, prime)
+            except MidiReadError as err:  # name the file: "empty file" alone does not say which
+                raise MusgenError(f"--prime {prime}: {err.reason}") from None
         bar_ids = [i for tok, i in vocab.items() if tok.startswith("Bar_")] if ctl.bars else None
         if ctl.bars and not bar_ids:
             raise MusgenError(

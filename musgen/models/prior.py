@@ -153,8 +153,8 @@ class PriorTask(LanguageModelTask):
             raise MusgenError("--bars does not apply to audio: use --seconds")
         seconds, frames = controls.pop("seconds", None), controls.pop("length", None)
         controls.pop("bars", None)
-        if seconds is not None and seconds <= 0:
-            raise MusgenError(f"--seconds must be > 0, got {seconds}")
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise MusgenError(f"--seconds must be a finite number > 0, got {seconds}")
         if frames is None:
             frames = math.ceil((5.0 if seconds is None else seconds) * self.code_rate)
         controls.update(length=frames * self.levels, min_length=0)
