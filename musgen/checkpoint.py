@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from musgen import __version__
@@ -56,12 +57,18 @@ class PortableCheckpoint:
             raise CheckpointError(f"checkpoint {self.path} has no weights file {file.name}")
         try:
             missing, unexpected = load_model(module, str(file), strict=False, device="cpu")
+        except SafetensorError as err:  # not safetensors at all (a pickle, say): never unpickled
+            raise CheckpointError(f"{file} is not a safetensors weights file ({_first_line(err)})") from None
         except (RuntimeError, ValueError, OSError) as err:
-            raise CheckpointError(f"weights in {file} do not fit the model: {str(err).splitlines()[0]}") from None
+            raise CheckpointError(f"weights in {file} do not fit the model: {_first_line(err)}") from None
         if missing or unexpected:
             raise CheckpointError(
                 f"weights in {file} do not fit the model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
             )
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def atomic_directory(final: Path, write: Callable[[Path], None]) -> Path:
@@ -71,18 +78,63 @@ def atomic_directory(final: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         write(tmp)
-        _fsync_tree(tmp)
-        if final.exists():
-            trash = final.parent / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        commit_directory(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def commit_directory(tmp: Path, final: Path) -> None:
+    """Makes the complete directory ``tmp`` appear as ``final`` by renames only.
+
+    The files are fsynced first. An older ``final`` is first renamed to ``.old-NAME-PID``; a process
+    killed between the two renames leaves it there, and ``recover`` puts it back. So at every moment
+    ``final`` is absent, the old complete directory or the new complete one, never a mix."""
+    tmp, final = Path(tmp), Path(final)
+    _fsync_tree(tmp)
+    if final.exists():
+        trash = final.parent / f".old-{final.name}-{os.getpid()}"
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def remove_directory(path: Path) -> None:
+    """Deletes a directory so that no half-deleted copy is ever seen under its name: it is renamed
+    to ``.del-NAME-PID`` first (which ``recover`` deletes if a kill interrupts the removal)."""
+    path = Path(path)
+    trash = path.parent / f".del-{path.name}-{os.getpid()}"
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover(parent: Path, complete: Callable[[Path], bool]) -> list[str]:
+    """Cleans what a killed writer left in ``parent`` (a checkpoints/ or state/ directory): its
+    temporary ``.tmp-*`` and half-deleted ``.del-*`` directories are removed; an ``.old-NAME-*``
+    directory (a replaced one, killed between the two renames of ``commit_directory``) goes back to
+    NAME when NAME is missing and it is ``complete``, else it is removed. Returns what it did."""
+    parent = Path(parent)
+    done: list[str] = []
+    if not parent.is_dir():
+        return done
+    for child in sorted(parent.iterdir()):
+        if not child.is_dir() or not child.name.startswith((".tmp-", ".old-", ".del-")):
+            continue
+        if child.name.startswith(".old-"):
+            name = child.name[len(".old-"):].rsplit("-", 1)[0]
+            if STEP_DIR.match(name) and not (parent / name).exists() and complete(child):
+                os.replace(child, parent / name)
+                done.append(f"restored {name}")
+                continue
+        shutil.rmtree(child, ignore_errors=True)
+        done.append(f"removed {child.name}")
+    return done
 
 
 def _fsync_tree(root: Path) -> None:
@@ -90,6 +142,20 @@ def _fsync_tree(root: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes renames inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_portable(
@@ -168,12 +234,14 @@ def load_portable(path: Path) -> PortableCheckpoint:
     try:
         config = yaml.safe_load((ckpt_dir / CONFIG_FILE).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise CheckpointError(f"cannot read {ckpt_dir / CONFIG_FILE}: {err}") from None
+        detail = " ".join(str(err).split())  # YAML errors span several lines
+        raise CheckpointError(f"cannot read {ckpt_dir / CONFIG_FILE}: {detail}") from None
     return PortableCheckpoint(path=ckpt_dir, meta=meta, config=config)
 
 
 def prune(parent: Path, keep: int) -> None:
-    """Deletes all but the newest ``keep`` step directories under ``parent``."""
+    """Deletes all but the newest ``keep`` step directories under ``parent`` (oldest first, each
+    renamed away before it is deleted, so no half-deleted one keeps a step name)."""
     dirs = step_dirs(parent)
     for _, old in dirs[: max(0, len(dirs) - keep)]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_directory(old)

@@ -99,20 +99,41 @@ class Task:
         ]
         return {"model": torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))}
 
+    def loss_weight(self, batch: Mapping[str, torch.Tensor]) -> float | None:
+        """How many items (e.g. predicted tokens) ``loss(batch)`` is the mean over, when that varies
+        from batch to batch. Then the micro-batches and the processes of a step are weighted by it,
+        so a step's loss is the mean over all its items, as in one big batch. None: equal weights."""
+        return None
+
     def train_step(self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext) -> dict[str, float]:
-        """One optimizer step over ``micro_batches`` (gradient accumulation)."""
+        """One optimizer step over ``micro_batches`` (gradient accumulation; with several processes,
+        DDP averages the gradients of their shares of the global batch)."""
         model = self.models["model"]
         n = len(micro_batches)
+        world = ctx.accelerator.num_processes
+        weights = [self.loss_weight(batch) for batch in micro_batches]
+        scales: list[float] | None = None  # None: the mean of the micro-batches' losses
+        if weights[0] is not None:
+            total = sum(weights)
+            if world > 1:  # the items of the whole step, on every process
+                local = torch.tensor(total, dtype=torch.float64, device=ctx.accelerator.device)
+                total = float(ctx.accelerator.reduce(local, "sum"))
+            scales = [w * world / max(total, 1.0) for w in weights]  # x world: DDP divides by it
         totals: dict[str, float] = {}
         for i, batch in enumerate(micro_batches):
             # Only the last micro-batch all-reduces gradients across processes.
             sync = ctx.accelerator.no_sync(model) if i < n - 1 else nullcontext()
             with sync:
                 loss, metrics = self.loss(batch)
-                ctx.backward(loss / n)
-            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) / n
+                if scales is None:
+                    ctx.backward(loss / n)
+                else:  # one micro-batch on one process: scale 1, the loss as it is
+                    ctx.backward(loss * scales[i] if scales[i] != 1.0 else loss)
+            # Weighted so that the loop's mean over the processes is the step's mean over all items.
+            share = 1.0 / n if scales is None else scales[i]
+            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) * share
             for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + float(value) / n
+                totals[key] = totals.get(key, 0.0) + float(value) * share
         norm = ctx.clip_and_step("model", model.parameters())
         if norm is not None:
             totals["grad_norm"] = norm
