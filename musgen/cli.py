@@ -41,6 +41,12 @@ EXAMPLES = {
     "render": "musgen render chorale.mid --out chorale.wav\n"
               "  musgen render chorale.mid --out chorale.flac --soundfont ~/sf2/GeneralUser.sf2 --sample-rate 16000\n"
               "  musgen render chorale.mid --out organ.wav --engine synth --program 19",
+    "eval": "musgen eval --checkpoint runs/transformer --data data/bach --out runs/transformer/eval.json\n"
+            "  musgen eval --checkpoint runs/lstm --data data/bach --num-samples 64 --length 1024 --out lstm_eval.json\n"
+            "  musgen eval --checkpoint runs/vqvae --data data/bach-audio --out vqvae_eval.json",
+    "plot": "musgen plot chorale.mid --out chorale.png",
+    "report": "musgen report runs/transformer --out runs/transformer/report\n"
+              "  musgen report runs/lstm --samples samples/lstm --eval lstm_eval.json --out report_lstm",
 }
 
 
@@ -130,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=float, default=1.0)
     sample.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
     sample.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    sample.add_argument("--render", action="store_true", help="also write sample_000.wav ... (rendered MIDI)")
+    sample.add_argument("--plot", action="store_true", help="also write sample_000.png ... (piano rolls)")
     gan = sample.add_argument_group("musegan")
     gan.add_argument("--condition-track", type=Path, metavar="PATH",
                      help="accompany a track of this MIDI file (generate the other tracks around it)")
@@ -169,6 +177,42 @@ def build_parser() -> argparse.ArgumentParser:
                         help="render only the first S seconds (e.g. a prompt for the audio prior)")
     render.add_argument("--program", type=int, metavar="N",
                         help="play every non-drum part with General MIDI program N (0-127), e.g. 19 church organ")
+
+    evaluate = _sub(verbs, "eval", "eval",
+                    "Evaluate a checkpoint on a data set's held-out split: NLL / perplexity (per token and per "
+                    "note; per code for the audio prior), MusicVAE reconstruction accuracy, musical statistics "
+                    "of samples next to the held-out pieces' (overlap area and KL divergence, as mgeval), and for "
+                    "audio MR-STFT distance, SI-SDR, codebook usage and a Frechet distance on random-CNN "
+                    "embeddings. Writes REPORT.json and prints a table.")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory")
+    evaluate.add_argument("--data", type=Path, required=True, help="DATA_DIR the model was trained on")
+    evaluate.add_argument("--out", type=Path, required=True, help="REPORT.json to write")
+    evaluate.add_argument("--num-samples", type=int, default=16,
+                          help="samples whose statistics are compared with the data (default 16; 0 = none)")
+    evaluate.add_argument("--split", default="test", help="held-out split (default test; valid when test is empty)")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    evaluate.add_argument("--length", type=int, help="new tokens per language-model sample (default 512)")
+    evaluate.add_argument("--seconds", type=float, help="seconds per audio-prior sample (default 5)")
+    evaluate.add_argument("--max-seconds", type=float, default=10.0,
+                          help="audio: first seconds of each held-out piece (default 10; 0 = all)")
+    evaluate.add_argument("--batch-size", type=int, default=16, help="held-out windows per forward pass")
+    evaluate.add_argument("--save-samples", type=Path, metavar="DIR", help="also write the samples here")
+
+    plot = _sub(verbs, "plot", "plot", "Draw a MIDI file's piano roll as a PNG: one colour per track, bar lines.")
+    plot.add_argument("midi", metavar="IN.mid", type=Path)
+    plot.add_argument("--out", type=Path, required=True, help="OUT.png")
+    plot.add_argument("--title", help="title above the roll (default: the file name)")
+
+    report = _sub(verbs, "report", "report",
+                  "Write a static HTML page about a run: training curves (metrics.jsonl), the evaluation "
+                  "(RUN_DIR/eval.json from `musgen eval`), and each sample's piano roll with an audio player "
+                  "(MIDI under RUN_DIR/samples/ or --samples; missing WAV/PNG files are made).")
+    report.add_argument("run_dir", metavar="RUN_DIR", type=Path)
+    report.add_argument("--out", type=Path, required=True, help="HTML_DIR for index.html and media/")
+    report.add_argument("--samples", type=Path, action="append", metavar="DIR",
+                        help="a folder of samples (repeatable; default RUN_DIR/samples)")
+    report.add_argument("--eval", type=Path, metavar="FILE", help="an eval JSON (default RUN_DIR/eval.json)")
+    report.add_argument("--max-samples", type=int, default=48, help="samples shown at most (default 48)")
     return parser
 
 
@@ -251,6 +295,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     result = train(args.family, args.data, args.out, config=args.config, overrides=args.overrides,
                    resume=args.resume, progress=not args.no_progress)
+    if not getattr(result, "main", True):  # another process of `accelerate launch`: the main one reports
+        return
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k in ("valid_nll", "valid_ppl", "valid_wdist"))
     print(f"trained {args.family} to step {result.step}; checkpoint {result.checkpoint}" + (f"; {metrics}" if metrics else ""))
 
@@ -262,6 +308,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         if path is not None and not path.is_file():
             raise MusgenError(f"{flag} {path} is not a file")
     generator = load(args.checkpoint)
+    if (args.render or args.plot) and generator.task.sample_suffix != ".mid":
+        raise MusgenError("--render and --plot apply to MIDI samples; this checkpoint writes audio already")
     paths = generator.generate_to(
         args.out, args.num_samples, prime=args.prime, length=args.length, min_length=args.min_length, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -270,6 +318,58 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     )
     for path in paths:
         print(path)
+    if args.render or args.plot:
+        from musgen.viz.media import sample_media
+
+        for path in paths:
+            for extra in sample_media(path, render=args.render, plot=args.plot):
+                print(extra)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from musgen.eval.evaluate import evaluate_checkpoint
+
+    if args.out.suffix.lower() != ".json":
+        raise MusgenError(f"--out {args.out} should be a .json file")
+    report = evaluate_checkpoint(args.checkpoint, args.data, num_samples=args.num_samples, split=args.split,
+                                 seed=args.seed, length=args.length, seconds=args.seconds,
+                                 max_seconds=args.max_seconds, batch_size=args.batch_size,
+                                 samples_dir=args.save_samples)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    print(report["table"])
+    print(f"\nwritten {args.out}")
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    from musgen.data.tokenizers import MidiReadError
+    from musgen.viz.pianoroll_plot import plot_pianoroll
+
+    if not args.midi.is_file():
+        raise MusgenError(f"MIDI file {args.midi} does not exist")
+    if args.out.suffix.lower() != ".png":
+        raise MusgenError(f"--out {args.out} should be a .png file")
+    try:
+        print(plot_pianoroll(args.midi, args.out, title=args.title or args.midi.name))
+    except MidiReadError as err:
+        raise MusgenError(f"cannot plot {args.midi}: {err.reason}") from None
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from musgen.viz.report import build_report
+
+    if args.max_samples < 0:
+        raise MusgenError(f"--max-samples must be at least 0, got {args.max_samples}")
+    print(build_report(args.run_dir, args.out, samples=args.samples, eval_file=args.eval,
+                       max_samples=args.max_samples))
 
 
 def _clips(args: argparse.Namespace, names: tuple[str, ...]) -> list[Path]:
@@ -304,7 +404,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
 
 COMMANDS = {("data", "build"): _cmd_data_build, ("train", None): _cmd_train, ("sample", None): _cmd_sample,
             ("interpolate", None): _cmd_interpolate, ("reconstruct", None): _cmd_reconstruct,
-            ("render", None): _cmd_render}
+            ("render", None): _cmd_render, ("eval", None): _cmd_eval, ("plot", None): _cmd_plot,
+            ("report", None): _cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"musgen: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the file system said no (an --out that is a file, a read-only folder ...)
+        if debug:
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        print(f"musgen: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("musgen: interrupted", file=sys.stderr)

@@ -38,6 +38,13 @@ def bach_midi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bach_midi_24(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 real Bach chorales (the 12 of ``bach_midi_dir`` and 12 more): enough pieces to compare two
+    halves of a set (evaluation sanity tests)."""
+    return _copy_corpus(tmp_path_factory, "bach", 24)
+
+
+@pytest.fixture(scope="session")
 def folk_midi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~20 real folk tunes (ABC -> MIDI), in nested folders."""
     return _copy_corpus(tmp_path_factory, "folk", 20)
@@ -65,6 +72,19 @@ def tiny_lm_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     family = request.param
     run = tmp_path_factory.mktemp("runs") / family
     return musgen.train(family, bach_data, run, config=f"configs/tiny/{family}.yaml", progress=False)
+
+
+@pytest.fixture(scope="session")
+def quick_transformer_run(tmp_path_factory: pytest.TempPathFactory, bach_data: Path):
+    """The tiny Music Transformer trained for 2 steps on ``bach_data``: a real run directory (resumable
+    state and portable checkpoint) for tests of loading, hostile inputs and misuse, where the model's
+    quality does not matter."""
+    import musgen
+
+    run = tmp_path_factory.mktemp("runs") / "quick_transformer"
+    config = Path(__file__).resolve().parents[1] / "configs/tiny/transformer.yaml"
+    return musgen.train("transformer", bach_data, run, config=config, progress=False,
+                        overrides=["train.steps=2", "train.save_every=2", "train.eval_every=2"])
 
 
 @pytest.fixture(scope="session")

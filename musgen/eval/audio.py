@@ -22,8 +22,10 @@ from musgen.modules.quantizer import code_counts, code_statistics
 
 
 @torch.no_grad()
-def evaluate_codec(generator: Any, data_dir: Path, split: str = "test", max_seconds: float = 10.0) -> dict[str, Any]:
-    """``generator``: ``musgen.load`` of a vqvae checkpoint."""
+def evaluate_codec(generator: Any, data_dir: Path, split: str = "test", max_seconds: float = 10.0,
+                   reconstructions: list | None = None) -> dict[str, Any]:
+    """``generator``: ``musgen.load`` of a vqvae checkpoint. ``reconstructions``, when given, receives
+    an (original, reconstruction) pair of waveforms per piece."""
     from musgen.data.audio_data import audio_pieces
 
     task = generator.task
@@ -38,6 +40,8 @@ def evaluate_codec(generator: Any, data_dir: Path, split: str = "test", max_seco
         recon = torch.from_numpy(task.decode_codes(codes)[: len(wave)])[None]
         ref = torch.from_numpy(wave)[None]
         counts += code_counts(codes[None], q.codes).double()
+        if reconstructions is not None:
+            reconstructions.append((wave, recon[0].numpy()))
         rows.append((float(stft_loss(recon, ref)), float(log_mel_l1(recon, ref, rate)[0]), float(si_sdr(recon, ref)[0]),
                      len(wave) / rate))
     stft, mel, sdr, seconds = (np.array(col) for col in zip(*rows, strict=True))

@@ -19,7 +19,8 @@ def musgen(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["data", "build"], ["train"], ["sample"]])
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "build"], ["train"], ["sample"], ["eval"], ["plot"],
+                                     ["report"]])
 def test_every_command_has_help_with_an_example(command):
     proc = musgen(*command, "--help")
     assert proc.returncode == 0, proc.stderr
