@@ -161,9 +161,10 @@ def _wait_for_step(run: Path, proc: subprocess.Popen, after: int, deadline: floa
 
 
 def kill_and_resume(family: str, args: list[str], run: Path, *, kills: int, seed: int) -> dict:
-    """Trains with a save after every step, SIGKILLs the process ``kills`` times at random moments
-    (each after the run made some progress, then a random delay of up to ~3 steps), checks the run
-    directory after every kill, resumes, and lets the last resume finish."""
+    """Trains with a save after every step, SIGKILLs the process ``kills`` times at random moments,
+    checks the run directory after every kill, resumes, and lets the last resume finish. Every other
+    kill aims at a save: 0-50 ms after one begins (a tiny model's save takes ~100 ms); the others
+    land anywhere within the ~3 steps after the run made progress."""
     rng = random.Random(seed)
     stats = {"kills": 0, "inside_save": 0, "launches": 0}
     first = True
@@ -177,9 +178,12 @@ def kill_and_resume(family: str, args: list[str], run: Path, *, kills: int, seed
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
         stats["launches"] += 1
         if stats["kills"] < kills and _wait_for_step(run, proc, since, time.time() + 1800):
-            t0 = time.time()
-            _wait_for_step(run, proc, since + 1, time.time() + 1800)  # one step + save: the time scale
-            time.sleep(rng.uniform(0, 3 * max(time.time() - t0, 0.05)))
+            if stats["kills"] % 2 == 0:  # into the save that just began
+                time.sleep(rng.uniform(0, 0.05))
+            else:
+                t0 = time.time()
+                _wait_for_step(run, proc, since + 1, time.time() + 1800)  # one step + save: the time scale
+                time.sleep(rng.uniform(0, 3 * max(time.time() - t0, 0.05)))
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
