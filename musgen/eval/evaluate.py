@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from musgen.errors import MusgenError
+from musgen.train.task import metrics_from_sums, sum_eval_steps
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +132,10 @@ def _held_out_split(manifest: dict, split: str, data_dir: Path) -> str:
 def task_metrics(task: Any, dataset: Dataset, batch_size: int) -> dict[str, float]:
     """The family's own held-out metrics: ``Task.eval_step`` summed over every batch of ``dataset``,
     then ``Task.eval_metrics`` (the loop's periodic validation does the same on the valid split)."""
-    sums: dict[str, torch.Tensor] = {}
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        for key, value in task.eval_step(batch).items():
-            sums[key] = sums.get(key, 0) + value.detach().double()
+    sums, _ = sum_eval_steps(task, DataLoader(dataset, batch_size=batch_size, shuffle=False))
     if not sums:
         raise MusgenError("the held-out split has nothing to evaluate (no window of the model's length)")
-    return task.eval_metrics({k: float(v) if v.numel() == 1 else v for k, v in sums.items()})
+    return metrics_from_sums(task, sums)
 
 
 def _evenly(items: list, limit: int = MAX_REFERENCE) -> list:

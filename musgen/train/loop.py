@@ -50,7 +50,7 @@ from musgen.errors import MusgenError
 from musgen.registry import get_family
 from musgen.train.safe_state import load_state
 from musgen.train.schedules import warmup_cosine
-from musgen.train.task import StepContext, Task
+from musgen.train.task import StepContext, Task, metrics_from_sums, sum_eval_steps
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +108,28 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file that have a step (a line cut short by a killed process
+    is skipped); [] when there is no file."""
+    if not Path(path).is_file():
+        return []
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int | float):
+            records.append(record)
+    return records
+
+
 def _trim_metrics(path: Path, step: int) -> None:
     """Keeps the metrics.jsonl records up to ``step`` (a resumed run logs the later ones again) and
     drops a line cut short by a killed process."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("step", 0) <= step:
-            kept.append(line + "\n")
+    kept = [json.dumps(record) + "\n" for record in read_metrics(path) if record["step"] <= step]
     _write_text_atomic(path, "".join(kept))
 
 
@@ -348,26 +357,24 @@ def fit(
             return {}
         for model in task.models.values():
             model.eval()
-        sums: dict[str, torch.Tensor] = {}
+        moved: list[dict[str, torch.Tensor]] = []  # the last batch, for the padding forwards below
+
+        def on_device() -> Iterator[dict[str, torch.Tensor]]:
+            for batch in valid_dl:
+                moved[:] = [send_to_device(batch, accelerator.device)]
+                yield moved[0]
+
         # fork_rng: evaluating (at a planned stop, say) must not shift the training RNG stream.
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            done = 0
-            for batch in valid_dl:
-                batch = send_to_device(batch, accelerator.device)
-                with accelerator.autocast():
-                    out = task.eval_step(batch)
-                done += 1
-                for key, value in out.items():
-                    sums[key] = sums.get(key, 0) + value.detach().double()
+            sums, done = sum_eval_steps(task, on_device(), accelerator.autocast)
             for _ in range(valid_batches - done):  # one batch fewer here: a forward whose sums are dropped
                 with accelerator.autocast():
-                    task.eval_step(batch)
+                    task.eval_step(moved[0])
         for model in task.models.values():
             model.train()
         op = "sum" if valid_sharded else "mean"  # unsharded: every process summed the same items
         reduced = {k: accelerator.reduce(v.to(accelerator.device), op).cpu() for k, v in sums.items()}
-        # Scalars as floats; vectors (e.g. a codebook's assignment counts) stay tensors.
-        return task.eval_metrics({k: float(v) if v.numel() == 1 else v for k, v in reduced.items()})
+        return metrics_from_sums(task, reduced)
 
     last_ckpt: Path | None = None
 

@@ -8,7 +8,7 @@ MuseGAN-like families override ``train_step``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,3 +160,25 @@ class Task:
         labels = batch.get("labels")
         return int((labels != -100).sum()) if labels is not None else 0
 
+
+
+def sum_eval_steps(
+    task: Task, batches: Iterable[Mapping[str, torch.Tensor]], autocast: Callable[[], Any] = nullcontext
+) -> tuple[dict[str, torch.Tensor], int]:
+    """``task.eval_step`` summed in float64 over ``batches`` (call under ``torch.no_grad``), and the
+    number of batches. The loop's periodic validation and ``musgen eval`` both use it."""
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    for batch in batches:
+        with autocast():
+            out = task.eval_step(batch)
+        count += 1
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0) + value.detach().double()
+    return sums, count
+
+
+def metrics_from_sums(task: Task, sums: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``task.eval_metrics`` of summed eval outputs: scalars as floats, vectors (a codebook's
+    assignment counts, say) as tensors."""
+    return task.eval_metrics({k: float(v) if v.numel() == 1 else v for k, v in sums.items()})

@@ -44,18 +44,9 @@ pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of RUN_DIR/metrics.jsonl with a step (a line cut short by a crash is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int | float):
-            records.append(record)
-    return records
+    from musgen.train.loop import read_metrics as read_metrics_file
+
+    return read_metrics_file(Path(run_dir) / "metrics.jsonl")
 
 
 def find_samples(dirs: list[Path], exclude: Path | None = None) -> list[Path]:
