@@ -245,3 +245,49 @@ def prune(parent: Path, keep: int) -> None:
     dirs = step_dirs(parent)
     for _, old in dirs[: max(0, len(dirs) - keep)]:
         remove_directory(old)
+
+
+def pack_checkpoint(src: Path, dst: Path, *, metrics_file: Path | None = None) -> Path:
+    """Copies the checkpoint ``src`` (or a RUN_DIR's latest) to ``dst`` with its float32 weights
+    stored as float16, for shipping (``checkpoints/``): half the size, and loading casts them back
+    to the model's float32. A tensor that float16 cannot hold (a value out of its range, or a
+    relative error above 1e-3 in norm, e.g. a tensor of tiny values) stays float32. Nested checkpoints (the codec inside a
+    prior) are packed the same way. ``metrics_file`` (the run's metrics.jsonl) is copied along so
+    ``musgen report`` can draw the training curves."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src = resolve_checkpoint(src)
+
+    def half(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dtype != torch.float32:
+            return tensor
+        packed = tensor.to(torch.float16)
+        if not torch.isfinite(packed).all():
+            return tensor
+        error = torch.linalg.vector_norm(packed.float() - tensor) / torch.linalg.vector_norm(tensor).clamp_min(1e-30)
+        if error > 1e-3:
+            return tensor
+        return packed
+
+    def write(tmp: Path) -> None:
+        for file in sorted(src.rglob("*")):
+            target = tmp / file.relative_to(src)
+            if file.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if file.suffix != ".safetensors":
+                shutil.copyfile(file, target)
+                continue
+            with safe_open(str(file), framework="pt") as handle:
+                tensors = {key: half(handle.get_tensor(key)).contiguous() for key in handle.keys()}  # noqa: SIM118
+                metadata = handle.metadata()
+            save_file(tensors, str(target), metadata=metadata)
+        if metrics_file is not None and Path(metrics_file).is_file():
+            shutil.copyfile(metrics_file, tmp / "metrics.jsonl")
+        meta = json.loads((tmp / META_FILE).read_text())
+        meta["packed_from"] = {"checkpoint": str(src), "weights": "float16 where exact enough, else float32"}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    return atomic_directory(Path(dst), write)

@@ -62,3 +62,37 @@ def test_clear_errors(tmp_path):
         checkpoint.load_portable(target)
     with pytest.raises(CheckpointError, match="do not fit"):
         checkpoint.PortableCheckpoint(target, meta, {}).load_weights("model", torch.nn.Linear(3, 3))
+
+
+def test_pack_stores_float16_that_loads_back_close_and_keeps_what_float16_cannot_hold(tmp_path):
+    model = _model()
+    tiny = torch.nn.Linear(3, 3)
+    with torch.no_grad():
+        tiny.weight.fill_(1e-9)  # underflows to zero in float16: must stay float32
+    src = checkpoint.save_portable(tmp_path / "run" / "checkpoints" / "step_0000005", family="lstm",
+                                   config_yaml="family: lstm\n", models={"model": model, "tiny": tiny}, step=5)
+    checkpoint.save_portable(src / "inner", family="vqvae", config_yaml="{}", models={"model": _model()}, step=1)
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n')
+    packed = checkpoint.pack_checkpoint(tmp_path / "run", tmp_path / "packed",
+                                        metrics_file=tmp_path / "run" / "metrics.jsonl")
+    from safetensors import safe_open
+
+    with safe_open(str(packed / "model.safetensors"), framework="pt") as handle:
+        assert {handle.get_tensor(k).dtype for k in handle.keys()} == {torch.float16}  # noqa: SIM118
+    with safe_open(str(packed / "tiny.safetensors"), framework="pt") as handle:
+        assert handle.get_tensor("weight").dtype == torch.float32
+    with safe_open(str(packed / "inner" / "model.safetensors"), framework="pt") as handle:
+        assert {handle.get_tensor(k).dtype for k in handle.keys()} == {torch.float16}  # noqa: SIM118
+    size = sum(p.stat().st_size for p in (packed).glob("*.safetensors"))
+    assert size < sum(p.stat().st_size for p in src.glob("*.safetensors"))
+
+    ckpt = checkpoint.load_portable(packed)
+    assert ckpt.meta["step"] == 5 and "packed_from" in ckpt.meta
+    assert (packed / "metrics.jsonl").read_text().startswith('{"step": 5')
+    fresh = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10))
+    fresh[1].weight = fresh[0].weight
+    ckpt.load_weights("model", fresh)  # float16 on disk, float32 in the model
+    assert fresh[0].weight.dtype == torch.float32 and fresh[1].weight is fresh[0].weight
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+        assert not torch.equal(a, b) or a.abs().max() == 0  # really rounded, not copied
