@@ -166,10 +166,10 @@ def _media_name(index: int, path: Path, suffix: str) -> str:
     return f"{index:03d}_{safe}{suffix}"
 
 
-def _sample_html(index: int, sample: Path, media: Path, make_missing: bool) -> str:
+def _sample_html(index: int, sample: Path, media: Path, make_missing: bool, label: str) -> str:
     from musgen.viz.media import plot_png, render_wav
 
-    figure = [f"<figure><figcaption>{_e(sample.name)}</figcaption>"]
+    figure = [f"<figure><figcaption>{_e(label)}</figcaption>"]
     if sample.suffix.lower() in (".mid", ".midi"):
         png = media / _media_name(index, sample, ".png")
         if sample.with_suffix(".png").is_file():
@@ -251,7 +251,8 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, samples: list[str 
                     f"--out {_e(run_dir / 'eval.json')}</code> writes one</p>")
 
     body.append("<h2>Samples</h2>")
-    found = find_samples([d for d in sample_dirs if d.is_dir()], exclude=out_dir)
+    roots = [d for d in sample_dirs if d.is_dir()]
+    found = find_samples(roots, exclude=out_dir)
     if len(found) > max_samples:
         body.append(f"<p class='note'>the first {max_samples} of {len(found)} samples</p>")
         found = found[:max_samples]
@@ -259,7 +260,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, samples: list[str 
         body.append(f"<p class='note'>no samples: <code>musgen sample --checkpoint {_e(run_dir)} --out "
                     f"{_e(run_dir / 'samples')} --render --plot</code> writes some</p>")
     for i, sample in enumerate(found):
-        body.append(_sample_html(i, sample, media, make_missing))
+        # Captioned by the path under its samples folder: several models write sample_000.mid.
+        root = next(r for r in roots if sample.is_relative_to(r))
+        body.append(_sample_html(i, sample, media, make_missing, sample.relative_to(root).as_posix()))
 
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
