@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
-# The demo trains each tiny model for one minute of wall time, whatever the machine.
+# demo-train trains each tiny model for one minute of wall time, whatever the machine.
 DEMO_BUDGET := --set train.steps=100000 --set train.max_minutes=1 --set train.eval_every=500 --set train.save_every=100000
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo demo-train test test-slow lint bench clean
 
 # fluidsynth (Debian package, when root with apt) renders MIDI to audio with a GM soundfont; without
 # it `musgen render` and audio data builds use the built-in synthesizer. chromium (Debian package, the
@@ -28,14 +28,51 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Build the built-in Bach data set, train the tiny Music Transformer and the tiny LSTM for a minute
-# each, sample from both (the transformer continues a held-out chorale); then 400 folk tunes, a tiny
-# MusicVAE for a minute, and an interpolation between two held-out tunes; a tiny MuseGAN for a minute on
-# the chorales, four-voice samples and a harmonisation of a held-out chorale's soprano; 60 chorales
-# rendered to audio, a tiny codec and a tiny audio prior for a minute each, a codec round trip and
-# two continuations of a held-out chorale's first 4 seconds.
+# The demo on the pretrained checkpoints (checkpoints/, see checkpoints/README.md), a few minutes on
+# a 2-core CPU: builds the built-in Bach data set and 200 folk tunes (for held-out primers), then
+# samples every family: Music Transformer and LSTM pieces, a transformer continuation of a held-out
+# chorale, MusicVAE samples and an interpolation between two held-out folk tunes, MuseGAN four-voice
+# phrases and a harmonisation of a held-out soprano, a codec round trip of a rendered chorale and two
+# audio-prior continuations of it; renders and plots the samples, evaluates the transformer (held-out
+# NLL, musical statistics of its samples next to the held-out pieces') and writes one report page.
+CKPT ?= checkpoints
 SOURCE = $(BIN)/python -c "import sys; from musgen.data.dataset import source_file; print(source_file(sys.argv[1], 'test', int(sys.argv[2])))"
+MEDIA = --render --plot
 demo: install
+	$(BIN)/musgen data build --corpus bach --out $(DEMO)/data/bach
+	$(BIN)/musgen data build --corpus folk --limit 200 --out $(DEMO)/data/folk
+	rm -rf $(DEMO)/samples $(DEMO)/eval $(DEMO)/report
+	$(BIN)/musgen sample --checkpoint $(CKPT)/transformer --out $(DEMO)/samples/transformer \
+		--num-samples 3 --length 512 --seed 0 $(MEDIA)
+	$(BIN)/musgen sample --checkpoint $(CKPT)/transformer --out $(DEMO)/samples/transformer-primed \
+		--prime $$($(SOURCE) $(DEMO)/data/bach 0) --num-samples 2 --length 384 --seed 0 $(MEDIA)
+	$(BIN)/musgen sample --checkpoint $(CKPT)/lstm --out $(DEMO)/samples/lstm \
+		--num-samples 3 --length 512 --seed 0 $(MEDIA)
+	$(BIN)/musgen interpolate $$($(BIN)/python scripts/demo_clips.py $(DEMO)/data/folk $(CKPT)/musicvae 2) \
+		--checkpoint $(CKPT)/musicvae --steps 5 --out $(DEMO)/samples/musicvae-interpolation
+	$(BIN)/musgen sample --checkpoint $(CKPT)/musicvae --out $(DEMO)/samples/musicvae \
+		--num-samples 3 --temperature 0.5 --seed 0 $(MEDIA)
+	$(BIN)/musgen sample --checkpoint $(CKPT)/musegan --out $(DEMO)/samples/musegan \
+		--num-samples 3 --bars 8 --seed 0 $(MEDIA)
+	$(BIN)/musgen sample --checkpoint $(CKPT)/musegan --out $(DEMO)/samples/musegan-harmonised \
+		--condition-track $$($(SOURCE) $(DEMO)/data/bach 0) --track soprano --num-samples 2 --seed 0 $(MEDIA)
+	$(BIN)/musgen render $$($(SOURCE) $(DEMO)/data/bach 0) --out $(DEMO)/samples/audio/prompt.wav \
+		--sample-rate 16000 --max-seconds 4
+	$(BIN)/musgen reconstruct $(DEMO)/samples/audio/prompt.wav --checkpoint $(CKPT)/vqvae \
+		--out $(DEMO)/samples/audio/reconstruction
+	$(BIN)/musgen sample --checkpoint $(CKPT)/prior --prime $(DEMO)/samples/audio/prompt.wav \
+		--seconds 4 --num-samples 2 --seed 0 --out $(DEMO)/samples/audio/continuations
+	$(BIN)/musgen eval --checkpoint $(CKPT)/transformer --data $(DEMO)/data/bach --num-samples 4 \
+		--out $(DEMO)/eval/transformer.json
+	$(BIN)/musgen report $(CKPT)/transformer --samples $(DEMO)/samples --eval $(DEMO)/eval/transformer.json \
+		--out $(DEMO)/report
+	@echo "MIDI, WAV and PNG samples in $(DEMO)/samples/; the report page: $(DEMO)/report/index.html"
+
+# The previous demo, training instead of loading: builds the built-in Bach data set, trains each tiny
+# model for one minute, samples from each (the transformer continues a held-out chorale); 400 folk
+# tunes, a tiny MusicVAE and an interpolation; a tiny MuseGAN and a harmonisation; 60 chorales
+# rendered to audio, a tiny codec and a tiny audio prior, a codec round trip and two continuations.
+demo-train: install
 	$(BIN)/musgen data build --corpus bach --out $(DEMO)/data/bach
 	rm -rf $(DEMO)/runs/transformer-tiny $(DEMO)/runs/lstm-tiny
 	$(BIN)/musgen train transformer --data $(DEMO)/data/bach --out $(DEMO)/runs/transformer-tiny \
