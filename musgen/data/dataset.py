@@ -74,6 +74,43 @@ def random_fitting_shift(item: T, max_shift: int, move: Callable[[T, int], T | N
     return item
 
 
+class TransposedItems(Dataset):
+    """Items at fixed positions (``self.starts``, one per item), each transposed when training by a
+    shift drawn from ``default_rng((seed, epoch, i))`` among those in [-transpose, transpose] that
+    keep it in range, so items are reproducible on resume. Subclasses set ``starts`` and give
+    ``item`` (untransposed), ``shift`` (None when the shifted item does not fit) and ``as_batch``."""
+
+    starts: np.ndarray
+
+    def __init__(self, transpose: int = 0, seed: int = 0):
+        self.transpose = int(transpose)
+        self.seed = seed
+        self.epoch = 0
+
+    def item(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def shift(self, item: np.ndarray, semitones: int) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def as_batch(self, item: np.ndarray) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if i < 0:
+            i += len(self)
+        item = self.item(i)
+        if self.transpose:
+            item = random_fitting_shift(item, self.transpose, self.shift, (self.seed, self.epoch, i))
+        return self.as_batch(item)
+
+
 def vocab_size(data_dir: Path) -> int:
     return int(read_manifest(data_dir)["vocab_size"])
 

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from musgen.errors import MusgenError
 
-from .dataset import load_split, random_fitting_shift
+from .dataset import TransposedItems, load_split
 from .melody import MelodyConfig, cut_window, extract_melodies, transpose_window, window_starts
 from .tokenizers import MidiReadError, decode_ids, load_tokenizer
 from .view_cache import cache_path, read_cache, write_cache
@@ -65,20 +64,17 @@ def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool 
     return events, line_offsets
 
 
-class MelodyWindows(Dataset):
+class MelodyWindows(TransposedItems):
     """Windows of ``cfg.window_steps`` melody events; item i is a fixed (line, start) pair.
 
-    Transposition (training only) draws from ``default_rng((seed, epoch, i))`` among the shifts in
-    [-transpose, transpose] that keep the window in range, so items are reproducible on resume.
+    Transposition (training only): see ``TransposedItems``.
     """
 
     def __init__(self, data_dir: Path, split: str, cfg: MelodyConfig, *, transpose: int = 0, seed: int = 0,
                  progress: bool = True):
+        super().__init__(transpose, seed)
         cfg.validate()
         self.cfg = cfg
-        self.transpose = int(transpose)
-        self.seed = seed
-        self.epoch = 0
         self.events, self.offsets = load_melodies(data_dir, split, cfg, progress)
         starts = []
         for k in range(len(self.offsets) - 1):
@@ -87,12 +83,6 @@ class MelodyWindows(Dataset):
         self.starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)  # absolute
         self.line_of = np.searchsorted(self.offsets, self.starts, side="right") - 1
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
     def window(self, i: int) -> np.ndarray:
         """The untransposed window i (int64, (window_steps,))."""
         line_start = int(self.offsets[self.line_of[i]])
@@ -100,14 +90,12 @@ class MelodyWindows(Dataset):
         line = self.events[line_start : start + self.cfg.window_steps]
         return cut_window(line, start - line_start, self.cfg.window_steps)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if i < 0:
-            i += len(self)
-        window = self.window(i)
-        if self.transpose:
-            num_pitches = self.cfg.vocab_size - 2
-            window = random_fitting_shift(window, self.transpose, lambda w, s: transpose_window(w, s, num_pitches),
-                                          (self.seed, self.epoch, i))
+    item = window
+
+    def shift(self, window: np.ndarray, semitones: int) -> np.ndarray | None:
+        return transpose_window(window, semitones, self.cfg.vocab_size - 2)
+
+    def as_batch(self, window: np.ndarray) -> dict[str, torch.Tensor]:
         return {"events": torch.from_numpy(window)}
 
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from musgen.errors import MusgenError
 
-from .dataset import random_fitting_shift, source_files
+from .dataset import TransposedItems, source_files
 from .pianoroll import PianorollConfig, midi_to_roll, phrase_starts, transpose_roll
 from .tokenizers import MidiReadError
 from .view_cache import cache_path, read_cache, write_cache
@@ -74,20 +73,17 @@ def load_rolls(data_dir: Path, split: str, cfg: PianorollConfig, progress: bool 
     return packed, offsets
 
 
-class RollPhrases(Dataset):
+class RollPhrases(TransposedItems):
     """Phrases of ``cfg.num_bars`` bars: item i is a fixed (piece, start) pair, (K, T, P) float32 in {0, 1}.
 
-    Transposition (training only) draws from ``default_rng((seed, epoch, i))`` among the shifts in
-    [-transpose, transpose] that keep the phrase in range, so items are reproducible on resume.
+    Transposition (training only): see ``TransposedItems``.
     """
 
     def __init__(self, data_dir: Path, split: str, cfg: PianorollConfig, *, transpose: int = 0, seed: int = 0,
                  progress: bool = True):
+        super().__init__(transpose, seed)
         cfg.validate()
         self.cfg = cfg
-        self.transpose = int(transpose)
-        self.seed = seed
-        self.epoch = 0
         self.drums = [k for k in range(cfg.num_tracks) if cfg.is_drum(k)]
         self.packed, self.offsets = load_rolls(data_dir, split, cfg, progress)
         starts = []
@@ -99,24 +95,17 @@ class RollPhrases(Dataset):
     def _unpack(self, lo: int, hi: int) -> np.ndarray:
         return np.unpackbits(self.packed[:, lo:hi], axis=-1, count=self.cfg.num_pitches).astype(bool)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
     def phrase(self, i: int) -> np.ndarray:
         """The untransposed phrase i, (K, T, P) bool."""
         start = int(self.starts[i])
         return self._unpack(start, start + self.cfg.phrase_steps)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if i < 0:
-            i += len(self)
-        roll = self.phrase(i)
-        if self.transpose:
-            roll = random_fitting_shift(roll, self.transpose, lambda r, s: transpose_roll(r, s, self.drums),
-                                        (self.seed, self.epoch, i))
+    item = phrase
+
+    def shift(self, roll: np.ndarray, semitones: int) -> np.ndarray | None:
+        return transpose_roll(roll, semitones, self.drums)
+
+    def as_batch(self, roll: np.ndarray) -> dict[str, torch.Tensor]:
         return {"roll": torch.from_numpy(roll.astype(np.float32))}
 
 
