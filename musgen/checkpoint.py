@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from musgen import __version__
-from musgen.errors import CheckpointError
+from musgen.errors import CheckpointError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +58,13 @@ class PortableCheckpoint:
         try:
             missing, unexpected = load_model(module, str(file), strict=False, device="cpu")
         except SafetensorError as err:  # not safetensors at all (a pickle, say): never unpickled
-            raise CheckpointError(f"{file} is not a safetensors weights file ({_first_line(err)})") from None
+            raise CheckpointError(f"{file} is not a safetensors weights file ({first_line(err)})") from None
         except (RuntimeError, ValueError, OSError) as err:
-            raise CheckpointError(f"weights in {file} do not fit the model: {_first_line(err)}") from None
+            raise CheckpointError(f"weights in {file} do not fit the model: {first_line(err)}") from None
         if missing or unexpected:
             raise CheckpointError(
                 f"weights in {file} do not fit the model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
             )
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def atomic_directory(final: Path, write: Callable[[Path], None]) -> Path:

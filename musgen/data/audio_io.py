@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from musgen.errors import MusgenError
+from musgen.errors import MusgenError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def read_audio(path: Path | str, sample_rate: int, *, max_seconds: float = 0.0) 
     except OSError as e:
         raise AudioReadError(f"cannot read: {e.strerror or e}") from None
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError on junk
-        raise AudioReadError(f"not an audio file ({_first_line(e)})") from None
+        raise AudioReadError(f"not an audio file ({_soundfile_reason(e)})") from None
     if not MIN_RATE <= info.samplerate <= MAX_RATE:
         raise AudioReadError(f"absurd sample rate {info.samplerate} Hz (outside {MIN_RATE}..{MAX_RATE})")
     if not 1 <= info.channels <= MAX_CHANNELS:
@@ -69,7 +69,7 @@ def read_audio(path: Path | str, sample_rate: int, *, max_seconds: float = 0.0) 
     try:
         data, rate = sf.read(name, frames=frames, dtype="float32", always_2d=True)
     except Exception as e:
-        raise AudioReadError(f"cannot decode audio ({_first_line(e)})") from None
+        raise AudioReadError(f"cannot decode audio ({_soundfile_reason(e)})") from None
     if data.shape[0] == 0:
         raise AudioReadError("no audio frames")
     if not np.isfinite(data).all():
@@ -133,8 +133,8 @@ def _dbfs(amplitude: float) -> float:
     return 20.0 * np.log10(amplitude) if amplitude > 0 else float("-inf")
 
 
-def _first_line(e: Exception) -> str:
+def _soundfile_reason(e: Exception) -> str:
     text = str(e).strip()
     if text.startswith("Error opening ") and "': " in text:  # libsndfile repeats the path (str or bytes)
         text = text.split("': ", 1)[1]
-    return text.splitlines()[0][:200] if text else type(e).__name__
+    return first_line(text) if text else type(e).__name__

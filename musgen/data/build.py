@@ -47,6 +47,7 @@ from .tokenizers import (
     load_tokenizer,
     make_tokenizer,
 )
+from .view_cache import read_cache, write_cache
 from .workpool import run_files
 
 log = logging.getLogger(__name__)
@@ -131,34 +132,15 @@ def _cache_key(tokenizer_sha: str, path: str, min_notes: int, want_bar_bytes: bo
     return digest.hexdigest()[:32]
 
 
-def _cached_tokens(cache_dir: str, key: str) -> tuple[np.ndarray, list[str]] | None:
-    try:
-        with np.load(Path(cache_dir) / f"{key}.npz", allow_pickle=False) as cached:
-            return cached["ids"].astype(np.int32), [str(b) for b in cached["bars"]]
-    except (OSError, ValueError, KeyError):  # missing, or cut short by a killed build: redo it
-        return None
-
-
-def _store_tokens(cache_dir: str, key: str, ids: np.ndarray, bar_bytes: list[str]) -> None:
-    final = Path(cache_dir) / f"{key}.npz"
-    tmp = final.with_name(f".{key}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, ids=ids, bars=np.array(bar_bytes, dtype=str))
-        os.replace(tmp, final)
-    except OSError as err:  # the cache only saves time
-        log.debug("cannot cache tokens in %s: %s", cache_dir, err)
-        tmp.unlink(missing_ok=True)
-
-
 def _tokenize_file(job: tuple) -> tuple[np.ndarray, list[str]]:
     tokenizer_path, path, min_notes, want_bar_bytes, *cache = job
     key = None
     if cache:  # (cache_dir, sha256 of tokenizer.json): reuse what an interrupted build finished
         cache_dir, tokenizer_sha = cache
         key = _cache_key(tokenizer_sha, path, min_notes, want_bar_bytes)
-        found = _cached_tokens(cache_dir, key)
+        found = read_cache(Path(cache_dir) / f"{key}.npz", "ids", "bars")
         if found is not None:
-            return found
+            return found[0].astype(np.int32), [str(b) for b in found[1]]
     tok = _tokenizer(tokenizer_path)
     score = load_score(path)
     n = count_notes(score)
@@ -172,7 +154,7 @@ def _tokenize_file(job: tuple) -> tuple[np.ndarray, list[str]]:
         bar_bytes = [tok._ids_to_bytes(c, as_one_str=True) for c in chunks if len(c) > 0]
     ids = np.asarray(seq.ids, dtype=np.int32)
     if key is not None:
-        _store_tokens(cache[0], key, ids, bar_bytes)
+        write_cache(Path(cache[0]) / f"{key}.npz", "tokens", ids=ids, bars=np.array(bar_bytes, dtype=str))
     return ids, bar_bytes
 
 

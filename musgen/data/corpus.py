@@ -20,6 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from musgen.errors import first_line
+
 from .workpool import mp_context
 
 log = logging.getLogger(__name__)
@@ -164,8 +166,7 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
     except _Timeout:
         return f"music21 conversion exceeded {PIECE_TIMEOUT_S} s"
     except Exception as e:  # music21 raises many types on odd scores
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        return f"music21 could not convert: {type(e).__name__}: {msg}"
+        return f"music21 could not convert: {type(e).__name__}: {first_line(str(e))}"
     finally:
         if use_alarm:
             signal.alarm(0)

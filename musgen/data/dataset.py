@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from musgen.errors import MusgenError
+from musgen.errors import MusgenError, first_line
 
 from .tokenizers import load_tokenizer, pitch_shift_table, velocity_ids
 
@@ -123,8 +123,7 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     except FileNotFoundError:
         raise MusgenError(f"{path} is missing; rebuild the data set (`musgen data build ... --force`)") from None
     except (OSError, ValueError, EOFError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise MusgenError(f"{path} is not a plain array file ({reason}); rebuild the data set "
+        raise MusgenError(f"{path} is not a plain array file ({first_line(err)}); rebuild the data set "
                           "(`musgen data build ... --force`)") from None
     if not isinstance(array, np.ndarray):  # a .npz archive under a .npy name
         array.close()

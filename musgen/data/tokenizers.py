@@ -19,7 +19,7 @@ import numpy as np
 import symusic
 from miditok.utils import merge_tracks
 
-from musgen.errors import ConfigError, MusgenError
+from musgen.errors import ConfigError, MusgenError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ def load_score(path_or_score: Path | str | symusic.Score) -> symusic.Score:
     except MidiReadError:
         raise
     except Exception as e:  # symusic raises RuntimeError/ValueError/OSError on junk
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MidiReadError(f"unreadable MIDI: {msg}") from None
+        raise MidiReadError(f"unreadable MIDI: {first_line(e)}") from None
     if score.note_num() == 0:
         raise MidiReadError("no notes")
     tpq = score.ticks_per_quarter

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from musgen.errors import first_line
+
 from .dataset import read_manifest
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,7 @@ def read_cache(path: Path, *names: str) -> tuple[np.ndarray, ...] | None:
         with np.load(path, allow_pickle=False) as cached:
             arrays = tuple(cached[name] for name in names)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        log.warning("ignoring the cache %s (%s); building it again", path, reason)
+        log.warning("ignoring the cache %s (%s); building it again", path, first_line(err))
         return None
     return arrays
 

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from musgen import checkpoint
 from musgen.config import dump_yaml
-from musgen.errors import MusgenError
+from musgen.errors import MusgenError, first_line
 from musgen.registry import get_family
 from musgen.train.safe_state import load_state
 from musgen.train.schedules import warmup_cosine
@@ -159,7 +159,7 @@ def _reason(err: BaseException | None, where: Path | None = None) -> str:
             limit = None
         if limit is not None and limit != resource.RLIM_INFINITY:
             return f"File too large (the file size limit, ulimit -f, is {limit} bytes)"
-    return (text.splitlines() or [type(err).__name__])[0][:200]
+    return first_line(err) if err is not None else "unknown error"
 
 
 def weights_digest(models: Mapping[str, torch.nn.Module]) -> str:

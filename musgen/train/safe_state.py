@@ -27,7 +27,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import load as accelerate_load
 
-from musgen.errors import CheckpointError
+from musgen.errors import CheckpointError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _reason(err: BaseException) -> str:
     if marker in text:  # torch's refusal: keep the line that names the global, not the advice
         detail = text.split(marker, 1)[1].strip().splitlines()[0].split(" was not an allowed")[0]
         return ("it would run code: " if "global" in detail else "refused by the weights-only unpickler: ") + detail
-    return (text.splitlines() or [type(err).__name__])[0][:200]
+    return first_line(err)
 
 
 def check_state_files(state_dir: Path) -> None:

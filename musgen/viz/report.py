@@ -42,13 +42,6 @@ pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 
 # ---------------------------------------------------------------------------------------------- inputs
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of RUN_DIR/metrics.jsonl with a step (a line cut short by a crash is skipped)."""
-    from musgen.train.loop import read_metrics as read_metrics_file
-
-    return read_metrics_file(Path(run_dir) / "metrics.jsonl")
-
-
 def find_samples(dirs: list[Path], exclude: Path | None = None) -> list[Path]:
     """MIDI files (and audio files without a MIDI file of the same name: audio samples) under ``dirs``,
     sorted, leaving out a run's state/checkpoint folders and ``exclude`` (the report's own folder)."""
@@ -234,7 +227,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, samples: list[str 
             f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"]
 
     body.append("<h2>Training</h2>")
-    records = read_metrics(run_dir)
+    from musgen.train.loop import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl")
     curves = plot_curves(records, media / "curves.png")
     if curves is not None:
         last = max(r["step"] for r in records)
