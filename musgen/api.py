@@ -14,6 +14,8 @@ from musgen.config import from_dict, resolve
 from musgen.errors import CheckpointError, ConfigError, MusgenError
 from musgen.registry import get_family
 
+SAMPLING_OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # plain sampling from the model
+
 
 class MusicGenerator:
     """A trained model loaded from a portable checkpoint, ready to sample."""
@@ -26,6 +28,20 @@ class MusicGenerator:
     def family(self) -> str:
         return self.checkpoint.family
 
+    @property
+    def recommended_sampling(self) -> dict[str, Any]:
+        """The sampling settings stored with the checkpoint (``musgen.json`` ``"sampling"``: the
+        temperature / top_k / top_p whose samples came closest to held-out music), or {}."""
+        return checkpoint.sampling_defaults(self.checkpoint.meta)
+
+    def sampling_settings(self, *, temperature: float | None = None, top_k: int | None = None,
+                          top_p: float | None = None) -> dict[str, Any]:
+        """temperature / top_k / top_p to sample with: each one given here, else the checkpoint's
+        recommendation, else off (1.0 / 0 / 1.0)."""
+        given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        recommended = self.recommended_sampling
+        return {k: v if v is not None else recommended.get(k, SAMPLING_OFF[k]) for k, v in given.items()}
+
     def generate(
         self,
         num_samples: int = 1,
@@ -34,9 +50,9 @@ class MusicGenerator:
         length: int | None = None,
         min_length: int | None = None,
         bars: int | None = None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
         seed: int | None = None,
         condition: str | Path | None = None,
         track: str | None = None,
@@ -50,7 +66,9 @@ class MusicGenerator:
         (default one phrase) from noise, or accompanies track ``track`` of MIDI file ``condition``;
         ``binarize`` (threshold | bernoulli) and ``threshold`` turn its probabilities into notes.
         The audio prior returns waveforms (float32 arrays at ``sample_rate``) of ``seconds`` new audio
-        (default 5; ``length`` counts code frames), continuing ``prime`` (an audio file) when given."""
+        (default 5; ``length`` counts code frames), continuing ``prime`` (an audio file) when given.
+        ``temperature``, ``top_k`` and ``top_p`` left at None take the checkpoint's recommended
+        settings (``sampling_settings``)."""
         extras = {k: v for k, v in (("condition", condition), ("track", track), ("binarize", binarize),
                                     ("threshold", threshold), ("seconds", seconds)) if v is not None}
         unsupported = [k for k in extras if k not in self.task.sample_options]
@@ -58,8 +76,9 @@ class MusicGenerator:
             flag = "--" + {"condition": "condition-track"}.get(unsupported[0], unsupported[0])
             owner = "the audio prior" if unsupported[0] == "seconds" else "musegan"
             raise MusgenError(f"{flag} does not apply to a {self.family} checkpoint (it is for {owner})")
-        seqs = self.task.sample(num_samples, prime=prime, length=length, min_length=min_length, bars=bars, temperature=temperature,
-                                top_k=top_k, top_p=top_p, seed=seed, **extras)
+        controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
+        seqs = self.task.sample(num_samples, prime=prime, length=length, min_length=min_length, bars=bars, seed=seed,
+                                **controls, **extras)
         return [self.task.sample_output(ids) for ids in seqs]
 
     @property

@@ -235,6 +235,37 @@ def load_portable(path: Path) -> PortableCheckpoint:
     return PortableCheckpoint(path=ckpt_dir, meta=meta, config=config)
 
 
+SAMPLING_KEYS = {"temperature": float, "top_k": int, "top_p": float}
+
+
+def sampling_defaults(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The recommended sampling settings in a checkpoint's metadata (``"sampling"``), typed; {} if none."""
+    stored = meta.get("sampling") or {}
+    if not isinstance(stored, Mapping):
+        raise CheckpointError(f"the sampling settings in {META_FILE} should be a mapping, not {stored!r}")
+    try:
+        return {key: cast(stored[key]) for key, cast in SAMPLING_KEYS.items() if stored.get(key) is not None}
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"bad sampling settings in {META_FILE}: {first_line(err)}") from None
+
+
+def set_sampling_defaults(path: Path, settings: Mapping[str, Any], evidence: Mapping[str, Any] | None = None) -> Path:
+    """Stores recommended sampling settings (temperature, top_k, top_p) in the checkpoint at ``path``,
+    with the measurement that chose them (``evidence``), by rewriting its ``musgen.json`` atomically."""
+    ckpt_dir = resolve_checkpoint(path)
+    unknown = set(settings) - set(SAMPLING_KEYS)
+    if unknown:
+        raise CheckpointError(f"unknown sampling settings {sorted(unknown)} (known: {', '.join(SAMPLING_KEYS)})")
+    meta = json.loads((ckpt_dir / META_FILE).read_text())
+    meta["sampling"] = {key: SAMPLING_KEYS[key](value) for key, value in settings.items()}
+    if evidence is not None:
+        meta["sampling_chosen_by"] = dict(evidence)
+    tmp = ckpt_dir / f".{META_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, ckpt_dir / META_FILE)
+    return ckpt_dir
+
+
 def prune(parent: Path, keep: int) -> None:
     """Deletes all but the newest ``keep`` step directories under ``parent`` (oldest first, each
     renamed away before it is deleted, so no half-deleted one keeps a step name)."""

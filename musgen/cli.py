@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from musgen import __version__
 from musgen.errors import MusgenError
@@ -133,9 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--seconds", type=float, help="new seconds of audio per sample (audio prior; default 5)")
     sample.add_argument("--min-length", type=int,
                         help="no end-of-piece before this many new tokens (default: a quarter of --length)")
-    sample.add_argument("--temperature", type=float, default=1.0)
-    sample.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0 = off)")
-    sample.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    _sampling_arguments(sample)
     sample.add_argument("--render", action="store_true", help="also write sample_000.wav ... (rendered MIDI)")
     sample.add_argument("--plot", action="store_true", help="also write sample_000.png ... (piano rolls)")
     gan = sample.add_argument_group("musegan")
@@ -187,11 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory")
     evaluate.add_argument("--data", type=Path, required=True, help="DATA_DIR the model was trained on")
     evaluate.add_argument("--out", type=Path, required=True, help="REPORT.json to write")
-    evaluate.add_argument("--num-samples", type=int, default=16,
-                          help="samples whose statistics are compared with the data (default 16; 0 = none)")
+    evaluate.add_argument("--num-samples", type=int, default=32,
+                          help="samples whose statistics are compared with the data (default 32; 0 = none)")
     evaluate.add_argument("--split", default="test", help="held-out split (default test; valid when test is empty)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    evaluate.add_argument("--length", type=int, help="new tokens per language-model sample (default 512)")
+    evaluate.add_argument("--length", type=int,
+                          help="new tokens per language-model sample (default: enough for --excerpt-quarters)")
+    evaluate.add_argument("--excerpt-quarters", type=float, default=32.0,
+                          help="language models: samples and held-out pieces are compared as excerpts of this many "
+                               "quarter notes (default 32; 0 = whole pieces)")
+    _sampling_arguments(evaluate)
     evaluate.add_argument("--seconds", type=float, help="seconds per audio-prior sample (default 5)")
     evaluate.add_argument("--max-seconds", type=float, default=10.0,
                           help="audio: first seconds of each held-out piece (default 10; 0 = all)")
@@ -290,6 +293,22 @@ def _cmd_render(args: argparse.Namespace) -> None:
     print(write_audio(args.out, wave, args.sample_rate))
 
 
+def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    note = " (default: the checkpoint's recommended setting, else {})"
+    parser.add_argument("--temperature", type=float, help="sampling temperature" + note.format(1))
+    parser.add_argument("--top-k", type=int, help="keep the K most likely tokens, 0 = off" + note.format("off"))
+    parser.add_argument("--top-p", type=float, help="nucleus sampling mass, 1 = off" + note.format("off"))
+
+
+def _log_sampling(generator: Any, args: argparse.Namespace) -> None:
+    """Says which sampling settings are used and where they come from."""
+    used = generator.sampling_settings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    recommended = generator.recommended_sampling
+    origin = {k: "given" if getattr(args, k) is not None else "recommended by the checkpoint" if k in recommended
+              else "default" for k in used}
+    log.info("sampling with %s", ", ".join(f"{k.replace('_', '-')} {v} ({origin[k]})" for k, v in used.items()))
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from musgen.api import train
 
@@ -310,6 +329,8 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     generator = load(args.checkpoint)
     if (args.render or args.plot) and generator.task.sample_suffix != ".mid":
         raise MusgenError("--render and --plot apply to MIDI samples; this checkpoint writes audio already")
+    if generator.family != "musegan":  # MuseGAN draws no tokens: --binarize/--threshold are its controls
+        _log_sampling(generator, args)
     paths = generator.generate_to(
         args.out, args.num_samples, prime=args.prime, length=args.length, min_length=args.min_length, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -336,7 +357,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     report = evaluate_checkpoint(args.checkpoint, args.data, num_samples=args.num_samples, split=args.split,
                                  seed=args.seed, length=args.length, seconds=args.seconds,
                                  max_seconds=args.max_seconds, batch_size=args.batch_size,
-                                 samples_dir=args.save_samples)
+                                 samples_dir=args.save_samples, excerpt_quarters=args.excerpt_quarters or None,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     print(report["table"])

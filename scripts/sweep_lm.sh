@@ -16,7 +16,7 @@ BIN=${BIN:-.venv/bin}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 T=configs/pretrained/transformer.yaml
 L=configs/pretrained/lstm.yaml
-common=(--set train.eval_batches=0 --set train.save_every=100000 --set train.log_every=10 --set train.max_minutes=7)
+common=(--set train.eval_batches=0 --set train.save_every=100000 --set train.log_every=10 --set train.max_minutes=12)
 
 # name | family | data | preset | overrides (steps sized for ~6 min of one core, measured step times)
 run() {
@@ -27,6 +27,7 @@ run() {
     echo "== $name: $BIN/musgen train $family --data $data --config $preset $*"
     "$BIN/musgen" train "$family" --data "$data" --out "$RUNS/$name" --config "$preset" "${common[@]}" "$@" \
         > "$RUNS.$name.log" 2>&1
+    echo "$data" > "$RUNS/$name/data"
     touch "$RUNS/$name/done"
 }
 

@@ -185,18 +185,29 @@ def compare_sets(reference: Sequence[dict[str, Any]], generated: Sequence[dict[s
 
 
 def format_comparison(comparison: dict[str, Any], reference: str = "held-out", generated: str = "generated") -> str:
-    """A fixed-width table: one row per feature (mean +- std of each set for scalars), overlap, KL."""
-    header = ["feature", reference, generated, "overlap", "KL"]
+    """A fixed-width table: one row per feature (mean +- std of each set for scalars), overlap, KL; with
+    a ``real_vs_real`` baseline (``musgen.eval.fair_sets``) its overlap and KL in two more columns."""
+    real = comparison.get("real_vs_real")
+    header = ["feature", reference, generated, "overlap", "KL"] + (["real overlap", "real KL"] if real else [])
     def cell(f: dict, label: str) -> str:
         if f"{label}_mean" not in f:
             return "(histogram)" if f[f"{label}_pieces"] else "-"
         return f"{f[f'{label}_mean']:.3f} +- {f[f'{label}_std']:.3f}"
 
-    rows = [[name, cell(f, "reference"), cell(f, "generated"), _num(f["overlap_area"]), _num(f["kl_divergence"])]
+    def baseline(name: str | None, key: str) -> list[str]:
+        if not real:
+            return []
+        source = real if name is None else real["features"].get(name, {})
+        return [_num(source.get(key))]
+
+    rows = [[name, cell(f, "reference"), cell(f, "generated"), _num(f["overlap_area"]), _num(f["kl_divergence"]),
+             *baseline(name, "overlap_area"), *baseline(name, "kl_divergence")]
             for name, f in comparison["features"].items()]
     rows.append(["mean over features", "", "", _num(comparison["mean_overlap_area"]),
-                 _num(comparison["mean_kl_divergence"])])
-    rows.append(["feature Frechet distance", "", "", _num(comparison["feature_frechet"]), ""])
+                 _num(comparison["mean_kl_divergence"]), *baseline(None, "mean_overlap_area"),
+                 *baseline(None, "mean_kl_divergence")])
+    rows.append(["feature Frechet distance", "", "", _num(comparison["feature_frechet"]), "",
+                 *baseline(None, "feature_frechet"), *([""] if real else [])])
     return _table(header, rows)
 
 

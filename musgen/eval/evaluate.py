@@ -5,7 +5,9 @@ By family (the checkpoint says which):
 * **lstm, transformer**: NLL of the held-out split's tokens (nats per token, perplexity, bits per
   token, and nats per note: the same total over the notes the tokens decode to), computed by the
   family's own ``Task.eval_step`` / ``eval_metrics`` over non-overlapping windows of the trained
-  length; then ``num_samples`` samples and their musical statistics next to the held-out pieces'.
+  length; then ``num_samples`` samples (with the checkpoint's recommended sampling settings unless
+  given) and their musical statistics next to held-out excerpts of the same duration
+  (``excerpt_quarters``; the other held-out split is added when the asked one has too few).
 * **musicvae**: teacher-forced reconstruction of held-out melody windows from z = mu (accuracy over
   all steps and over note events, NLL, KL; the Task's own evaluation), and statistics of samples
   from the prior next to the held-out windows'.
@@ -17,7 +19,9 @@ By family (the checkpoint says which):
 * **prior**: NLL per code (``musgen.eval.audio``) and the Frechet distance between ``num_samples``
   generated clips and the held-out audio.
 
-Statistics (``musgen.eval.midi_stats``) are compared the mgeval way (``musgen.eval.distributions``).
+Statistics (``musgen.eval.midi_stats``) are compared the mgeval way (``musgen.eval.distributions``),
+on equal numbers of equally long pieces, next to a real-vs-real reference measured the same way in
+the same run (``musgen.eval.fair_sets``).
 Held-out pieces are taken in the model's own representation (token pieces decoded by the checkpoint's
 tokenizer, melody windows, piano-roll phrases), so data and samples are measured alike.
 """
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 FORMAT = "musgen-eval"
 FORMAT_VERSION = 1
 MAX_REFERENCE = 256  # held-out pieces whose statistics are computed (evenly spaced through the split)
+DEFAULT_EXCERPT_QUARTERS = 32.0  # language-model samples and held-out pieces are compared as 8 bars of 4/4
 SYMBOLIC = ("lstm", "transformer", "musicvae", "musegan")
 
 
@@ -48,7 +53,7 @@ def evaluate_checkpoint(
     checkpoint: str | Path,
     data_dir: str | Path,
     *,
-    num_samples: int = 16,
+    num_samples: int = 32,
     split: str = "test",
     seed: int = 0,
     length: int | None = None,
@@ -56,10 +61,16 @@ def evaluate_checkpoint(
     max_seconds: float = 10.0,
     batch_size: int = 16,
     samples_dir: str | Path | None = None,
+    excerpt_quarters: float | None = DEFAULT_EXCERPT_QUARTERS,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> dict[str, Any]:
     """Evaluates a checkpoint (or a RUN_DIR's latest) on DATA_DIR's ``split`` (the valid split when
     it is empty); returns the report, its text table under ``"table"``. ``length`` (new tokens) and
-    ``seconds`` (audio) size the samples; ``samples_dir`` keeps them as files."""
+    ``seconds`` (audio) size the samples; ``samples_dir`` keeps them as files. Language-model samples
+    and held-out pieces are compared as excerpts of ``excerpt_quarters`` quarter notes (None: whole
+    pieces); ``temperature``/``top_k``/``top_p`` override the checkpoint's recommended settings."""
     import musgen
     from musgen.data.dataset import read_manifest
 
@@ -84,14 +95,25 @@ def evaluate_checkpoint(
         "seed": seed, "num_samples": num_samples,
     }
     samples: list[Any] = []
+    extra: list[Any] = []  # held-out pieces of the other split, used only when the asked one has too few
+    quarters: float | None = None
+    controls = generator.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
     if family in ("lstm", "transformer"):
-        report["likelihood"], reference = _language_model(generator, data_dir, split, batch_size)
+        report["likelihood"], reference, extra, tokens_per_quarter = _language_model(
+            generator, data_dir, split, batch_size)
+        quarters = excerpt_quarters
         if num_samples:
-            samples = generator.generate(num_samples, length=length or 512, seed=seed)
+            # Long enough to cover the excerpt: EOS is held back until ~1.6x its typical token count.
+            need = math.ceil(1.6 * (quarters or 32) * tokens_per_quarter)
+            new_tokens = length or max(512, 2 * need)
+            report["sampling"] = {**controls, "length": new_tokens, "min_length": min(need, new_tokens)}
+            samples = generator.generate(num_samples, length=new_tokens, min_length=min(need, new_tokens),
+                                         seed=seed, **controls)
     elif family == "musicvae":
         report["reconstruction"], reference = _musicvae(generator, data_dir, split, batch_size)
         if num_samples:
-            samples = generator.generate(num_samples, seed=seed)
+            report["sampling"] = controls
+            samples = generator.generate(num_samples, seed=seed, **controls)
     elif family == "musegan":
         report["critic"], reference = _musegan(generator, data_dir, split, batch_size, seed)
         if num_samples:
@@ -104,7 +126,7 @@ def evaluate_checkpoint(
     else:  # a family added to the registry without an evaluation here
         raise MusgenError(f"musgen eval does not know the {family} family yet")
     if family in SYMBOLIC:
-        report["statistics"] = _statistics(reference, samples)
+        report["statistics"] = _statistics(reference, samples, quarters, seed, extra)
     if samples_dir is not None and samples:
         out = Path(samples_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -144,8 +166,10 @@ def _evenly(items: list, limit: int = MAX_REFERENCE) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
 
 
-def _language_model(generator: Any, data_dir: Path, split: str, batch_size: int) -> tuple[dict, list]:
-    from musgen.data.dataset import TokenWindows, load_split
+def _language_model(generator: Any, data_dir: Path, split: str, batch_size: int) -> tuple[dict, list, list, float]:
+    """The held-out likelihood, the split's pieces, the other held-out split's pieces and the split's
+    tokens per quarter note."""
+    from musgen.data.dataset import TokenWindows, load_split, read_manifest
     from musgen.data.tokenizers import ids_to_score, load_tokenizer
 
     task = generator.task
@@ -155,14 +179,22 @@ def _language_model(generator: Any, data_dir: Path, split: str, batch_size: int)
                           "model was trained on (or one built with the same tokenizer settings)")
     windows = TokenWindows(data_dir, split, task.cfg.data.seq_len)
     metrics = task_metrics(task, windows, batch_size)
-    tokens, offsets = load_split(data_dir, split)
-    pieces = [ids_to_score(task.tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
-              for k in range(len(offsets) - 1)]
+    def pieces_of(name: str) -> list:
+        tokens, offsets = load_split(data_dir, name)
+        return [ids_to_score(task.tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
+                for k in range(len(offsets) - 1)]
+
+    pieces = pieces_of(split)
     notes = sum(int(p.note_num()) for p in pieces)
     nll_sum = metrics["nll"] * metrics["tokens"]
     metrics.update({"pieces": len(pieces), "notes": notes, "nll_per_note": nll_sum / notes if notes else math.nan,
                     "context_tokens": task.cfg.data.seq_len})
-    return metrics, _evenly(pieces)
+    quarters = sum(p.end() / p.ticks_per_quarter for p in pieces)
+    tokens_per_quarter = metrics["tokens"] / quarters if quarters else 16.0
+    other = {"test": "valid", "valid": "test"}.get(split)
+    splits = read_manifest(data_dir).get("splits", {})
+    extra = pieces_of(other) if other and splits.get(other, {}).get("pieces", 0) else []
+    return metrics, _evenly(pieces), _evenly(extra), tokens_per_quarter
 
 
 def _musicvae(generator: Any, data_dir: Path, split: str, batch_size: int) -> tuple[dict, list]:
@@ -190,15 +222,10 @@ def _musegan(generator: Any, data_dir: Path, split: str, batch_size: int, seed: 
     return metrics, [task.ids_to_score(roll) for roll in _evenly(list(held_out))]
 
 
-def _statistics(reference: list, samples: list) -> dict[str, Any]:
-    from musgen.eval.distributions import compare_sets
-    from musgen.eval.midi_stats import piece_features
+def _statistics(reference: list, samples: list, quarters: float | None, seed: int, extra: list) -> dict[str, Any]:
+    from musgen.eval.fair_sets import fair_statistics
 
-    ref = [piece_features(score) for score in reference]
-    gen = [piece_features(score) for score in samples]
-    comparison = compare_sets(ref, gen)
-    return {"reference_pieces": len(ref), "generated_pieces": len(gen),
-            "generated_without_notes": sum(1 for g in gen if g["notes"] == 0), **comparison}
+    return fair_statistics(reference, samples, quarters, seed=seed, extra=extra)
 
 
 def _audio_reference(data_dir: Path, split: str, max_seconds: float, rate: int) -> list[np.ndarray]:
@@ -258,10 +285,17 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", f"{title}:"]
         width = max(len(k) for k in section)
         lines += [f"  {k.ljust(width)}  {_fmt(v)}" for k, v in section.items()]
+    if report.get("sampling"):
+        lines += ["", "sampling: " + ", ".join(f"{k} {v}" for k, v in report["sampling"].items())]
     stats = report.get("statistics")
     if stats:
-        lines += ["", f"musical statistics: {stats['reference_pieces']} held-out pieces vs "
-                      f"{stats['generated_pieces']} samples ({stats['generated_without_notes']} without notes); "
-                      "overlap area and KL divergence of the inter-set vs the held-out intra-set distances",
+        length = f"excerpts of {stats['excerpt_quarters']:g} quarter notes" if stats.get("excerpt_quarters") else "pieces"
+        lines += ["", f"musical statistics: {stats['reference_pieces']} held-out {length} vs "
+                      f"{stats['generated_pieces']} samples ({stats['generated_without_notes']} without notes, "
+                      f"{stats.get('samples_too_short', 0)} too short); overlap area and KL divergence of the "
+                      "inter-set vs the held-out intra-set distances; 'real' columns: as many other held-out "
+                      f"excerpts ({stats.get('held_out_source_pieces')} pieces in all) compared the same way",
                   format_comparison(stats, "held-out", "generated")]
+        if stats.get("frechet_ratio") is not None:
+            lines.append(f"feature Frechet distance / real-vs-real: {stats['frechet_ratio']:.2f}")
     return "\n".join(lines)
