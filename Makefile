@@ -30,7 +30,8 @@ install: $(VENV)/.installed
 
 # The demo on the pretrained checkpoints (checkpoints/, see checkpoints/README.md), a few minutes on
 # a 2-core CPU: builds the built-in Bach data set and 200 folk tunes (for held-out primers), then
-# samples every family: Music Transformer and LSTM pieces, a transformer continuation of a held-out
+# samples every family: Music Transformer (chorales and folk tunes) and LSTM pieces, each with the
+# sampling settings its checkpoint recommends, a transformer continuation of a held-out
 # chorale, MusicVAE samples and an interpolation between two held-out folk tunes, MuseGAN four-voice
 # phrases and a harmonisation of a held-out soprano, a codec round trip of a rendered chorale and two
 # audio-prior continuations of it; renders and plots the samples, evaluates the transformer (held-out
@@ -48,6 +49,8 @@ demo: install
 		--prime $$($(SOURCE) $(DEMO)/data/bach 0) --num-samples 2 --length 384 --seed 0 $(MEDIA)
 	$(BIN)/musgen sample --checkpoint $(CKPT)/lstm --out $(DEMO)/samples/lstm \
 		--num-samples 3 --length 512 --seed 0 $(MEDIA)
+	$(BIN)/musgen sample --checkpoint $(CKPT)/transformer-folk --out $(DEMO)/samples/transformer-folk \
+		--num-samples 3 --length 384 --seed 0 $(MEDIA)
 	$(BIN)/musgen interpolate $$($(BIN)/python scripts/demo_clips.py $(DEMO)/data/folk $(CKPT)/musicvae 2) \
 		--checkpoint $(CKPT)/musicvae --steps 5 --out $(DEMO)/samples/musicvae-interpolation
 	$(BIN)/musgen sample --checkpoint $(CKPT)/musicvae --out $(DEMO)/samples/musicvae \

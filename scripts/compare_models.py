@@ -1,7 +1,8 @@
 """Held-out NLL of the LSTM, the plain-attention transformer and the Music Transformer (relative
 attention) on the built-in corpora, at about the same parameter count and the same training tokens.
 
-    python scripts/compare_models.py [--corpora bach,folk] [--steps 300] [--out scripts/results/compare_models.json]
+    python scripts/compare_models.py [--corpora bach,folk] [--steps 300] [--mixed-precision bf16]
+        [--out scripts/results/compare_models.json]
 
 Each model trains with the one training loop (``musgen.train``) on the same windows (same seq_len,
 batch, steps, seed), then is scored on the whole validation split, which plays no part in training
@@ -47,13 +48,14 @@ def note_count(data_dir: Path, split: str) -> int:
     return int(np.isin(tokens, pitch_ids).sum())
 
 
-def run_one(corpus: str, name: str, data_dir: Path, runs: Path, steps: int, seq_len: int, batch: int) -> dict:
+def run_one(corpus: str, name: str, data_dir: Path, runs: Path, steps: int, seq_len: int, batch: int,
+            precision: str = "no") -> dict:
     family, overrides = MODELS[name]
     overrides = [*(TRANSFORMER if family == "transformer" else []), *overrides,
                  f"data.seq_len={seq_len}", f"train.batch_size={batch}", f"train.steps={steps}",
                  "train.warmup_steps=30", "train.min_lr_ratio=0.05", f"train.eval_every={steps}",
                  "train.eval_batches=0", f"train.save_every={steps // 2}", "train.seed=0",
-                 "train.mixed_precision=no", "data.transpose=5"]
+                 f"train.mixed_precision={precision if family == 'transformer' else 'no'}", "data.transpose=5"]
     run_dir = runs / corpus / name
     start = time.perf_counter()
     done = any(step >= steps for step, _ in step_dirs(run_dir / "checkpoints"))
@@ -80,6 +82,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16"],
+                        help="the transformers' precision (the LSTM trains in fp32: bf16 does not help it)")
     parser.add_argument("--data-root", default=str(REPO / "data"))
     parser.add_argument("--runs", default=str(REPO / "runs" / "compare"))
     parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "compare_models.json"))
@@ -91,7 +95,8 @@ def main() -> None:
         build(data_dir, corpus=corpus)  # reused when already built with the same settings
         notes = note_count(data_dir, "valid")
         for name in args.models.split(","):
-            row = run_one(corpus, name, data_dir, Path(args.runs), args.steps, args.seq_len, args.batch)
+            row = run_one(corpus, name, data_dir, Path(args.runs), args.steps, args.seq_len, args.batch,
+                          args.mixed_precision)
             nll_sum = row["valid_nll"] * row["valid_tokens"]
             row.update(valid_notes=notes, bits_per_token=row["valid_nll"] / math.log(2),
                        bits_per_note=nll_sum / math.log(2) / notes)
@@ -99,7 +104,8 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seq_len": args.seq_len, "batch": args.batch, "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"seq_len": args.seq_len, "batch": args.batch, "mixed_precision": args.mixed_precision,
+                               "rows": rows}, indent=1) + "\n")
     print("\n| corpus | model | params | NLL nats/token | bits/note |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['corpus']} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['valid_nll']:.3f} | "

@@ -1,7 +1,7 @@
 """Collects the runs of scripts/sweep_lm.sh into one JSON table (scripts/results/sweep_lm.json):
-per run its family, data, parameters, steps and tokens seen, the held-out (valid split) NLL at the
-end, the same NLL per note (comparable across tokenizers: the summed NLL over the notes of the split)
-and the wall time.
+per run its family, data, model settings, steps and tokens seen, the held-out (valid split) NLL at
+the end and the same NLL per note (comparable across tokenizers: the summed NLL over the notes of
+the split).
 
     python scripts/sweep_results.py [--runs runs/sweep] [--out scripts/results/sweep_lm.json]
 """
@@ -39,8 +39,8 @@ def main() -> None:
         valid = [r for r in records if "valid_nll" in r][-1]
         config = yaml.safe_load((run / "config.yaml").read_text())
         data_file = run / "data"  # written by sweep_lm.sh, relative to the repository
-        data_dir = REPO / data_file.read_text().strip() if data_file.exists() else None
-        log = Path(f"{args.runs}.{run.name}.log")
+        data_name = data_file.read_text().strip() if data_file.exists() else None
+        data_dir = REPO / data_name if data_name else None
         train = config["train"]
         row = {
             "name": run.name, "family": config.get("family"), "model": config["model"],
@@ -48,17 +48,19 @@ def main() -> None:
             "mixed_precision": train["mixed_precision"], "steps": valid["step"],
             "train_tokens": valid["step"] * train["batch_size"] * config["data"]["seq_len"],
             "valid_nll": valid["valid_nll"], "valid_tokens": valid["valid_tokens"],
-            "wall_minutes": round((log.stat().st_mtime - run.stat().st_ctime) / 60, 1) if log.exists() else None,
         }
         if data_dir and (data_dir / "valid.tokens.npy").exists():
             notes = notes_in(data_dir, "valid")
-            row.update({"data": str(data_dir), "valid_notes": notes,
+            row.update({"data": data_name, "valid_notes": notes,
                         "valid_nll_per_note": valid["valid_nll"] * valid["valid_tokens"] / notes})
         rows.append(row)
         print(f"{run.name:24s} {row['family']:12s} steps {row['steps']:5d} valid nll {row['valid_nll']:.4f}"
               + (f"  per note {row['valid_nll_per_note']:.3f}" if "valid_nll_per_note" in row else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": rows}, indent=1) + "\n")
+    budget = ("each run trains for the steps that take about 6 minutes of one core of this 2-core CPU at its "
+              "measured idle step time (two runs shared the machine, with other work, so wall times were longer)")
+    args.out.write_text(json.dumps({"command": "scripts/sweep_lm.sh NAME...", "budget": budget, "runs": rows},
+                                   indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,10 +29,11 @@ from musgen.checkpoint import set_sampling_defaults  # noqa: E402
 from musgen.data.dataset import load_split  # noqa: E402
 from musgen.data.tokenizers import ids_to_score  # noqa: E402
 from musgen.eval.distributions import compare_sets  # noqa: E402
+from musgen.eval.evaluate import sample_tokens  # noqa: E402
 from musgen.eval.fair_sets import excerpts  # noqa: E402
 from musgen.eval.midi_stats import piece_features  # noqa: E402
 
-DEFAULT_GRID = "1.0:1.0,0.95:1.0,0.9:1.0,0.85:1.0,1.0:0.95,0.95:0.95,0.9:0.95,1.0:0.9"
+DEFAULT_GRID = "1.0:1.0,0.9:1.0,1.0:0.95,0.9:0.95,0.8:0.95"
 REPORTED = ("pitch_range", "mean_pitch_interval", "pitch_class_entropy", "polyphony", "used_pitch_classes")
 
 
@@ -64,12 +64,12 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     reference = [reference[i] for i in sorted(rng.permutation(len(reference))[: args.num_samples])]
     ref = [piece_features(s) for s in reference]
-    need = math.ceil(1.6 * args.quarters * tokens_per_quarter)
+    need = sample_tokens(args.quarters, tokens_per_quarter)
     rows = []
     for pair in args.grid.split(","):
         temperature, top_p = (float(x) for x in pair.split(":"))
         start = time.time()
-        samples = generator.generate(args.num_samples, length=2 * need, min_length=need, seed=args.seed,
+        samples = generator.generate(args.num_samples, length=need, min_length=need, seed=args.seed,
                                      temperature=temperature, top_p=top_p, top_k=0)
         cut = [c[0] for c in (excerpts(s, args.quarters)[:1] for s in samples) if c]
         n = min(len(cut), len(ref))

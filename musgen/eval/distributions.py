@@ -145,7 +145,8 @@ def feature_vectors(pieces: Sequence[dict[str, Any]]) -> np.ndarray:
             value = piece.get(name)
             row += list(np.asarray(value, dtype=np.float64)) if value is not None else [math.nan] * width
         rows.append(row)
-    return np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    width = len(SCALARS) + sum(HISTOGRAMS.values())
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
 
 
 MIN_STD = 0.05  # feature_frechet: a dimension the reference hardly varies (QN of chorales) is not blown up

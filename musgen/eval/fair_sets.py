@@ -89,15 +89,20 @@ def fair_statistics(
 ) -> dict[str, Any]:
     """Samples vs held-out pieces and real vs real, equal counts and lengths (see the module text).
 
-    Each sample is cut to its first ``quarters`` quarter notes (one shorter than that is left out and
-    counted); the held-out pieces give halves A and B; all three sets are cut to the same size n.
-    Returns ``compare_sets(A, samples)`` with the counts, and ``real_vs_real``: ``compare_sets(A, B)``."""
+    Each sample is cut to its first ``quarters`` quarter notes, or to the whole quarters of the
+    shortest sample with notes when that is shorter (samples without notes are left out and counted);
+    the held-out pieces give halves A and B of excerpts that long; all three sets are cut to the same
+    size n. Returns ``compare_sets(A, samples)`` with the counts, and ``real_vs_real``:
+    ``compare_sets(A, B)``."""
     from musgen.eval.distributions import compare_sets
     from musgen.eval.midi_stats import piece_features
 
-    cut = [excerpts(s, quarters)[:1] for s in samples]
-    too_short = sum(1 for c in cut if not c)
-    generated = [c[0] for c in cut if c]
+    with_notes = [s for s in samples if s.note_num()]
+    asked = quarters
+    if quarters is not None and with_notes:
+        shortest = min(last_onset_quarters(s) for s in with_notes)
+        quarters = float(max(1, min(quarters, int(shortest))))
+    generated = [c[0] for c in (excerpts(s, quarters)[:1] for s in with_notes) if c]
     a, b, used = real_halves(held_out, quarters, len(generated), seed, extra)
     n = min(len(generated), len(a), len(b))
     ref = [piece_features(s) for s in a[:n]]
@@ -110,8 +115,9 @@ def fair_statistics(
         "reference_pieces": len(ref),
         "generated_pieces": len(gen),
         "excerpt_quarters": quarters,
+        "asked_quarters": asked,
         "held_out_source_pieces": used,
-        "samples_too_short": too_short,
+        "samples_without_notes": len(samples) - len(with_notes),
         "generated_without_notes": sum(1 for g in gen if g["notes"] == 0),
         **comparison,
         "frechet_ratio": fd / fd_real if fd is not None and fd_real else None,

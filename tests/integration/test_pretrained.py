@@ -18,6 +18,8 @@ from musgen.errors import MusgenError
 
 ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 FAMILIES = ("lstm", "transformer", "musicvae", "musegan", "vqvae", "prior")
+CHECKPOINTS = {**{family: family for family in FAMILIES}, "transformer-folk": "transformer"}  # folder -> family
+LANGUAGE_MODELS = ("lstm", "transformer", "transformer-folk")
 
 
 def _size(path: Path) -> int:
@@ -26,12 +28,26 @@ def _size(path: Path) -> int:
 
 def test_every_family_ships_a_small_documented_checkpoint():
     readme = (ROOT / "README.md").read_text()
-    for family in FAMILIES:
-        ckpt = checkpoint.load_portable(ROOT / family)
+    for name, family in CHECKPOINTS.items():
+        ckpt = checkpoint.load_portable(ROOT / name)
         assert ckpt.family == family and "packed_from" in ckpt.meta
-        assert _size(ROOT / family) < 12e6, family  # a few MB each
-        assert f"checkpoints/{family}" in readme
+        assert _size(ROOT / name) < 12e6, name  # a few MB each
+        assert f"checkpoints/{name}" in readme
     assert _size(ROOT) < 60e6
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_pretrained_language_models_carry_measured_sampling_settings(name):
+    """Each language model ships the temperature / top-p chosen by scripts/tune_sampling.py, with the
+    table that chose it, and sampling uses them unless told otherwise."""
+    model = musgen.load(ROOT / name)
+    recommended = model.recommended_sampling
+    assert set(recommended) == {"temperature", "top_k", "top_p"}
+    chosen_by = model.checkpoint.meta["sampling_chosen_by"]
+    best = min(chosen_by["table"], key=lambda row: row["feature_frechet"])
+    assert (best["temperature"], best["top_p"]) == (recommended["temperature"], recommended["top_p"])
+    assert model.sampling_settings() == recommended
+    assert model.sampling_settings(temperature=1.0)["temperature"] == 1.0
 
 
 @pytest.mark.parametrize("family", ["lstm", "transformer"])

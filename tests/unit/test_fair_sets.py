@@ -44,11 +44,14 @@ def test_real_halves_are_disjoint_by_piece_and_equal_in_size(bach_midi_dir):
 
 def test_fair_statistics_compares_equal_sets_next_to_real_vs_real(bach_midi_24):
     pieces = _chorales(bach_midi_24)
-    samples = pieces[:4] + [excerpt(pieces[0], 0, 4)]  # the last one is shorter than the excerpts
-    stats = fair_statistics(pieces[4:], samples, 16.0)
+    silent = excerpt(pieces[0], 10_000, 4)
+    stats = fair_statistics(pieces[4:], pieces[:4] + [silent], 16.0)
     assert stats["generated_pieces"] == stats["reference_pieces"] == 4
-    assert stats["samples_too_short"] == 1 and stats["excerpt_quarters"] == 16.0
+    assert stats["samples_without_notes"] == 1 and stats["excerpt_quarters"] == 16.0
     real = stats["real_vs_real"]
     assert real["feature_frechet"] > 0 and 0 <= real["mean_overlap_area"] <= 1
     assert set(real["features"]) == set(stats["features"])
     assert stats["frechet_ratio"] == stats["feature_frechet"] / real["feature_frechet"]
+    # A sample shorter than the asked excerpt shortens every excerpt to its whole quarters.
+    short = fair_statistics(pieces[4:], pieces[:4] + [excerpt(pieces[0], 0, 6.5)], 16.0)
+    assert short["excerpt_quarters"] == 6.0 and short["asked_quarters"] == 16.0 and short["generated_pieces"] == 5
