@@ -60,6 +60,9 @@ def run_one(corpus: str, name: str, data_dir: Path, runs: Path, steps: int, seq_
     start = time.perf_counter()
     done = any(step >= steps for step, _ in step_dirs(run_dir / "checkpoints"))
     if not done:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(True)  # one process trains several runs, in different precisions
         resume = (run_dir / "config.yaml").exists()
         musgen.train(family, data_dir, run_dir, overrides=[] if resume else overrides, resume=resume)
     seconds = time.perf_counter() - start

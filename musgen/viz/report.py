@@ -117,25 +117,37 @@ def _kv_table(section: dict[str, Any]) -> str:
 
 
 def _stats_table(stats: dict[str, Any]) -> str:
+    real = stats.get("real_vs_real") or {}
+    real_features = real.get("features", {})
+
     def cell(f: dict, label: str) -> str:
         if f"{label}_mean" in f:
             return f"{f[f'{label}_mean']:.3f} &plusmn; {f[f'{label}_std']:.3f}"
         return "(histogram)" if f.get(f"{label}_pieces") else "-"
 
+    def baseline(source: dict, key: str) -> str:
+        return f"<td>{_e(_num(source.get(key)))}</td>" if real else ""
+
     rows = "".join(
         f"<tr><td>{_e(name)}</td><td>{cell(f, 'reference')}</td><td>{cell(f, 'generated')}</td>"
-        f"<td>{_e(_num(f.get('overlap_area')))}</td><td>{_e(_num(f.get('kl_divergence')))}</td></tr>"
+        f"<td>{_e(_num(f.get('overlap_area')))}</td><td>{_e(_num(f.get('kl_divergence')))}</td>"
+        f"{baseline(real_features.get(name, {}), 'overlap_area')}{baseline(real_features.get(name, {}), 'kl_divergence')}</tr>"
         for name, f in stats.get("features", {}).items())
     rows += (f"<tr><td>mean over features</td><td></td><td></td><td>{_e(_num(stats.get('mean_overlap_area')))}</td>"
-             f"<td>{_e(_num(stats.get('mean_kl_divergence')))}</td></tr>"
+             f"<td>{_e(_num(stats.get('mean_kl_divergence')))}</td>"
+             f"{baseline(real, 'mean_overlap_area')}{baseline(real, 'mean_kl_divergence')}</tr>"
              f"<tr><td>feature Frechet distance</td><td></td><td></td>"
-             f"<td>{_e(_num(stats.get('feature_frechet')))}</td><td></td></tr>")
-    caption = (f"{stats.get('reference_pieces')} held-out pieces vs {stats.get('generated_pieces')} samples "
+             f"<td>{_e(_num(stats.get('feature_frechet')))}</td><td></td>"
+             f"{baseline(real, 'feature_frechet')}{'<td></td>' if real else ''}</tr>")
+    length = f"excerpts of {stats['excerpt_quarters']:g} quarter notes" if stats.get("excerpt_quarters") else "pieces"
+    caption = (f"{stats.get('reference_pieces')} held-out {length} vs {stats.get('generated_pieces')} samples "
                f"({stats.get('generated_without_notes', 0)} without notes). Overlap area (1 is best) and KL "
                "divergence (0 is best) of the generated-to-held-out distances vs the distances within the "
-               "held-out set (mgeval).")
+               "held-out set (mgeval)." + (" The real columns compare as many other held-out excerpts the same "
+                                          "way: what real music scores at this size and length." if real else ""))
+    real_head = "<th>real overlap</th><th>real KL</th>" if real else ""
     return (f"<p class='note'>{_e(caption)}</p><table><tr><th>feature</th><th>held-out</th><th>generated</th>"
-            f"<th>overlap</th><th>KL</th></tr>{rows}</table>")
+            f"<th>overlap</th><th>KL</th>{real_head}</tr>{rows}</table>")
 
 
 def _eval_html(report: dict[str, Any], source: Path) -> str:
