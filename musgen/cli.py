@@ -301,12 +301,12 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _log_sampling(generator: Any, args: argparse.Namespace) -> None:
-    """Says which sampling settings are used and where they come from."""
+    """Says which sampling settings were used and where each one came from."""
     used = generator.sampling_settings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     recommended = generator.recommended_sampling
     origin = {k: "given" if getattr(args, k) is not None else "recommended by the checkpoint" if k in recommended
               else "default" for k in used}
-    log.info("sampling with %s", ", ".join(f"{k.replace('_', '-')} {v} ({origin[k]})" for k, v in used.items()))
+    log.info("sampled with %s", ", ".join(f"{k.replace('_', '-')} {v} ({origin[k]})" for k, v in used.items()))
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -329,14 +329,14 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     generator = load(args.checkpoint)
     if (args.render or args.plot) and generator.task.sample_suffix != ".mid":
         raise MusgenError("--render and --plot apply to MIDI samples; this checkpoint writes audio already")
-    if generator.family != "musegan":  # MuseGAN draws no tokens: --binarize/--threshold are its controls
-        _log_sampling(generator, args)
     paths = generator.generate_to(
         args.out, args.num_samples, prime=args.prime, length=args.length, min_length=args.min_length, bars=args.bars,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         condition=args.condition_track, track=args.track, binarize=args.binarize, threshold=args.threshold,
         seconds=args.seconds,
     )
+    if generator.family != "musegan":  # MuseGAN draws no tokens: --binarize/--threshold are its controls
+        _log_sampling(generator, args)
     for path in paths:
         print(path)
     if args.render or args.plot:

@@ -33,7 +33,7 @@ from musgen.eval.evaluate import sample_tokens  # noqa: E402
 from musgen.eval.fair_sets import excerpts  # noqa: E402
 from musgen.eval.midi_stats import piece_features  # noqa: E402
 
-DEFAULT_GRID = "1.0:1.0,0.9:1.0,1.0:0.95,0.9:0.95,0.8:0.95"
+DEFAULT_GRID = "1.0:1.0,0.9:1.0,0.9:0.95,0.8:0.95,0.7:0.95,0.8:0.9"
 REPORTED = ("pitch_range", "mean_pitch_interval", "pitch_class_entropy", "polyphony", "used_pitch_classes")
 
 

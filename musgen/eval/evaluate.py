@@ -103,7 +103,7 @@ def evaluate_checkpoint(
             generator, data_dir, split, batch_size)
         quarters = excerpt_quarters
         if num_samples:
-            # Long enough to cover the excerpt: 1.5x its typical token count, no EOS before that.
+            # Long enough to cover the excerpt: 1.8x its typical token count, no EOS before that.
             new_tokens = length or sample_tokens(quarters or DEFAULT_EXCERPT_QUARTERS, tokens_per_quarter)
             report["sampling"] = {**controls, "length": new_tokens, "min_length": new_tokens}
             samples = generator.generate(num_samples, length=new_tokens, min_length=new_tokens, seed=seed, **controls)
@@ -136,9 +136,9 @@ def evaluate_checkpoint(
 
 
 def sample_tokens(quarters: float, tokens_per_quarter: float) -> int:
-    """New tokens a language-model sample needs to last ``quarters`` quarter notes: 1.5x the held-out
+    """New tokens a language-model sample needs to last ``quarters`` quarter notes: 1.8x the held-out
     data's tokens per quarter (a denser sample is cut shorter, which shortens every excerpt)."""
-    return math.ceil(1.5 * quarters * tokens_per_quarter)
+    return math.ceil(1.8 * quarters * tokens_per_quarter)
 
 
 def _held_out_split(manifest: dict, split: str, data_dir: Path) -> str:
