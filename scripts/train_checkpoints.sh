@@ -51,6 +51,10 @@ for name in "${families[@]}"; do
     echo "== $name: $BIN/musgen train $family --data $data --out $RUNS/$name --config $config ${extra[*]}"
     start=$(date +%s)
     "$BIN/musgen" train "$family" --data "$data" --out "$RUNS/$name" --config "$config" "${extra[@]}"
+    if [ "$name" = transformer ]; then  # a short last phase without transposition: Bach's own keys
+        "$BIN/musgen" train "$family" --data "$data" --out "$RUNS/$name" --resume --set train.steps=2900 \
+            --set data.transpose=0 --set train.max_minutes=0 --set train.eval_every=100 --set train.save_every=100
+    fi
     echo "== $name trained in $(( ($(date +%s) - start) / 60 )) min"
     "$BIN/python" scripts/pack_checkpoint.py "$RUNS/$name" "$OUT/$name" --pick "$PICK"
 done
