@@ -16,16 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-
-
-def notes_in(data_dir: Path, split: str) -> int:
-    from musgen.data.tokenizers import load_tokenizer
-
-    tokenizer = load_tokenizer(data_dir / "tokenizer.json")
-    pitch_ids = np.array([i for tok, i in tokenizer.vocab.items() if tok.startswith("Pitch")])
-    return int(np.isin(np.load(data_dir / f"{split}.tokens.npy"), pitch_ids).sum())
+from compare_models import note_count  # noqa: E402  (scripts/ is on sys.path when run)
 
 
 def main() -> None:
@@ -50,7 +42,7 @@ def main() -> None:
             "valid_nll": valid["valid_nll"], "valid_tokens": valid["valid_tokens"],
         }
         if data_dir and (data_dir / "valid.tokens.npy").exists():
-            notes = notes_in(data_dir, "valid")
+            notes = note_count(data_dir, "valid")
             row.update({"data": data_name, "valid_notes": notes,
                         "valid_nll_per_note": valid["valid_nll"] * valid["valid_tokens"] / notes})
         rows.append(row)

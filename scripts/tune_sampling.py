@@ -26,24 +26,13 @@ import numpy as np  # noqa: E402
 
 import musgen  # noqa: E402
 from musgen.checkpoint import set_sampling_defaults  # noqa: E402
-from musgen.data.dataset import load_split  # noqa: E402
-from musgen.data.tokenizers import ids_to_score  # noqa: E402
 from musgen.eval.distributions import compare_sets  # noqa: E402
-from musgen.eval.evaluate import sample_tokens  # noqa: E402
+from musgen.eval.evaluate import sample_tokens, split_pieces  # noqa: E402
 from musgen.eval.fair_sets import excerpts  # noqa: E402
 from musgen.eval.midi_stats import piece_features  # noqa: E402
 
 DEFAULT_GRID = "1.0:1.0,0.9:1.0,0.9:0.95,0.8:0.95,0.7:0.95,0.8:0.9"
 REPORTED = ("pitch_range", "mean_pitch_interval", "pitch_class_entropy", "polyphony", "used_pitch_classes")
-
-
-def held_out_excerpts(generator, data_dir: Path, split: str, quarters: float) -> tuple[list, float]:
-    """Excerpts of every piece of ``split`` and the split's tokens per quarter note."""
-    tokens, offsets = load_split(data_dir, split)
-    pieces = [ids_to_score(generator.task.tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
-              for k in range(len(offsets) - 1)]
-    total_quarters = sum(p.end() / p.ticks_per_quarter for p in pieces)
-    return [e for p in pieces for e in excerpts(p, quarters)], len(tokens) / total_quarters
 
 
 def main() -> None:
@@ -60,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
 
     generator = musgen.load(args.checkpoint)
-    reference, tokens_per_quarter = held_out_excerpts(generator, args.data, args.split, args.quarters)
+    pieces, tokens_per_quarter = split_pieces(generator.task.tokenizer, args.data, args.split)
+    reference = [e for p in pieces for e in excerpts(p, args.quarters)]
     rng = np.random.default_rng(args.seed)
     reference = [reference[i] for i in sorted(rng.permutation(len(reference))[: args.num_samples])]
     ref = [piece_features(s) for s in reference]

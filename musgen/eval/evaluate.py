@@ -95,7 +95,7 @@ def evaluate_checkpoint(
         "seed": seed, "num_samples": num_samples,
     }
     samples: list[Any] = []
-    extra: list[Any] = []  # held-out pieces of the other split, used only when the asked one has too few
+    extra: Any = None  # () -> held-out pieces of the other split, called only when the asked one has too few
     quarters: float | None = None
     controls = generator.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
     if family in ("lstm", "transformer"):
@@ -170,11 +170,24 @@ def _evenly(items: list, limit: int = MAX_REFERENCE) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
 
 
-def _language_model(generator: Any, data_dir: Path, split: str, batch_size: int) -> tuple[dict, list, list, float]:
-    """The held-out likelihood, the split's pieces, the other held-out split's pieces and the split's
-    tokens per quarter note."""
-    from musgen.data.dataset import TokenWindows, load_split, read_manifest
-    from musgen.data.tokenizers import ids_to_score, load_tokenizer
+def split_pieces(tokenizer: Any, data_dir: Path, split: str) -> tuple[list, float]:
+    """The pieces of a token data set's split decoded to symusic Scores, and the tokens a language
+    model predicts per quarter note of them (each piece's tokens and its EOS)."""
+    from musgen.data.dataset import load_split
+    from musgen.data.tokenizers import ids_to_score
+
+    tokens, offsets = load_split(data_dir, split)
+    pieces = [ids_to_score(tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
+              for k in range(len(offsets) - 1)]
+    quarters = sum(p.end() / p.ticks_per_quarter for p in pieces)
+    return pieces, (len(tokens) + len(pieces)) / quarters if quarters else 16.0
+
+
+def _language_model(generator: Any, data_dir: Path, split: str, batch_size: int) -> tuple[dict, list, Any, float]:
+    """The held-out likelihood, the split's pieces, a function giving the other held-out split's pieces
+    and the split's tokens per quarter note."""
+    from musgen.data.dataset import TokenWindows, read_manifest
+    from musgen.data.tokenizers import load_tokenizer
 
     task = generator.task
     data_tokenizer = load_tokenizer(data_dir / "tokenizer.json")
@@ -183,22 +196,18 @@ def _language_model(generator: Any, data_dir: Path, split: str, batch_size: int)
                           "model was trained on (or one built with the same tokenizer settings)")
     windows = TokenWindows(data_dir, split, task.cfg.data.seq_len)
     metrics = task_metrics(task, windows, batch_size)
-    def pieces_of(name: str) -> list:
-        tokens, offsets = load_split(data_dir, name)
-        return [ids_to_score(task.tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
-                for k in range(len(offsets) - 1)]
-
-    pieces = pieces_of(split)
+    pieces, tokens_per_quarter = split_pieces(task.tokenizer, data_dir, split)
     notes = sum(int(p.note_num()) for p in pieces)
     nll_sum = metrics["nll"] * metrics["tokens"]
     metrics.update({"pieces": len(pieces), "notes": notes, "nll_per_note": nll_sum / notes if notes else math.nan,
                     "context_tokens": task.cfg.data.seq_len})
-    quarters = sum(p.end() / p.ticks_per_quarter for p in pieces)
-    tokens_per_quarter = metrics["tokens"] / quarters if quarters else 16.0
     other = {"test": "valid", "valid": "test"}.get(split)
-    splits = read_manifest(data_dir).get("splits", {})
-    extra = pieces_of(other) if other and splits.get(other, {}).get("pieces", 0) else []
-    return metrics, _evenly(pieces), _evenly(extra), tokens_per_quarter
+    has_other = bool(other) and read_manifest(data_dir).get("splits", {}).get(other, {}).get("pieces", 0) > 0
+
+    def extra() -> list:  # decoded only when the split gives too few excerpts
+        return _evenly(split_pieces(task.tokenizer, data_dir, other)[0]) if has_other else []
+
+    return metrics, _evenly(pieces), extra, tokens_per_quarter
 
 
 def _musicvae(generator: Any, data_dir: Path, split: str, batch_size: int) -> tuple[dict, list]:
@@ -226,7 +235,7 @@ def _musegan(generator: Any, data_dir: Path, split: str, batch_size: int, seed: 
     return metrics, [task.ids_to_score(roll) for roll in _evenly(list(held_out))]
 
 
-def _statistics(reference: list, samples: list, quarters: float | None, seed: int, extra: list) -> dict[str, Any]:
+def _statistics(reference: list, samples: list, quarters: float | None, seed: int, extra: Any) -> dict[str, Any]:
     from musgen.eval.fair_sets import fair_statistics
 
     return fair_statistics(reference, samples, quarters, seed=seed, extra=extra)

@@ -16,7 +16,7 @@ of pieces of the same length:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import symusic
@@ -57,16 +57,16 @@ def real_halves(
     quarters: float | None,
     n: int,
     seed: int = 0,
-    extra: Sequence[symusic.Score] = (),
+    extra: Callable[[], Sequence[symusic.Score]] | None = None,
 ) -> tuple[list[symusic.Score], list[symusic.Score], int]:
     """Two disjoint sets of at most ``n`` excerpts each, no piece contributing to both: the pieces
-    are shuffled (seeded) and each one's excerpts go to the smaller half. ``extra`` pieces (another
-    held-out split) are used only when ``pieces`` give fewer than 2n excerpts. Returns (A, B, the
+    are shuffled (seeded) and each one's excerpts go to the smaller half. ``extra()`` gives more pieces
+    (another held-out split); it is called only when ``pieces`` give fewer than 2n excerpts. Returns (A, B, the
     number of pieces used)."""
     rng = random.Random(seed)
     groups = [excerpts(p, quarters) for p in pieces]
-    if sum(map(len, groups)) < 2 * n:
-        groups += [excerpts(p, quarters) for p in extra]
+    if extra is not None and sum(map(len, groups)) < 2 * n:
+        groups += [excerpts(p, quarters) for p in extra()]
     groups = [g for g in groups if g]
     rng.shuffle(groups)
     halves: tuple[list, list] = ([], [])
@@ -85,7 +85,7 @@ def fair_statistics(
     samples: Sequence[symusic.Score],
     quarters: float | None,
     seed: int = 0,
-    extra: Sequence[symusic.Score] = (),
+    extra: Callable[[], Sequence[symusic.Score]] | None = None,
 ) -> dict[str, Any]:
     """Samples vs held-out pieces and real vs real, equal counts and lengths (see the module text).
 

@@ -38,8 +38,13 @@ def test_real_halves_are_disjoint_by_piece_and_equal_in_size(bach_midi_dir):
     assert all(len(t) == 1 for t in tags)
     assert not {t.pop() for t in tags[:6]} & {t.pop() for t in tags[6:]}
     # Too few excerpts in the pieces: the extra pieces are used, and only then.
-    a2, b2, _ = real_halves(pieces[:2], 8, 20, extra=pieces[2:])
+    a2, b2, _ = real_halves(pieces[:2], 8, 20, extra=lambda: pieces[2:])
     assert len(a2) + len(b2) > sum(len(excerpts(p, 8)) for p in pieces[:2])
+
+    def never() -> list:
+        raise AssertionError("the extra pieces are not needed here")
+
+    assert len(real_halves(pieces, 8, 3, extra=never)[0]) == 3
 
 
 def test_fair_statistics_compares_equal_sets_next_to_real_vs_real(bach_midi_24):
