@@ -34,8 +34,9 @@ class MusicGenerator:
         temperature / top_k / top_p whose samples came closest to held-out music), or {}."""
         return checkpoint.sampling_defaults(self.checkpoint.meta)
 
-    def sampling_settings(self, *, temperature: float | None = None, top_k: int | None = None,
-                          top_p: float | None = None) -> dict[str, Any]:
+    def sampling_settings(
+        self, *, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None
+    ) -> dict[str, Any]:
         """temperature / top_k / top_p to sample with: each one given here, else the checkpoint's
         recommendation, else off (1.0 / 0 / 1.0)."""
         given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
@@ -69,16 +70,33 @@ class MusicGenerator:
         (default 5; ``length`` counts code frames), continuing ``prime`` (an audio file) when given.
         ``temperature``, ``top_k`` and ``top_p`` left at None take the checkpoint's recommended
         settings (``sampling_settings``)."""
-        extras = {k: v for k, v in (("condition", condition), ("track", track), ("binarize", binarize),
-                                    ("threshold", threshold), ("seconds", seconds)) if v is not None}
+        extras = {
+            k: v
+            for k, v in (
+                ("condition", condition),
+                ("track", track),
+                ("binarize", binarize),
+                ("threshold", threshold),
+                ("seconds", seconds),
+            )
+            if v is not None
+        }
         unsupported = [k for k in extras if k not in self.task.sample_options]
         if unsupported:
             flag = "--" + {"condition": "condition-track"}.get(unsupported[0], unsupported[0])
             owner = "the audio prior" if unsupported[0] == "seconds" else "musegan"
             raise MusgenError(f"{flag} does not apply to a {self.family} checkpoint (it is for {owner})")
         controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
-        seqs = self.task.sample(num_samples, prime=prime, length=length, min_length=min_length, bars=bars, seed=seed,
-                                **controls, **extras)
+        seqs = self.task.sample(
+            num_samples,
+            prime=prime,
+            length=length,
+            min_length=min_length,
+            bars=bars,
+            seed=seed,
+            **controls,
+            **extras,
+        )
         return [self.task.sample_output(ids) for ids in seqs]
 
     @property
@@ -101,7 +119,9 @@ class MusicGenerator:
     # -- latent models (musicvae) -----------------------------------------------------------------
     def _latent_task(self) -> Any:
         if not hasattr(self.task, "encode"):
-            raise MusgenError(f"a {self.family} checkpoint has no latent space: this needs a musicvae checkpoint")
+            raise MusgenError(
+                f"a {self.family} checkpoint has no latent space: this needs a musicvae checkpoint"
+            )
         return self.task
 
     def clip(self, midi: str | Path, bar_offset: int = 0) -> np.ndarray:
@@ -118,8 +138,14 @@ class MusicGenerator:
         mu, _ = task.encode(np.stack(windows))
         return mu
 
-    def decode_events(self, z: torch.Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                      seed: int | None = None) -> np.ndarray:
+    def decode_events(
+        self,
+        z: torch.Tensor,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> np.ndarray:
         """z (N, Z) -> event windows (N, T); greedy when ``temperature`` is 0."""
         return self._latent_task().decode(z, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
@@ -127,8 +153,15 @@ class MusicGenerator:
         """z (N, Z) -> symusic Scores (see ``decode_events`` for the controls)."""
         return [self.task.ids_to_score(events) for events in self.decode_events(z, **controls)]
 
-    def interpolate(self, a: str | Path | np.ndarray, b: str | Path | np.ndarray, steps: int = 8, *,
-                    bar_offset: int = 0, **controls: Any) -> np.ndarray:
+    def interpolate(
+        self,
+        a: str | Path | np.ndarray,
+        b: str | Path | np.ndarray,
+        steps: int = 8,
+        *,
+        bar_offset: int = 0,
+        **controls: Any,
+    ) -> np.ndarray:
         """Event windows (steps, T) decoded along the slerp between the latent means of clips a and b,
         both endpoints included."""
         from musgen.generate.interpolation import interpolation_path
@@ -136,8 +169,9 @@ class MusicGenerator:
         mu = self.encode([a, b], bar_offset)
         return self.decode_events(interpolation_path(mu[0], mu[1], steps), **controls)
 
-    def interpolate_to(self, out_dir: str | Path, a: str | Path, b: str | Path, steps: int = 8,
-                       **kwargs: Any) -> list[Path]:
+    def interpolate_to(
+        self, out_dir: str | Path, a: str | Path, b: str | Path, steps: int = 8, **kwargs: Any
+    ) -> list[Path]:
         """Writes ``interp_000.mid`` ... (``steps`` files) and ``interpolation.mid`` (all steps in a row)."""
         from musgen.data.melody import join_windows
 
@@ -153,8 +187,9 @@ class MusicGenerator:
             raise MusgenError(f"audio reconstruction needs a vqvae checkpoint, not {self.family}")
         return self.task.decode_codes(self.task.encode_audio(wave))[: len(wave)]
 
-    def reconstruct_to(self, out_dir: str | Path, midi: str | Path, *, bar_offset: int = 0,
-                       **controls: Any) -> list[Path]:
+    def reconstruct_to(
+        self, out_dir: str | Path, midi: str | Path, *, bar_offset: int = 0, **controls: Any
+    ) -> list[Path]:
         """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode);
         for a vqvae and an audio file, ``original.wav`` (at the codec's rate) and ``reconstruction.wav``."""
         if self.family == "vqvae":
@@ -218,11 +253,11 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> Any:
-    """Trains ``family`` on a built data set; returns ``musgen.train.loop.FitResult``.
+    """Trains ``family`` on a built data set; returns ``musgen.training.loop.FitResult``.
 
     With ``resume`` the run's own saved config.yaml is the base (``overrides`` still apply on top,
     e.g. ``train.steps=...`` to train longer)."""
-    from musgen.train.loop import fit
+    from musgen.training.loop import fit
 
     spec = get_family(family)
     run_config = Path(out) / "config.yaml"

@@ -123,7 +123,7 @@ def recover(parent: Path, complete: Callable[[Path], bool]) -> list[str]:
         if not child.is_dir() or not child.name.startswith((".tmp-", ".old-", ".del-")):
             continue
         if child.name.startswith(".old-"):
-            name = child.name[len(".old-"):].rsplit("-", 1)[0]
+            name = child.name[len(".old-") :].rsplit("-", 1)[0]
             if STEP_DIR.match(name) and not (parent / name).exists() and complete(child):
                 os.replace(child, parent / name)
                 done.append(f"restored {name}")
@@ -249,13 +249,17 @@ def sampling_defaults(meta: Mapping[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"bad sampling settings in {META_FILE}: {first_line(err)}") from None
 
 
-def set_sampling_defaults(path: Path, settings: Mapping[str, Any], evidence: Mapping[str, Any] | None = None) -> Path:
+def set_sampling_defaults(
+    path: Path, settings: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+) -> Path:
     """Stores recommended sampling settings (temperature, top_k, top_p) in the checkpoint at ``path``,
     with the measurement that chose them (``evidence``), by rewriting its ``musgen.json`` atomically."""
     ckpt_dir = resolve_checkpoint(path)
     unknown = set(settings) - set(SAMPLING_KEYS)
     if unknown:
-        raise CheckpointError(f"unknown sampling settings {sorted(unknown)} (known: {', '.join(SAMPLING_KEYS)})")
+        raise CheckpointError(
+            f"unknown sampling settings {sorted(unknown)} (known: {', '.join(SAMPLING_KEYS)})"
+        )
     meta = json.loads((ckpt_dir / META_FILE).read_text())
     meta["sampling"] = {key: SAMPLING_KEYS[key](value) for key, value in settings.items()}
     if evidence is not None:
@@ -292,7 +296,9 @@ def pack_checkpoint(src: Path, dst: Path, *, metrics_file: Path | None = None) -
         packed = tensor.to(torch.float16)
         if not torch.isfinite(packed).all():
             return tensor
-        error = torch.linalg.vector_norm(packed.float() - tensor) / torch.linalg.vector_norm(tensor).clamp_min(1e-30)
+        error = torch.linalg.vector_norm(packed.float() - tensor) / torch.linalg.vector_norm(
+            tensor
+        ).clamp_min(1e-30)
         if error > 1e-3:
             return tensor
         return packed

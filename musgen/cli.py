@@ -20,33 +20,33 @@ log = logging.getLogger("musgen")
 
 EXAMPLES = {
     "data build": "musgen data build --corpus bach --out data/bach\n"
-                  "  musgen data build --midi-dir ~/lakh --out data/lakh --tokenizer tsd --set bpe_vocab_size=2000\n"
-                  "  musgen data build --corpus bach --render --out data/bach-audio --set sample_rate=16000\n"
-                  "  musgen data build --audio-dir ~/recordings --out data/recordings --set max_seconds_per_piece=60",
+    "  musgen data build --midi-dir ~/lakh --out data/lakh --tokenizer tsd --set bpe_vocab_size=2000\n"
+    "  musgen data build --corpus bach --render --out data/bach-audio --set sample_rate=16000\n"
+    "  musgen data build --audio-dir ~/recordings --out data/recordings --set max_seconds_per_piece=60",
     "train": "musgen train transformer --data data/bach --out runs/transformer\n"
-             "  musgen train lstm --data data/bach --out runs/tiny --config configs/tiny/lstm.yaml "
-             "--set train.steps=100\n  musgen train transformer --data data/bach --out runs/transformer --resume\n"
-             "  musgen train vqvae --data data/bach-audio --out runs/vqvae\n"
-             "  musgen train prior --data data/bach-audio --out runs/prior --set vqvae=runs/vqvae",
+    "  musgen train lstm --data data/bach --out runs/tiny --config configs/tiny/lstm.yaml "
+    "--set train.steps=100\n  musgen train transformer --data data/bach --out runs/transformer --resume\n"
+    "  musgen train vqvae --data data/bach-audio --out runs/vqvae\n"
+    "  musgen train prior --data data/bach-audio --out runs/prior --set vqvae=runs/vqvae",
     "sample": "musgen sample --checkpoint runs/transformer --out samples --num-samples 4 --length 512\n"
-              "  musgen sample --checkpoint runs/transformer --prime seed.mid --bars 8 --top-p 0.95 --seed 1 "
-              "--out samples\n"
-              "  musgen sample --checkpoint runs/musegan --bars 8 --num-samples 4 --out samples\n"
-              "  musgen sample --checkpoint runs/musegan --condition-track melody.mid --track soprano --out harmonised\n"
-              "  musgen sample --checkpoint runs/prior --prime seed.wav --seconds 10 --out audio",
+    "  musgen sample --checkpoint runs/transformer --prime seed.mid --bars 8 --top-p 0.95 --seed 1 "
+    "--out samples\n"
+    "  musgen sample --checkpoint runs/musegan --bars 8 --num-samples 4 --out samples\n"
+    "  musgen sample --checkpoint runs/musegan --condition-track melody.mid --track soprano --out harmonised\n"
+    "  musgen sample --checkpoint runs/prior --prime seed.wav --seconds 10 --out audio",
     "interpolate": "musgen interpolate a.mid b.mid --checkpoint runs/musicvae --steps 8 --out morph\n"
-                   "  musgen interpolate a.mid b.mid --checkpoint runs/musicvae_2bar --steps 5 --bar-offset 4 --out morph",
+    "  musgen interpolate a.mid b.mid --checkpoint runs/musicvae_2bar --steps 5 --bar-offset 4 --out morph",
     "reconstruct": "musgen reconstruct a.mid --checkpoint runs/musicvae --out recon\n"
-                   "  musgen reconstruct take.wav --checkpoint runs/vqvae --out recon",
+    "  musgen reconstruct take.wav --checkpoint runs/vqvae --out recon",
     "render": "musgen render chorale.mid --out chorale.wav\n"
-              "  musgen render chorale.mid --out chorale.flac --soundfont ~/sf2/GeneralUser.sf2 --sample-rate 16000\n"
-              "  musgen render chorale.mid --out organ.wav --engine synth --program 19",
+    "  musgen render chorale.mid --out chorale.flac --soundfont ~/sf2/GeneralUser.sf2 --sample-rate 16000\n"
+    "  musgen render chorale.mid --out organ.wav --engine synth --program 19",
     "eval": "musgen eval --checkpoint runs/transformer --data data/bach --out runs/transformer/eval.json\n"
-            "  musgen eval --checkpoint runs/lstm --data data/bach --num-samples 64 --length 1024 --out lstm_eval.json\n"
-            "  musgen eval --checkpoint runs/vqvae --data data/bach-audio --out vqvae_eval.json",
+    "  musgen eval --checkpoint runs/lstm --data data/bach --num-samples 64 --length 1024 --out lstm_eval.json\n"
+    "  musgen eval --checkpoint runs/vqvae --data data/bach-audio --out vqvae_eval.json",
     "plot": "musgen plot chorale.mid --out chorale.png",
     "report": "musgen report runs/transformer --out runs/transformer/report\n"
-              "  musgen report runs/lstm --samples samples/lstm --eval lstm_eval.json --out report_lstm",
+    "  musgen report runs/lstm --samples samples/lstm --eval lstm_eval.json --out report_lstm",
 }
 
 
@@ -58,15 +58,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show full tracebacks for errors")
-    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="only warnings and errors")
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks for errors"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors"
+    )
 
 
 def _sub(subparsers, name: str, key: str, help_text: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[key]}",
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=f"example:\n  {EXAMPLES[key]}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(parser)
@@ -74,10 +79,17 @@ def _sub(subparsers, name: str, key: str, help_text: str) -> argparse.ArgumentPa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="musgen", description="Train and sample music generators (MIDI and audio).",
-                     epilog="example:\n  " + EXAMPLES["data build"].splitlines()[0] + "\n  "
-                     + EXAMPLES["train"].splitlines()[0] + "\n  " + EXAMPLES["sample"].splitlines()[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="musgen",
+        description="Train and sample music generators (MIDI and audio).",
+        epilog="example:\n  "
+        + EXAMPLES["data build"].splitlines()[0]
+        + "\n  "
+        + EXAMPLES["train"].splitlines()[0]
+        + "\n  "
+        + EXAMPLES["sample"].splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"musgen {__version__}")
     _add_common(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
@@ -87,144 +99,260 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(data)
     data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", parser_class=_Parser)
     data_verbs.required = True
-    build = _sub(data_verbs, "build", "data build",
-                 "Build a data set: MIDI -> train/valid/test split by piece -> tokens, with a manifest; "
-                 "or audio (--audio-dir, or --corpus/--midi-dir with --render) -> split by piece -> 16-bit "
-                 "samples, for the vqvae and prior families.")
+    build = _sub(
+        data_verbs,
+        "build",
+        "data build",
+        "Build a data set: MIDI -> train/valid/test split by piece -> tokens, with a manifest; "
+        "or audio (--audio-dir, or --corpus/--midi-dir with --render) -> split by piece -> 16-bit "
+        "samples, for the vqvae and prior families.",
+    )
     source = build.add_mutually_exclusive_group(required=True)
-    source.add_argument("--corpus", choices=["bach", "folk", "palestrina", "all"],
-                        help="the built-in corpus shipped inside the music21 package")
+    source.add_argument(
+        "--corpus",
+        choices=["bach", "folk", "palestrina", "all"],
+        help="the built-in corpus shipped inside the music21 package",
+    )
     source.add_argument("--midi-dir", type=Path, help="a folder of .mid/.midi files (searched recursively)")
-    source.add_argument("--audio-dir", type=Path,
-                        help="a folder of audio files (.wav .flac .ogg .aiff .mp3, searched recursively): "
-                        "an audio data set")
-    build.add_argument("--render", action="store_true",
-                       help="render the --corpus or --midi-dir MIDI to audio: an audio data set")
-    build.add_argument("--soundfont", type=Path, metavar="SF2",
-                       help="General MIDI soundfont for --render (default: $MUSGEN_SOUNDFONT or a system one)")
+    source.add_argument(
+        "--audio-dir",
+        type=Path,
+        help="a folder of audio files (.wav .flac .ogg .aiff .mp3, searched recursively): an audio data set",
+    )
+    build.add_argument(
+        "--render",
+        action="store_true",
+        help="render the --corpus or --midi-dir MIDI to audio: an audio data set",
+    )
+    build.add_argument(
+        "--soundfont",
+        type=Path,
+        metavar="SF2",
+        help="General MIDI soundfont for --render (default: $MUSGEN_SOUNDFONT or a system one)",
+    )
     build.add_argument("--out", type=Path, required=True, help="DATA_DIR to write")
     build.add_argument("--tokenizer", help="remi (default), midilike, tsd, structured")
     build.add_argument("--config", type=Path, help="YAML file with data settings (token or audio settings)")
-    build.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a data setting, e.g. --set bpe_vocab_size=2000")
+    build.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a data setting, e.g. --set bpe_vocab_size=2000",
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
     build.add_argument("--limit", type=int, help="use only the first N source files (quick experiments)")
 
     train = _sub(verbs, "train", "train", "Train a model family on a data set built by `musgen data build`.")
     train.add_argument("family", metavar="FAMILY", help=", ".join(FAMILIES))
     train.add_argument("--data", type=Path, required=True, help="DATA_DIR from `musgen data build`")
-    train.add_argument("--out", type=Path, required=True, help="RUN_DIR for config, logs, state and checkpoints")
+    train.add_argument(
+        "--out", type=Path, required=True, help="RUN_DIR for config, logs, state and checkpoints"
+    )
     train.add_argument("--config", type=Path, help="preset YAML (default: configs/FAMILY.yaml)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=3e-4 (repeatable)",
+    )
     train.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last complete state")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sample = _sub(verbs, "sample", "sample", "Sample new music from a trained checkpoint.")
     sample.add_argument("--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory")
     sample.add_argument("--out", type=Path, required=True, help="OUT_DIR for sample_000.mid ...")
-    sample.add_argument("--prime", type=Path,
-                        help="a MIDI file the samples continue and start with (an audio file for the audio prior)")
+    sample.add_argument(
+        "--prime",
+        type=Path,
+        help="a MIDI file the samples continue and start with (an audio file for the audio prior)",
+    )
     sample.add_argument("--num-samples", type=int, default=1)
     sample.add_argument("--seed", type=int, help="random seed (default: random)")
     length = sample.add_mutually_exclusive_group()
     length.add_argument("--length", type=int, help="new tokens per sample (default 512)")
     length.add_argument("--bars", type=int, help="new bars per sample (tokenizers with Bar tokens)")
-    length.add_argument("--seconds", type=float, help="new seconds of audio per sample (audio prior; default 5)")
-    sample.add_argument("--min-length", type=int,
-                        help="no end-of-piece before this many new tokens (default: a quarter of --length)")
+    length.add_argument(
+        "--seconds", type=float, help="new seconds of audio per sample (audio prior; default 5)"
+    )
+    sample.add_argument(
+        "--min-length",
+        type=int,
+        help="no end-of-piece before this many new tokens (default: a quarter of --length)",
+    )
     _sampling_arguments(sample)
     sample.add_argument("--render", action="store_true", help="also write sample_000.wav ... (rendered MIDI)")
     sample.add_argument("--plot", action="store_true", help="also write sample_000.png ... (piano rolls)")
     gan = sample.add_argument_group("musegan")
-    gan.add_argument("--condition-track", type=Path, metavar="PATH",
-                     help="accompany a track of this MIDI file (generate the other tracks around it)")
-    gan.add_argument("--track", metavar="NAME", help="which track of the model --condition-track supplies, e.g. soprano")
-    gan.add_argument("--binarize", choices=["threshold", "bernoulli"],
-                     help="notes from probabilities: above --threshold (default) or drawn")
+    gan.add_argument(
+        "--condition-track",
+        type=Path,
+        metavar="PATH",
+        help="accompany a track of this MIDI file (generate the other tracks around it)",
+    )
+    gan.add_argument(
+        "--track", metavar="NAME", help="which track of the model --condition-track supplies, e.g. soprano"
+    )
+    gan.add_argument(
+        "--binarize",
+        choices=["threshold", "bernoulli"],
+        help="notes from probabilities: above --threshold (default) or drawn",
+    )
     gan.add_argument("--threshold", type=float, help="note threshold for --binarize threshold (default 0.5)")
 
-    interp = _sub(verbs, "interpolate", "interpolate",
-                  "Morph one MIDI clip into another through a MusicVAE's latent space (slerp between the "
-                  "two latent means). Writes interp_000.mid ... (--steps files, both endpoints included) "
-                  "and interpolation.mid with all steps in a row. Each clip is reduced to its melody line "
-                  "(the highest note at each moment) and cut to the model's window (2 or 16 bars).")
+    interp = _sub(
+        verbs,
+        "interpolate",
+        "interpolate",
+        "Morph one MIDI clip into another through a MusicVAE's latent space (slerp between the "
+        "two latent means). Writes interp_000.mid ... (--steps files, both endpoints included) "
+        "and interpolation.mid with all steps in a row. Each clip is reduced to its melody line "
+        "(the highest note at each moment) and cut to the model's window (2 or 16 bars).",
+    )
     interp.add_argument("clip_a", metavar="A.mid", type=Path)
     interp.add_argument("clip_b", metavar="B.mid", type=Path)
     interp.add_argument("--steps", type=int, default=8, help="files to write, endpoints included (default 8)")
     _latent_arguments(interp)
 
-    recon = _sub(verbs, "reconstruct", "reconstruct",
-                 "Encode a clip and decode it again. A MusicVAE takes a MIDI file and writes original.mid (the "
-                 "melody window the model sees) and reconstruction.mid; a vqvae (audio codec) takes an audio "
-                 "file and writes original.wav (at the codec's sample rate) and reconstruction.wav.")
+    recon = _sub(
+        verbs,
+        "reconstruct",
+        "reconstruct",
+        "Encode a clip and decode it again. A MusicVAE takes a MIDI file and writes original.mid (the "
+        "melody window the model sees) and reconstruction.mid; a vqvae (audio codec) takes an audio "
+        "file and writes original.wav (at the codec's sample rate) and reconstruction.wav.",
+    )
     recon.add_argument("clip_a", metavar="A.mid|A.wav", type=Path)
     _latent_arguments(recon)
 
-    render = _sub(verbs, "render", "render",
-                  "Render a MIDI file to audio (mono): FluidSynth with a General MIDI soundfont when both are "
-                  "installed, else the built-in synthesizer. The format follows the --out suffix.")
+    render = _sub(
+        verbs,
+        "render",
+        "render",
+        "Render a MIDI file to audio (mono): FluidSynth with a General MIDI soundfont when both are "
+        "installed, else the built-in synthesizer. The format follows the --out suffix.",
+    )
     render.add_argument("midi", metavar="IN.mid", type=Path)
     render.add_argument("--out", type=Path, required=True, help="OUT.wav (or .flac, .ogg)")
-    render.add_argument("--soundfont", type=Path, metavar="SF2",
-                        help="General MIDI soundfont (default: $MUSGEN_SOUNDFONT or a system one)")
+    render.add_argument(
+        "--soundfont",
+        type=Path,
+        metavar="SF2",
+        help="General MIDI soundfont (default: $MUSGEN_SOUNDFONT or a system one)",
+    )
     render.add_argument("--sample-rate", type=int, default=44100, metavar="HZ", help="default 44100")
-    render.add_argument("--engine", choices=["auto", "fluidsynth", "synth"], default="auto",
-                        help="auto (default): fluidsynth when available, else synth")
-    render.add_argument("--max-seconds", type=float, default=0.0, metavar="S",
-                        help="render only the first S seconds (e.g. a prompt for the audio prior)")
-    render.add_argument("--program", type=int, metavar="N",
-                        help="play every non-drum part with General MIDI program N (0-127), e.g. 19 church organ")
+    render.add_argument(
+        "--engine",
+        choices=["auto", "fluidsynth", "synth"],
+        default="auto",
+        help="auto (default): fluidsynth when available, else synth",
+    )
+    render.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="render only the first S seconds (e.g. a prompt for the audio prior)",
+    )
+    render.add_argument(
+        "--program",
+        type=int,
+        metavar="N",
+        help="play every non-drum part with General MIDI program N (0-127), e.g. 19 church organ",
+    )
 
-    evaluate = _sub(verbs, "eval", "eval",
-                    "Evaluate a checkpoint on a data set's held-out split: NLL / perplexity (per token and per "
-                    "note; per code for the audio prior), MusicVAE reconstruction accuracy, musical statistics "
-                    "of samples next to the held-out pieces' (overlap area and KL divergence, as mgeval), and for "
-                    "audio MR-STFT distance, SI-SDR, codebook usage and a Frechet distance on random-CNN "
-                    "embeddings. Writes REPORT.json and prints a table.")
-    evaluate.add_argument("--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory")
+    evaluate = _sub(
+        verbs,
+        "eval",
+        "eval",
+        "Evaluate a checkpoint on a data set's held-out split: NLL / perplexity (per token and per "
+        "note; per code for the audio prior), MusicVAE reconstruction accuracy, musical statistics "
+        "of samples next to the held-out pieces' (overlap area and KL divergence, as mgeval), and for "
+        "audio MR-STFT distance, SI-SDR, codebook usage and a Frechet distance on random-CNN "
+        "embeddings. Writes REPORT.json and prints a table.",
+    )
+    evaluate.add_argument(
+        "--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory"
+    )
     evaluate.add_argument("--data", type=Path, required=True, help="DATA_DIR the model was trained on")
     evaluate.add_argument("--out", type=Path, required=True, help="REPORT.json to write")
-    evaluate.add_argument("--num-samples", type=int, default=32,
-                          help="samples whose statistics are compared with the data (default 32; 0 = none)")
-    evaluate.add_argument("--split", default="test", help="held-out split (default test; valid when test is empty)")
+    evaluate.add_argument(
+        "--num-samples",
+        type=int,
+        default=32,
+        help="samples whose statistics are compared with the data (default 32; 0 = none)",
+    )
+    evaluate.add_argument(
+        "--split", default="test", help="held-out split (default test; valid when test is empty)"
+    )
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    evaluate.add_argument("--length", type=int,
-                          help="new tokens per language-model sample (default: enough for --excerpt-quarters)")
-    evaluate.add_argument("--excerpt-quarters", type=float, default=32.0,
-                          help="language models: samples and held-out pieces are compared as excerpts of this many "
-                               "quarter notes (default 32; 0 = whole pieces)")
+    evaluate.add_argument(
+        "--length",
+        type=int,
+        help="new tokens per language-model sample (default: enough for --excerpt-quarters)",
+    )
+    evaluate.add_argument(
+        "--excerpt-quarters",
+        type=float,
+        default=32.0,
+        help="language models: samples and held-out pieces are compared as excerpts of this many "
+        "quarter notes (default 32; 0 = whole pieces)",
+    )
     _sampling_arguments(evaluate)
     evaluate.add_argument("--seconds", type=float, help="seconds per audio-prior sample (default 5)")
-    evaluate.add_argument("--max-seconds", type=float, default=10.0,
-                          help="audio: first seconds of each held-out piece (default 10; 0 = all)")
+    evaluate.add_argument(
+        "--max-seconds",
+        type=float,
+        default=10.0,
+        help="audio: first seconds of each held-out piece (default 10; 0 = all)",
+    )
     evaluate.add_argument("--batch-size", type=int, default=16, help="held-out windows per forward pass")
     evaluate.add_argument("--save-samples", type=Path, metavar="DIR", help="also write the samples here")
 
-    plot = _sub(verbs, "plot", "plot", "Draw a MIDI file's piano roll as a PNG: one colour per track, bar lines.")
+    plot = _sub(
+        verbs, "plot", "plot", "Draw a MIDI file's piano roll as a PNG: one colour per track, bar lines."
+    )
     plot.add_argument("midi", metavar="IN.mid", type=Path)
     plot.add_argument("--out", type=Path, required=True, help="OUT.png")
     plot.add_argument("--title", help="title above the roll (default: the file name)")
 
-    report = _sub(verbs, "report", "report",
-                  "Write a static HTML page about a run: training curves (metrics.jsonl), the evaluation "
-                  "(RUN_DIR/eval.json from `musgen eval`), and each sample's piano roll with an audio player "
-                  "(MIDI under RUN_DIR/samples/ or --samples; missing WAV/PNG files are made).")
+    report = _sub(
+        verbs,
+        "report",
+        "report",
+        "Write a static HTML page about a run: training curves (metrics.jsonl), the evaluation "
+        "(RUN_DIR/eval.json from `musgen eval`), and each sample's piano roll with an audio player "
+        "(MIDI under RUN_DIR/samples/ or --samples; missing WAV/PNG files are made).",
+    )
     report.add_argument("run_dir", metavar="RUN_DIR", type=Path)
     report.add_argument("--out", type=Path, required=True, help="HTML_DIR for index.html and media/")
-    report.add_argument("--samples", type=Path, action="append", metavar="DIR",
-                        help="a folder of samples (repeatable; default RUN_DIR/samples)")
+    report.add_argument(
+        "--samples",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="a folder of samples (repeatable; default RUN_DIR/samples)",
+    )
     report.add_argument("--eval", type=Path, metavar="FILE", help="an eval JSON (default RUN_DIR/eval.json)")
     report.add_argument("--max-samples", type=int, default=48, help="samples shown at most (default 48)")
     return parser
 
 
 def _latent_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a musicvae RUN_DIR or checkpoint directory")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="a musicvae RUN_DIR or checkpoint directory"
+    )
     parser.add_argument("--out", type=Path, required=True, help="OUT_DIR for the MIDI files")
     parser.add_argument("--bar-offset", type=int, default=0, help="start the window at this bar of each clip")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="decoder sampling temperature; 0 (default) decodes greedily")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="decoder sampling temperature; 0 (default) decodes greedily",
+    )
     parser.add_argument("--top-k", type=int, default=0, help="keep the K most likely events (0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     parser.add_argument("--seed", type=int, help="random seed when sampling (--temperature > 0)")
@@ -237,7 +365,9 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise MusgenError(f"--limit must be at least 1, got {args.limit}")
     if args.render and args.audio_dir is not None:
-        raise MusgenError("--render renders MIDI (--corpus or --midi-dir); --audio-dir files are used as they are")
+        raise MusgenError(
+            "--render renders MIDI (--corpus or --midi-dir); --audio-dir files are used as they are"
+        )
     if args.soundfont is not None and not args.render:
         raise MusgenError("--soundfont only applies with --render")
     settings = read_yaml(args.config) if args.config else {}
@@ -248,8 +378,14 @@ def _cmd_data_build(args: argparse.Namespace) -> None:
         settings["tokenizer"] = args.tokenizer
     settings = merge(settings, parse_overrides(args.overrides))
     config = from_dict(DataConfig, merge(to_dict(DataConfig()), settings), where="data")
-    manifest = build(args.out, corpus=args.corpus, midi_dir=args.midi_dir, config=config, force=args.force,
-                     limit=args.limit)
+    manifest = build(
+        args.out,
+        corpus=args.corpus,
+        midi_dir=args.midi_dir,
+        config=config,
+        force=args.force,
+        limit=args.limit,
+    )
     splits = manifest["splits"]
     print(
         f"data set in {args.out}: "
@@ -268,12 +404,22 @@ def _build_audio(args: argparse.Namespace, settings: dict) -> None:
     if args.soundfont is not None:
         settings["soundfont"] = str(args.soundfont)
     config = from_dict(AudioDataConfig, merge(to_dict(AudioDataConfig()), settings), where="data")
-    manifest = build_audio(args.out, audio_dir=args.audio_dir, corpus=args.corpus, midi_dir=args.midi_dir,
-                           render=args.render, config=config, force=args.force, limit=args.limit)
+    manifest = build_audio(
+        args.out,
+        audio_dir=args.audio_dir,
+        corpus=args.corpus,
+        midi_dir=args.midi_dir,
+        render=args.render,
+        config=config,
+        force=args.force,
+        limit=args.limit,
+    )
     rendered = f" (rendered with {manifest['renderer']})" if args.render else ""
     print(
         f"audio data set in {args.out} at {manifest['sample_rate']} Hz{rendered}: "
-        + ", ".join(f"{name} {s['pieces']} pieces / {s['seconds']:.1f} s" for name, s in manifest["splits"].items())
+        + ", ".join(
+            f"{name} {s['pieces']} pieces / {s['seconds']:.1f} s" for name, s in manifest["splits"].items()
+        )
         + f"; {len(manifest['skipped'])} files skipped (reasons in {args.out / 'manifest.json'})"
     )
 
@@ -284,8 +430,14 @@ def _cmd_render(args: argparse.Namespace) -> None:
 
     audio_format(args.out)  # a bad suffix fails before the render, not after
     try:
-        wave = render_midi(args.midi, args.sample_rate, soundfont=args.soundfont, engine=args.engine,
-                           program=args.program, max_seconds=args.max_seconds)
+        wave = render_midi(
+            args.midi,
+            args.sample_rate,
+            soundfont=args.soundfont,
+            engine=args.engine,
+            program=args.program,
+            max_seconds=args.max_seconds,
+        )
     except MusgenError as err:
         if getattr(err, "reason", None) is None:  # a setting or a missing file: already says what
             raise
@@ -296,7 +448,9 @@ def _cmd_render(args: argparse.Namespace) -> None:
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     note = " (default: the checkpoint's recommended setting, else {})"
     parser.add_argument("--temperature", type=float, help="sampling temperature" + note.format(1))
-    parser.add_argument("--top-k", type=int, help="keep the K most likely tokens, 0 = off" + note.format("off"))
+    parser.add_argument(
+        "--top-k", type=int, help="keep the K most likely tokens, 0 = off" + note.format("off")
+    )
     parser.add_argument("--top-p", type=float, help="nucleus sampling mass, 1 = off" + note.format("off"))
 
 
@@ -304,20 +458,40 @@ def _log_sampling(generator: Any, args: argparse.Namespace) -> None:
     """Says which sampling settings were used and where each one came from."""
     used = generator.sampling_settings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     recommended = generator.recommended_sampling
-    origin = {k: "given" if getattr(args, k) is not None else "recommended by the checkpoint" if k in recommended
-              else "default" for k in used}
-    log.info("sampled with %s", ", ".join(f"{k.replace('_', '-')} {v} ({origin[k]})" for k, v in used.items()))
+    origin = {
+        k: "given"
+        if getattr(args, k) is not None
+        else "recommended by the checkpoint"
+        if k in recommended
+        else "default"
+        for k in used
+    }
+    log.info(
+        "sampled with %s", ", ".join(f"{k.replace('_', '-')} {v} ({origin[k]})" for k, v in used.items())
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from musgen.api import train
 
-    result = train(args.family, args.data, args.out, config=args.config, overrides=args.overrides,
-                   resume=args.resume, progress=not args.no_progress)
+    result = train(
+        args.family,
+        args.data,
+        args.out,
+        config=args.config,
+        overrides=args.overrides,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
     if not getattr(result, "main", True):  # another process of `accelerate launch`: the main one reports
         return
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k in ("valid_nll", "valid_ppl", "valid_wdist"))
-    print(f"trained {args.family} to step {result.step}; checkpoint {result.checkpoint}" + (f"; {metrics}" if metrics else ""))
+    metrics = ", ".join(
+        f"{k}={v:.4f}" for k, v in result.metrics.items() if k in ("valid_nll", "valid_ppl", "valid_wdist")
+    )
+    print(
+        f"trained {args.family} to step {result.step}; checkpoint {result.checkpoint}"
+        + (f"; {metrics}" if metrics else "")
+    )
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
@@ -330,9 +504,20 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if (args.render or args.plot) and generator.task.sample_suffix != ".mid":
         raise MusgenError("--render and --plot apply to MIDI samples; this checkpoint writes audio already")
     paths = generator.generate_to(
-        args.out, args.num_samples, prime=args.prime, length=args.length, min_length=args.min_length, bars=args.bars,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-        condition=args.condition_track, track=args.track, binarize=args.binarize, threshold=args.threshold,
+        args.out,
+        args.num_samples,
+        prime=args.prime,
+        length=args.length,
+        min_length=args.min_length,
+        bars=args.bars,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        condition=args.condition_track,
+        track=args.track,
+        binarize=args.binarize,
+        threshold=args.threshold,
         seconds=args.seconds,
     )
     if generator.family != "musegan":  # MuseGAN draws no tokens: --binarize/--threshold are its controls
@@ -354,11 +539,22 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     if args.out.suffix.lower() != ".json":
         raise MusgenError(f"--out {args.out} should be a .json file")
-    report = evaluate_checkpoint(args.checkpoint, args.data, num_samples=args.num_samples, split=args.split,
-                                 seed=args.seed, length=args.length, seconds=args.seconds,
-                                 max_seconds=args.max_seconds, batch_size=args.batch_size,
-                                 samples_dir=args.save_samples, excerpt_quarters=args.excerpt_quarters or None,
-                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        num_samples=args.num_samples,
+        split=args.split,
+        seed=args.seed,
+        length=args.length,
+        seconds=args.seconds,
+        max_seconds=args.max_seconds,
+        batch_size=args.batch_size,
+        samples_dir=args.save_samples,
+        excerpt_quarters=args.excerpt_quarters or None,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     print(report["table"])
@@ -390,8 +586,11 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
     if args.max_samples < 0:
         raise MusgenError(f"--max-samples must be at least 0, got {args.max_samples}")
-    print(build_report(args.run_dir, args.out, samples=args.samples, eval_file=args.eval,
-                       max_samples=args.max_samples))
+    print(
+        build_report(
+            args.run_dir, args.out, samples=args.samples, eval_file=args.eval, max_samples=args.max_samples
+        )
+    )
 
 
 def _clips(args: argparse.Namespace, names: tuple[str, ...]) -> list[Path]:
@@ -410,8 +609,9 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     from musgen.api import load
 
     a, b = _clips(args, ("clip_a", "clip_b"))
-    paths = load(args.checkpoint).interpolate_to(args.out, a, b, args.steps, bar_offset=args.bar_offset,
-                                                 **_decode_controls(args))
+    paths = load(args.checkpoint).interpolate_to(
+        args.out, a, b, args.steps, bar_offset=args.bar_offset, **_decode_controls(args)
+    )
     for path in paths:
         print(path)
 
@@ -420,22 +620,33 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
     from musgen.api import load
 
     (a,) = _clips(args, ("clip_a",))
-    for path in load(args.checkpoint).reconstruct_to(args.out, a, bar_offset=args.bar_offset, **_decode_controls(args)):
+    for path in load(args.checkpoint).reconstruct_to(
+        args.out, a, bar_offset=args.bar_offset, **_decode_controls(args)
+    ):
         print(path)
 
 
-COMMANDS = {("data", "build"): _cmd_data_build, ("train", None): _cmd_train, ("sample", None): _cmd_sample,
-            ("interpolate", None): _cmd_interpolate, ("reconstruct", None): _cmd_reconstruct,
-            ("render", None): _cmd_render, ("eval", None): _cmd_eval, ("plot", None): _cmd_plot,
-            ("report", None): _cmd_report}
+COMMANDS = {
+    ("data", "build"): _cmd_data_build,
+    ("train", None): _cmd_train,
+    ("sample", None): _cmd_sample,
+    ("interpolate", None): _cmd_interpolate,
+    ("reconstruct", None): _cmd_reconstruct,
+    ("render", None): _cmd_render,
+    ("eval", None): _cmd_eval,
+    ("plot", None): _cmd_plot,
+    ("report", None): _cmd_report,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s" if debug else "%(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if debug else "%(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("accelerate", "urllib3", "filelock", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING if debug else logging.ERROR)
     command = COMMANDS[(args.verb, getattr(args, "data_verb", None))]

@@ -55,16 +55,26 @@ def load_models(args) -> tuple[VQVAETask, PriorTask]:
         prior = musgen.load(args.prior).task
     else:
         q = codec.cfg.model.quantizer
-        prior = PriorTask(resolve(PriorConfig, "prior"), None,
-                          {**meta, "codebook_size": q.codes, "levels": q.levels, "vocab_size": q.codes * q.levels + 1,
-                           "hop": codec.cfg.model.hop})
+        prior = PriorTask(
+            resolve(PriorConfig, "prior"),
+            None,
+            {
+                **meta,
+                "codebook_size": q.codes,
+                "levels": q.levels,
+                "vocab_size": q.codes * q.levels + 1,
+                "hop": codec.cfg.model.hop,
+            },
+        )
         prior.codec = codec
         prior.models["model"].eval()
     return codec, prior
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--codec", type=Path)
     parser.add_argument("--prior", type=Path)
     parser.add_argument("--data", type=Path, help="an audio DATA_DIR (a held-out piece to encode)")
@@ -90,8 +100,15 @@ def main() -> None:
 
     def sample_codes(n: int) -> None:
         ctl = SamplingControls(length=frames * prior.levels, min_length=0, seed=0)
-        sample_sequences(prior.models["model"], [prior.bos], n, ctl, eos_id=None, pad_id=prior.bos,
-                         allowed=prior._level_mask())
+        sample_sequences(
+            prior.models["model"],
+            [prior.bos],
+            n,
+            ctl,
+            eos_id=None,
+            pad_id=prior.bos,
+            allowed=prior._level_mask(),
+        )
 
     t_prior1 = timed(lambda: sample_codes(1), args.repeats)
     t_prior4 = timed(lambda: sample_codes(4), args.repeats)
@@ -102,20 +119,39 @@ def main() -> None:
         t_primed = timed(lambda: prior.sample(1, prime=prompt, seconds=new_seconds, seed=0), args.repeats)
 
     result = {
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
-        "codec": {"checkpoint": str(args.codec) if args.codec else "random weights, configs/vqvae.yaml",
-                  "params": sum(p.numel() for p in codec.models["model"].parameters()),
-                  "audio_seconds": seconds, "encode_s": t_enc, "decode_s": t_dec,
-                  "encode_x_realtime": seconds / t_enc, "decode_x_realtime": seconds / t_dec,
-                  "code_rate_hz": codec.code_rate, "bitrate_bps": codec.bitrate},
-        "prior": {"checkpoint": str(args.prior) if args.prior else "random weights, configs/prior.yaml",
-                  "params": sum(p.numel() for p in prior.models["model"].parameters()),
-                  "new_seconds": new_seconds, "tokens": frames * prior.levels,
-                  "sample_s_batch1": t_prior1, "sample_x_realtime_batch1": new_seconds / t_prior1,
-                  "sample_s_batch4": t_prior4, "sample_x_realtime_batch4": 4 * new_seconds / t_prior4,
-                  "tokens_per_s_batch1": frames * prior.levels / t_prior1},
-        "generation_path": {"unprimed_s": t_path, "unprimed_x_realtime": new_seconds / t_path,
-                            "primed_2s_s": t_primed, "primed_x_realtime": new_seconds / t_primed},
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "codec": {
+            "checkpoint": str(args.codec) if args.codec else "random weights, configs/vqvae.yaml",
+            "params": sum(p.numel() for p in codec.models["model"].parameters()),
+            "audio_seconds": seconds,
+            "encode_s": t_enc,
+            "decode_s": t_dec,
+            "encode_x_realtime": seconds / t_enc,
+            "decode_x_realtime": seconds / t_dec,
+            "code_rate_hz": codec.code_rate,
+            "bitrate_bps": codec.bitrate,
+        },
+        "prior": {
+            "checkpoint": str(args.prior) if args.prior else "random weights, configs/prior.yaml",
+            "params": sum(p.numel() for p in prior.models["model"].parameters()),
+            "new_seconds": new_seconds,
+            "tokens": frames * prior.levels,
+            "sample_s_batch1": t_prior1,
+            "sample_x_realtime_batch1": new_seconds / t_prior1,
+            "sample_s_batch4": t_prior4,
+            "sample_x_realtime_batch4": 4 * new_seconds / t_prior4,
+            "tokens_per_s_batch1": frames * prior.levels / t_prior1,
+        },
+        "generation_path": {
+            "unprimed_s": t_path,
+            "unprimed_x_realtime": new_seconds / t_path,
+            "primed_2s_s": t_primed,
+            "primed_x_realtime": new_seconds / t_primed,
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -1,6 +1,6 @@
 """Data pipeline throughput on the bach corpus: music21 -> MIDI, tokenization, cached rebuild.
 
-    python scripts/bench_data.py [--limit N] [--out scripts/results/bench_data.json]
+python scripts/bench_data.py [--limit N] [--out scripts/results/bench_data.json]
 """
 
 from __future__ import annotations
@@ -60,19 +60,37 @@ def main() -> None:
         "corpus": "bach",
         "limit": args.limit,
         "tokenizer": m["tokenizer"],
-        "convert": {"pieces": len(files), "failed": len(failed), "seconds": round(convert_s, 2),
-                    "pieces_per_s": round(len(files) / convert_s, 2)},
-        "tokenize": {"pieces": pieces, "tokens": tokens, "skipped": len(m["skipped"]),
-                     "seconds": round(tokenize_s, 2), "pieces_per_s": round(pieces / tokenize_s, 1),
-                     "tokens_per_s": round(tokens / tokenize_s)},
+        "convert": {
+            "pieces": len(files),
+            "failed": len(failed),
+            "seconds": round(convert_s, 2),
+            "pieces_per_s": round(len(files) / convert_s, 2),
+        },
+        "tokenize": {
+            "pieces": pieces,
+            "tokens": tokens,
+            "skipped": len(m["skipped"]),
+            "seconds": round(tokenize_s, 2),
+            "pieces_per_s": round(pieces / tokenize_s, 1),
+            "tokens_per_s": round(tokens / tokenize_s),
+        },
         "cached_rebuild_s": round(cached_s, 3),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     rows = [
-        ("music21 -> MIDI (cold)", f"{len(files)} pieces", f"{convert_s:.1f} s", f"{len(files) / convert_s:.1f} pieces/s"),
-        ("tokenize (force build)", f"{pieces} pieces", f"{tokenize_s:.1f} s",
-         f"{pieces / tokenize_s:.0f} pieces/s, {tokens / tokenize_s:,.0f} tokens/s"),
+        (
+            "music21 -> MIDI (cold)",
+            f"{len(files)} pieces",
+            f"{convert_s:.1f} s",
+            f"{len(files) / convert_s:.1f} pieces/s",
+        ),
+        (
+            "tokenize (force build)",
+            f"{pieces} pieces",
+            f"{tokenize_s:.1f} s",
+            f"{pieces / tokenize_s:.0f} pieces/s, {tokens / tokenize_s:,.0f} tokens/s",
+        ),
         ("cached rebuild", "", f"{cached_s:.3f} s", ""),
     ]
     for r in rows:

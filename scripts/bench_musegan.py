@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from musgen.config import resolve  # noqa: E402
 from musgen.models.musegan import MuseGANConfig, MuseGANTask, PatchExpand, PatchMerge  # noqa: E402
-from musgen.train.task import StepContext  # noqa: E402
+from musgen.training.task import StepContext  # noqa: E402
 
 W, BARS, B = 32, 4, 32  # default widths, bars, batch
 
@@ -42,10 +42,18 @@ def conv_expand(cin: int, cout: int, k: tuple[int, int]) -> nn.Module:
 
 def generator_stacks() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     n = B * BARS
-    patch = nn.Sequential(PatchExpand(4 * W, 2 * W, 1, 7), PatchExpand(2 * W, W, 4, 1), PatchExpand(W, W // 2, 1, 12),
-                          nn.Linear(W // 2, 3))
-    conv = nn.Sequential(conv_expand(4 * W, 2 * W, (1, 7)), conv_expand(2 * W, W, (4, 1)), conv_expand(W, W // 2, (1, 12)),
-                         nn.ConvTranspose2d(W // 2, 1, (3, 1), stride=(3, 1)))
+    patch = nn.Sequential(
+        PatchExpand(4 * W, 2 * W, 1, 7),
+        PatchExpand(2 * W, W, 4, 1),
+        PatchExpand(W, W // 2, 1, 12),
+        nn.Linear(W // 2, 3),
+    )
+    conv = nn.Sequential(
+        conv_expand(4 * W, 2 * W, (1, 7)),
+        conv_expand(2 * W, W, (4, 1)),
+        conv_expand(W, W // 2, (1, 12)),
+        nn.ConvTranspose2d(W // 2, 1, (3, 1), stride=(3, 1)),
+    )
     return {"patch": (patch, torch.randn(n, 4, 1, 4 * W)), "conv": (conv, torch.randn(n, 4 * W, 4, 1))}
 
 
@@ -53,8 +61,12 @@ def critic_stacks() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     n = 3 * B * BARS
     x = (torch.rand(n, 48, 84, 4) < 0.012).float()
     patch = nn.Sequential(PatchMerge(4, W // 4, 1, 12), PatchMerge(W // 4, W // 2, 3, 1))
-    conv = nn.Sequential(nn.Conv2d(4, W // 4, (1, 12), stride=(1, 12)), nn.LeakyReLU(0.2),
-                         nn.Conv2d(W // 4, W // 2, (3, 1), stride=(3, 1)), nn.LeakyReLU(0.2))
+    conv = nn.Sequential(
+        nn.Conv2d(4, W // 4, (1, 12), stride=(1, 12)),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(W // 4, W // 2, (3, 1), stride=(3, 1)),
+        nn.LeakyReLU(0.2),
+    )
     return {"patch": (patch, x), "conv": (conv, x.permute(0, 3, 1, 2).contiguous())}
 
 
@@ -99,7 +111,9 @@ def train_step_seconds(repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=REPO / "scripts" / "results" / "bench_musegan.json")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -108,10 +122,17 @@ def main() -> None:
     crit = round_robin(critic_stacks(), critic_pass, args.repeats)
     step = train_step_seconds(args.repeats)
     result = {
-        "machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()},
-        "generator_stack_fwd_bwd_s": gen, "generator_conv_over_patch": gen["conv"] / gen["patch"],
-        "critic_streams_gp_s": crit, "critic_conv_over_patch": crit["conv"] / crit["patch"],
-        "default_train_step_s": step, "default_phrases_per_s": 5 * B / step,
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "generator_stack_fwd_bwd_s": gen,
+        "generator_conv_over_patch": gen["conv"] / gen["patch"],
+        "critic_streams_gp_s": crit,
+        "critic_conv_over_patch": crit["conv"] / crit["patch"],
+        "default_train_step_s": step,
+        "default_phrases_per_s": 5 * B / step,
     }
     print(json.dumps(result, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)

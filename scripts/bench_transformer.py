@@ -54,10 +54,20 @@ def build(name: str, seq_len: int) -> torch.nn.Module:
     if name == "gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        cfg = GPT2Config(vocab_size=VOCAB, n_positions=max(seq_len, 2048), n_embd=SIZE["d_model"],
-                         n_layer=SIZE["num_layers"], n_head=SIZE["num_heads"], n_inner=SIZE["d_ff"],
-                         resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2,
-                         attn_implementation="sdpa")
+        cfg = GPT2Config(
+            vocab_size=VOCAB,
+            n_positions=max(seq_len, 2048),
+            n_embd=SIZE["d_model"],
+            n_layer=SIZE["num_layers"],
+            n_head=SIZE["num_heads"],
+            n_inner=SIZE["d_ff"],
+            resid_pdrop=0.1,
+            embd_pdrop=0.1,
+            attn_pdrop=0.0,
+            bos_token_id=1,
+            eos_token_id=2,
+            attn_implementation="sdpa",
+        )
         return GPT2LMHeadModel(cfg)
     cfg = TransformerModelConfig(**SIZE, max_relative_position=512, **VARIANTS[name])
     return MusicTransformer(VOCAB, cfg, context=max(seq_len, 2048))
@@ -94,8 +104,10 @@ def peak_memory_mib(name: str, seq_len: int, batch: int, steps: int = 2) -> dict
     job = json.dumps({"name": name, "seq_len": seq_len, "batch": batch, "steps": steps})
     proc = subprocess.run([sys.executable, __file__, "--child", job], capture_output=True, text=True)
     if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200],
-                "returncode": proc.returncode}
+        return {
+            "error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200],
+            "returncode": proc.returncode,
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -143,7 +155,9 @@ def estimated_gib(name: str, seq_len: int, batch: int) -> float:
     return 0.0
 
 
-def bench_training(seq_lens: list[int], batch: int, reps: int, names: list[str], mem_budget_gib: float) -> list[dict]:
+def bench_training(
+    seq_lens: list[int], batch: int, reps: int, names: list[str], mem_budget_gib: float
+) -> list[dict]:
     rows = []
     for seq_len in seq_lens:
         long = seq_len * batch > 8192  # a step takes about a minute here: fewer repeats
@@ -152,23 +166,36 @@ def bench_training(seq_lens: list[int], batch: int, reps: int, names: list[str],
         for name in names:
             gib = estimated_gib(name, seq_len, batch)
             if gib > mem_budget_gib:
-                rows.append({"model": name, "seq_len": seq_len, "batch": batch,
-                             "skipped": f"needs about {gib:.0f} GiB of activations (machine: 23 GiB)"})
+                rows.append(
+                    {
+                        "model": name,
+                        "seq_len": seq_len,
+                        "batch": batch,
+                        "skipped": f"needs about {gib:.0f} GiB of activations (machine: 23 GiB)",
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
                 continue
             active[name] = Trainer(name, seq_len, batch)
             active[name].step()  # warm-up
         times: dict[str, list[float]] = {n: [] for n in active}
-        for _ in range(max(2, reps - 1) if long else reps):  # round-robin, so drifting machine load hits every model alike
+        for _ in range(
+            max(2, reps - 1) if long else reps
+        ):  # round-robin, so drifting machine load hits every model alike
             for name, trainer in active.items():
                 times[name].append(trainer.step())
         base = statistics.median(times["plain"]) if "plain" in times else None
         for name, ts in times.items():
             med = statistics.median(ts)
-            row = {"model": name, "seq_len": seq_len, "batch": batch, "step_s": round(med, 3),
-                   "tokens_per_s": round(batch * seq_len / med, 1),
-                   "params": sum(p.numel() for p in active[name].model.parameters()),
-                   "time_vs_plain": round(med / base, 2) if base else None}
+            row = {
+                "model": name,
+                "seq_len": seq_len,
+                "batch": batch,
+                "step_s": round(med, 3),
+                "tokens_per_s": round(batch * seq_len / med, 1),
+                "params": sum(p.numel() for p in active[name].model.parameters()),
+                "time_vs_plain": round(med / base, 2) if base else None,
+            }
             row.update(peak_memory_mib(name, seq_len, batch, steps=mem_steps))
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -188,8 +215,16 @@ def bench_precision(seq_len: int, batch: int, reps: int) -> list[dict]:
     fp32 = statistics.median(times["fp32"])
     for p, ts in times.items():
         med = statistics.median(ts)
-        rows.append({"precision": p, "seq_len": seq_len, "batch": batch, "step_s": round(med, 3),
-                     "tokens_per_s": round(batch * seq_len / med, 1), "time_vs_fp32": round(med / fp32, 2)})
+        rows.append(
+            {
+                "precision": p,
+                "seq_len": seq_len,
+                "batch": batch,
+                "step_s": round(med, 3),
+                "tokens_per_s": round(batch * seq_len / med, 1),
+                "time_vs_fp32": round(med / fp32, 2),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -206,8 +241,16 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 3) -> float:
 def sample_once(name: str, model: torch.nn.Module, length: int, batch: int) -> None:
     if name == "gpt2_generate":
         ones = torch.ones(batch, 1, dtype=torch.long)
-        model.generate(ones, attention_mask=ones, do_sample=True, top_k=0, max_new_tokens=length,
-                       min_new_tokens=length, pad_token_id=0, eos_token_id=None)
+        model.generate(
+            ones,
+            attention_mask=ones,
+            do_sample=True,
+            top_k=0,
+            max_new_tokens=length,
+            min_new_tokens=length,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
         return
     ctl = SamplingControls(length=length, min_length=length, seed=0)  # no early EOS: full length
     sample_sequences(model, [1], batch, ctl, eos_id=2, pad_id=0, use_cache=name.endswith("_cached"))
@@ -219,39 +262,63 @@ def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int)
     prefix for each token; it is skipped where batch * length exceeds ``uncached_budget``."""
     rows = []
     relative = build("relative", 2048).eval()
-    models = {"relative_cached": relative, "relative_uncached": relative, "gpt2_generate": build("gpt2", 2048).eval()}
+    models = {
+        "relative_cached": relative,
+        "relative_uncached": relative,
+        "gpt2_generate": build("gpt2", 2048).eval(),
+    }
     for name, model in models.items():  # warm-up: first calls pay for lazy imports and set-up
         sample_once(name, model, 8, 2)
     for length in lengths:
         for batch in batches:
             for name, model in models.items():
                 if name == "relative_uncached" and batch * length > uncached_budget:
-                    rows.append({"sampler": name, "new_tokens": length, "batch": batch,
-                                 "skipped": f"batch x length > {uncached_budget} (quadratic time)"})
+                    rows.append(
+                        {
+                            "sampler": name,
+                            "new_tokens": length,
+                            "batch": batch,
+                            "skipped": f"batch x length > {uncached_budget} (quadratic time)",
+                        }
+                    )
                     continue
                 start = time.perf_counter()
                 sample_once(name, model, length, batch)
                 sec = time.perf_counter() - start
-                rows.append({"sampler": name, "new_tokens": length, "batch": batch, "seconds": round(sec, 2),
-                             "tokens_per_s": round(batch * length / sec, 1)})
+                rows.append(
+                    {
+                        "sampler": name,
+                        "new_tokens": length,
+                        "batch": batch,
+                        "seconds": round(sec, 2),
+                        "tokens_per_s": round(batch * length / sec, 1),
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def markdown(result: dict) -> str:
     """The README tables of a result file."""
-    lines = ["| model | seq x batch | tokens/s | time vs plain | peak memory (MiB) |", "|---|---|---|---|---|"]
+    lines = [
+        "| model | seq x batch | tokens/s | time vs plain | peak memory (MiB) |",
+        "|---|---|---|---|---|",
+    ]
     for row in result.get("training", []) + result.get("training_1024x1", []):
         size = f"{row['seq_len']} x {row['batch']}"
         if "skipped" in row:
             lines.append(f"| {row['model']} | {size} | not run: {row['skipped']} | | |")
         else:
-            lines.append(f"| {row['model']} | {size} | {row['tokens_per_s']:,.0f} | {row['time_vs_plain']:.2f} | "
-                         f"{row.get('peak_mib', float('nan')):,.0f} |")
+            lines.append(
+                f"| {row['model']} | {size} | {row['tokens_per_s']:,.0f} | {row['time_vs_plain']:.2f} | "
+                f"{row.get('peak_mib', float('nan')):,.0f} |"
+            )
     lines += ["", "| precision | seq x batch | tokens/s | time vs fp32 |", "|---|---|---|---|"]
     for row in result.get("precision", []):
-        lines.append(f"| {row['precision']} | {row['seq_len']} x {row['batch']} | {row['tokens_per_s']:,.0f} | "
-                     f"{row['time_vs_fp32']:.1f} |")
+        lines.append(
+            f"| {row['precision']} | {row['seq_len']} x {row['batch']} | {row['tokens_per_s']:,.0f} | "
+            f"{row['time_vs_fp32']:.1f} |"
+        )
     lines += ["", "| sampler | new tokens x batch | tokens/s | seconds |", "|---|---|---|---|"]
     for row in result.get("sampling", []):
         size = f"{row['new_tokens']} x {row['batch']}"
@@ -268,7 +335,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the script")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", default="train,naive1024,precision,sampling")
-    parser.add_argument("--memory-only", action="store_true", help="only redo the peak memory of --out's rows")
+    parser.add_argument(
+        "--memory-only", action="store_true", help="only redo the peak memory of --out's rows"
+    )
     parser.add_argument("--table", action="store_true", help="print the README tables of --out and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,19 +357,26 @@ def main() -> None:
         SIZE.update(num_layers=2)
     names = ["relative", "relative_noblk", "relative_rc", "naive", "plain", "gpt2"]
     result: dict = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "matmul_gflops_fp32": matmul_gflops(torch.float32),
-                    "matmul_gflops_bf16": matmul_gflops(torch.bfloat16, n=256 if args.quick else 512, reps=1)},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "matmul_gflops_fp32": matmul_gflops(torch.float32),
+            "matmul_gflops_bf16": matmul_gflops(torch.bfloat16, n=256 if args.quick else 512, reps=1),
+        },
         "size": {**SIZE, "vocab": VOCAB, "max_relative_position": 512},
     }
     print(json.dumps(result["machine"]), flush=True)
     if "train" in only:
         seq_lens = [128, 256] if args.quick else [512, 2048]
-        result["training"] = bench_training(seq_lens, 2 if args.quick else 8, args.reps, names, mem_budget_gib=12)
+        result["training"] = bench_training(
+            seq_lens, 2 if args.quick else 8, args.reps, names, mem_budget_gib=12
+        )
     if "naive1024" in only:  # the issue's point of comparison: sequence 1024, batch 1
-        result["training_1024x1"] = bench_training([256 if args.quick else 1024], 1, args.reps,
-                                                   ["relative", "naive", "plain"], mem_budget_gib=12)
+        result["training_1024x1"] = bench_training(
+            [256 if args.quick else 1024], 1, args.reps, ["relative", "naive", "plain"], mem_budget_gib=12
+        )
     if "precision" in only:  # bf16 matmuls can be very slow on CPUs without AVX512-BF16/AMX: small size
         result["precision"] = bench_precision(128 if args.quick else 512, 1, max(1, args.reps - 1))
     if "sampling" in only:

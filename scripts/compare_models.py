@@ -32,13 +32,28 @@ from musgen.data.tokenizers import load_tokenizer  # noqa: E402
 
 # About 1.7-1.9M parameters each (printed in the results).
 MODELS: dict[str, tuple[str, list[str]]] = {
-    "lstm": ("lstm", ["model.embed_dim=192", "model.hidden_size=352", "model.num_layers=2", "model.dropout=0.1",
-                      "train.lr=0.002"]),
+    "lstm": (
+        "lstm",
+        [
+            "model.embed_dim=192",
+            "model.hidden_size=352",
+            "model.num_layers=2",
+            "model.dropout=0.1",
+            "train.lr=0.002",
+        ],
+    ),
     "transformer_plain": ("transformer", ["model.attention=plain"]),
     "transformer_relative": ("transformer", ["model.attention=relative"]),
 }
-TRANSFORMER = ["model.d_model=192", "model.num_layers=4", "model.num_heads=6", "model.d_ff=768",
-               "model.dropout=0.1", "model.max_relative_position=256", "train.lr=0.001"]
+TRANSFORMER = [
+    "model.d_model=192",
+    "model.num_layers=4",
+    "model.num_heads=6",
+    "model.d_ff=768",
+    "model.dropout=0.1",
+    "model.max_relative_position=256",
+    "train.lr=0.001",
+]
 
 
 def note_count(data_dir: Path, split: str) -> int:
@@ -48,14 +63,32 @@ def note_count(data_dir: Path, split: str) -> int:
     return int(np.isin(tokens, pitch_ids).sum())
 
 
-def run_one(corpus: str, name: str, data_dir: Path, runs: Path, steps: int, seq_len: int, batch: int,
-            precision: str = "no") -> dict:
+def run_one(
+    corpus: str,
+    name: str,
+    data_dir: Path,
+    runs: Path,
+    steps: int,
+    seq_len: int,
+    batch: int,
+    precision: str = "no",
+) -> dict:
     family, overrides = MODELS[name]
-    overrides = [*(TRANSFORMER if family == "transformer" else []), *overrides,
-                 f"data.seq_len={seq_len}", f"train.batch_size={batch}", f"train.steps={steps}",
-                 "train.warmup_steps=30", "train.min_lr_ratio=0.05", f"train.eval_every={steps}",
-                 "train.eval_batches=0", f"train.save_every={steps // 2}", "train.seed=0",
-                 f"train.mixed_precision={precision if family == 'transformer' else 'no'}", "data.transpose=5"]
+    overrides = [
+        *(TRANSFORMER if family == "transformer" else []),
+        *overrides,
+        f"data.seq_len={seq_len}",
+        f"train.batch_size={batch}",
+        f"train.steps={steps}",
+        "train.warmup_steps=30",
+        "train.min_lr_ratio=0.05",
+        f"train.eval_every={steps}",
+        "train.eval_batches=0",
+        f"train.save_every={steps // 2}",
+        "train.seed=0",
+        f"train.mixed_precision={precision if family == 'transformer' else 'no'}",
+        "data.transpose=5",
+    ]
     run_dir = runs / corpus / name
     start = time.perf_counter()
     done = any(step >= steps for step, _ in step_dirs(run_dir / "checkpoints"))
@@ -73,9 +106,16 @@ def run_one(corpus: str, name: str, data_dir: Path, runs: Path, steps: int, seq_
             final = record
     model = musgen.load(run_dir).task.models["model"]
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    return {"corpus": corpus, "model": name, "params": params, "steps": steps,
-            "train_tokens": steps * batch * seq_len, "valid_nll": final["valid_nll"],
-            "valid_tokens": final["valid_tokens"], "train_seconds_this_call": round(seconds, 1)}
+    return {
+        "corpus": corpus,
+        "model": name,
+        "params": params,
+        "steps": steps,
+        "train_tokens": steps * batch * seq_len,
+        "valid_nll": final["valid_nll"],
+        "valid_tokens": final["valid_tokens"],
+        "train_seconds_this_call": round(seconds, 1),
+    }
 
 
 def main() -> None:
@@ -85,8 +125,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16"],
-                        help="the transformers' precision (the LSTM trains in fp32: bf16 does not help it)")
+    parser.add_argument(
+        "--mixed-precision",
+        default="no",
+        choices=["no", "bf16"],
+        help="the transformers' precision (the LSTM trains in fp32: bf16 does not help it)",
+    )
     parser.add_argument("--data-root", default=str(REPO / "data"))
     parser.add_argument("--runs", default=str(REPO / "runs" / "compare"))
     parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "compare_models.json"))
@@ -98,21 +142,44 @@ def main() -> None:
         build(data_dir, corpus=corpus)  # reused when already built with the same settings
         notes = note_count(data_dir, "valid")
         for name in args.models.split(","):
-            row = run_one(corpus, name, data_dir, Path(args.runs), args.steps, args.seq_len, args.batch,
-                          args.mixed_precision)
+            row = run_one(
+                corpus,
+                name,
+                data_dir,
+                Path(args.runs),
+                args.steps,
+                args.seq_len,
+                args.batch,
+                args.mixed_precision,
+            )
             nll_sum = row["valid_nll"] * row["valid_tokens"]
-            row.update(valid_notes=notes, bits_per_token=row["valid_nll"] / math.log(2),
-                       bits_per_note=nll_sum / math.log(2) / notes)
+            row.update(
+                valid_notes=notes,
+                bits_per_token=row["valid_nll"] / math.log(2),
+                bits_per_note=nll_sum / math.log(2) / notes,
+            )
             rows.append(row)
             print(json.dumps(row), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seq_len": args.seq_len, "batch": args.batch, "mixed_precision": args.mixed_precision,
-                               "rows": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "seq_len": args.seq_len,
+                "batch": args.batch,
+                "mixed_precision": args.mixed_precision,
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print("\n| corpus | model | params | NLL nats/token | bits/note |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['corpus']} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['valid_nll']:.3f} | "
-              f"{r['bits_per_note']:.2f} |")
+        print(
+            f"| {r['corpus']} | {r['model']} | {r['params'] / 1e6:.2f}M | {r['valid_nll']:.3f} | "
+            f"{r['bits_per_note']:.2f} |"
+        )
     print(f"wrote {out}")
 
 

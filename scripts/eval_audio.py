@@ -24,7 +24,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "eval_audio.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True, help="an audio DATA_DIR")
     parser.add_argument("--codec", type=Path, help="a vqvae RUN_DIR or checkpoint")
     parser.add_argument("--prior", type=Path, help="a prior RUN_DIR or checkpoint")
@@ -36,15 +38,22 @@ def main() -> None:
     if args.codec:
         start = time.time()
         codec = musgen.load(args.codec)
-        result["codec"] = {"checkpoint": str(codec.checkpoint.path), "step": codec.checkpoint.meta["step"],
-                           **evaluate_codec(codec, args.data, args.split, args.max_seconds),
-                           "eval_seconds": round(time.time() - start, 1)}
+        result["codec"] = {
+            "checkpoint": str(codec.checkpoint.path),
+            "step": codec.checkpoint.meta["step"],
+            **evaluate_codec(codec, args.data, args.split, args.max_seconds),
+            "eval_seconds": round(time.time() - start, 1),
+        }
         print(json.dumps(result["codec"], indent=1))
     if args.prior:
         start = time.time()
         prior = musgen.load(args.prior)
-        result["prior"] = {"checkpoint": str(prior.checkpoint.path), "step": prior.checkpoint.meta["step"],
-                           **evaluate_prior(prior, args.data, args.split), "eval_seconds": round(time.time() - start, 1)}
+        result["prior"] = {
+            "checkpoint": str(prior.checkpoint.path),
+            "step": prior.checkpoint.meta["step"],
+            **evaluate_prior(prior, args.data, args.split),
+            "eval_seconds": round(time.time() - start, 1),
+        }
         print(json.dumps(result["prior"], indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -29,7 +29,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "eval_frechet_sanity.jso
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pieces", type=int, default=128, help="chorales (the first N in sorted order)")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio: first seconds of each piece")
     parser.add_argument("--engine", choices=["synth", "fluidsynth", "auto"], default="synth")
@@ -41,14 +43,20 @@ def main() -> None:
     result["seconds_taken"] = round(time.time() - start, 1)
     halves_audio = result["audio"]["held-out half"]["frechet_distance"]
     halves_sym = result["symbolic"]["held-out half"]["feature_frechet"]
-    print(f"{result['pieces']} chorales, {result['seconds']:g} s each ({result['engine']}), "
-          f"{result['windows_per_half']} windows per half")
-    print(f"{'':32s} {'audio FD':>10s} {'x halves':>9s} {'feature FD':>11s} {'x halves':>9s} {'overlap':>8s} {'KL':>7s}")
+    print(
+        f"{result['pieces']} chorales, {result['seconds']:g} s each ({result['engine']}), "
+        f"{result['windows_per_half']} windows per half"
+    )
+    print(
+        f"{'':32s} {'audio FD':>10s} {'x halves':>9s} {'feature FD':>11s} {'x halves':>9s} {'overlap':>8s} {'KL':>7s}"
+    )
     for name, audio in result["audio"].items():
         sym = result["symbolic"][name]
-        print(f"{name:32s} {audio['frechet_distance']:10.1f} {audio['frechet_distance'] / halves_audio:8.2f}x "
-              f"{sym['feature_frechet']:11.1f} {sym['feature_frechet'] / halves_sym:8.2f}x "
-              f"{sym['mean_overlap_area']:8.3f} {sym['mean_kl_divergence']:7.3f}")
+        print(
+            f"{name:32s} {audio['frechet_distance']:10.1f} {audio['frechet_distance'] / halves_audio:8.2f}x "
+            f"{sym['feature_frechet']:11.1f} {sym['feature_frechet'] / halves_sym:8.2f}x "
+            f"{sym['mean_overlap_area']:8.3f} {sym['mean_kl_divergence']:7.3f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {args.out} in {result['seconds_taken']:.0f} s")

@@ -25,9 +25,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "eval_musegan.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="RUN_DIRs or checkpoint directories")
+    parser.add_argument(
+        "--runs", type=Path, nargs="+", required=True, help="RUN_DIRs or checkpoint directories"
+    )
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)

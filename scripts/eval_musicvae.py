@@ -42,8 +42,9 @@ def accuracies(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_run(run: Path, data: Path, split: str, max_windows: int, pairs: int, steps: int, batch: int,
-                 seed: int) -> dict:
+def evaluate_run(
+    run: Path, data: Path, split: str, max_windows: int, pairs: int, steps: int, batch: int, seed: int
+) -> dict:
     generator = musgen.load(run)
     task, model = generator.task, generator.task.models["model"]
     windows = MelodyWindows(data, split, task.cfg.data, progress=False)
@@ -94,8 +95,10 @@ def evaluate_run(run: Path, data: Path, split: str, max_windows: int, pairs: int
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | params | windows | teacher-forced acc (events) | sampled acc (events) | Hamming to A, first -> last step |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | params | windows | teacher-forced acc (events) | sampled acc (events) | Hamming to A, first -> last step |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         tf, sa, it = r["teacher_forced"], r["sampled"], r["interpolation"]
         ham = ", ".join(f"{x:.2f}" for x in it["hamming_to_a"])
@@ -108,12 +111,20 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path("data/folk"))
-    parser.add_argument("--runs", type=Path, nargs="+",
-                        default=[Path("runs/musicvae"), Path("runs/musicvae_flat"), Path("runs/musicvae_2bar")])
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=[Path("runs/musicvae"), Path("runs/musicvae_flat"), Path("runs/musicvae_2bar")],
+    )
     parser.add_argument("--split", default="valid")
-    parser.add_argument("--max-windows", type=int, default=2000, help="held-out windows per run (random subset)")
+    parser.add_argument(
+        "--max-windows", type=int, default=2000, help="held-out windows per run (random subset)"
+    )
     parser.add_argument("--pairs", type=int, default=32, help="interpolation pairs")
     parser.add_argument("--steps", type=int, default=9, help="interpolation steps, endpoints included")
     parser.add_argument("--batch", type=int, default=256)
@@ -125,8 +136,9 @@ def main() -> None:
     results = []
     for run in args.runs:
         t0 = time.time()
-        result = evaluate_run(run, args.data, args.split, args.max_windows, args.pairs, args.steps, args.batch,
-                              args.seed)
+        result = evaluate_run(
+            run, args.data, args.split, args.max_windows, args.pairs, args.steps, args.batch, args.seed
+        )
         result["seconds"] = round(time.time() - t0, 1)
         results.append(result)
         print(json.dumps(result))

@@ -18,17 +18,27 @@ def best_checkpoint(run_dir: Path) -> Path:
     kept = [path for _, path in step_dirs(run_dir / "checkpoints")]
     if not kept:
         return run_dir
-    scored = [(load_portable(p).meta.get("metrics", {}).get("valid_nll", float("inf")), -i, p)
-              for i, p in enumerate(kept)]
+    scored = [
+        (load_portable(p).meta.get("metrics", {}).get("valid_nll", float("inf")), -i, p)
+        for i, p in enumerate(kept)
+    ]
     return min(scored)[2]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="a RUN_DIR (its latest checkpoint) or a checkpoint directory")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "run_dir", type=Path, help="a RUN_DIR (its latest checkpoint) or a checkpoint directory"
+    )
     parser.add_argument("out", type=Path, help="the packed checkpoint directory to write")
-    parser.add_argument("--pick", choices=["last", "best"], default="last",
-                        help="the latest checkpoint (default) or the kept one with the lowest valid NLL")
+    parser.add_argument(
+        "--pick",
+        choices=["last", "best"],
+        default="last",
+        help="the latest checkpoint (default) or the kept one with the lowest valid NLL",
+    )
     args = parser.parse_args()
     source = best_checkpoint(args.run_dir) if args.pick == "best" else args.run_dir
     out = pack_checkpoint(source, args.out, metrics_file=args.run_dir / "metrics.jsonl")

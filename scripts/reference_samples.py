@@ -39,8 +39,11 @@ def test_tone(rate: int) -> np.ndarray:
 
 def notes(score) -> list[list[int]]:
     """Every note of a symusic Score as [track, time, duration, pitch, velocity], in order."""
-    return [[k, int(n.time), int(n.duration), int(n.pitch), int(n.velocity)]
-            for k, track in enumerate(score.tracks) for n in track.notes]
+    return [
+        [k, int(n.time), int(n.duration), int(n.pitch), int(n.velocity)]
+        for k, track in enumerate(score.tracks)
+        for n in track.notes
+    ]
 
 
 def record(name: str) -> dict:

@@ -36,7 +36,9 @@ REPORTED = ("pitch_range", "mean_pitch_interval", "pitch_class_entropy", "polyph
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", default="valid")
@@ -59,36 +61,58 @@ def main() -> None:
     for pair in args.grid.split(","):
         temperature, top_p = (float(x) for x in pair.split(":"))
         start = time.time()
-        samples = generator.generate(args.num_samples, length=need, min_length=need, seed=args.seed,
-                                     temperature=temperature, top_p=top_p, top_k=0)
+        samples = generator.generate(
+            args.num_samples,
+            length=need,
+            min_length=need,
+            seed=args.seed,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+        )
         cut = [c[0] for c in (excerpts(s, args.quarters)[:1] for s in samples) if c]
         n = min(len(cut), len(ref))
         comparison = compare_sets(ref[:n], [piece_features(s) for s in cut[:n]])
         features = comparison["features"]
-        row = {"temperature": temperature, "top_p": top_p, "top_k": 0, "pieces": n,
-               "samples_too_short": len(samples) - len(cut),
-               "feature_frechet": comparison["feature_frechet"],
-               "mean_overlap_area": comparison["mean_overlap_area"],
-               "min_overlap_area": min(f["overlap_area"] for f in features.values() if f["overlap_area"] is not None),
-               **{f"{name}_generated": features[name].get("generated_mean") for name in REPORTED},
-               **{f"{name}_held_out": features[name].get("reference_mean") for name in REPORTED},
-               "seconds": round(time.time() - start, 1)}
+        row = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": 0,
+            "pieces": n,
+            "samples_too_short": len(samples) - len(cut),
+            "feature_frechet": comparison["feature_frechet"],
+            "mean_overlap_area": comparison["mean_overlap_area"],
+            "min_overlap_area": min(
+                f["overlap_area"] for f in features.values() if f["overlap_area"] is not None
+            ),
+            **{f"{name}_generated": features[name].get("generated_mean") for name in REPORTED},
+            **{f"{name}_held_out": features[name].get("reference_mean") for name in REPORTED},
+            "seconds": round(time.time() - start, 1),
+        }
         rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     best = min(rows, key=lambda r: r["feature_frechet"])
     settings = {"temperature": best["temperature"], "top_k": 0, "top_p": best["top_p"]}
-    result = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-              "num_samples": args.num_samples, "quarters": args.quarters, "seed": args.seed,
-              "criterion": "lowest feature Frechet distance to held-out excerpts of the same length",
-              "chosen": settings, "rows": rows}
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "data": str(args.data),
+        "split": args.split,
+        "num_samples": args.num_samples,
+        "quarters": args.quarters,
+        "seed": args.seed,
+        "criterion": "lowest feature Frechet distance to held-out excerpts of the same length",
+        "chosen": settings,
+        "rows": rows,
+    }
     print("chosen:", settings)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     if args.write:
         evidence = {k: v for k, v in result.items() if k not in ("checkpoint", "rows")}
-        evidence["table"] = [{k: r[k] for k in ("temperature", "top_p", "feature_frechet", "mean_overlap_area")}
-                             for r in rows]
+        evidence["table"] = [
+            {k: r[k] for k in ("temperature", "top_p", "feature_frechet", "mean_overlap_area")} for r in rows
+        ]
         set_sampling_defaults(args.checkpoint, settings, evidence)
         print(f"written into {args.checkpoint}/musgen.json")
 

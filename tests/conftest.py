@@ -83,8 +83,14 @@ def quick_transformer_run(tmp_path_factory: pytest.TempPathFactory, bach_data: P
 
     run = tmp_path_factory.mktemp("runs") / "quick_transformer"
     config = Path(__file__).resolve().parents[1] / "configs/tiny/transformer.yaml"
-    return musgen.train("transformer", bach_data, run, config=config, progress=False,
-                        overrides=["train.steps=2", "train.save_every=2", "train.eval_every=2"])
+    return musgen.train(
+        "transformer",
+        bach_data,
+        run,
+        config=config,
+        progress=False,
+        overrides=["train.steps=2", "train.save_every=2", "train.eval_every=2"],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -122,8 +128,12 @@ def bach_audio_data(tmp_path_factory: pytest.TempPathFactory, bach_midi_dir: Pat
     from musgen.data import AudioDataConfig, build_audio
 
     out = tmp_path_factory.mktemp("data") / "bach_audio"
-    build_audio(out, midi_dir=bach_midi_dir, render=True,
-                config=AudioDataConfig(max_seconds_per_piece=8, valid_fraction=0.3, test_fraction=0.0))
+    build_audio(
+        out,
+        midi_dir=bach_midi_dir,
+        render=True,
+        config=AudioDataConfig(max_seconds_per_piece=8, valid_fraction=0.3, test_fraction=0.0),
+    )
     return out
 
 
@@ -142,5 +152,11 @@ def tiny_prior_run(tmp_path_factory: pytest.TempPathFactory, bach_audio_data: Pa
     import musgen
 
     run = tmp_path_factory.mktemp("runs") / "prior"
-    return musgen.train("prior", bach_audio_data, run, config="configs/tiny/prior.yaml",
-                        overrides=[f"vqvae={tiny_codec_run.run_dir}"], progress=False)
+    return musgen.train(
+        "prior",
+        bach_audio_data,
+        run,
+        config="configs/tiny/prior.yaml",
+        overrides=[f"vqvae={tiny_codec_run.run_dir}"],
+        progress=False,
+    )

@@ -39,10 +39,25 @@ def _sf_bytes(data: np.ndarray, rate: int, fmt: str = "WAV", subtype: str | None
 def wav_header(rate: int, channels: int, bits: int, data_bytes: int, fmt_tag: int = 1) -> bytes:
     """A canonical 44-byte RIFF/WAVE header (PCM by default, 3 = IEEE float)."""
     block = channels * bits // 8
-    fmt = struct.pack("<HHIIHH", fmt_tag, channels & 0xFFFF, rate & 0xFFFFFFFF, (rate * block) & 0xFFFFFFFF,
-                      block & 0xFFFF, bits)
-    return (b"RIFF" + struct.pack("<I", (36 + data_bytes) & 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
-            + fmt + b"data" + struct.pack("<I", data_bytes & 0xFFFFFFFF))
+    fmt = struct.pack(
+        "<HHIIHH",
+        fmt_tag,
+        channels & 0xFFFF,
+        rate & 0xFFFFFFFF,
+        (rate * block) & 0xFFFFFFFF,
+        block & 0xFFFF,
+        bits,
+    )
+    return (
+        b"RIFF"
+        + struct.pack("<I", (36 + data_bytes) & 0xFFFFFFFF)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", data_bytes & 0xFFFFFFFF)
+    )
 
 
 # ----------------------------------------------------------------------------- valid
@@ -66,8 +81,18 @@ def _valid_many_channels(rng: random.Random) -> bytes:
 
 
 def _valid_formats(rng: random.Random) -> bytes:
-    fmt, subtype = rng.choice([("WAV", "PCM_U8"), ("WAV", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT"),
-                               ("WAV", "ULAW"), ("FLAC", "PCM_16"), ("AIFF", "PCM_16"), ("OGG", "VORBIS")])
+    fmt, subtype = rng.choice(
+        [
+            ("WAV", "PCM_U8"),
+            ("WAV", "PCM_24"),
+            ("WAV", "PCM_32"),
+            ("WAV", "FLOAT"),
+            ("WAV", "ULAW"),
+            ("FLAC", "PCM_16"),
+            ("AIFF", "PCM_16"),
+            ("OGG", "VORBIS"),
+        ]
+    )
     return _sf_bytes(_tone(rng, 22050), 22050, fmt=fmt, subtype=subtype)
 
 
@@ -129,7 +154,10 @@ def _absurd_channels(rng: random.Random) -> bytes:
 
 def _bad_format_tag(rng: random.Random) -> bytes:
     data = rng.randbytes(4096)
-    return wav_header(16000, 1, rng.choice([0, 7, 13, 64]), len(data), fmt_tag=rng.choice([0, 0x55, 0xFFFF])) + data
+    return (
+        wav_header(16000, 1, rng.choice([0, 7, 13, 64]), len(data), fmt_tag=rng.choice([0, 0x55, 0xFFFF]))
+        + data
+    )
 
 
 # ----------------------------------------------------------------------------- either
@@ -165,20 +193,35 @@ def _dc_offset(rng: random.Random) -> bytes:
 
 Writer = Callable[[random.Random], bytes]
 VALID: dict[str, Writer] = {
-    "valid_16k": _valid_16k, "valid_odd_rate": _valid_odd_rate, "valid_stereo": _valid_stereo,
-    "valid_many_channels": _valid_many_channels, "valid_formats": _valid_formats,
+    "valid_16k": _valid_16k,
+    "valid_odd_rate": _valid_odd_rate,
+    "valid_stereo": _valid_stereo,
+    "valid_many_channels": _valid_many_channels,
+    "valid_formats": _valid_formats,
     "valid_over_full_scale": _valid_over_full_scale,
 }
 INVALID: dict[str, Writer] = {
-    "empty": _empty, "random_bytes": _random_bytes, "midi_named_wav": _midi_named_wav, "silence": _silence,
-    "nan": _nan, "all_nan": _all_nan, "too_short": _too_short, "header_only": _header_only,
-    "absurd_rate": _absurd_rate, "absurd_channels": _absurd_channels, "bad_format_tag": _bad_format_tag,
+    "empty": _empty,
+    "random_bytes": _random_bytes,
+    "midi_named_wav": _midi_named_wav,
+    "silence": _silence,
+    "nan": _nan,
+    "all_nan": _all_nan,
+    "too_short": _too_short,
+    "header_only": _header_only,
+    "absurd_rate": _absurd_rate,
+    "absurd_channels": _absurd_channels,
+    "bad_format_tag": _bad_format_tag,
 }
 EITHER: dict[str, Writer] = {
-    "truncated": _truncated, "lying_size": _lying_size, "bit_flips": _bit_flips, "float_garbage": _float_garbage,
+    "truncated": _truncated,
+    "lying_size": _lying_size,
+    "bit_flips": _bit_flips,
+    "float_garbage": _float_garbage,
     "dc_offset": _dc_offset,
 }
 KINDS: dict[str, Writer] = {**VALID, **INVALID, **EITHER}
+
 
 def _suffix(data: bytes) -> str:
     if data[:4] == b"fLaC":
@@ -196,7 +239,9 @@ def fuzz_audio_folder(root: Path, n: int, seed: int) -> list[Entry]:
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     kinds = list(KINDS)
-    plan = kinds[:n] + [rng.choice(list(VALID)) if rng.random() < 0.33 else rng.choice(kinds) for _ in range(n - len(kinds))]
+    plan = kinds[:n] + [
+        rng.choice(list(VALID)) if rng.random() < 0.33 else rng.choice(kinds) for _ in range(n - len(kinds))
+    ]
     out = []
     for i, kind in enumerate(plan):
         data = KINDS[kind](random.Random(rng.getrandbits(64)))

@@ -73,7 +73,9 @@ def conductor(us_per_quarter: int = 500_000) -> bytes:
     return track([(0, tempo(us_per_quarter)), (0, b"\xff\x58\x04\x04\x02\x18\x08")])
 
 
-def melody_events(rng: random.Random, n: int, step: int = TPQ // 2, channel: int = 0) -> list[tuple[int, bytes]]:
+def melody_events(
+    rng: random.Random, n: int, step: int = TPQ // 2, channel: int = 0
+) -> list[tuple[int, bytes]]:
     """``n`` consecutive notes of ``step`` ticks in a singable range."""
     events: list[tuple[int, bytes]] = []
     for _ in range(n):
@@ -84,7 +86,12 @@ def melody_events(rng: random.Random, n: int, step: int = TPQ // 2, channel: int
 
 def valid_piece(rng: random.Random, notes: int | None = None) -> bytes:
     """A plain, well-formed two-track piece (conductor + melody)."""
-    return smf([conductor(rng.choice([400_000, 500_000, 600_000])), track(melody_events(rng, notes or rng.randint(12, 40)))])
+    return smf(
+        [
+            conductor(rng.choice([400_000, 500_000, 600_000])),
+            track(melody_events(rng, notes or rng.randint(12, 40))),
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- kinds: valid
@@ -161,7 +168,9 @@ def _garbage_tracks(rng: random.Random) -> bytes:
 
 
 def _no_notes(rng: random.Random) -> bytes:
-    return smf([conductor(), track([(TPQ, b"\xff\x01\x05hello"), (TPQ * rng.randint(1, 64), b"\xb0\x07\x64")])])
+    return smf(
+        [conductor(), track([(TPQ, b"\xff\x01\x05hello"), (TPQ * rng.randint(1, 64), b"\xb0\x07\x64")])]
+    )
 
 
 def _only_note_offs(rng: random.Random) -> bytes:
@@ -205,8 +214,14 @@ def _byte_splice(rng: random.Random) -> bytes:
 def _thousands_of_tracks(rng: random.Random) -> bytes:
     n = rng.randint(1000, 3000)
     busy = rng.random() < 0.5  # every track with a note, or all but one empty
-    tracks = [track([(0, note_on(60 + i % 12, 80, i % 16)), (TPQ, note_off(60 + i % 12, i % 16))] if busy or i == 0 else [])
-              for i in range(n)]
+    tracks = [
+        track(
+            [(0, note_on(60 + i % 12, 80, i % 16)), (TPQ, note_off(60 + i % 12, i % 16))]
+            if busy or i == 0
+            else []
+        )
+        for i in range(n)
+    ]
     return smf([conductor(), *tracks])
 
 
@@ -260,7 +275,10 @@ def _lying_chunk_length(rng: random.Random) -> bytes:
 
 def _huge_meta(rng: random.Random) -> bytes:
     """A meta event and a sysex whose lengths claim up to 256 MB."""
-    events = melody_events(rng, 12) + [(0, b"\xff\x01" + vlq(0x0FFFFFFF) + b"abc"), (0, b"\xf0" + vlq(0x0FFFFFF) + b"\x7e")]
+    events = melody_events(rng, 12) + [
+        (0, b"\xff\x01" + vlq(0x0FFFFFFF) + b"abc"),
+        (0, b"\xf0" + vlq(0x0FFFFFF) + b"\x7e"),
+    ]
     return smf([conductor(), track(events, end=False)])
 
 
@@ -282,7 +300,10 @@ def _huge_chord(rng: random.Random) -> bytes:
     events: list[tuple[int, bytes]] = []
     for _ in range(rng.randint(1, 8)):
         events += [(0, note_on(p, 100, c)) for c in range(16) for p in range(128)]
-        events += [(TPQ if i == 0 else 0, note_off(p, c)) for i, (c, p) in enumerate((c, p) for c in range(16) for p in range(128))]
+        events += [
+            (TPQ if i == 0 else 0, note_off(p, c))
+            for i, (c, p) in enumerate((c, p) for c in range(16) for p in range(128))
+        ]
     return smf([conductor(), track(events)])
 
 
@@ -298,31 +319,58 @@ def _deep_random_events(rng: random.Random) -> bytes:
     for _ in range(rng.randint(10, 400)):
         status = rng.choice([0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0]) | rng.randrange(16)
         size = 1 if status >> 4 in (0xC, 0xD) else 2
-        events.append((rng.choice([0, 1, TPQ, 0x0FFFFFFF]) if rng.random() < 0.05 else rng.randint(0, TPQ),
-                       bytes([status]) + bytes(rng.randrange(128) for _ in range(size))))
+        events.append(
+            (
+                rng.choice([0, 1, TPQ, 0x0FFFFFFF]) if rng.random() < 0.05 else rng.randint(0, TPQ),
+                bytes([status]) + bytes(rng.randrange(128) for _ in range(size)),
+            )
+        )
     return smf([conductor(), track(events)])
 
 
 Writer = Callable[[random.Random], bytes]
 VALID: dict[str, Writer] = {
-    "valid": _valid, "valid_format0": _valid_format0, "valid_running_status": _valid_running_status,
-    "valid_with_odd_notes": _valid_with_odd_notes, "valid_many_channels": _valid_many_channels,
-    "valid_extreme_pitches": _valid_extreme_pitches, "valid_low_tpq": _valid_low_tpq,
+    "valid": _valid,
+    "valid_format0": _valid_format0,
+    "valid_running_status": _valid_running_status,
+    "valid_with_odd_notes": _valid_with_odd_notes,
+    "valid_many_channels": _valid_many_channels,
+    "valid_extreme_pitches": _valid_extreme_pitches,
+    "valid_low_tpq": _valid_low_tpq,
 }
 INVALID: dict[str, Writer] = {
-    "empty": _empty, "random_bytes": _random_bytes, "random_after_mthd": _random_after_mthd,
-    "header_only": _header_only, "zero_tracks": _zero_tracks, "garbage_tracks": _garbage_tracks,
-    "no_notes": _no_notes, "only_note_offs": _only_note_offs, "text_named_mid": _text_named_mid,
-    "too_few_notes": _too_few_notes, "truncated_header": _truncated_header,
+    "empty": _empty,
+    "random_bytes": _random_bytes,
+    "random_after_mthd": _random_after_mthd,
+    "header_only": _header_only,
+    "zero_tracks": _zero_tracks,
+    "garbage_tracks": _garbage_tracks,
+    "no_notes": _no_notes,
+    "only_note_offs": _only_note_offs,
+    "text_named_mid": _text_named_mid,
+    "too_few_notes": _too_few_notes,
+    "truncated_header": _truncated_header,
 }
 EITHER: dict[str, Writer] = {
-    "truncated": _truncated, "bit_flips": _bit_flips, "byte_splice": _byte_splice,
-    "thousands_of_tracks": _thousands_of_tracks, "header_claims_many_tracks": _header_claims_many_tracks,
-    "enormous_delta": _enormous_delta, "enormous_note": _enormous_note, "extreme_tempo": _extreme_tempo,
-    "tempo_storm": _tempo_storm, "data_bytes_out_of_range": _data_bytes_out_of_range, "division": _division,
-    "lying_chunk_length": _lying_chunk_length, "huge_meta": _huge_meta, "no_end_of_track": _no_end_of_track,
-    "unknown_chunks": _unknown_chunks, "format2": _format2, "huge_chord": _huge_chord,
-    "overlapping_same_pitch": _overlapping_same_pitch, "deep_random_events": _deep_random_events,
+    "truncated": _truncated,
+    "bit_flips": _bit_flips,
+    "byte_splice": _byte_splice,
+    "thousands_of_tracks": _thousands_of_tracks,
+    "header_claims_many_tracks": _header_claims_many_tracks,
+    "enormous_delta": _enormous_delta,
+    "enormous_note": _enormous_note,
+    "extreme_tempo": _extreme_tempo,
+    "tempo_storm": _tempo_storm,
+    "data_bytes_out_of_range": _data_bytes_out_of_range,
+    "division": _division,
+    "lying_chunk_length": _lying_chunk_length,
+    "huge_meta": _huge_meta,
+    "no_end_of_track": _no_end_of_track,
+    "unknown_chunks": _unknown_chunks,
+    "format2": _format2,
+    "huge_chord": _huge_chord,
+    "overlapping_same_pitch": _overlapping_same_pitch,
+    "deep_random_events": _deep_random_events,
 }
 KINDS: dict[str, Writer] = {**VALID, **INVALID, **EITHER}
 # Folder entries that are not regular files: each must be listed as skipped (or, for the
@@ -376,7 +424,9 @@ def fuzz_folder(root: Path, n: int, seed: int, *, entries: bool = True) -> list[
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     kinds = list(KINDS) + (list(ENTRY_KINDS) if entries else [])
-    plan = kinds[:n] + [rng.choice(list(VALID)) if rng.random() < 0.25 else rng.choice(kinds) for _ in range(n - len(kinds))]
+    plan = kinds[:n] + [
+        rng.choice(list(VALID)) if rng.random() < 0.25 else rng.choice(kinds) for _ in range(n - len(kinds))
+    ]
     out = []
     for i, kind in enumerate(plan):
         suffix = ".midi" if i % 7 == 3 else ".mid"

@@ -49,8 +49,16 @@ RENDER_VERSION = 1  # bump when rendering changes its output: cached renders are
 CACHE_DIR = "render-cache"
 DECODE_CACHE = ".decode-cache"
 # random_program: timbres that suit any (mostly polyphonic, tonal) piece
-PROGRAMS = {0: "acoustic grand piano", 19: "church organ", 48: "string ensemble", 52: "choir aahs",
-            71: "clarinet", 61: "brass section", 24: "nylon guitar", 73: "flute"}
+PROGRAMS = {
+    0: "acoustic grand piano",
+    19: "church organ",
+    48: "string ensemble",
+    52: "choir aahs",
+    71: "clarinet",
+    61: "brass section",
+    24: "nylon guitar",
+    73: "flute",
+}
 
 
 @dataclass
@@ -68,14 +76,19 @@ class AudioDataConfig:
 
     def validate(self) -> None:
         check_rate(self.sample_rate)
-        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.valid_fraction + self.test_fraction < 1):
+        if not (
+            0 <= self.valid_fraction < 1
+            and 0 <= self.test_fraction < 1
+            and self.valid_fraction + self.test_fraction < 1
+        ):
             raise ConfigError("valid_fraction and test_fraction must be >= 0 and sum to less than 1")
         if self.min_seconds < 0 or self.max_seconds_per_piece < 0:
             raise ConfigError("min_seconds and max_seconds_per_piece must be >= 0")
         if 0 < self.max_seconds_per_piece < self.min_seconds:
-            raise ConfigError(f"max_seconds_per_piece={self.max_seconds_per_piece:g} < min_seconds="
-                              f"{self.min_seconds:g} would skip every piece")
+            raise ConfigError(
+                f"max_seconds_per_piece={self.max_seconds_per_piece:g} < min_seconds="
+                f"{self.min_seconds:g} would skip every piece"
+            )
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.max_seconds_per_file <= 0:
@@ -107,8 +120,14 @@ class _Task:
 def _do_task(task: _Task) -> int:
     """Decode or render one file into ``task.dest``; returns its number of samples."""
     if task.engine:
-        wave = render_midi(task.source, task.sample_rate, soundfont=task.soundfont, engine=task.engine,
-                           program=task.program, max_seconds=task.max_seconds)
+        wave = render_midi(
+            task.source,
+            task.sample_rate,
+            soundfont=task.soundfont,
+            engine=task.engine,
+            program=task.program,
+            max_seconds=task.max_seconds,
+        )
     else:
         wave = read_audio(task.source, task.sample_rate, max_seconds=task.max_seconds)
     seconds = len(wave) / task.sample_rate
@@ -176,7 +195,9 @@ def build_audio(
     if sum(x is not None for x in (audio_dir, corpus, midi_dir)) != 1:
         raise ValueError("give exactly one of audio_dir=, corpus= or midi_dir=")
     if audio_dir is not None and render:
-        raise MusgenError("--render renders MIDI (--corpus or --midi-dir); --audio-dir files are used as they are")
+        raise MusgenError(
+            "--render renders MIDI (--corpus or --midi-dir); --audio-dir files are used as they are"
+        )
     if audio_dir is None and not render:
         raise MusgenError("an audio data set from MIDI needs --render")
     cfg = config or AudioDataConfig()
@@ -192,12 +213,16 @@ def build_audio(
     else:
         folder = Path(audio_dir if audio_dir is not None else midi_dir)
         if not folder.is_dir():
-            raise MusgenError(f"--{'audio' if audio_dir is not None else 'midi'}-dir {folder} is not a directory")
+            raise MusgenError(
+                f"--{'audio' if audio_dir is not None else 'midi'}-dir {folder} is not a directory"
+            )
         root = folder.resolve()
         paths, pre_skipped = scan_audio_dir(root) if audio_dir is not None else scan_midi_dir(root)
         if limit is not None:
             paths = paths[:limit]
-        source = {"audio_dir": str(root)} if audio_dir is not None else {"midi_dir": str(root), "render": True}
+        source = (
+            {"audio_dir": str(root)} if audio_dir is not None else {"midi_dir": str(root), "render": True}
+        )
     files_found = len(paths) + len(pre_skipped)
     skipped = list(pre_skipped)
     files: list[tuple[str, Path, str]] = []  # (rel, path, size:mtime)
@@ -209,12 +234,19 @@ def build_audio(
             skipped.append({"path": rel, "reason": f"cannot stat: {e.strerror}"})
 
     # 2. cached?
-    meta: dict = {"format": FORMAT_VERSION, "config": {k: v for k, v in asdict(cfg).items() if k != "workers"},
-                  "source": source, "limit": limit}
+    meta: dict = {
+        "format": FORMAT_VERSION,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "workers"},
+        "source": source,
+        "limit": limit,
+    }
     if render:
-        meta.update(renderer=renderer, render_version=RENDER_VERSION,
-                    soundfont=f"{soundfont}:{_file_stamp(soundfont)}" if soundfont else None,
-                    fluidsynth=_fluidsynth_version() if renderer == "fluidsynth" else None)
+        meta.update(
+            renderer=renderer,
+            render_version=RENDER_VERSION,
+            soundfont=f"{soundfont}:{_file_stamp(soundfont)}" if soundfont else None,
+            fluidsynth=_fluidsynth_version() if renderer == "fluidsynth" else None,
+        )
     fp = _fingerprint(meta, files, skipped)
     manifest_path = out / "manifest.json"
     if not force and manifest_path.is_file() and _outputs_complete(out):
@@ -222,7 +254,11 @@ def build_audio(
             old = json.loads(manifest_path.read_text())
         except ValueError:
             old = {}
-        if old.get("fingerprint") == fp and old.get("format_version") == FORMAT_VERSION and old.get("kind") == "audio":
+        if (
+            old.get("fingerprint") == fp
+            and old.get("format_version") == FORMAT_VERSION
+            and old.get("kind") == "audio"
+        ):
             log.info("cached audio build reused: %s (%s)", out, fp[:12])
             return old
     out.mkdir(parents=True, exist_ok=True)
@@ -258,17 +294,35 @@ def build_audio(
         if frames is not None and frames >= min_frames:
             lengths[rel] = frames
             continue
-        tasks.append((rel, _Task(str(path), str(dests[rel]), cfg.sample_rate, cfg.max_seconds_per_piece,
-                                 cfg.min_seconds, renderer or "", str(soundfont) if soundfont else None,
-                                 programs.get(rel))))
+        tasks.append(
+            (
+                rel,
+                _Task(
+                    str(path),
+                    str(dests[rel]),
+                    cfg.sample_rate,
+                    cfg.max_seconds_per_piece,
+                    cfg.min_seconds,
+                    renderer or "",
+                    str(soundfont) if soundfont else None,
+                    programs.get(rel),
+                ),
+            )
+        )
     if lengths:
-        log.info("%d of %d %s reused from %s", len(lengths), len(files), "renders" if render else "decodings",
-                 out / CACHE_DIR if render else decode_cache)
+        log.info(
+            "%d of %d %s reused from %s",
+            len(lengths),
+            len(files),
+            "renders" if render else "decodings",
+            out / CACHE_DIR if render else decode_cache,
+        )
     verb = f"render ({renderer})" if render else "decode"
     if tasks:
         log.info("%s: %d files with %d processes", verb, len(tasks), workers)
-    for rel, (n, reason) in run_files(_do_task, tasks, workers=workers, timeout=cfg.max_seconds_per_file,
-                                      desc=verb).items():
+    for rel, (n, reason) in run_files(
+        _do_task, tasks, workers=workers, timeout=cfg.max_seconds_per_file, desc=verb
+    ).items():
         if reason is None:
             lengths[rel] = n
         else:
@@ -313,9 +367,13 @@ def build_audio(
     manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
     _write_json(manifest_path, manifest)
     shutil.rmtree(decode_cache, ignore_errors=True)  # complete: the split arrays hold it all
-    log.info("built %s: %s; %d skipped; %.1f s", out,
-             ", ".join(f"{s} {v['pieces']} pieces/{v['seconds']:.0f} s" for s, v in splits_info.items()),
-             len(skipped), manifest["build_seconds"])
+    log.info(
+        "built %s: %s; %d skipped; %.1f s",
+        out,
+        ", ".join(f"{s} {v['pieces']} pieces/{v['seconds']:.0f} s" for s, v in splits_info.items()),
+        len(skipped),
+        manifest["build_seconds"],
+    )
     return manifest
 
 
@@ -330,21 +388,42 @@ def _fingerprint(meta: dict, files: list[tuple[str, Path, str]], skipped: list[d
 
 def _decode_key(rel: str, stamp: str, cfg: AudioDataConfig) -> str:
     """Cache key of a decoded file (within one output folder): the file and what shapes its audio."""
-    blob = json.dumps({"rel": rel, "stamp": stamp, "sample_rate": cfg.sample_rate,
-                       "max_seconds": cfg.max_seconds_per_piece}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "rel": rel,
+            "stamp": stamp,
+            "sample_rate": cfg.sample_rate,
+            "max_seconds": cfg.max_seconds_per_piece,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def _render_key(midi: Path, cfg: AudioDataConfig, program: int | None, render_meta: dict) -> str:
     """Cache key of a render: the MIDI's content (not its name or date) and everything that shapes the audio."""
     h = hashlib.sha256(midi.read_bytes())
-    h.update(json.dumps({**render_meta, "sample_rate": cfg.sample_rate, "program": program,
-                         "max_seconds": cfg.max_seconds_per_piece}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                **render_meta,
+                "sample_rate": cfg.sample_rate,
+                "program": program,
+                "max_seconds": cfg.max_seconds_per_piece,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     return h.hexdigest()[:32]
 
 
-def _write_splits(out: Path, per_split: dict[str, list[str]], lengths: dict[str, int], pieces: dict[str, Path],
-                  sample_rate: int) -> dict:
+def _write_splits(
+    out: Path,
+    per_split: dict[str, list[str]],
+    lengths: dict[str, int],
+    pieces: dict[str, Path],
+    sample_rate: int,
+) -> dict:
     """Write every split's arrays and piece list; returns the manifest's ``splits``."""
     info = {}
     bar = tqdm(total=sum(len(v) for v in per_split.values()), desc="assemble", unit="piece")

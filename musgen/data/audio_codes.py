@@ -77,13 +77,24 @@ class CodeWindows(Dataset):
     ``default_rng((seed, epoch, index))`` (reproducible on resume). Short windows are padded with
     labels -100."""
 
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, seq_len: int, bos: int, *, jitter: bool = False,
-                 seed: int = 0):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        offsets: np.ndarray,
+        seq_len: int,
+        bos: int,
+        *,
+        jitter: bool = False,
+        seed: int = 0,
+    ):
         self.tokens, self.offsets = tokens, offsets
         self.seq_len, self.bos, self.jitter, self.seed = seq_len, bos, jitter, seed
         self.epoch = 0
-        index = [(p, start) for p in range(len(offsets) - 1)
-                 for start in range(0, int(offsets[p + 1] - offsets[p]) + 1 - 1, seq_len)]
+        index = [
+            (p, start)
+            for p in range(len(offsets) - 1)
+            for start in range(0, int(offsets[p + 1] - offsets[p]) + 1 - 1, seq_len)
+        ]
         self.index = np.array(index, dtype=np.int64).reshape(-1, 2)
 
     def set_epoch(self, epoch: int) -> None:
@@ -97,7 +108,10 @@ class CodeWindows(Dataset):
         lo, hi = int(self.offsets[p]), int(self.offsets[p + 1])
         framed_len = hi - lo + 1  # with BOS
         if self.jitter and start > 0:  # the first window keeps its BOS: unprimed sampling starts there
-            shift = int(np.random.default_rng((self.seed, self.epoch, i)).integers(self.seq_len)) - self.seq_len // 2
+            shift = (
+                int(np.random.default_rng((self.seed, self.epoch, i)).integers(self.seq_len))
+                - self.seq_len // 2
+            )
             start = int(np.clip(start + shift, 1, max(framed_len - self.seq_len - 1, 1)))
         framed = np.concatenate([[self.bos], self.tokens[lo:hi]]).astype(np.int64)
         chunk = framed[start : start + self.seq_len + 1]

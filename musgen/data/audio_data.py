@@ -21,13 +21,17 @@ def read_audio_manifest(data_dir: Path | str) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise MusgenError(f"no manifest.json in {data_dir}: build it with `musgen data build --audio-dir DIR` "
-                          "or `--corpus NAME --render`") from None
+        raise MusgenError(
+            f"no manifest.json in {data_dir}: build it with `musgen data build --audio-dir DIR` "
+            "or `--corpus NAME --render`"
+        ) from None
     except (OSError, ValueError) as e:
         raise MusgenError(f"cannot read {path}: {e}") from None
     if manifest.get("kind") != "audio":
-        raise MusgenError(f"{data_dir} is not an audio data set (it holds {manifest.get('kind', 'MIDI tokens')}); "
-                          "build one with `musgen data build --audio-dir DIR` or `--corpus NAME --render`")
+        raise MusgenError(
+            f"{data_dir} is not an audio data set (it holds {manifest.get('kind', 'MIDI tokens')}); "
+            "build one with `musgen data build --audio-dir DIR` or `--corpus NAME --render`"
+        )
     return manifest
 
 
@@ -37,14 +41,18 @@ def load_audio_split(data_dir: Path | str, split: str) -> tuple[np.ndarray, np.n
     read_audio_manifest(data_dir)
     from .dataset import load_array
 
-    return load_array(data_dir / f"{split}.audio.npy", mmap=True), load_array(data_dir / f"{split}.offsets.npy")
+    return load_array(data_dir / f"{split}.audio.npy", mmap=True), load_array(
+        data_dir / f"{split}.offsets.npy"
+    )
 
 
 def audio_pieces(data_dir: Path | str, split: str) -> list[np.ndarray]:
     """Every piece of a split as float32 in [-1, 1] (in the order of ``{split}.pieces.json``)."""
     audio, offsets = load_audio_split(data_dir, split)
-    return [np.asarray(audio[offsets[k] : offsets[k + 1]], dtype=np.float32) / PCM_SCALE
-            for k in range(len(offsets) - 1)]
+    return [
+        np.asarray(audio[offsets[k] : offsets[k + 1]], dtype=np.float32) / PCM_SCALE
+        for k in range(len(offsets) - 1)
+    ]
 
 
 class AudioChunks(Dataset):
@@ -56,19 +64,27 @@ class AudioChunks(Dataset):
     drawn from ``default_rng((seed, epoch, i))`` only: an item is reproducible for exact resume.
     """
 
-    def __init__(self, data_dir: Path | str, split: str, segment: int, *, seed: int = 0,
-                 random_offset: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path | str, split: str, segment: int, *, seed: int = 0, random_offset: bool = True
+    ) -> None:
         if segment < 1:
             raise ValueError("segment must be >= 1 sample")
         self.data_dir = Path(data_dir)
         self.sample_rate = int(read_audio_manifest(self.data_dir)["sample_rate"])
         self.audio, self.offsets = load_audio_split(self.data_dir, split)
-        self.split, self.segment, self.seed, self.random_offset = split, int(segment), int(seed), random_offset
+        self.split, self.segment, self.seed, self.random_offset = (
+            split,
+            int(segment),
+            int(seed),
+            random_offset,
+        )
         self.epoch = 0
         chunks = np.maximum(1, -(-np.diff(self.offsets) // self.segment))  # per piece, ceil division
         piece = np.repeat(np.arange(len(chunks)), chunks)
         first = np.repeat(np.cumsum(chunks) - chunks, chunks)  # item index of each piece's first chunk
-        self.index = np.stack([piece, np.arange(len(piece)) - first], axis=1).astype(np.int64)  # (piece, chunk)
+        self.index = np.stack([piece, np.arange(len(piece)) - first], axis=1).astype(
+            np.int64
+        )  # (piece, chunk)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -95,6 +111,7 @@ class AudioChunks(Dataset):
         return {"audio": torch.from_numpy(out), "length": len(chunk)}
 
     def __repr__(self) -> str:
-        return (f"AudioChunks({self.data_dir}, {self.split!r}, segment={self.segment}: {len(self)} chunks, "
-                f"{self.seconds() / 60:.1f} min at {self.sample_rate} Hz)")
-
+        return (
+            f"AudioChunks({self.data_dir}, {self.split!r}, segment={self.segment}: {len(self)} chunks, "
+            f"{self.seconds() / 60:.1f} min at {self.sample_rate} Hz)"
+        )

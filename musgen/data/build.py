@@ -90,10 +90,16 @@ class DataConfig:
 
     def validate(self) -> None:
         """A ``ConfigError`` for settings that would crash the build or empty the training split."""
-        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.valid_fraction + self.test_fraction < 1):
+        if not (
+            0 <= self.valid_fraction < 1
+            and 0 <= self.test_fraction < 1
+            and self.valid_fraction + self.test_fraction < 1
+        ):
             raise ConfigError("valid_fraction and test_fraction must be >= 0 and sum to less than 1")
-        if not (math.isfinite(self.max_seconds_per_file) and self.max_seconds_per_file > 0) or not self.max_file_mb > 0:
+        if (
+            not (math.isfinite(self.max_seconds_per_file) and self.max_seconds_per_file > 0)
+            or not self.max_file_mb > 0
+        ):
             raise ConfigError("max_seconds_per_file and max_file_mb must be finite numbers > 0")
         if self.min_notes < 0 or self.workers < 0 or self.bpe_vocab_size < 0:
             raise ConfigError("min_notes, workers and bpe_vocab_size must be >= 0")
@@ -159,7 +165,11 @@ def _tokenize_file(job: tuple) -> tuple[np.ndarray, list[str]]:
 
 
 def _run_tokenization(
-    items: list[tuple[str, str, bool]], tokenizer_path: Path, cfg: DataConfig, workers: int, desc: str,
+    items: list[tuple[str, str, bool]],
+    tokenizer_path: Path,
+    cfg: DataConfig,
+    workers: int,
+    desc: str,
     cache_dir: Path | None = None,
 ) -> dict[str, tuple]:
     """Tokenize all items (each bounded in time, see ``workpool``); returns
@@ -173,8 +183,13 @@ def _run_tokenization(
         if done:
             log.info("%d tokenized files left by an interrupted build in %s are reused", done, cache_dir)
     jobs = [(rel, (str(tokenizer_path), path, cfg.min_notes, want, *cache)) for rel, path, want in items]
-    done = run_files(_tokenize_file, jobs, workers=workers, timeout=float(cfg.max_seconds_per_file), desc=desc)
-    return {rel: (*(value if value is not None else (None, None)), reason) for rel, (value, reason) in done.items()}
+    done = run_files(
+        _tokenize_file, jobs, workers=workers, timeout=float(cfg.max_seconds_per_file), desc=desc
+    )
+    return {
+        rel: (*(value if value is not None else (None, None)), reason)
+        for rel, (value, reason) in done.items()
+    }
 
 
 class _BytesIterator:
@@ -204,11 +219,19 @@ def _write_json(path: Path, obj) -> None:
     _atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
-def _fingerprint(cfg: DataConfig, source: dict, files: list[tuple[str, Path]], pre_skipped: list[dict], limit) -> str:
+def _fingerprint(
+    cfg: DataConfig, source: dict, files: list[tuple[str, Path]], pre_skipped: list[dict], limit
+) -> str:
     h = hashlib.sha256()
     cfg_d = asdict(cfg)
     cfg_d.pop("workers")  # parallelism does not change the output
-    meta = {"format": FORMAT_VERSION, "miditok": CURRENT_MIDITOK_VERSION, "config": cfg_d, "source": source, "limit": limit}
+    meta = {
+        "format": FORMAT_VERSION,
+        "miditok": CURRENT_MIDITOK_VERSION,
+        "config": cfg_d,
+        "source": source,
+        "limit": limit,
+    }
     h.update(json.dumps(meta, sort_keys=True).encode())
     for rel, path in files:
         st = path.stat()
@@ -219,7 +242,9 @@ def _fingerprint(cfg: DataConfig, source: dict, files: list[tuple[str, Path]], p
 
 
 def _outputs_complete(out: Path) -> bool:
-    names = ["tokenizer.json"] + [f"{s}.{k}" for s in SPLITS for k in ("tokens.npy", "offsets.npy", "pieces.json")]
+    names = ["tokenizer.json"] + [
+        f"{s}.{k}" for s in SPLITS for k in ("tokens.npy", "offsets.npy", "pieces.json")
+    ]
     return all((out / n).is_file() for n in names)
 
 
@@ -265,7 +290,12 @@ def build(
             skipped.append({"path": rel, "reason": f"cannot stat: {e.strerror}"})
             continue
         if size_mb > cfg.max_file_mb:
-            skipped.append({"path": rel, "reason": f"file too large ({size_mb:.1f} MB > max_file_mb={cfg.max_file_mb:g})"})
+            skipped.append(
+                {
+                    "path": rel,
+                    "reason": f"file too large ({size_mb:.1f} MB > max_file_mb={cfg.max_file_mb:g})",
+                }
+            )
         else:
             files.append((rel, p))
 
@@ -293,7 +323,9 @@ def build(
     tokenizer = cfg.make_tokenizer()
     bpe = cfg.bpe_vocab_size > 0
     if bpe and cfg.bpe_vocab_size <= len(tokenizer):
-        raise ConfigError(f"bpe_vocab_size={cfg.bpe_vocab_size} must exceed the base vocabulary ({len(tokenizer)})")
+        raise ConfigError(
+            f"bpe_vocab_size={cfg.bpe_vocab_size} must exceed the base vocabulary ({len(tokenizer)})"
+        )
     with tempfile.TemporaryDirectory(prefix=".musgen-build-", dir=out) as tmpdir:
         tok_path = Path(tmpdir) / "tokenizer.json"
         tokenizer.save(tok_path)
@@ -336,7 +368,9 @@ def build(
         lengths = np.array([len(ids) for _, ids in pieces], dtype=np.int64)
         offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        tokens = np.concatenate([ids for _, ids in pieces]).astype(np.int32) if pieces else np.zeros(0, np.int32)
+        tokens = (
+            np.concatenate([ids for _, ids in pieces]).astype(np.int32) if pieces else np.zeros(0, np.int32)
+        )
         _atomic_write_bytes(out / f"{s}.tokens.npy", lambda f, a=tokens: np.save(f, a))
         _atomic_write_bytes(out / f"{s}.offsets.npy", lambda f, a=offsets: np.save(f, a))
         _write_json(out / f"{s}.pieces.json", [rel for rel, _ in pieces])
@@ -360,7 +394,10 @@ def build(
     shutil.rmtree(token_cache, ignore_errors=True)  # complete: the arrays hold it all
     log.info(
         "built %s: %s; %d skipped; vocab %d; %.1f s",
-        out, ", ".join(f"{s} {v['pieces']} pieces/{v['tokens']} tokens" for s, v in splits_info.items()),
-        len(skipped), len(tokenizer), manifest["build_seconds"],
+        out,
+        ", ".join(f"{s} {v['pieces']} pieces/{v['tokens']} tokens" for s, v in splits_info.items()),
+        len(skipped),
+        len(tokenizer),
+        manifest["build_seconds"],
     )
     return manifest

@@ -294,7 +294,11 @@ def corpus_midi_files(
     failures.sort(key=lambda d: d["path"])
     log.info(
         "corpus %s: %d pieces, %d MIDI files, %d failed (%d converted now)",
-        name, len(pieces), len(files), len(failures), len(todo),
+        name,
+        len(pieces),
+        len(files),
+        len(failures),
+        len(todo),
     )
     return root, files, failures
 
@@ -317,12 +321,16 @@ def scan_files(root: Path, suffixes: tuple[str, ...], kind: str) -> tuple[list[P
         return Path(os.path.relpath(p, root)).as_posix()
 
     def on_error(err: OSError) -> None:
-        skipped.append({"path": rel(err.filename or str(root)), "reason": f"unreadable directory: {err.strerror}"})
+        skipped.append(
+            {"path": rel(err.filename or str(root)), "reason": f"unreadable directory: {err.strerror}"}
+        )
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
         for d in dirnames:
             if d.lower().endswith(suffixes):
-                skipped.append({"path": rel(os.path.join(dirpath, d)), "reason": f"is a directory, not {kind} file"})
+                skipped.append(
+                    {"path": rel(os.path.join(dirpath, d)), "reason": f"is a directory, not {kind} file"}
+                )
         for f in filenames:
             if not f.lower().endswith(suffixes):
                 continue

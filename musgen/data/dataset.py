@@ -62,7 +62,9 @@ def source_file(data_dir: Path, split: str = "test", index: int = 0) -> Path:
     return files[index % len(files)]
 
 
-def random_fitting_shift(item: T, max_shift: int, move: Callable[[T, int], T | None], key: tuple[int, int, int]) -> T:
+def random_fitting_shift(
+    item: T, max_shift: int, move: Callable[[T, int], T | None], key: tuple[int, int, int]
+) -> T:
     """``move(item, shift)`` for the first shift, in a random order of [-max_shift, max_shift] drawn
     from ``default_rng(key)`` (key = (seed, epoch, index): reproducible on resume), whose result is
     not None (the shifted item still fits); the item unchanged if none fits."""
@@ -121,14 +123,20 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
-        raise MusgenError(f"{path} is missing; rebuild the data set (`musgen data build ... --force`)") from None
+        raise MusgenError(
+            f"{path} is missing; rebuild the data set (`musgen data build ... --force`)"
+        ) from None
     except (OSError, ValueError, EOFError) as err:
-        raise MusgenError(f"{path} is not a plain array file ({first_line(err)}); rebuild the data set "
-                          "(`musgen data build ... --force`)") from None
+        raise MusgenError(
+            f"{path} is not a plain array file ({first_line(err)}); rebuild the data set "
+            "(`musgen data build ... --force`)"
+        ) from None
     if not isinstance(array, np.ndarray):  # a .npz archive under a .npy name
         array.close()
-        raise MusgenError(f"{path} is not a plain array file (a zip archive); rebuild the data set "
-                          "(`musgen data build ... --force`)")
+        raise MusgenError(
+            f"{path} is not a plain array file (a zip archive); rebuild the data set "
+            "(`musgen data build ... --force`)"
+        )
     return array
 
 

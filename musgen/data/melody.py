@@ -39,7 +39,9 @@ class MelodyConfig:
     steps_per_quarter: int = 4  # 16th-note grid
     quarters_per_bar: int = 4  # windows are cut in 4/4 bars of 16 steps, hopping by ``hop_bars``
     pitch_range: list[int] = field(default_factory=lambda: [21, 108])  # inclusive, as MusicVAE
-    track: str = "merge"  # merge: all non-drum tracks as one line; each: every track its own; "N": track N only
+    track: str = (
+        "merge"  # merge: all non-drum tracks as one line; each: every track its own; "N": track N only
+    )
     hop_bars: int = 1  # windows start every ``hop_bars`` bars
     max_silence: float = 0.5  # skip windows where more than this fraction of steps is silent
     transpose: int = 0  # training: random transposition in [-transpose, +transpose] semitones
@@ -59,9 +61,13 @@ class MelodyConfig:
     def validate(self) -> None:
         lo, hi = self.pitch_range
         if not (len(self.pitch_range) == 2 and 0 <= lo <= hi <= 127 and hi - lo >= 11):
-            raise MusgenError(f"data.pitch_range must be [lo, hi] within 0..127 spanning an octave, got {self.pitch_range}")
+            raise MusgenError(
+                f"data.pitch_range must be [lo, hi] within 0..127 spanning an octave, got {self.pitch_range}"
+            )
         if self.num_bars < 1 or self.steps_per_quarter < 1 or self.quarters_per_bar < 1 or self.hop_bars < 1:
-            raise MusgenError("data.num_bars, steps_per_quarter, quarters_per_bar and hop_bars must be at least 1")
+            raise MusgenError(
+                "data.num_bars, steps_per_quarter, quarters_per_bar and hop_bars must be at least 1"
+            )
         if not 0 <= self.max_silence <= 1:
             raise MusgenError(f"data.max_silence must be in [0, 1], got {self.max_silence}")
         if self.track not in ("merge", "each") and not self.track.isdigit():
@@ -189,7 +195,12 @@ def join_windows(windows: list[np.ndarray]) -> np.ndarray:
 
 
 def melody_to_score(
-    events: np.ndarray, cfg: MelodyConfig, *, qpm: float = 120.0, program: int = 0, velocity: int = 90,
+    events: np.ndarray,
+    cfg: MelodyConfig,
+    *,
+    qpm: float = 120.0,
+    program: int = 0,
+    velocity: int = 90,
     tpq: int = 480,
 ) -> symusic.Score:
     """A one-track MIDI score of an event sequence (ids out of range are treated as HOLD)."""
@@ -237,5 +248,7 @@ def clip_from_midi(path: Path | str, cfg: MelodyConfig, *, bar_offset: int = 0) 
         )
     window = cut_window(events, start, size)
     if not np.any(window >= FIRST_PITCH_ID):
-        raise MusgenError(f"{name}: bars {bar_offset}-{bar_offset + cfg.num_bars} hold no notes (try --bar-offset)")
+        raise MusgenError(
+            f"{name}: bars {bar_offset}-{bar_offset + cfg.num_bars} hold no notes (try --bar-offset)"
+        )
     return window

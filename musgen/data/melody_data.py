@@ -35,7 +35,9 @@ def _cache_path(data_dir: Path, split: str, cfg: MelodyConfig) -> Path:
     return cache_path(data_dir, "melodies", split, {"v": CACHE_VERSION, **settings})
 
 
-def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_melodies(
+    data_dir: Path, split: str, cfg: MelodyConfig, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(events int16, offsets int64) of every melody line of a split; built once, then cached."""
     data_dir = Path(data_dir)
     path = _cache_path(data_dir, split, cfg)
@@ -45,8 +47,13 @@ def load_melodies(data_dir: Path, split: str, cfg: MelodyConfig, progress: bool 
     tokenizer = load_tokenizer(data_dir / "tokenizer.json")
     tokens, offsets = load_split(data_dir, split)
     lines, failed = [], 0
-    for k in tqdm(range(len(offsets) - 1), desc=f"melodies ({split})", unit="piece", disable=not progress,
-                  mininterval=1.0):
+    for k in tqdm(
+        range(len(offsets) - 1),
+        desc=f"melodies ({split})",
+        unit="piece",
+        disable=not progress,
+        mininterval=1.0,
+    ):
         try:
             score = decode_ids(tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
             lines += extract_melodies(score, cfg)[0]
@@ -70,8 +77,16 @@ class MelodyWindows(TransposedItems):
     Transposition (training only): see ``TransposedItems``.
     """
 
-    def __init__(self, data_dir: Path, split: str, cfg: MelodyConfig, *, transpose: int = 0, seed: int = 0,
-                 progress: bool = True):
+    def __init__(
+        self,
+        data_dir: Path,
+        split: str,
+        cfg: MelodyConfig,
+        *,
+        transpose: int = 0,
+        seed: int = 0,
+        progress: bool = True,
+    ):
         super().__init__(transpose, seed)
         cfg.validate()
         self.cfg = cfg

@@ -36,14 +36,37 @@ log = logging.getLogger(__name__)
 
 # General MIDI program families (first program, last program), 0-based programs.
 GM_FAMILIES: dict[str, tuple[int, int]] = {
-    "piano": (0, 7), "chromatic_percussion": (8, 15), "organ": (16, 23), "guitar": (24, 31),
-    "bass": (32, 39), "strings": (40, 55),  # strings + ensemble, as the paper's five-track rolls
-    "brass": (56, 63), "reed": (64, 71), "pipe": (72, 79), "synth_lead": (80, 87), "synth_pad": (88, 95),
-    "synth_effects": (96, 103), "ethnic": (104, 111), "percussive": (112, 119), "sound_effects": (120, 127),
+    "piano": (0, 7),
+    "chromatic_percussion": (8, 15),
+    "organ": (16, 23),
+    "guitar": (24, 31),
+    "bass": (32, 39),
+    "strings": (40, 55),  # strings + ensemble, as the paper's five-track rolls
+    "brass": (56, 63),
+    "reed": (64, 71),
+    "pipe": (72, 79),
+    "synth_lead": (80, 87),
+    "synth_pad": (88, 95),
+    "synth_effects": (96, 103),
+    "ethnic": (104, 111),
+    "percussive": (112, 119),
+    "sound_effects": (120, 127),
 }
 # A program to write each family's track with (drums are written on the drum channel).
-FAMILY_PROGRAMS = {"piano": 0, "guitar": 25, "bass": 33, "strings": 48, "organ": 19, "brass": 61, "reed": 65,
-                   "pipe": 73, "synth_lead": 80, "synth_pad": 88, "chromatic_percussion": 11, "drums": 0}
+FAMILY_PROGRAMS = {
+    "piano": 0,
+    "guitar": 25,
+    "bass": 33,
+    "strings": 48,
+    "organ": 19,
+    "brass": 61,
+    "reed": 65,
+    "pipe": 73,
+    "synth_lead": 80,
+    "synth_pad": 88,
+    "chromatic_percussion": 11,
+    "drums": 0,
+}
 DRUMS = "drums"
 
 
@@ -82,12 +105,16 @@ class PianorollConfig:
         if self.num_bars < 1 or self.hop_bars < 1 or self.quarters_per_bar < 1:
             raise MusgenError("data.num_bars, data.hop_bars and data.quarters_per_bar must be at least 1")
         if self.steps_per_bar < 1 or self.steps_per_bar % self.quarters_per_bar:
-            raise MusgenError(f"data.steps_per_bar ({self.steps_per_bar}) must be a multiple of "
-                              f"data.quarters_per_bar ({self.quarters_per_bar})")
+            raise MusgenError(
+                f"data.steps_per_bar ({self.steps_per_bar}) must be a multiple of "
+                f"data.quarters_per_bar ({self.quarters_per_bar})"
+            )
         if self.num_pitches < 12 or self.num_pitches % 12:
             raise MusgenError(f"data.num_pitches must be a positive multiple of 12, got {self.num_pitches}")
         if not 0 <= self.lowest_pitch <= 128 - self.num_pitches:
-            raise MusgenError(f"data.lowest_pitch {self.lowest_pitch} + {self.num_pitches} pitches leave MIDI's 0..127")
+            raise MusgenError(
+                f"data.lowest_pitch {self.lowest_pitch} + {self.num_pitches} pitches leave MIDI's 0..127"
+            )
         if self.tracks not in ("voices", "programs"):
             raise MusgenError(f"data.tracks must be voices or programs, got {self.tracks!r}")
         names = [n.lower() for n in self.track_names]
@@ -96,11 +123,15 @@ class PianorollConfig:
         if self.tracks == "programs":
             unknown = [n for n in names if n != DRUMS and n not in GM_FAMILIES]
             if unknown:
-                raise MusgenError(f"data.track_names: {unknown[0]!r} is not a General MIDI family "
-                                  f"({', '.join([DRUMS, *GM_FAMILIES])})")
+                raise MusgenError(
+                    f"data.track_names: {unknown[0]!r} is not a General MIDI family "
+                    f"({', '.join([DRUMS, *GM_FAMILIES])})"
+                )
             if self.other_track and self.other_track.lower() not in names:
                 raise MusgenError(f"data.other_track {self.other_track!r} is not one of data.track_names")
-        if self.programs and (len(self.programs) != len(names) or not all(0 <= p <= 127 for p in self.programs)):
+        if self.programs and (
+            len(self.programs) != len(names) or not all(0 <= p <= 127 for p in self.programs)
+        ):
             raise MusgenError(f"data.programs needs one program in 0..127 per track, got {self.programs}")
         if not 0 <= self.max_empty <= 1:
             raise MusgenError(f"data.max_empty must be in [0, 1], got {self.max_empty}")
@@ -117,6 +148,7 @@ class PianorollConfig:
 
 
 # ----------------------------------------------------------------------------- MIDI -> roll
+
 
 def _meter_ok(score: symusic.Score, cfg: PianorollConfig) -> bool:
     return all(ts.numerator * 4 == cfg.quarters_per_bar * ts.denominator for ts in score.time_signatures)
@@ -201,7 +233,9 @@ def phrase_starts(roll: np.ndarray, cfg: PianorollConfig) -> np.ndarray:
     bars = t // cfg.steps_per_bar
     if bars < cfg.num_bars:
         return np.zeros(0, dtype=np.int64)
-    full = roll[:, : bars * cfg.steps_per_bar].reshape(k, bars, cfg.steps_per_bar, -1).any(axis=(2, 3))  # (K, bars)
+    full = (
+        roll[:, : bars * cfg.steps_per_bar].reshape(k, bars, cfg.steps_per_bar, -1).any(axis=(2, 3))
+    )  # (K, bars)
     starts = np.arange(0, bars - cfg.num_bars + 1, cfg.hop_bars)
     empty = np.array([1.0 - full[:, b : b + cfg.num_bars].mean() for b in starts])
     return (starts[empty <= cfg.max_empty] * cfg.steps_per_bar).astype(np.int64)
@@ -222,7 +256,10 @@ def transpose_roll(roll: np.ndarray, semitones: int, drums: list[int] | None = N
 
 # ----------------------------------------------------------------------------- roll -> MIDI
 
-def roll_to_score(roll: np.ndarray, cfg: PianorollConfig, *, velocity: int = 80, tpq: int = 480) -> symusic.Score:
+
+def roll_to_score(
+    roll: np.ndarray, cfg: PianorollConfig, *, velocity: int = 80, tpq: int = 480
+) -> symusic.Score:
     """A (K, T, P) binary roll as a MIDI score: one track per roll track (named, with its program;
     drums on the drum channel), each run of on-steps one note."""
     roll = np.asarray(roll) > 0.5

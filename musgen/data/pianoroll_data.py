@@ -28,8 +28,16 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 # Settings that change the rolls (phrase settings only change the index over them).
-_ROLL_KEYS = ("steps_per_bar", "quarters_per_bar", "lowest_pitch", "num_pitches", "tracks", "track_names",
-              "other_track", "separate_repeats")
+_ROLL_KEYS = (
+    "steps_per_bar",
+    "quarters_per_bar",
+    "lowest_pitch",
+    "num_pitches",
+    "tracks",
+    "track_names",
+    "other_track",
+    "separate_repeats",
+)
 
 
 def _cache_path(data_dir: Path, split: str, cfg: PianorollConfig) -> Path:
@@ -37,7 +45,9 @@ def _cache_path(data_dir: Path, split: str, cfg: PianorollConfig) -> Path:
     return cache_path(data_dir, "pianorolls", split, {"v": CACHE_VERSION, **settings})
 
 
-def load_rolls(data_dir: Path, split: str, cfg: PianorollConfig, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_rolls(
+    data_dir: Path, split: str, cfg: PianorollConfig, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(packed rolls uint8 (K, T_total, ceil(P / 8)), piece offsets int64 (pieces + 1,)) of a split;
     read from the source MIDI files once, then cached."""
     data_dir = Path(data_dir)
@@ -47,7 +57,9 @@ def load_rolls(data_dir: Path, split: str, cfg: PianorollConfig, progress: bool 
         return cached
     files = source_files(data_dir, split)
     rolls, reasons = [], Counter()
-    for file in tqdm(files, desc=f"piano rolls ({split})", unit="piece", disable=not progress, mininterval=1.0):
+    for file in tqdm(
+        files, desc=f"piano rolls ({split})", unit="piece", disable=not progress, mininterval=1.0
+    ):
         if not file.is_file():
             reasons["source file missing"] += 1
             continue
@@ -59,14 +71,24 @@ def load_rolls(data_dir: Path, split: str, cfg: PianorollConfig, progress: bool 
             log.debug("%s: %s", file, err)
             reasons[f"{type(err).__name__}"] += 1
     if reasons:
-        log.info("%s: %d of %d pieces skipped (%s)", split, sum(reasons.values()), len(files),
-                 "; ".join(f"{n} x {r}" for r, n in reasons.most_common(4)))
+        log.info(
+            "%s: %d of %d pieces skipped (%s)",
+            split,
+            sum(reasons.values()),
+            len(files),
+            "; ".join(f"{n} x {r}" for r, n in reasons.most_common(4)),
+        )
     if files and reasons.get("source file missing", 0) == len(files):
-        raise MusgenError(f"the source MIDI files of {data_dir} are gone (e.g. {files[0]}); piano rolls are read "
-                          f"from them: rebuild the data set with `musgen data build ... --force`")
+        raise MusgenError(
+            f"the source MIDI files of {data_dir} are gone (e.g. {files[0]}); piano rolls are read "
+            f"from them: rebuild the data set with `musgen data build ... --force`"
+        )
     k, p = cfg.num_tracks, cfg.num_pitches
-    packed = (np.packbits(np.concatenate(rolls, axis=1), axis=-1) if rolls
-              else np.zeros((k, 0, (p + 7) // 8), dtype=np.uint8))
+    packed = (
+        np.packbits(np.concatenate(rolls, axis=1), axis=-1)
+        if rolls
+        else np.zeros((k, 0, (p + 7) // 8), dtype=np.uint8)
+    )
     offsets = np.zeros(len(rolls) + 1, dtype=np.int64)
     np.cumsum([r.shape[1] for r in rolls], out=offsets[1:])
     write_cache(path, "piano rolls", packed=packed, offsets=offsets)
@@ -79,8 +101,16 @@ class RollPhrases(TransposedItems):
     Transposition (training only): see ``TransposedItems``.
     """
 
-    def __init__(self, data_dir: Path, split: str, cfg: PianorollConfig, *, transpose: int = 0, seed: int = 0,
-                 progress: bool = True):
+    def __init__(
+        self,
+        data_dir: Path,
+        split: str,
+        cfg: PianorollConfig,
+        *,
+        transpose: int = 0,
+        seed: int = 0,
+        progress: bool = True,
+    ):
         super().__init__(transpose, seed)
         cfg.validate()
         self.cfg = cfg

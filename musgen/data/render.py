@@ -82,8 +82,10 @@ def resolve_engine(engine: str = "auto", soundfont: Path | str | None = None) ->
     binary, sf2 = shutil.which("fluidsynth"), find_soundfont(soundfont)
     if engine == "fluidsynth":
         if binary is None:
-            raise MusgenError("the fluidsynth program is not installed (apt-get install fluidsynth); "
-                              "or render with --engine synth")
+            raise MusgenError(
+                "the fluidsynth program is not installed (apt-get install fluidsynth); "
+                "or render with --engine synth"
+            )
         if sf2 is None:
             raise MusgenError("no soundfont found: give --soundfont FILE.sf2 or set MUSGEN_SOUNDFONT")
         return "fluidsynth", sf2
@@ -157,17 +159,39 @@ def _fluidsynth(midi: Path | symusic.Score, rate: int, soundfont: Path, end: flo
         out = Path(tmp) / "out.wav"
         # options before file names; reverb/chorus off (dry, comparable renders); float output never
         # clips; dynamic sample loading reads only the samples the piece uses from a large soundfont
-        cmd = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5",
-               "-o", "synth.dynamic-sample-loading=1", "-r", str(max(rate, FLUIDSYNTH_MIN_RATE)),
-               "-O", "float", "-F", str(out), str(soundfont), str(path)]
+        cmd = [
+            "fluidsynth",
+            "-ni",
+            "-q",
+            "-R",
+            "0",
+            "-C",
+            "0",
+            "-g",
+            "0.5",
+            "-o",
+            "synth.dynamic-sample-loading=1",
+            "-r",
+            str(max(rate, FLUIDSYNTH_MIN_RATE)),
+            "-O",
+            "float",
+            "-F",
+            str(out),
+            str(soundfont),
+            str(path),
+        ]
         timeout = 30.0 + end  # it renders ~100x faster than real time
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
             raise RenderError(f"fluidsynth took longer than {timeout:.0f} s") from None
         if proc.returncode != 0 or not out.is_file():
             lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-            raise RenderError(f"fluidsynth failed (exit {proc.returncode}): {lines[0][:200] if lines else 'no output'}")
+            raise RenderError(
+                f"fluidsynth failed (exit {proc.returncode}): {lines[0][:200] if lines else 'no output'}"
+            )
         try:
             return read_audio(out, rate)
         except AudioReadError as e:
@@ -217,8 +241,9 @@ def synthesize(score: symusic.Score, sample_rate: int, n_samples: int) -> np.nda
             continue
         a = track.notes.numpy()
         timbre = _TIMBRES.get(int(track.program) // 8, _DEFAULT_TIMBRE)
-        for time, dur, pitch, vel in zip(a["time"], a["duration"], a["pitch"].astype(np.int64),
-                                         a["velocity"].astype(np.int64), strict=True):
+        for time, dur, pitch, vel in zip(
+            a["time"], a["duration"], a["pitch"].astype(np.int64), a["velocity"].astype(np.int64), strict=True
+        ):
             start = int(round(float(time) * sample_rate))
             if start >= n_samples or vel <= 0:
                 continue
@@ -226,7 +251,9 @@ def synthesize(score: symusic.Score, sample_rate: int, n_samples: int) -> np.nda
             if track.is_drum:
                 note = _drum(sample_rate, amp, (int(pitch), start))
             else:
-                note = _tone(440.0 * 2.0 ** ((pitch - 69) / 12.0), float(dur), amp, timbre, sample_rate, nyquist)
+                note = _tone(
+                    440.0 * 2.0 ** ((pitch - 69) / 12.0), float(dur), amp, timbre, sample_rate, nyquist
+                )
             stop = min(n_samples, start + len(note))
             out[start:stop] += note[: stop - start]
     return out.astype(np.float32)

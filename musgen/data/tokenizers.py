@@ -95,14 +95,18 @@ def load_tokenizer(path: Path) -> miditok.MusicTokenizer:
         with path.open() as f:
             cls_name = json.load(f)["tokenization"]
     except (OSError, ValueError, KeyError, TypeError) as e:  # missing, not JSON, or JSON of something else
-        raise MusgenError(f"{path} is not a miditok tokenizer file ({type(e).__name__}: {e})".splitlines()[0]) from None
+        raise MusgenError(
+            f"{path} is not a miditok tokenizer file ({type(e).__name__}: {e})".splitlines()[0]
+        ) from None
     cls = getattr(miditok, str(cls_name), None)
     if not (isinstance(cls, type) and issubclass(cls, miditok.MusicTokenizer)):
         raise MusgenError(f"{path}: unknown miditok tokenization {cls_name!r}")
     try:
         return cls(params=path)
     except Exception as e:  # miditok raises many types on a damaged config
-        raise MusgenError(f"{path}: miditok cannot load this tokenizer ({type(e).__name__}: {e})".splitlines()[0]) from None
+        raise MusgenError(
+            f"{path}: miditok cannot load this tokenizer ({type(e).__name__}: {e})".splitlines()[0]
+        ) from None
 
 
 def load_score(path_or_score: Path | str | symusic.Score) -> symusic.Score:
@@ -125,7 +129,9 @@ def load_score(path_or_score: Path | str | symusic.Score) -> symusic.Score:
         raise MidiReadError(f"invalid time division ({tpq} ticks per quarter note)")
     quarters = score.end() / tpq
     if quarters > MAX_QUARTERS:
-        raise MidiReadError(f"too long: {quarters:.0f} quarter notes (more than {MAX_QUARTERS}; corrupt delta times?)")
+        raise MidiReadError(
+            f"too long: {quarters:.0f} quarter notes (more than {MAX_QUARTERS}; corrupt delta times?)"
+        )
     return score
 
 

@@ -52,7 +52,11 @@ def write_cache(path: Path, what: str, **arrays: np.ndarray) -> None:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)  # several processes may build it at once: the last rename wins, all equal
     except OSError as err:  # e.g. a read-only shared data set: work without the cache
-        log.warning("cannot cache %s in %s (%s); they will be built again next time", what, path.parent,
-                    err.strerror or err)
+        log.warning(
+            "cannot cache %s in %s (%s); they will be built again next time",
+            what,
+            path.parent,
+            err.strerror or err,
+        )
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

@@ -22,8 +22,13 @@ from musgen.modules.quantizer import code_counts, code_statistics
 
 
 @torch.no_grad()
-def evaluate_codec(generator: Any, data_dir: Path, split: str = "test", max_seconds: float = 10.0,
-                   reconstructions: list | None = None) -> dict[str, Any]:
+def evaluate_codec(
+    generator: Any,
+    data_dir: Path,
+    split: str = "test",
+    max_seconds: float = 10.0,
+    reconstructions: list | None = None,
+) -> dict[str, Any]:
     """``generator``: ``musgen.load`` of a vqvae checkpoint. ``reconstructions``, when given, receives
     an (original, reconstruction) pair of waveforms per piece."""
     from musgen.data.audio_data import audio_pieces
@@ -42,20 +47,35 @@ def evaluate_codec(generator: Any, data_dir: Path, split: str = "test", max_seco
         counts += code_counts(codes[None], q.codes).double()
         if reconstructions is not None:
             reconstructions.append((wave, recon[0].numpy()))
-        rows.append((float(stft_loss(recon, ref)), float(log_mel_l1(recon, ref, rate)[0]), float(si_sdr(recon, ref)[0]),
-                     len(wave) / rate))
+        rows.append(
+            (
+                float(stft_loss(recon, ref)),
+                float(log_mel_l1(recon, ref, rate)[0]),
+                float(si_sdr(recon, ref)[0]),
+                len(wave) / rate,
+            )
+        )
     stft, mel, sdr, seconds = (np.array(col) for col in zip(*rows, strict=True))
     return {
-        "split": split, "pieces": len(rows), "seconds": round(float(seconds.sum()), 1),
-        "stft_distance": float(stft.mean()), "log_mel_l1": float(mel.mean()),
-        "si_sdr_db": float(sdr.mean()), "si_sdr_db_median": float(np.median(sdr)),
-        **code_statistics(counts), "codebook_size": q.codes, "codebooks": q.levels,
-        "code_rate_hz": task.code_rate, "bitrate_bps": task.bitrate,
+        "split": split,
+        "pieces": len(rows),
+        "seconds": round(float(seconds.sum()), 1),
+        "stft_distance": float(stft.mean()),
+        "log_mel_l1": float(mel.mean()),
+        "si_sdr_db": float(sdr.mean()),
+        "si_sdr_db_median": float(np.median(sdr)),
+        **code_statistics(counts),
+        "codebook_size": q.codes,
+        "codebooks": q.levels,
+        "code_rate_hz": task.code_rate,
+        "bitrate_bps": task.bitrate,
     }
 
 
 @torch.no_grad()
-def evaluate_prior(generator: Any, data_dir: Path, split: str = "test", batch_size: int = 8) -> dict[str, Any]:
+def evaluate_prior(
+    generator: Any, data_dir: Path, split: str = "test", batch_size: int = 8
+) -> dict[str, Any]:
     """``generator``: ``musgen.load`` of a prior checkpoint."""
     from musgen.data.audio_codes import CodeWindows, encoded_split, weights_key
 
@@ -71,8 +91,11 @@ def evaluate_prior(generator: Any, data_dir: Path, split: str = "test", batch_si
         ids = torch.stack([it["input_ids"] for it in items])
         labels = torch.stack([it["labels"] for it in items])
         logits, _ = model(ids)
-        nll_sum += float(F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
-                                         reduction="sum"))
+        nll_sum += float(
+            F.cross_entropy(
+                logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"
+            )
+        )
         count += int((labels != -100).sum())
     # Unigram baseline: add-one smoothed code frequencies of the training split.
     freq = np.bincount(train_tokens, minlength=task.vocab_size).astype(np.float64) + 1
@@ -81,7 +104,12 @@ def evaluate_prior(generator: Any, data_dir: Path, split: str = "test", batch_si
     nll = nll_sum / max(count, 1)
     tokens_per_second = task.code_rate * task.levels
     return {
-        "split": split, "tokens": count, "nll": nll, "bits_per_token": nll / math.log(2),
-        "bits_per_second": nll / math.log(2) * tokens_per_second, "unigram_nll": unigram,
-        "uniform_nll": math.log(task.codebook_size), "context_seconds": task.cfg.data.seq_len / tokens_per_second,
+        "split": split,
+        "tokens": count,
+        "nll": nll,
+        "bits_per_token": nll / math.log(2),
+        "bits_per_second": nll / math.log(2) * tokens_per_second,
+        "unigram_nll": unigram,
+        "uniform_nll": math.log(task.codebook_size),
+        "context_seconds": task.cfg.data.seq_len / tokens_per_second,
     }

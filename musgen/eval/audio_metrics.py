@@ -45,9 +45,15 @@ class MultiResolutionSTFTLoss(nn.Module):
 def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     from transformers.audio_utils import mel_filter_bank
 
-    bank = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
-                           max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney",
-                           mel_scale="slaney")  # (F, M)
+    bank = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=sample_rate / 2,
+        sampling_rate=sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )  # (F, M)
     return torch.from_numpy(bank).float()
 
 

@@ -57,8 +57,9 @@ CORRUPTIONS = {
 }
 
 
-def frechet_sanity(midi_files: list[Path], *, seconds: float = 8.0, engine: str = "synth",
-                   sample_rate: int = 16000) -> dict[str, Any]:
+def frechet_sanity(
+    midi_files: list[Path], *, seconds: float = 8.0, engine: str = "synth", sample_rate: int = 16000
+) -> dict[str, Any]:
     """Splits the pieces into two halves (even and odd positions) and measures the distance of each
     half to the other half, and to the other half's pieces corrupted (``CORRUPTIONS``); both
     directions, and their mean. Audio: the Frechet distance on random-CNN embeddings of the first
@@ -74,17 +75,22 @@ def frechet_sanity(midi_files: list[Path], *, seconds: float = 8.0, engine: str 
         raise ValueError(f"need at least 4 pieces, got {len(midi_files)}")
     scores = [load_score(f) for f in midi_files]
     versions = {"held-out half": scores}
-    versions.update({name: [corrupt(s, i) for i, s in enumerate(scores)] for name, corrupt in CORRUPTIONS.items()})
+    versions.update(
+        {name: [corrupt(s, i) for i, s in enumerate(scores)] for name, corrupt in CORRUPTIONS.items()}
+    )
     halves = (slice(0, None, 2), slice(1, None, 2))
 
     with tempfile.TemporaryDirectory() as tmp:
+
         def render(score: symusic.Score, name: str) -> np.ndarray:
             path = Path(tmp) / f"{name}.mid"
             score.dump_midi(str(path))
             return render_midi(path, sample_rate, engine=engine, max_seconds=seconds)
 
-        embeddings = {name: [embed_clips([render(s, f"{k}_{i}")], sample_rate) for i, s in enumerate(pieces)]
-                      for k, (name, pieces) in enumerate(versions.items())}
+        embeddings = {
+            name: [embed_clips([render(s, f"{k}_{i}")], sample_rate) for i, s in enumerate(pieces)]
+            for k, (name, pieces) in enumerate(versions.items())
+        }
     features = {name: [piece_features(s) for s in pieces] for name, pieces in versions.items()}
 
     audio, symbolic = {}, {}
@@ -96,8 +102,16 @@ def frechet_sanity(midi_files: list[Path], *, seconds: float = 8.0, engine: str 
             fd.append(frechet_distance(a, b))
             stats.append(compare_sets(features["held-out half"][ref], features[name][other]))
         audio[name] = {"frechet_distance": float(np.mean(fd)), "directions": fd}
-        symbolic[name] = {key: float(np.mean([s[key] for s in stats]))
-                          for key in ("feature_frechet", "mean_overlap_area", "mean_kl_divergence")}
-    return {"pieces": len(scores), "seconds": seconds, "engine": engine, "sample_rate": sample_rate,
-            "windows_per_half": len(np.concatenate(embeddings["held-out half"][halves[0]])),
-            "audio": audio, "symbolic": symbolic}
+        symbolic[name] = {
+            key: float(np.mean([s[key] for s in stats]))
+            for key in ("feature_frechet", "mean_overlap_area", "mean_kl_divergence")
+        }
+    return {
+        "pieces": len(scores),
+        "seconds": seconds,
+        "engine": engine,
+        "sample_rate": sample_rate,
+        "windows_per_half": len(np.concatenate(embeddings["held-out half"][halves[0]])),
+        "audio": audio,
+        "symbolic": symbolic,
+    }

@@ -125,10 +125,12 @@ def compare_feature(reference: np.ndarray, generated: np.ndarray) -> dict[str, A
         return {**out, "overlap_area": None, "kl_divergence": None}
     intra_ref = intra_distances(reference)
     inter = pairwise_distances(generated, reference).ravel()
-    out.update({
-        "intra_reference_mean": float(intra_ref.mean()),
-        "inter_mean": float(inter.mean()),
-    })
+    out.update(
+        {
+            "intra_reference_mean": float(intra_ref.mean()),
+            "inter_mean": float(inter.mean()),
+        }
+    )
     densities = _densities(intra_ref, inter)
     out.update({"overlap_area": _overlap(*densities), "kl_divergence": _kl(*densities)})
     if len(generated) > 1:
@@ -173,8 +175,10 @@ def feature_frechet(reference: Sequence[dict[str, Any]], generated: Sequence[dic
 def compare_sets(reference: Sequence[dict[str, Any]], generated: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Every feature compared (``compare_feature``), the mean overlap area and KL divergence over the
     features, and the feature Frechet distance."""
-    features = {name: compare_feature(feature_values(reference, name), feature_values(generated, name))
-                for name in FEATURES}
+    features = {
+        name: compare_feature(feature_values(reference, name), feature_values(generated, name))
+        for name in FEATURES
+    }
     overlaps = [f["overlap_area"] for f in features.values() if f["overlap_area"] is not None]
     kls = [f["kl_divergence"] for f in features.values() if f["kl_divergence"] is not None]
     return {
@@ -185,11 +189,16 @@ def compare_sets(reference: Sequence[dict[str, Any]], generated: Sequence[dict[s
     }
 
 
-def format_comparison(comparison: dict[str, Any], reference: str = "held-out", generated: str = "generated") -> str:
+def format_comparison(
+    comparison: dict[str, Any], reference: str = "held-out", generated: str = "generated"
+) -> str:
     """A fixed-width table: one row per feature (mean +- std of each set for scalars), overlap, KL; with
     a ``real_vs_real`` baseline (``musgen.eval.fair_sets``) its overlap and KL in two more columns."""
     real = comparison.get("real_vs_real")
-    header = ["feature", reference, generated, "overlap", "KL"] + (["real overlap", "real KL"] if real else [])
+    header = ["feature", reference, generated, "overlap", "KL"] + (
+        ["real overlap", "real KL"] if real else []
+    )
+
     def cell(f: dict, label: str) -> str:
         if f"{label}_mean" not in f:
             return "(histogram)" if f[f"{label}_pieces"] else "-"
@@ -201,14 +210,40 @@ def format_comparison(comparison: dict[str, Any], reference: str = "held-out", g
         source = real if name is None else real["features"].get(name, {})
         return [_num(source.get(key))]
 
-    rows = [[name, cell(f, "reference"), cell(f, "generated"), _num(f["overlap_area"]), _num(f["kl_divergence"]),
-             *baseline(name, "overlap_area"), *baseline(name, "kl_divergence")]
-            for name, f in comparison["features"].items()]
-    rows.append(["mean over features", "", "", _num(comparison["mean_overlap_area"]),
-                 _num(comparison["mean_kl_divergence"]), *baseline(None, "mean_overlap_area"),
-                 *baseline(None, "mean_kl_divergence")])
-    rows.append(["feature Frechet distance", "", "", _num(comparison["feature_frechet"]), "",
-                 *baseline(None, "feature_frechet"), *([""] if real else [])])
+    rows = [
+        [
+            name,
+            cell(f, "reference"),
+            cell(f, "generated"),
+            _num(f["overlap_area"]),
+            _num(f["kl_divergence"]),
+            *baseline(name, "overlap_area"),
+            *baseline(name, "kl_divergence"),
+        ]
+        for name, f in comparison["features"].items()
+    ]
+    rows.append(
+        [
+            "mean over features",
+            "",
+            "",
+            _num(comparison["mean_overlap_area"]),
+            _num(comparison["mean_kl_divergence"]),
+            *baseline(None, "mean_overlap_area"),
+            *baseline(None, "mean_kl_divergence"),
+        ]
+    )
+    rows.append(
+        [
+            "feature Frechet distance",
+            "",
+            "",
+            _num(comparison["feature_frechet"]),
+            "",
+            *baseline(None, "feature_frechet"),
+            *([""] if real else []),
+        ]
+    )
     return _table(header, rows)
 
 
@@ -220,6 +255,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join([cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]).rstrip()
+        return "  ".join(
+            [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        ).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])

@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from musgen.errors import MusgenError
-from musgen.train.task import metrics_from_sums, sum_eval_steps
+from musgen.training.task import metrics_from_sums, sum_eval_steps
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ def evaluate_checkpoint(
         raise MusgenError(f"--batch-size must be at least 1, got {batch_size}")
     data_dir = Path(data_dir)
     if not (data_dir / "manifest.json").is_file():
-        raise MusgenError(f"{data_dir} is not a musgen data set (no manifest.json); run `musgen data build` first")
+        raise MusgenError(
+            f"{data_dir} is not a musgen data set (no manifest.json); run `musgen data build` first"
+        )
     generator = musgen.load(checkpoint)
     family = generator.family
     manifest = read_manifest(data_dir)
@@ -90,9 +92,15 @@ def evaluate_checkpoint(
         raise MusgenError(f"a {family} checkpoint is evaluated on {want}; {data_dir} is not one")
     split = _held_out_split(manifest, split, data_dir)
     report: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "checkpoint": str(generator.checkpoint.path),
-        "family": family, "step": generator.checkpoint.meta.get("step"), "data": str(data_dir), "split": split,
-        "seed": seed, "num_samples": num_samples,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "checkpoint": str(generator.checkpoint.path),
+        "family": family,
+        "step": generator.checkpoint.meta.get("step"),
+        "data": str(data_dir),
+        "split": split,
+        "seed": seed,
+        "num_samples": num_samples,
     }
     samples: list[Any] = []
     extra: Any = None  # () -> held-out pieces of the other split, called only when the asked one has too few
@@ -100,13 +108,16 @@ def evaluate_checkpoint(
     controls = generator.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
     if family in ("lstm", "transformer"):
         report["likelihood"], reference, extra, tokens_per_quarter = _language_model(
-            generator, data_dir, split, batch_size)
+            generator, data_dir, split, batch_size
+        )
         quarters = excerpt_quarters
         if num_samples:
             # Long enough to cover the excerpt: 1.8x its typical token count, no EOS before that.
             new_tokens = length or sample_tokens(quarters or DEFAULT_EXCERPT_QUARTERS, tokens_per_quarter)
             report["sampling"] = {**controls, "length": new_tokens, "min_length": new_tokens}
-            samples = generator.generate(num_samples, length=new_tokens, min_length=new_tokens, seed=seed, **controls)
+            samples = generator.generate(
+                num_samples, length=new_tokens, min_length=new_tokens, seed=seed, **controls
+            )
     elif family == "musicvae":
         report["reconstruction"], reference = _musicvae(generator, data_dir, split, batch_size)
         if num_samples:
@@ -177,13 +188,17 @@ def split_pieces(tokenizer: Any, data_dir: Path, split: str) -> tuple[list, floa
     from musgen.data.tokenizers import ids_to_score
 
     tokens, offsets = load_split(data_dir, split)
-    pieces = [ids_to_score(tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
-              for k in range(len(offsets) - 1)]
+    pieces = [
+        ids_to_score(tokenizer, np.asarray(tokens[offsets[k] : offsets[k + 1]]).tolist())
+        for k in range(len(offsets) - 1)
+    ]
     quarters = sum(p.end() / p.ticks_per_quarter for p in pieces)
     return pieces, (len(tokens) + len(pieces)) / quarters if quarters else 16.0
 
 
-def _language_model(generator: Any, data_dir: Path, split: str, batch_size: int) -> tuple[dict, list, Any, float]:
+def _language_model(
+    generator: Any, data_dir: Path, split: str, batch_size: int
+) -> tuple[dict, list, Any, float]:
     """The held-out likelihood, the split's pieces, a function giving the other held-out split's pieces
     and the split's tokens per quarter note."""
     from musgen.data.dataset import TokenWindows, read_manifest
@@ -192,15 +207,23 @@ def _language_model(generator: Any, data_dir: Path, split: str, batch_size: int)
     task = generator.task
     data_tokenizer = load_tokenizer(data_dir / "tokenizer.json")
     if data_tokenizer.vocab != task.tokenizer.vocab:
-        raise MusgenError(f"the tokenizer of {data_dir} is not the checkpoint's: evaluate on the data set the "
-                          "model was trained on (or one built with the same tokenizer settings)")
+        raise MusgenError(
+            f"the tokenizer of {data_dir} is not the checkpoint's: evaluate on the data set the "
+            "model was trained on (or one built with the same tokenizer settings)"
+        )
     windows = TokenWindows(data_dir, split, task.cfg.data.seq_len)
     metrics = task_metrics(task, windows, batch_size)
     pieces, tokens_per_quarter = split_pieces(task.tokenizer, data_dir, split)
     notes = sum(int(p.note_num()) for p in pieces)
     nll_sum = metrics["nll"] * metrics["tokens"]
-    metrics.update({"pieces": len(pieces), "notes": notes, "nll_per_note": nll_sum / notes if notes else math.nan,
-                    "context_tokens": task.cfg.data.seq_len})
+    metrics.update(
+        {
+            "pieces": len(pieces),
+            "notes": notes,
+            "nll_per_note": nll_sum / notes if notes else math.nan,
+            "context_tokens": task.cfg.data.seq_len,
+        }
+    )
     other = {"test": "valid", "valid": "test"}.get(split)
     has_other = bool(other) and read_manifest(data_dir).get("splits", {}).get(other, {}).get("pieces", 0) > 0
 
@@ -235,7 +258,9 @@ def _musegan(generator: Any, data_dir: Path, split: str, batch_size: int, seed: 
     return metrics, [task.ids_to_score(roll) for roll in _evenly(list(held_out))]
 
 
-def _statistics(reference: list, samples: list, quarters: float | None, seed: int, extra: Any) -> dict[str, Any]:
+def _statistics(
+    reference: list, samples: list, quarters: float | None, seed: int, extra: Any
+) -> dict[str, Any]:
     from musgen.eval.fair_sets import fair_statistics
 
     return fair_statistics(reference, samples, quarters, seed=seed, extra=extra)
@@ -258,8 +283,16 @@ def _codec(generator: Any, data_dir: Path, split: str, max_seconds: float) -> di
     return {"codec": codec, "frechet": audio_frechet(originals, recons, generator.task.sample_rate)}
 
 
-def _prior(generator: Any, data_dir: Path, split: str, num_samples: int, seed: int, seconds: float | None,
-           max_seconds: float, batch_size: int) -> dict[str, Any]:
+def _prior(
+    generator: Any,
+    data_dir: Path,
+    split: str,
+    num_samples: int,
+    seed: int,
+    seconds: float | None,
+    max_seconds: float,
+    batch_size: int,
+) -> dict[str, Any]:
     from musgen.eval.audio import evaluate_prior
     from musgen.eval.frechet import audio_frechet
 
@@ -274,9 +307,13 @@ def _prior(generator: Any, data_dir: Path, split: str, num_samples: int, seed: i
 
 # ---------------------------------------------------------------------------------------------- table
 
-_SECTIONS = {"likelihood": "held-out likelihood", "reconstruction": "held-out reconstruction",
-             "critic": "critic on held-out phrases", "codec": "codec on held-out audio",
-             "frechet": "Frechet distance (random-CNN embeddings)"}
+_SECTIONS = {
+    "likelihood": "held-out likelihood",
+    "reconstruction": "held-out reconstruction",
+    "critic": "critic on held-out phrases",
+    "codec": "codec on held-out audio",
+    "frechet": "Frechet distance (random-CNN embeddings)",
+}
 
 
 def _fmt(value: Any) -> str:
@@ -289,8 +326,10 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as text: a header, one block per metric group, the statistics table."""
     from musgen.eval.distributions import format_comparison
 
-    lines = [f"{report['family']} checkpoint {report['checkpoint']} (step {report.get('step')}), "
-             f"{report['split']} split of {report['data']}"]
+    lines = [
+        f"{report['family']} checkpoint {report['checkpoint']} (step {report.get('step')}), "
+        f"{report['split']} split of {report['data']}"
+    ]
     for key, title in _SECTIONS.items():
         section = report.get(key)
         if not section:
@@ -302,13 +341,20 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", "sampling: " + ", ".join(f"{k} {v}" for k, v in report["sampling"].items())]
     stats = report.get("statistics")
     if stats:
-        length = f"excerpts of {stats['excerpt_quarters']:g} quarter notes" if stats.get("excerpt_quarters") else "pieces"
-        lines += ["", f"musical statistics: {stats['reference_pieces']} held-out {length} vs "
-                      f"{stats['generated_pieces']} samples ({stats.get('samples_without_notes', 0)} samples without notes left "
-                      "out); overlap area and KL divergence of the "
-                      "inter-set vs the held-out intra-set distances; 'real' columns: as many other held-out "
-                      f"excerpts ({stats.get('held_out_source_pieces')} pieces in all) compared the same way",
-                  format_comparison(stats, "held-out", "generated")]
+        length = (
+            f"excerpts of {stats['excerpt_quarters']:g} quarter notes"
+            if stats.get("excerpt_quarters")
+            else "pieces"
+        )
+        lines += [
+            "",
+            f"musical statistics: {stats['reference_pieces']} held-out {length} vs "
+            f"{stats['generated_pieces']} samples ({stats.get('samples_without_notes', 0)} samples without notes left "
+            "out); overlap area and KL divergence of the "
+            "inter-set vs the held-out intra-set distances; 'real' columns: as many other held-out "
+            f"excerpts ({stats.get('held_out_source_pieces')} pieces in all) compared the same way",
+            format_comparison(stats, "held-out", "generated"),
+        ]
         if stats.get("frechet_ratio") is not None:
             lines.append(f"feature Frechet distance / real-vs-real: {stats['frechet_ratio']:.2f}")
     return "\n".join(lines)

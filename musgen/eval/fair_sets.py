@@ -125,8 +125,13 @@ def fair_statistics(
             "feature_frechet": fd_real,
             "mean_overlap_area": reference["mean_overlap_area"],
             "mean_kl_divergence": reference["mean_kl_divergence"],
-            "features": {name: {k: f[k] for k in ("overlap_area", "kl_divergence", "generated_mean",
-                                                  "generated_std") if k in f}
-                         for name, f in reference["features"].items()},
+            "features": {
+                name: {
+                    k: f[k]
+                    for k in ("overlap_area", "kl_divergence", "generated_mean", "generated_std")
+                    if k in f
+                }
+                for name, f in reference["features"].items()
+            },
         },
     }

@@ -48,7 +48,9 @@ class RandomMusicCNN(nn.Module):
     def __init__(self, n_mels: int = N_MELS, channels: int = 8, seed: int = SEED):
         super().__init__()
         heights = (round(0.4 * n_mels), round(0.7 * n_mels))
-        self.timbral = nn.ModuleList(nn.Conv2d(1, channels, (h, w), bias=False) for h in heights for w in (1, 3, 7))
+        self.timbral = nn.ModuleList(
+            nn.Conv2d(1, channels, (h, w), bias=False) for h in heights for w in (1, 3, 7)
+        )
         self.temporal = nn.ModuleList(nn.Conv1d(1, channels, w, bias=False) for w in (16, 32, 64))
         gen = torch.Generator().manual_seed(seed)
         for conv in (*self.timbral, *self.temporal):
@@ -67,9 +69,13 @@ class RandomMusicCNN(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         x = mel[:, None]  # (B, 1, M, T)
-        outs = [F.relu(conv(self._same(x, conv.kernel_size[1]))).amax(dim=2) for conv in self.timbral]  # (B, C, T)
+        outs = [
+            F.relu(conv(self._same(x, conv.kernel_size[1]))).amax(dim=2) for conv in self.timbral
+        ]  # (B, C, T)
         envelope = x.mean(dim=2)  # (B, 1, T)
-        outs += [F.relu(conv(self._same(envelope, conv.kernel_size[0]))) for conv in self.temporal]  # (B, C, T)
+        outs += [
+            F.relu(conv(self._same(envelope, conv.kernel_size[0]))) for conv in self.temporal
+        ]  # (B, C, T)
         return torch.cat(outs, dim=1)  # (B, C_total, T)
 
 
@@ -134,5 +140,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def audio_frechet(reference: Sequence[np.ndarray], generated: Sequence[np.ndarray], sample_rate: int) -> dict:
     """The Frechet distance of two sets of clips at ``sample_rate``, with how many windows each gave."""
     ref, gen = embed_clips(reference, sample_rate), embed_clips(generated, sample_rate)
-    return {"frechet_distance": frechet_distance(ref, gen), "reference_windows": len(ref),
-            "generated_windows": len(gen), "embedding": "random musicnn-style CNN (seed 0)", "dim": ref.shape[1]}
+    return {
+        "frechet_distance": frechet_distance(ref, gen),
+        "reference_windows": len(ref),
+        "generated_windows": len(gen),
+        "embedding": "random musicnn-style CNN (seed 0)",
+        "dim": ref.shape[1],
+    }

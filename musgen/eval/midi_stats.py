@@ -46,10 +46,23 @@ STEPS_PER_QUARTER = 12
 # Note-value classes in quarter notes: 16th, 8th triplet, dotted 16th, 8th, quarter triplet, dotted 8th,
 # quarter, half triplet, dotted quarter, half, dotted half, whole, dotted whole.
 DURATION_CLASSES = np.array([1 / 4, 1 / 3, 3 / 8, 1 / 2, 2 / 3, 3 / 4, 1, 4 / 3, 3 / 2, 2, 3, 4, 6])
-SCALARS = ("pitch_class_entropy", "used_pitch_classes", "pitch_range", "polyphony", "empty_bar_rate",
-           "qualified_note_rate", "tonal_distance", "mean_pitch_interval", "groove_consistency")
-HISTOGRAMS = {"pitch_class_histogram": 12, "pitch_interval_histogram": 13, "note_length_histogram": len(DURATION_CLASSES),
-              "ioi_histogram": len(DURATION_CLASSES)}
+SCALARS = (
+    "pitch_class_entropy",
+    "used_pitch_classes",
+    "pitch_range",
+    "polyphony",
+    "empty_bar_rate",
+    "qualified_note_rate",
+    "tonal_distance",
+    "mean_pitch_interval",
+    "groove_consistency",
+)
+HISTOGRAMS = {
+    "pitch_class_histogram": 12,
+    "pitch_interval_histogram": 13,
+    "note_length_histogram": len(DURATION_CLASSES),
+    "ioi_histogram": len(DURATION_CLASSES),
+}
 FEATURES = (*SCALARS, *HISTOGRAMS)
 
 
@@ -111,14 +124,23 @@ def piece_features(piece: Path | str | symusic.Score) -> dict[str, Any]:
     onset = notes["time"].astype(np.int64)
     quarters = _bar_quarters(score)
     spb = STEPS_PER_QUARTER * quarters
-    cfg = PianorollConfig(steps_per_bar=spb, quarters_per_bar=quarters, lowest_pitch=0, num_pitches=128,
-                          track_names=["all"], separate_repeats=True)
+    cfg = PianorollConfig(
+        steps_per_bar=spb,
+        quarters_per_bar=quarters,
+        lowest_pitch=0,
+        num_pitches=128,
+        track_names=["all"],
+        separate_repeats=True,
+    )
     layout = RollLayout(steps_per_bar=spb, steps_per_beat=STEPS_PER_QUARTER, lowest_pitch=0)
     end_step = math.ceil(int((notes["time"] + notes["duration"]).max()) * STEPS_PER_QUARTER / tpq)
     steps = max(1, math.ceil(end_step / spb)) * spb
     merged = _track_roll(tracks, tpq, steps, cfg)  # (T, 128)
-    per_track = (np.stack([_track_roll([t], tpq, steps, cfg) for t in tracks]) if len(tracks) > 1
-                 else _top_line_split(merged))  # (K, T, 128)
+    per_track = (
+        np.stack([_track_roll([t], tpq, steps, cfg) for t in tracks])
+        if len(tracks) > 1
+        else _top_line_split(merged)
+    )  # (K, T, 128)
 
     metrics = pianoroll_metrics(merged[None, None], layout)["tracks"]["track0"]
     td = [v for v in tonal_distance(per_track[None], layout).values() if not math.isnan(v)]
@@ -145,8 +167,9 @@ def piece_features(piece: Path | str | symusic.Score) -> dict[str, Any]:
         "mean_pitch_interval": float(intervals.mean()) if len(intervals) else math.nan,
         "groove_consistency": groove,
         "pitch_class_histogram": pc_hist,
-        "pitch_interval_histogram": (np.bincount(np.minimum(intervals, 12), minlength=13) / len(intervals)
-                                     if len(intervals) else None),
+        "pitch_interval_histogram": (
+            np.bincount(np.minimum(intervals, 12), minlength=13) / len(intervals) if len(intervals) else None
+        ),
         "note_length_histogram": duration_histogram(notes["duration"] / tpq),
         "ioi_histogram": duration_histogram(np.diff(onsets) / tpq),
         "notes": int(len(pitch)),

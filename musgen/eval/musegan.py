@@ -16,9 +16,13 @@ log = logging.getLogger(__name__)
 
 
 def roll_layout(cfg: PianorollConfig) -> RollLayout:
-    return RollLayout(steps_per_bar=cfg.steps_per_bar, steps_per_beat=cfg.steps_per_quarter,
-                      lowest_pitch=cfg.lowest_pitch, track_names=tuple(cfg.track_names),
-                      drum_tracks=tuple(k for k in range(cfg.num_tracks) if cfg.is_drum(k)))
+    return RollLayout(
+        steps_per_bar=cfg.steps_per_bar,
+        steps_per_beat=cfg.steps_per_quarter,
+        lowest_pitch=cfg.lowest_pitch,
+        track_names=tuple(cfg.track_names),
+        drum_tracks=tuple(k for k in range(cfg.num_tracks) if cfg.is_drum(k)),
+    )
 
 
 def data_phrases(data_dir: Path, splits: tuple[str, ...], cfg: PianorollConfig) -> np.ndarray:
@@ -32,7 +36,11 @@ def data_phrases(data_dir: Path, splits: tuple[str, ...], cfg: PianorollConfig) 
     for split in splits:
         dataset = RollPhrases(data_dir, split, cut, progress=False)
         phrases += [dataset.phrase(i) for i in range(len(dataset))]
-    return np.stack(phrases) if phrases else np.zeros((0, cfg.num_tracks, cfg.phrase_steps, cfg.num_pitches), bool)
+    return (
+        np.stack(phrases)
+        if phrases
+        else np.zeros((0, cfg.num_tracks, cfg.phrase_steps, cfg.num_pitches), bool)
+    )
 
 
 def jaccard_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -43,21 +51,29 @@ def jaccard_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 - both / np.maximum(either, 1.0)
 
 
-def diversity(generated: np.ndarray, held_out: np.ndarray, train: np.ndarray, n: int = 64) -> dict[str, float]:
+def diversity(
+    generated: np.ndarray, held_out: np.ndarray, train: np.ndarray, n: int = 64
+) -> dict[str, float]:
     """Mode collapse and copying: mean pairwise Jaccard distance of ``n`` generated phrases (and of
     ``n`` held-out ones, for scale), and the distance of each generated phrase to its nearest
     training phrase (mean and minimum)."""
+
     def pairwise(x: np.ndarray) -> float:
         d = jaccard_distances(x[:n], x[:n])
         return float(d[np.triu_indices(len(d), 1)].mean())
 
     nearest = jaccard_distances(generated[:n], train).min(axis=1)
-    return {"pairwise_generated": pairwise(generated), "pairwise_held_out": pairwise(held_out),
-            "nearest_train_mean": float(nearest.mean()), "nearest_train_min": float(nearest.min())}
+    return {
+        "pairwise_generated": pairwise(generated),
+        "pairwise_held_out": pairwise(held_out),
+        "nearest_train_mean": float(nearest.mean()),
+        "nearest_train_min": float(nearest.min()),
+    }
 
 
-def evaluate(checkpoint: str | Path, data_dir: str | Path, num_samples: int = 1000, seed: int = 0,
-             batch: int = 250) -> dict[str, Any]:
+def evaluate(
+    checkpoint: str | Path, data_dir: str | Path, num_samples: int = 1000, seed: int = 0, batch: int = 250
+) -> dict[str, Any]:
     """Metrics of the training phrases, the held-out phrases, ``num_samples`` generated phrases
     (threshold and Bernoulli binarisation) and, for a conditional model, the held-out phrases with
     their first condition track given and the others generated; plus a text table of them all."""
@@ -74,20 +90,30 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, num_samples: int = 10
         "data (held out)": pianoroll_metrics(held_out, layout),
     }
     for binarize in ("threshold", "bernoulli"):
-        rolls = [task.generate_rolls(min(batch, num_samples - i), seed=seed + i, binarize=binarize)
-                 for i in range(0, num_samples, batch)]
+        rolls = [
+            task.generate_rolls(min(batch, num_samples - i), seed=seed + i, binarize=binarize)
+            for i in range(0, num_samples, batch)
+        ]
         reports[f"generated ({binarize})"] = pianoroll_metrics(np.concatenate(rolls), layout)
         if binarize == "threshold":
             spread = diversity(np.concatenate(rolls), held_out, train)
     if task.cond_ids:  # accompaniment: every held-out phrase's own track given, the others generated
         k = task.cond_ids[0]
-        rolls = [task.generate_rolls(len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k)
-                 for i, part in enumerate(np.array_split(held_out, max(1, len(held_out) // batch)))]
+        rolls = [
+            task.generate_rolls(len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k)
+            for i, part in enumerate(np.array_split(held_out, max(1, len(held_out) // batch)))
+        ]
         reports[f"{cfg.track_names[k]} given"] = pianoroll_metrics(np.concatenate(rolls), layout)
         # The baseline for the TD of a given track: real phrases whose track k comes from another phrase.
         mismatched = held_out.copy()
         mismatched[:, k] = np.roll(held_out[:, k], 1, axis=0)
         reports[f"data, {cfg.track_names[k]} of another phrase"] = pianoroll_metrics(mismatched, layout)
-    return {"checkpoint": str(checkpoint), "step": generator.checkpoint.meta.get("step"),
-            "num_samples": num_samples, "seed": seed, "reports": reports, "diversity": spread,
-            "table": format_table(reports) + "\n" + ", ".join(f"{k} {v:.3f}" for k, v in spread.items())}
+    return {
+        "checkpoint": str(checkpoint),
+        "step": generator.checkpoint.meta.get("step"),
+        "num_samples": num_samples,
+        "seed": seed,
+        "reports": reports,
+        "diversity": spread,
+        "table": format_table(reports) + "\n" + ", ".join(f"{k} {v:.3f}" for k, v in spread.items()),
+    }

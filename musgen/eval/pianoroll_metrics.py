@@ -324,8 +324,12 @@ def pianoroll_metrics(rolls: np.ndarray, layout: RollLayout) -> dict[str, Any]:
     td = _td(_regroup(counts, layout.steps_per_beat // seg), layout.lowest_pitch, _default_pairs(k, layout))
     tracks: dict[str, dict[str, float | None]] = {}
     for i, name in enumerate(names):
-        entry = {"EB": _json_float(eb[i]), "UPC": _json_float(upc[i]), "QN": _json_float(qn[i]),
-                 "PR": _json_float(pr[i])}
+        entry = {
+            "EB": _json_float(eb[i]),
+            "UPC": _json_float(upc[i]),
+            "QN": _json_float(qn[i]),
+            "PR": _json_float(pr[i]),
+        }
         if i in layout.drum_tracks:
             entry["DP"] = _json_float(dp[i])
         tracks[name] = entry

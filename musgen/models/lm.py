@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from musgen.errors import ConfigError, MusgenError
-from musgen.train.task import Task
+from musgen.training.task import Task
 
 
 @dataclass
@@ -51,8 +51,14 @@ class LanguageModelTask(Task):
 
         assert self.data_dir is not None
         data = self.cfg.data
-        train = TokenWindows(self.data_dir, "train", data.seq_len, transpose=data.transpose,
-                             velocity_jitter=data.velocity_jitter, seed=self.cfg.train.seed)
+        train = TokenWindows(
+            self.data_dir,
+            "train",
+            data.seq_len,
+            transpose=data.transpose,
+            velocity_jitter=data.velocity_jitter,
+            seed=self.cfg.train.seed,
+        )
         valid = TokenWindows(self.data_dir, "valid", data.seq_len)
         return train, valid
 
@@ -77,7 +83,12 @@ class LanguageModelTask(Task):
     def eval_metrics(self, sums: Mapping[str, float]) -> dict[str, float]:
         tokens = max(sums.get("tokens", 0.0), 1.0)
         nll = sums.get("nll_sum", float("nan")) / tokens
-        return {"nll": nll, "ppl": math.exp(min(nll, 50.0)), "bits_per_token": nll / math.log(2), "tokens": tokens}
+        return {
+            "nll": nll,
+            "ppl": math.exp(min(nll, 50.0)),
+            "bits_per_token": nll / math.log(2),
+            "tokens": tokens,
+        }
 
     # -- sampling -------------------------------------------------------------------------------
     def on_load(self, checkpoint_dir: Path) -> None:

@@ -38,7 +38,10 @@ class LSTMLanguageModel(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(
-            cfg.embed_dim, cfg.hidden_size, cfg.num_layers, batch_first=True,
+            cfg.embed_dim,
+            cfg.hidden_size,
+            cfg.num_layers,
+            batch_first=True,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
         # With tied weights the LSTM output is projected back to the embedding width first.
@@ -47,7 +50,9 @@ class LSTMLanguageModel(nn.Module):
         if cfg.tie_weights:
             self.head.weight = self.embed.weight
 
-    def forward(self, input_ids: torch.Tensor, state: LSTMState | None = None) -> tuple[torch.Tensor, LSTMState]:
+    def forward(
+        self, input_ids: torch.Tensor, state: LSTMState | None = None
+    ) -> tuple[torch.Tensor, LSTMState]:
         """input_ids (B, T) -> logits (B, T, V) and the new state; pass the state back in to continue
         a sequence one token at a time (the incremental-decoding protocol of musgen.generate)."""
         x = self.drop(self.embed(input_ids))  # (B, T, E)

@@ -39,7 +39,7 @@ from musgen.config import TrainConfig
 from musgen.data.pianoroll import PianorollConfig
 from musgen.errors import MusgenError
 from musgen.generate.sampling import make_generator
-from musgen.train.task import StepContext, Task
+from musgen.training.task import StepContext, Task
 
 MODES = ("jamming", "composer", "hybrid")
 
@@ -122,8 +122,12 @@ class TemporalGenerator(nn.Module):
     def __init__(self, z_dim: int, bars: int):
         super().__init__()
         self.bars = bars
-        self.net = nn.Sequential(nn.Linear(z_dim, 4 * z_dim), nn.BatchNorm1d(4 * z_dim), nn.ReLU(),
-                                 nn.Linear(4 * z_dim, bars * z_dim))
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, 4 * z_dim),
+            nn.BatchNorm1d(4 * z_dim),
+            nn.ReLU(),
+            nn.Linear(4 * z_dim, bars * z_dim),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(z.shape[0], self.bars, -1)
@@ -138,15 +142,21 @@ class BarGenerator(nn.Module):
         super().__init__()
         self.grid = grid
         w = width
-        self.project = nn.Sequential(nn.Linear(in_dim, 4 * w * grid.beats), nn.BatchNorm1d(4 * w * grid.beats), nn.ReLU())
+        self.project = nn.Sequential(
+            nn.Linear(in_dim, 4 * w * grid.beats), nn.BatchNorm1d(4 * w * grid.beats), nn.ReLU()
+        )
         self.octaves = PatchExpand(4 * w, 2 * w, 1, grid.octaves)  # (N, beats, O, 2w)
         self.sixteenths = PatchExpand(2 * w, w, grid.f1, 1)  # (N, beats*f1, O, w)
         c = w + cond_channels
         # Each stream's last step writes logits straight away (the paper code ends both in 16-channel
         # full-resolution maps merged by a 1x1 conv): no hidden layer at full resolution, where most
         # of the generator's time and memory went.
-        self.pitch_time = nn.Sequential(PatchExpand(c, w // 2, 1, 12), nn.Linear(w // 2, grid.f2 * out_tracks))
-        self.time_pitch = nn.Sequential(PatchExpand(c, w // 2, grid.f2, 1), nn.Linear(w // 2, 12 * out_tracks))
+        self.pitch_time = nn.Sequential(
+            PatchExpand(c, w // 2, 1, 12), nn.Linear(w // 2, grid.f2 * out_tracks)
+        )
+        self.time_pitch = nn.Sequential(
+            PatchExpand(c, w // 2, grid.f2, 1), nn.Linear(w // 2, 12 * out_tracks)
+        )
 
     def forward(self, v: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         g = self.grid
@@ -165,8 +175,10 @@ class ConditionEncoder(nn.Module):
 
     def __init__(self, grid: _Grid, num_tracks: int, channels: int):
         super().__init__()
-        self.net = nn.Sequential(PatchMerge(1, channels // 2, 1, 12),  # (N, S, O, C/2)
-                                 PatchMerge(channels // 2, channels, grid.f2, 1))  # (N, 16ths, O, C)
+        self.net = nn.Sequential(
+            PatchMerge(1, channels // 2, 1, 12),  # (N, S, O, C/2)
+            PatchMerge(channels // 2, channels, grid.f2, 1),
+        )  # (N, 16ths, O, C)
         self.which = nn.Embedding(num_tracks + 1, channels)
 
     def forward(self, roll: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
@@ -191,8 +203,11 @@ class Generator(nn.Module):
         shared, private = cfg.mode in ("composer", "hybrid"), cfg.mode in ("jamming", "hybrid")
         self.shared, self.private = shared, private
         self.inter_temporal = TemporalGenerator(cfg.z_dim, self.bars) if shared else None
-        self.intra_temporal = nn.ModuleList(
-            [TemporalGenerator(cfg.z_dim, self.bars) for _ in range(self.num_tracks)]) if private else None
+        self.intra_temporal = (
+            nn.ModuleList([TemporalGenerator(cfg.z_dim, self.bars) for _ in range(self.num_tracks)])
+            if private
+            else None
+        )
         in_dim = cfg.z_dim * (2 * shared + 2 * private)
         cond_ch = cfg.gen_channels // 2 if cfg.condition_tracks else 0
         self.encoder = ConditionEncoder(grid, self.num_tracks, cond_ch) if cond_ch else None
@@ -201,7 +216,8 @@ class Generator(nn.Module):
             self.bar_generators = nn.ModuleList([BarGenerator(in_dim, self.num_tracks, grid, width, cond_ch)])
         else:
             self.bar_generators = nn.ModuleList(
-                [BarGenerator(in_dim, 1, grid, width, cond_ch) for _ in range(self.num_tracks)])
+                [BarGenerator(in_dim, 1, grid, width, cond_ch) for _ in range(self.num_tracks)]
+            )
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The four noise vectors (those the mode uses), from ``generator`` or the global RNG."""
@@ -218,8 +234,12 @@ class Generator(nn.Module):
             out["intra"], out["intra_t"] = draw(n, k, z), draw(n, k, z)
         return out
 
-    def forward(self, noise: Mapping[str, torch.Tensor], cond_roll: torch.Tensor | None = None,
-                cond_track: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        noise: Mapping[str, torch.Tensor],
+        cond_roll: torch.Tensor | None = None,
+        cond_track: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """noise from ``noise(B)``; cond_roll (B, T, P) the given track, cond_track (B,) its index
         (K = none). Returns probabilities (B, K, T, P); a given track is copied into the output."""
         b, k, u = next(iter(noise.values())).shape[0], self.num_tracks, self.bars
@@ -244,12 +264,18 @@ class Generator(nn.Module):
             logits = self.bar_generators[0](v[:, 0].reshape(b * u, -1), cond)  # (B*U, K, S, P)
             logits = logits.view(b, u, k, self.steps, self.pitches).transpose(1, 2)
         else:
-            per_track = [g(v[:, i].reshape(b * u, -1), cond).view(b, u, self.steps, self.pitches)
-                         for i, g in enumerate(self.bar_generators)]
+            per_track = [
+                g(v[:, i].reshape(b * u, -1), cond).view(b, u, self.steps, self.pitches)
+                for i, g in enumerate(self.bar_generators)
+            ]
             logits = torch.stack(per_track, dim=1)  # (B, K, U, S, P)
         probs = torch.sigmoid(logits.reshape(b, k, u * self.steps, self.pitches))
         if self.binary != "none":  # straight-through: binary forward, sigmoid gradient backward
-            hard = (probs > 0.5).to(probs.dtype) if self.binary == "deterministic" else torch.bernoulli(probs.detach())
+            hard = (
+                (probs > 0.5).to(probs.dtype)
+                if self.binary == "deterministic"
+                else torch.bernoulli(probs.detach())
+            )
             probs = hard + (probs - probs.detach())  # exactly hard in the forward pass
         if cond_roll is not None and cond_track is not None:
             given = F.one_hot(cond_track, k + 1)[:, :k].to(probs.dtype)[:, :, None, None]  # (B, K, 1, 1)
@@ -266,16 +292,26 @@ class Critic(nn.Module):
         g = _Grid.of(data)
         self.grid, self.bars, self.steps = g, data.num_bars, data.steps_per_bar
         c = width
-        self.pitch_time = nn.Sequential(PatchMerge(in_tracks, c // 4, 1, 12), PatchMerge(c // 4, c // 2, g.f2, 1))
-        self.time_pitch = nn.Sequential(PatchMerge(in_tracks, c // 4, g.f2, 1), PatchMerge(c // 4, c // 2, 1, 12))
+        self.pitch_time = nn.Sequential(
+            PatchMerge(in_tracks, c // 4, 1, 12), PatchMerge(c // 4, c // 2, g.f2, 1)
+        )
+        self.time_pitch = nn.Sequential(
+            PatchMerge(in_tracks, c // 4, g.f2, 1), PatchMerge(c // 4, c // 2, 1, 12)
+        )
         self.merge_streams = PatchMerge(c, c, 1, 1)  # (N, 16ths, O, c)
         self.beats = PatchMerge(c, 2 * c, g.f1, 1)  # (N, beats, O, 2c)
         self.bar = nn.Sequential(nn.Linear(g.beats * g.octaves * 2 * c, 4 * c), nn.LeakyReLU(0.2))
-        self.chroma = PatchMerge(in_tracks, c // 2, 1, 12)  # per-beat chroma (N, beats, 12, K) -> (N, beats, 1, c/2)
+        self.chroma = PatchMerge(
+            in_tracks, c // 2, 1, 12
+        )  # per-beat chroma (N, beats, 12, K) -> (N, beats, 1, c/2)
         self.chroma_bar = nn.Sequential(nn.Linear(g.beats * (c // 2), c), nn.LeakyReLU(0.2))
-        self.onsets = nn.Sequential(PatchMerge(in_tracks, c // 4, g.f2, 1), PatchMerge(c // 4, c // 2, g.f1, 1))
+        self.onsets = nn.Sequential(
+            PatchMerge(in_tracks, c // 4, g.f2, 1), PatchMerge(c // 4, c // 2, g.f1, 1)
+        )
         self.onsets_bar = nn.Sequential(nn.Linear(g.beats * (c // 2), c), nn.LeakyReLU(0.2))
-        self.across_bars = nn.Sequential(nn.Linear(self.bars * 6 * c, 8 * c), nn.LeakyReLU(0.2), nn.Linear(8 * c, 1))
+        self.across_bars = nn.Sequential(
+            nn.Linear(self.bars * 6 * c, 8 * c), nn.LeakyReLU(0.2), nn.Linear(8 * c, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, k, _, p = x.shape
@@ -283,7 +319,9 @@ class Critic(nn.Module):
         bars = rearrange(x, "b k (u s) p -> (b u) s p k", u=self.bars)  # (N, S, P, K) channels last
         h = torch.cat([self.pitch_time(bars), self.time_pitch(bars)], dim=-1)  # (N, 16ths, O, c)
         h = self.bar(self.beats(self.merge_streams(h)).reshape(n, -1))  # (N, 4c)
-        chroma = rearrange(bars, "n (t q) (o pc) k -> n t o pc q k", t=g.beats, pc=12).sum(dim=(2, 4))  # (N, beats, 12, K)
+        chroma = rearrange(bars, "n (t q) (o pc) k -> n t o pc q k", t=g.beats, pc=12).sum(
+            dim=(2, 4)
+        )  # (N, beats, 12, K)
         c = self.chroma_bar(self.chroma(chroma).reshape(n, -1))  # (N, c)
         level = bars.sum(2, keepdim=True)  # notes sounding per step (N, S, 1, K)
         flux = level - F.pad(level, (0, 0, 0, 0, 1, 0))[:, :-1]  # onsets - offsets (N, S, 1, K)
@@ -314,8 +352,14 @@ def gradient_penalty(grad: torch.Tensor, heads: int) -> torch.Tensor:
     return (norms - 1.0).pow(2).mean(0).sum()
 
 
-def critic_objective(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float, heads: int,
-                     alpha: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def critic_objective(
+    critic: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    gp_weight: float,
+    heads: int,
+    alpha: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """WGAN-GP critic loss -W + gp_weight * GP for real and fake rolls (B, K, T, P); GP on
     alpha * real + (1 - alpha) * fake with alpha (B, 1, 1, 1) ~ U(0, 1). Returns (loss, W, GP)."""
     if alpha is None:
@@ -336,12 +380,16 @@ class MuseGANTask(Task):
     family = "musegan"
     sample_options = ("condition", "track", "binarize", "threshold")
 
-    def __init__(self, cfg: MuseGANConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+    def __init__(
+        self, cfg: MuseGANConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None
+    ):
         cfg.data.validate()
         names = [n.lower() for n in cfg.data.track_names]
         unknown = [t for t in cfg.model.condition_tracks if t.lower() not in names]
         if unknown:
-            raise MusgenError(f"model.condition_tracks: {unknown[0]!r} is not one of data.track_names {cfg.data.track_names}")
+            raise MusgenError(
+                f"model.condition_tracks: {unknown[0]!r} is not one of data.track_names {cfg.data.track_names}"
+            )
         if not 0 <= cfg.model.condition_prob <= 1:
             raise MusgenError(f"model.condition_prob must be in [0, 1], got {cfg.model.condition_prob}")
         if cfg.loss.n_critic < 1:
@@ -352,12 +400,17 @@ class MuseGANTask(Task):
         super().__init__(cfg, data_dir, data_meta)
 
     def build_models(self) -> dict[str, nn.Module]:
-        return {"generator": Generator(self.cfg.model, self.cfg.data), "critic": Critics(self.cfg.model, self.cfg.data)}
+        return {
+            "generator": Generator(self.cfg.model, self.cfg.data),
+            "critic": Critics(self.cfg.model, self.cfg.data),
+        }
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         train = self.cfg.train
-        return {name: torch.optim.Adam(model.parameters(), lr=train.lr, betas=tuple(train.betas))
-                for name, model in self.models.items()}
+        return {
+            name: torch.optim.Adam(model.parameters(), lr=train.lr, betas=tuple(train.betas))
+            for name, model in self.models.items()
+        }
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.pianoroll_data import RollPhrases, require_phrases
@@ -384,17 +437,23 @@ class MuseGANTask(Task):
         if not self.cond_ids:
             return None, None
         b, k = real.shape[:2]
-        choice = torch.tensor(self.cond_ids, device=real.device)[torch.randint(len(self.cond_ids), (b,)).to(real.device)]
+        choice = torch.tensor(self.cond_ids, device=real.device)[
+            torch.randint(len(self.cond_ids), (b,)).to(real.device)
+        ]
         use = torch.rand(b).to(real.device) < self.cfg.model.condition_prob
         track = torch.where(use, choice, torch.full_like(choice, k))
-        roll = real[torch.arange(b, device=real.device), track.clamp(max=k - 1)] * use[:, None, None].to(real.dtype)
+        roll = real[torch.arange(b, device=real.device), track.clamp(max=k - 1)] * use[:, None, None].to(
+            real.dtype
+        )
         return roll, track
 
     def _fake(self, real: torch.Tensor) -> torch.Tensor:
         cond_roll, cond_track = self._condition(real)
         return self.models["generator"](self._gen().noise(real.shape[0]), cond_roll, cond_track)
 
-    def train_step(self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext
+    ) -> dict[str, float]:
         gen, critic = self.models["generator"], self.models["critic"]
         heads = len(getattr(critic, "module", critic).critics)
         gp_weight = self.cfg.loss.gp_weight
@@ -440,14 +499,27 @@ class MuseGANTask(Task):
 
     def eval_metrics(self, sums: Mapping[str, float]) -> dict[str, float]:
         n = max(sums.get("phrases", 0.0), 1.0)
-        return {"wdist": sums["wdist_sum"] / n, "density_real": sums["real_on"] / n,
-                "density_fake": sums["fake_on"] / n, "empty_bars_real": sums["real_empty"] / n,
-                "empty_bars_fake": sums["fake_empty"] / n}
+        return {
+            "wdist": sums["wdist_sum"] / n,
+            "density_real": sums["real_on"] / n,
+            "density_fake": sums["fake_on"] / n,
+            "empty_bars_real": sums["real_empty"] / n,
+            "empty_bars_fake": sums["fake_empty"] / n,
+        }
 
     # -- sampling (musgen.api) ---------------------------------------------------------------------
     @torch.no_grad()
-    def generate_rolls(self, n: int, *, phrases: int = 1, seed: int | None = None, binarize: str = "threshold",
-                       threshold: float = 0.5, cond_roll: np.ndarray | None = None, cond_track: int | None = None) -> np.ndarray:
+    def generate_rolls(
+        self,
+        n: int,
+        *,
+        phrases: int = 1,
+        seed: int | None = None,
+        binarize: str = "threshold",
+        threshold: float = 0.5,
+        cond_roll: np.ndarray | None = None,
+        cond_track: int | None = None,
+    ) -> np.ndarray:
         """``n`` samples of ``phrases`` phrases each -> bool rolls (n, K, phrases*T, P). The phrases of
         a sample share its phrase-level noise (inter, intra) and draw fresh per-bar noise. With
         ``cond_roll`` (the given track ``cond_track``: (phrases*T, P) for all samples, or (n, phrases*T, P))
@@ -483,8 +555,10 @@ class MuseGANTask(Task):
         data = self.cfg.data
         allowed = list(self.cfg.model.condition_tracks)
         if not allowed:
-            raise MusgenError("this musegan was trained without conditioning: train one with "
-                              "--set model.condition_tracks=[NAME] to accompany a track")
+            raise MusgenError(
+                "this musegan was trained without conditioning: train one with "
+                "--set model.condition_tracks=[NAME] to accompany a track"
+            )
         if track is None:
             if len(allowed) > 1:
                 raise MusgenError(f"--track is needed: this model accompanies any of {', '.join(allowed)}")
@@ -501,7 +575,9 @@ class MuseGANTask(Task):
         if not given.any():
             pitched = [r for r in roll if r.any()]
             if len(pitched) != 1:
-                raise MusgenError(f"{name} has no track that reads as {track!r} (of {', '.join(data.track_names)})")
+                raise MusgenError(
+                    f"{name} has no track that reads as {track!r} (of {', '.join(data.track_names)})"
+                )
             given = pitched[0]  # a one-track file (a melody): that track is the given one
         t = data.phrase_steps
         phrases = max(1, math.ceil(given.shape[0] / t))
@@ -510,12 +586,21 @@ class MuseGANTask(Task):
     def sample(self, n: int, prime: Any = None, **controls: Any) -> list[np.ndarray]:
         """``n`` bool rolls (K, T, P): from scratch, or accompanying ``condition`` (a MIDI file)."""
         if prime is not None:
-            raise MusgenError("musegan generates from noise: --prime is for language models "
-                              "(use --condition-track FILE --track NAME to accompany a track)")
-        for flag, key, neutral in (("--temperature", "temperature", 1.0), ("--top-k", "top_k", 0), ("--top-p", "top_p", 1.0),
-                                   ("--length", "length", None), ("--min-length", "min_length", None)):
+            raise MusgenError(
+                "musegan generates from noise: --prime is for language models "
+                "(use --condition-track FILE --track NAME to accompany a track)"
+            )
+        for flag, key, neutral in (
+            ("--temperature", "temperature", 1.0),
+            ("--top-k", "top_k", 0),
+            ("--top-p", "top_p", 1.0),
+            ("--length", "length", None),
+            ("--min-length", "min_length", None),
+        ):
             if controls.get(key, neutral) not in (neutral, None):
-                raise MusgenError(f"{flag} does not apply to musegan (try --binarize bernoulli or --threshold)")
+                raise MusgenError(
+                    f"{flag} does not apply to musegan (try --binarize bernoulli or --threshold)"
+                )
         if n < 1:
             raise MusgenError(f"--num-samples must be at least 1, got {n}")
         data = self.cfg.data
@@ -532,9 +617,15 @@ class MuseGANTask(Task):
             if controls.get("track") is not None:
                 raise MusgenError("--track names the track of --condition-track; give both")
             phrases = math.ceil((bars or data.num_bars) / data.num_bars)
-        rolls = self.generate_rolls(n, phrases=phrases, seed=controls.get("seed"),
-                                    binarize=controls.get("binarize") or "threshold",
-                                    threshold=controls.get("threshold") or 0.5, cond_roll=cond_roll, cond_track=cond_track)
+        rolls = self.generate_rolls(
+            n,
+            phrases=phrases,
+            seed=controls.get("seed"),
+            binarize=controls.get("binarize") or "threshold",
+            threshold=controls.get("threshold") or 0.5,
+            cond_roll=cond_roll,
+            cond_track=cond_track,
+        )
         steps = (bars * data.steps_per_bar) if bars is not None else rolls.shape[2]
         return list(rolls[:, :, :steps])
 

@@ -25,7 +25,7 @@ from musgen.config import TrainConfig
 from musgen.data.melody import HOLD, MelodyConfig
 from musgen.errors import MusgenError
 from musgen.generate.sampling import SamplingControls, draw, make_generator, warp_logits
-from musgen.train.task import StepContext, Task
+from musgen.training.task import StepContext, Task
 
 
 @dataclass
@@ -73,8 +73,14 @@ class LatentEncoder(nn.Module):
     def __init__(self, vocab_size: int, cfg: MusicVAEModelConfig):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
-        self.lstm = nn.LSTM(cfg.embed_dim, cfg.encoder_hidden, cfg.encoder_layers, batch_first=True,
-                            bidirectional=True, dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            cfg.embed_dim,
+            cfg.encoder_hidden,
+            cfg.encoder_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0,
+        )
         self.to_mu = nn.Linear(2 * cfg.encoder_hidden, cfg.latent_dim)
         self.to_sigma = nn.Linear(2 * cfg.encoder_hidden, cfg.latent_dim)
 
@@ -92,8 +98,9 @@ class Conductor(nn.Module):
         self.num_bars = num_bars
         self.layers, self.hidden = cfg.conductor_layers, cfg.conductor_hidden
         self.init = nn.Linear(cfg.latent_dim, 2 * self.layers * self.hidden)
-        self.lstm = nn.LSTM(1, self.hidden, self.layers, batch_first=True,
-                            dropout=cfg.dropout if self.layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            1, self.hidden, self.layers, batch_first=True, dropout=cfg.dropout if self.layers > 1 else 0.0
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         state = _initial_state(self.init, z, self.layers, self.hidden)
@@ -110,14 +117,21 @@ class SegmentDecoder(nn.Module):
         self.layers, self.hidden = cfg.decoder_layers, cfg.decoder_hidden
         self.embed = nn.Embedding(vocab_size + 1, cfg.embed_dim)
         self.init = nn.Linear(cond_dim, 2 * self.layers * self.hidden)
-        self.lstm = nn.LSTM(cfg.embed_dim + cond_dim, self.hidden, self.layers, batch_first=True,
-                            dropout=cfg.dropout if self.layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            cfg.embed_dim + cond_dim,
+            self.hidden,
+            self.layers,
+            batch_first=True,
+            dropout=cfg.dropout if self.layers > 1 else 0.0,
+        )
         self.head = nn.Linear(self.hidden, vocab_size)
 
     def initial_state(self, cond: torch.Tensor) -> LSTMState:
         return _initial_state(self.init, cond, self.layers, self.hidden)
 
-    def forward(self, prev: torch.Tensor, cond: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+    def forward(
+        self, prev: torch.Tensor, cond: torch.Tensor, state: LSTMState
+    ) -> tuple[torch.Tensor, LSTMState]:
         """prev (N, S) previous events, cond (N, C) -> logits (N, S, V) and the new state."""
         x = torch.cat([self.embed(prev), cond[:, None, :].expand(-1, prev.shape[1], -1)], dim=-1)
         out, state = self.lstm(x, state)
@@ -144,8 +158,9 @@ class MusicVAE(nn.Module):
         mu, sigma = self.encoder(events)
         z = mu + sigma * torch.randn_like(sigma)
         if scheduled_sampling > 0:  # own samples from the global RNG, which resume restores
-            _, logits = self.free_running(z, lambda lg: draw(lg, None), teacher=events,
-                                          teacher_rate=1.0 - scheduled_sampling)
+            _, logits = self.free_running(
+                z, lambda lg: draw(lg, None), teacher=events, teacher_rate=1.0 - scheduled_sampling
+            )
         else:
             logits = self.teacher_forced(z, events)
         return logits, mu, sigma
@@ -168,8 +183,11 @@ class MusicVAE(nn.Module):
         return logits.reshape(b, t, -1)
 
     def free_running(
-        self, z: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor],
-        teacher: torch.Tensor | None = None, teacher_rate: float = 1.0,
+        self,
+        z: torch.Tensor,
+        pick: Callable[[torch.Tensor], torch.Tensor],
+        teacher: torch.Tensor | None = None,
+        teacher_rate: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decodes step by step, feeding back ``pick(logits (B, V)) -> events (B,)``; with ``teacher``
         (B, T) the true event is fed instead with probability ``teacher_rate`` (scheduled sampling).
@@ -207,7 +225,9 @@ class MusicVAETask(Task):
 
     family = "musicvae"
 
-    def __init__(self, cfg: MusicVAEConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+    def __init__(
+        self, cfg: MusicVAEConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None
+    ):
         cfg.data.validate()
         self.step = 0  # the optimizer step being taken (beta annealing)
         super().__init__(cfg, data_dir, data_meta)
@@ -231,7 +251,9 @@ class MusicVAETask(Task):
         ramp = min(1.0, step / loss.beta_anneal_steps) if loss.beta_anneal_steps > 0 else 1.0
         return loss.max_beta * ramp
 
-    def train_step(self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext
+    ) -> dict[str, float]:
         self.step = ctx.step
         return super().train_step(micro_batches, ctx)
 
@@ -251,8 +273,12 @@ class MusicVAETask(Task):
         beta = self.beta(self.step)
         loss = recon.mean() + beta * torch.clamp(kl - free_nats, min=0.0).mean()
         accuracy = (logits.argmax(-1) == events).float().mean()
-        return loss, {"recon": float(recon.mean().detach()), "kl_bits": float(kl.mean().detach()) / math.log(2.0),
-                      "beta": beta, "accuracy": float(accuracy)}
+        return loss, {
+            "recon": float(recon.mean().detach()),
+            "kl_bits": float(kl.mean().detach()) / math.log(2.0),
+            "beta": beta,
+            "accuracy": float(accuracy),
+        }
 
     def eval_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Teacher-forced reconstruction from z = mu (the deterministic encoding)."""
@@ -260,8 +286,11 @@ class MusicVAETask(Task):
         mu, sigma = self._model().encode(events)
         logits = self._model().teacher_forced(mu, events).float()
         nll = F.cross_entropy(logits.flatten(0, 1), events.flatten(), reduction="sum")
-        return {"nll_sum": nll, "kl_sum": kl_divergence(mu.float(), sigma.float()).sum(),
-                **accuracy_sums(logits.argmax(-1), events)}
+        return {
+            "nll_sum": nll,
+            "kl_sum": kl_divergence(mu.float(), sigma.float()).sum(),
+            **accuracy_sums(logits.argmax(-1), events),
+        }
 
     def eval_metrics(self, sums: Mapping[str, float]) -> dict[str, float]:
         windows = max(sums.get("windows", 0.0), 1.0)
@@ -282,12 +311,21 @@ class MusicVAETask(Task):
         """windows (N, T) event ids -> mu, sigma (N, Z)."""
         events = torch.as_tensor(np.asarray(windows), dtype=torch.long)
         if events.ndim != 2 or events.shape[1] != self._model().length:
-            raise MusgenError(f"windows must be (N, {self._model().length}) events, got {tuple(events.shape)}")
+            raise MusgenError(
+                f"windows must be (N, {self._model().length}) events, got {tuple(events.shape)}"
+            )
         return self._model().encode(events)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-               seed: int | None = None) -> np.ndarray:
+    def decode(
+        self,
+        z: torch.Tensor,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> np.ndarray:
         """z (N, Z) -> events (N, T): greedy when ``temperature`` is 0, else sampled."""
         if temperature < 0:
             raise MusgenError(f"--temperature must be >= 0, got {temperature}")
@@ -300,25 +338,37 @@ class MusicVAETask(Task):
 
             def pick(logits: torch.Tensor) -> torch.Tensor:
                 return draw(warp_logits(ctl, logits.float()), gen)
+
         events, _ = self._model().free_running(torch.as_tensor(z, dtype=torch.float32), pick)
         return events.cpu().numpy()
 
     def sample(self, n: int, prime: Any = None, **controls: Any) -> list[np.ndarray]:
         """``n`` windows decoded from z ~ N(0, I)."""
         if prime is not None:
-            raise MusgenError("musicvae samples from its latent prior: --prime is for language models "
-                              "(use `musgen reconstruct` or `musgen interpolate` to start from a clip)")
+            raise MusgenError(
+                "musicvae samples from its latent prior: --prime is for language models "
+                "(use `musgen reconstruct` or `musgen interpolate` to start from a clip)"
+            )
         bars = controls.get("bars")
         if bars is not None and bars != self.cfg.data.num_bars:
-            raise MusgenError(f"this musicvae writes windows of {self.cfg.data.num_bars} bars; --bars {bars} is not possible")
+            raise MusgenError(
+                f"this musicvae writes windows of {self.cfg.data.num_bars} bars; --bars {bars} is not possible"
+            )
         if controls.get("length") is not None:
             raise MusgenError("musicvae samples have the model's fixed length: drop --length")
         if n < 1:
             raise MusgenError(f"--num-samples must be at least 1, got {n}")
         seed = controls.get("seed")
         z = torch.randn(n, self._model().latent_dim, generator=make_generator(seed))
-        return list(self.decode(z, temperature=controls.get("temperature", 1.0), top_k=controls.get("top_k", 0),
-                                top_p=controls.get("top_p", 1.0), seed=seed))
+        return list(
+            self.decode(
+                z,
+                temperature=controls.get("temperature", 1.0),
+                top_k=controls.get("top_k", 0),
+                top_p=controls.get("top_p", 1.0),
+                seed=seed,
+            )
+        )
 
     def ids_to_score(self, events: np.ndarray) -> Any:
         from musgen.data.melody import melody_to_score
@@ -331,11 +381,17 @@ def accuracy_sums(predicted: torch.Tensor, events: torch.Tensor) -> dict[str, to
     event (a note-on or note-off, not a HOLD): (B, T) each."""
     correct = predicted == events
     is_event = events != HOLD
-    return {"correct": correct.sum(), "steps": torch.tensor(events.numel()),
-            "event_correct": (correct & is_event).sum(), "event_steps": is_event.sum(),
-            "windows": torch.tensor(events.shape[0])}
+    return {
+        "correct": correct.sum(),
+        "steps": torch.tensor(events.numel()),
+        "event_correct": (correct & is_event).sum(),
+        "event_steps": is_event.sum(),
+        "windows": torch.tensor(events.shape[0]),
+    }
 
 
 def accuracy_metrics(sums: Mapping[str, float]) -> dict[str, float]:
-    return {"accuracy": sums.get("correct", 0.0) / max(sums.get("steps", 0.0), 1.0),
-            "event_accuracy": sums.get("event_correct", 0.0) / max(sums.get("event_steps", 0.0), 1.0)}
+    return {
+        "accuracy": sums.get("correct", 0.0) / max(sums.get("steps", 0.0), 1.0),
+        "event_accuracy": sums.get("event_correct", 0.0) / max(sums.get("event_steps", 0.0), 1.0),
+    }

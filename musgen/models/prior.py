@@ -58,7 +58,9 @@ class PriorTask(LanguageModelTask):
     sample_options = ("seconds",)
     sample_suffix = ".wav"
 
-    def __init__(self, cfg: PriorConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+    def __init__(
+        self, cfg: PriorConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None
+    ):
         meta = dict(data_meta or {})
         self.codec: Any = None  # VQVAETask, frozen
         self.codec_dir: Path | None = None
@@ -66,15 +68,23 @@ class PriorTask(LanguageModelTask):
             if not cfg.vqvae:
                 raise MusgenError("the prior needs its codec: --set vqvae=PATH_TO_VQVAE_RUN_OR_CHECKPOINT")
             if meta.get("kind") != "audio":
-                raise MusgenError(f"{data_dir} is not an audio data set: the prior trains on the codes of audio")
+                raise MusgenError(
+                    f"{data_dir} is not an audio data set: the prior trains on the codes of audio"
+                )
             self.codec_dir = checkpoint.resolve_checkpoint(Path(cfg.vqvae))
             self.codec = _load_codec(self.codec_dir).task
             if int(meta["sample_rate"]) != self.codec.sample_rate:
-                raise MusgenError(f"the data set is at {meta['sample_rate']} Hz but the codec at "
-                                  f"{self.codec.sample_rate} Hz: build the data at the codec's rate")
+                raise MusgenError(
+                    f"the data set is at {meta['sample_rate']} Hz but the codec at "
+                    f"{self.codec.sample_rate} Hz: build the data at the codec's rate"
+                )
             q = self.codec.cfg.model.quantizer
-            meta.update(codebook_size=q.codes, levels=q.levels, vocab_size=q.codes * q.levels + 1,
-                        hop=self.codec.cfg.model.hop)
+            meta.update(
+                codebook_size=q.codes,
+                levels=q.levels,
+                vocab_size=q.codes * q.levels + 1,
+                hop=self.codec.cfg.model.hop,
+            )
         elif "codebook_size" not in meta:
             raise MusgenError("the prior checkpoint does not record its codebook size")
         self.codebook_size, self.levels = int(meta["codebook_size"]), int(meta["levels"])
@@ -95,15 +105,22 @@ class PriorTask(LanguageModelTask):
         assert self.data_dir is not None and self.codec_dir is not None
         key = weights_key(self.codec_dir)
         seq_len = self.cfg.data.seq_len
-        train = CodeWindows(*encoded_split(self.data_dir, "train", self.codec, key), seq_len, self.bos, jitter=True,
-                            seed=self.cfg.train.seed)
+        train = CodeWindows(
+            *encoded_split(self.data_dir, "train", self.codec, key),
+            seq_len,
+            self.bos,
+            jitter=True,
+            seed=self.cfg.train.seed,
+        )
         valid = CodeWindows(*encoded_split(self.data_dir, "valid", self.codec, key), seq_len, self.bos)
         return train, valid
 
     def checkpoint_extra_files(self) -> dict[str, Path]:
         assert self.codec_dir is not None
-        return {f"vqvae/{name}": self.codec_dir / name
-                for name in (checkpoint.META_FILE, checkpoint.CONFIG_FILE, "model.safetensors")}
+        return {
+            f"vqvae/{name}": self.codec_dir / name
+            for name in (checkpoint.META_FILE, checkpoint.CONFIG_FILE, "model.safetensors")
+        }
 
     def on_load(self, checkpoint_dir: Path) -> None:
         codec_dir = checkpoint_dir / "vqvae"
@@ -160,13 +177,19 @@ class PriorTask(LanguageModelTask):
         controls.update(length=frames * self.levels, min_length=0)
         ctl = SamplingControls(**controls)
         prompt, prime_ids = self._prompt(prime)
-        seqs = sample_sequences(self.models["model"], prime_ids, n, ctl, eos_id=None, pad_id=self.bos,
-                                allowed=self._level_mask())
+        seqs = sample_sequences(
+            self.models["model"], prime_ids, n, ctl, eos_id=None, pad_id=self.bos, allowed=self._level_mask()
+        )
         waves = []
         for seq in seqs:
             codes = unflatten_tokens(seq[1:], self.codebook_size, self.levels)
-            waves.append(_splice(prompt, self.codec.decode_codes(torch.from_numpy(codes)),
-                                 round(CROSSFADE_SECONDS * self.sample_rate)))
+            waves.append(
+                _splice(
+                    prompt,
+                    self.codec.decode_codes(torch.from_numpy(codes)),
+                    round(CROSSFADE_SECONDS * self.sample_rate),
+                )
+            )
         return waves
 
     def sample_output(self, sample: np.ndarray) -> np.ndarray:

@@ -43,9 +43,13 @@ class TransformerModelConfig:
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
-            raise ConfigError(f"model.attention must be one of {', '.join(ATTENTIONS)}, not {self.attention!r}")
+            raise ConfigError(
+                f"model.attention must be one of {', '.join(ATTENTIONS)}, not {self.attention!r}"
+            )
         if self.d_model % self.num_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})"
+            )
         if self.max_relative_position < 1:
             raise ConfigError("model.max_relative_position must be at least 1")
 
@@ -57,7 +61,9 @@ class TransformerConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-TransformerState = list[KVCache | tuple[torch.Tensor, torch.Tensor]]  # one per layer, keys (B, H, T_past, D_h)
+TransformerState = list[
+    KVCache | tuple[torch.Tensor, torch.Tensor]
+]  # one per layer, keys (B, H, T_past, D_h)
 
 
 def cache_length(cache: KVCache | tuple[torch.Tensor, torch.Tensor]) -> int:
@@ -71,14 +77,21 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.d_model)
         self.attn = RelativeSelfAttention(
-            cfg.d_model, cfg.num_heads, relative=ATTENTIONS[cfg.attention],
+            cfg.d_model,
+            cfg.num_heads,
+            relative=ATTENTIONS[cfg.attention],
             max_relative_position=cfg.max_relative_position,
-            share_relative_heads=cfg.share_relative_heads, dropout=cfg.attention_dropout,
-            chunk=cfg.attention_chunk, recompute=cfg.attention_recompute,
+            share_relative_heads=cfg.share_relative_heads,
+            dropout=cfg.attention_dropout,
+            chunk=cfg.attention_chunk,
+            recompute=cfg.attention_recompute,
         )
         self.norm2 = nn.LayerNorm(cfg.d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model), nn.Dropout(cfg.dropout)
+            nn.Linear(cfg.d_model, cfg.d_ff),
+            nn.GELU(),
+            nn.Linear(cfg.d_ff, cfg.d_model),
+            nn.Dropout(cfg.dropout),
         )
         self.drop = nn.Dropout(cfg.dropout)
 

@@ -27,12 +27,14 @@ from musgen.errors import ConfigError, MusgenError
 from musgen.eval.audio_metrics import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
 from musgen.modules.conv_blocks import WaveDecoder, WaveEncoder
 from musgen.modules.quantizer import Quantizer, QuantizerConfig, code_counts, code_statistics
-from musgen.train.task import Task
+from musgen.training.task import Task
 
 
 @dataclass
 class VQVAEModelConfig:
-    strides: list[int] = field(default_factory=lambda: [2, 4, 4, 4])  # hop = product (128 -> 125 Hz at 16 kHz)
+    strides: list[int] = field(
+        default_factory=lambda: [2, 4, 4, 4]
+    )  # hop = product (128 -> 125 Hz at 16 kHz)
     base_channels: int = 32  # doubled after each down-sampling ...
     max_channels: int = 256  # ... up to this
     latent_dim: int = 64
@@ -103,11 +105,15 @@ class VQVAE(nn.Module):
 class VQVAETask(Task):
     family = "vqvae"
 
-    def __init__(self, cfg: VQVAEConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+    def __init__(
+        self, cfg: VQVAEConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None
+    ):
         meta = dict(data_meta or {})
         if meta.get("kind") != "audio" or "sample_rate" not in meta:
-            raise MusgenError("vqvae trains on audio: build the data set with `musgen data build --audio-dir DIR` "
-                              "or `--corpus NAME --render`")
+            raise MusgenError(
+                "vqvae trains on audio: build the data set with `musgen data build --audio-dir DIR` "
+                "or `--corpus NAME --render`"
+            )
         self.sample_rate = int(meta["sample_rate"])
         self.segment = max(cfg.model.hop, round(cfg.data.segment_seconds * self.sample_rate))
         self.stft_loss = MultiResolutionSTFTLoss(tuple(cfg.loss.fft_sizes))
@@ -136,13 +142,17 @@ class VQVAETask(Task):
         from musgen.data.audio_data import AudioChunks
 
         assert self.data_dir is not None
-        train = AudioChunks(self.data_dir, "train", self.segment, seed=self.cfg.train.seed, random_offset=True)
+        train = AudioChunks(
+            self.data_dir, "train", self.segment, seed=self.cfg.train.seed, random_offset=True
+        )
         return train, AudioChunks(self.data_dir, "valid", self.segment, random_offset=False)
 
     def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
         return int(batch["audio"].shape[0] * batch["audio"].shape[-1])  # samples
 
-    def _reconstruct(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _reconstruct(
+        self, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = batch["audio"]  # (B, 1, S)
         recon, codes, aux = self.models["model"](x)
         return x, recon.float(), codes, aux
@@ -169,8 +179,11 @@ class VQVAETask(Task):
 
     def eval_metrics(self, sums: Mapping[str, Any]) -> dict[str, float]:
         n = max(float(sums.get("items", 0.0)), 1.0)
-        out = {"stft": float(sums["stft_sum"]) / n, "log_mel_l1": float(sums["log_mel_l1_sum"]) / n,
-               "si_sdr": float(sums["si_sdr_sum"]) / n}
+        out = {
+            "stft": float(sums["stft_sum"]) / n,
+            "log_mel_l1": float(sums["log_mel_l1_sum"]) / n,
+            "si_sdr": float(sums["si_sdr_sum"]) / n,
+        }
         if "code_counts" in sums:
             out.update(code_statistics(torch.as_tensor(sums["code_counts"])))
         return out
@@ -187,5 +200,7 @@ class VQVAETask(Task):
         return self.codec.decode(codes[None].long())[0, 0].clamp(-1, 1).numpy()
 
     def sample(self, n: int, prime: Any = None, **controls: Any) -> list:
-        raise MusgenError("a vqvae checkpoint is an audio codec: sample from a prior trained on its codes "
-                          "(`musgen train prior --set vqvae=RUN_DIR`), or use `musgen reconstruct in.wav`")
+        raise MusgenError(
+            "a vqvae checkpoint is an audio codec: sample from a prior trained on its codes "
+            "(`musgen train prior --set vqvae=RUN_DIR`), or use `musgen reconstruct in.wav`"
+        )

@@ -19,8 +19,10 @@ class ResidualUnit(nn.Module):
     def __init__(self, channels: int, dilation: int):
         super().__init__()
         self.block = nn.Sequential(
-            nn.ELU(), nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation),
-            nn.ELU(), nn.Conv1d(channels, channels, 1),
+            nn.ELU(),
+            nn.Conv1d(channels, channels, 3, dilation=dilation, padding=dilation),
+            nn.ELU(),
+            nn.Conv1d(channels, channels, 1),
         )
 
     def forward(self, x):  # (B, C, T) -> (B, C, T)
@@ -37,7 +39,9 @@ def downsample(c_in: int, c_out: int, stride: int) -> nn.Conv1d:
 
 def upsample(c_in: int, c_out: int, stride: int) -> nn.ConvTranspose1d:
     pad = math.ceil(stride / 2)
-    return nn.ConvTranspose1d(c_in, c_out, 2 * stride, stride=stride, padding=pad, output_padding=2 * pad - stride)
+    return nn.ConvTranspose1d(
+        c_in, c_out, 2 * stride, stride=stride, padding=pad, output_padding=2 * pad - stride
+    )
 
 
 def level_channels(base: int, maximum: int, levels: int) -> list[int]:

@@ -70,9 +70,14 @@ class Quantizer(nn.Module):
 
         self.cfg = cfg
         common = dict(
-            dim=dim, codebook_size=cfg.codebook_size, decay=cfg.decay, commitment_weight=cfg.commitment_weight,
-            kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters,
-            threshold_ema_dead_code=cfg.dead_code_threshold, rotation_trick=False,  # plain straight-through
+            dim=dim,
+            codebook_size=cfg.codebook_size,
+            decay=cfg.decay,
+            commitment_weight=cfg.commitment_weight,
+            kmeans_init=cfg.kmeans_init,
+            kmeans_iters=cfg.kmeans_iters,
+            threshold_ema_dead_code=cfg.dead_code_threshold,
+            rotation_trick=False,  # plain straight-through
         )
         if cfg.kind == "vq":
             self.vq = VectorQuantize(**common, channel_last=False)
@@ -114,4 +119,6 @@ def code_counts(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """codes (B, T, Q) -> assignment counts (Q, K)."""
     flat = codes.reshape(-1, codes.shape[-1]).long()
     offsets = torch.arange(flat.shape[1], device=flat.device) * codebook_size
-    return torch.bincount((flat + offsets).flatten(), minlength=flat.shape[1] * codebook_size).view(-1, codebook_size)
+    return torch.bincount((flat + offsets).flatten(), minlength=flat.shape[1] * codebook_size).view(
+        -1, codebook_size
+    )

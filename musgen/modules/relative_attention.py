@@ -107,8 +107,13 @@ def _per_head_matmul(q: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
 
 
 def relative_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_embed: torch.Tensor | None, *,
-    impl: str = "skew", dropout: float = 0.0,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_embed: torch.Tensor | None,
+    *,
+    impl: str = "skew",
+    dropout: float = 0.0,
 ) -> torch.Tensor:
     """Causal attention of the last Tq positions over Tk >= Tq keys, with relative logits when
     ``rel_embed`` (H, M + 1, D_h) is given. q (B, H, Tq, D_h), k and v (B, H, Tk, D_h) -> (B, H, Tq, D_h)"""
@@ -125,10 +130,14 @@ def relative_attention(
         # One new token (cached sampling) sees every key and needs no shift: score the M + 1 learned
         # distances once, then spread them over the keys (no (H, Tk, D_h) gather per token).
         per_distance = _per_head_matmul(q_scaled, rel_embed)  # (B, H, 1, M + 1)
-        bias = per_distance.index_select(-1, _key_distances(tk, rel_embed.shape[1] - 1, q.device))  # (B, H, 1, Tk)
+        bias = per_distance.index_select(
+            -1, _key_distances(tk, rel_embed.shape[1] - 1, q.device)
+        )  # (B, H, 1, Tk)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
     if impl == "skew":
-        s_rel = relative_shift(_per_head_matmul(q_scaled, distance_embeddings(rel_embed, tk)))  # (B, H, Tq, Tk)
+        s_rel = relative_shift(
+            _per_head_matmul(q_scaled, distance_embeddings(rel_embed, tk))
+        )  # (B, H, Tq, Tk)
     else:
         s_rel = naive_relative_logits(q_scaled, rel_embed, tk)
     bias = s_rel.masked_fill(~causal_mask(tq, tk, q.device), float("-inf"))
@@ -206,10 +215,14 @@ class RelativeSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(b, tq, -1).to(x.dtype)  # (B, Tq, D)
         return self.out(y), new_cache
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None) -> torch.Tensor:
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None
+    ) -> torch.Tensor:
         """q (B, H, Tq, D_h), k and v (B, H, Tk, D_h) -> (B, H, Tq, D_h), in query blocks."""
         tq, past = q.shape[2], k.shape[2] - q.shape[2]
-        attend = partial(relative_attention, impl=self.relative or "skew", dropout=self.dropout if self.training else 0.0)
+        attend = partial(
+            relative_attention, impl=self.relative or "skew", dropout=self.dropout if self.training else 0.0
+        )
         if self.recompute and torch.is_grad_enabled():  # (checkpoint replays the dropout RNG)
             attend = partial(checkpoint, attend, use_reentrant=False)
         chunk = self.chunk if self.chunk > 0 and rel is not None else tq

@@ -41,8 +41,9 @@ def _label(track: symusic.Track, index: int) -> str:
     return name or f"track {index + 1} (program {track.program})"
 
 
-def plot_pianoroll(piece: Path | str | symusic.Score, out: Path | str, *, title: str | None = None,
-                   dpi: int = 100) -> Path:
+def plot_pianoroll(
+    piece: Path | str | symusic.Score, out: Path | str, *, title: str | None = None, dpi: int = 100
+) -> Path:
     """Writes a PNG piano roll of ``piece`` (a MIDI path or a Score; an empty Score gives an empty
     roll) to ``out`` and returns its path. x: quarter notes with bar lines and bar numbers; y: pitch."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -60,8 +61,16 @@ def plot_pianoroll(piece: Path | str | symusic.Score, out: Path | str, *, title:
     for (i, track), colour in zip(tracks, colours, strict=True):
         notes = track.notes.numpy()
         start, length, pitch = notes["time"] / tpq, notes["duration"] / tpq, notes["pitch"]
-        ax.barh(pitch, np.maximum(length, 0.05), left=start, height=0.85, color=colour, edgecolor="none",
-                label=_label(track, i), alpha=0.85)
+        ax.barh(
+            pitch,
+            np.maximum(length, 0.05),
+            left=start,
+            height=0.85,
+            color=colour,
+            edgecolor="none",
+            label=_label(track, i),
+            alpha=0.85,
+        )
         low, high = min(low, int(pitch.min())), max(high, int(pitch.max()))
     if not tracks:
         low, high = 60, 72
@@ -79,8 +88,14 @@ def plot_pianoroll(piece: Path | str | symusic.Score, out: Path | str, *, title:
     ax.grid(axis="y", color="0.9", linewidth=0.5)
     ax.set_axisbelow(True)
     if tracks:
-        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize="small", ncol=min(len(tracks), 6),
-                  frameon=False, borderaxespad=0.2)
+        ax.legend(
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            fontsize="small",
+            ncol=min(len(tracks), 6),
+            frameon=False,
+            borderaxespad=0.2,
+        )
     if title:
         ax.set_title(title, loc="left", fontsize="medium")
     fig.tight_layout()

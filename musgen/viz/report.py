@@ -42,15 +42,20 @@ pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 
 # ---------------------------------------------------------------------------------------------- inputs
 
+
 def find_samples(dirs: list[Path], exclude: Path | None = None) -> list[Path]:
     """MIDI files (and audio files without a MIDI file of the same name: audio samples) under ``dirs``,
     sorted, leaving out a run's state/checkpoint folders and ``exclude`` (the report's own folder)."""
     found: list[Path] = []
     skip = exclude.resolve() if exclude is not None else None
     for root in dirs:
-        files = sorted(p for p in Path(root).rglob("*") if p.is_file()
-                       and not _SKIP_DIRS.intersection(p.relative_to(root).parts[:-1])
-                       and not (skip is not None and p.resolve().is_relative_to(skip)))
+        files = sorted(
+            p
+            for p in Path(root).rglob("*")
+            if p.is_file()
+            and not _SKIP_DIRS.intersection(p.relative_to(root).parts[:-1])
+            and not (skip is not None and p.resolve().is_relative_to(skip))
+        )
         midi = [p for p in files if p.suffix.lower() in (".mid", ".midi")]
         stems = {p.with_suffix("") for p in midi}
         audio = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES and p.with_suffix("") not in stems]
@@ -59,6 +64,7 @@ def find_samples(dirs: list[Path], exclude: Path | None = None) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------- curves
+
 
 def plot_curves(records: list[dict[str, Any]], out: Path) -> Path | None:
     """One small panel per logged metric over the steps (training first, then validation); None if
@@ -86,8 +92,13 @@ def plot_curves(records: list[dict[str, Any]], out: Path) -> Path | None:
     for i, key in enumerate(keys):
         ax = fig.add_subplot(rows, cols, i + 1)
         steps, values = series[key]
-        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3,
-                color="C1" if key.startswith("valid_") else "C0")
+        ax.plot(
+            steps,
+            values,
+            marker="o" if len(steps) < 30 else None,
+            markersize=3,
+            color="C1" if key.startswith("valid_") else "C0",
+        )
         ax.set_title(key, fontsize="medium")
         ax.set_xlabel("step", fontsize="small")
         ax.tick_params(labelsize="small")
@@ -100,6 +111,7 @@ def plot_curves(records: list[dict[str, Any]], out: Path) -> Path | None:
 
 # ---------------------------------------------------------------------------------------------- html
 
+
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
@@ -111,8 +123,11 @@ def _num(x: Any) -> str:
 
 
 def _kv_table(section: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_num(v))}</td></tr>" for k, v in section.items()
-                   if not isinstance(v, dict | list))
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td>{_e(_num(v))}</td></tr>"
+        for k, v in section.items()
+        if not isinstance(v, dict | list)
+    )
     return f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
 
 
@@ -132,30 +147,48 @@ def _stats_table(stats: dict[str, Any]) -> str:
         f"<tr><td>{_e(name)}</td><td>{cell(f, 'reference')}</td><td>{cell(f, 'generated')}</td>"
         f"<td>{_e(_num(f.get('overlap_area')))}</td><td>{_e(_num(f.get('kl_divergence')))}</td>"
         f"{baseline(real_features.get(name, {}), 'overlap_area')}{baseline(real_features.get(name, {}), 'kl_divergence')}</tr>"
-        for name, f in stats.get("features", {}).items())
-    rows += (f"<tr><td>mean over features</td><td></td><td></td><td>{_e(_num(stats.get('mean_overlap_area')))}</td>"
-             f"<td>{_e(_num(stats.get('mean_kl_divergence')))}</td>"
-             f"{baseline(real, 'mean_overlap_area')}{baseline(real, 'mean_kl_divergence')}</tr>"
-             f"<tr><td>feature Frechet distance</td><td></td><td></td>"
-             f"<td>{_e(_num(stats.get('feature_frechet')))}</td><td></td>"
-             f"{baseline(real, 'feature_frechet')}{'<td></td>' if real else ''}</tr>")
-    length = f"excerpts of {stats['excerpt_quarters']:g} quarter notes" if stats.get("excerpt_quarters") else "pieces"
-    caption = (f"{stats.get('reference_pieces')} held-out {length} vs {stats.get('generated_pieces')} samples "
-               f"({stats.get('generated_without_notes', 0)} without notes). Overlap area (1 is best) and KL "
-               "divergence (0 is best) of the generated-to-held-out distances vs the distances within the "
-               "held-out set (mgeval)." + (" The real columns compare as many other held-out excerpts the same "
-                                          "way: what real music scores at this size and length." if real else ""))
+        for name, f in stats.get("features", {}).items()
+    )
+    rows += (
+        f"<tr><td>mean over features</td><td></td><td></td><td>{_e(_num(stats.get('mean_overlap_area')))}</td>"
+        f"<td>{_e(_num(stats.get('mean_kl_divergence')))}</td>"
+        f"{baseline(real, 'mean_overlap_area')}{baseline(real, 'mean_kl_divergence')}</tr>"
+        f"<tr><td>feature Frechet distance</td><td></td><td></td>"
+        f"<td>{_e(_num(stats.get('feature_frechet')))}</td><td></td>"
+        f"{baseline(real, 'feature_frechet')}{'<td></td>' if real else ''}</tr>"
+    )
+    length = (
+        f"excerpts of {stats['excerpt_quarters']:g} quarter notes"
+        if stats.get("excerpt_quarters")
+        else "pieces"
+    )
+    caption = (
+        f"{stats.get('reference_pieces')} held-out {length} vs {stats.get('generated_pieces')} samples "
+        f"({stats.get('generated_without_notes', 0)} without notes). Overlap area (1 is best) and KL "
+        "divergence (0 is best) of the generated-to-held-out distances vs the distances within the "
+        "held-out set (mgeval)."
+        + (
+            " The real columns compare as many other held-out excerpts the same "
+            "way: what real music scores at this size and length."
+            if real
+            else ""
+        )
+    )
     real_head = "<th>real overlap</th><th>real KL</th>" if real else ""
-    return (f"<p class='note'>{_e(caption)}</p><table><tr><th>feature</th><th>held-out</th><th>generated</th>"
-            f"<th>overlap</th><th>KL</th>{real_head}</tr>{rows}</table>")
+    return (
+        f"<p class='note'>{_e(caption)}</p><table><tr><th>feature</th><th>held-out</th><th>generated</th>"
+        f"<th>overlap</th><th>KL</th>{real_head}</tr>{rows}</table>"
+    )
 
 
 def _eval_html(report: dict[str, Any], source: Path) -> str:
     from musgen.eval.evaluate import _SECTIONS
 
-    parts = [f"<p class='note'>{_e(report.get('family', ''))} checkpoint {_e(report.get('checkpoint', ''))} "
-             f"(step {_e(report.get('step'))}), {_e(report.get('split', ''))} split of {_e(report.get('data', ''))}; "
-             f"from {_e(source.name)}</p>"]
+    parts = [
+        f"<p class='note'>{_e(report.get('family', ''))} checkpoint {_e(report.get('checkpoint', ''))} "
+        f"(step {_e(report.get('step'))}), {_e(report.get('split', ''))} split of {_e(report.get('data', ''))}; "
+        f"from {_e(source.name)}</p>"
+    ]
     for key, title in _SECTIONS.items():
         if isinstance(report.get(key), dict):
             parts.append(f"<h3>{_e(title)}</h3>{_kv_table(report[key])}")
@@ -165,6 +198,7 @@ def _eval_html(report: dict[str, Any], source: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- page
+
 
 def _media_name(index: int, path: Path, suffix: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.stem)
@@ -200,9 +234,15 @@ def _sample_html(index: int, sample: Path, media: Path, make_missing: bool, labe
     return "".join(figure)
 
 
-def build_report(run_dir: str | Path, out_dir: str | Path, *, samples: list[str | Path] | None = None,
-                 eval_file: str | Path | None = None, make_missing: bool = True,
-                 max_samples: int = MAX_SAMPLES) -> Path:
+def build_report(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    samples: list[str | Path] | None = None,
+    eval_file: str | Path | None = None,
+    make_missing: bool = True,
+    max_samples: int = MAX_SAMPLES,
+) -> Path:
     """Writes ``out_dir/index.html`` (and ``out_dir/media/``) for RUN_DIR; returns the page's path.
 
     ``samples``: folders of samples (default RUN_DIR/samples); ``eval_file``: an eval JSON (default
@@ -212,7 +252,9 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, samples: list[str 
         raise MusgenError(f"run directory {run_dir} does not exist")
     markers = ("metrics.jsonl", "config.yaml", "checkpoints", "musgen.json")
     if not any((run_dir / m).exists() for m in markers):
-        raise MusgenError(f"{run_dir} is not a musgen run directory (no metrics.jsonl, config.yaml or checkpoints)")
+        raise MusgenError(
+            f"{run_dir} is not a musgen run directory (no metrics.jsonl, config.yaml or checkpoints)"
+        )
     sample_dirs = [Path(s) for s in samples] if samples else [run_dir / "samples"]
     for folder in sample_dirs:
         if samples and not folder.is_dir():
@@ -234,19 +276,23 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, samples: list[str 
         shutil.rmtree(media)
     media.mkdir(parents=True)
     title = f"musgen run {run_dir.resolve().name}"
-    body = [f"<h1>{_e(title)}</h1>",
-            f"<p class='note'>{_e(str(run_dir.resolve()))}; page written "
-            f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"]
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f"<p class='note'>{_e(str(run_dir.resolve()))}; page written "
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
+    ]
 
     body.append("<h2>Training</h2>")
-    from musgen.train.loop import read_metrics
+    from musgen.training.loop import read_metrics
 
     records = read_metrics(run_dir / "metrics.jsonl")
     curves = plot_curves(records, media / "curves.png")
     if curves is not None:
         last = max(r["step"] for r in records)
-        body.append(f"<p class='note'>{len(records)} records of metrics.jsonl up to step {_e(last)}</p>"
-                    f"<img src='media/{curves.name}' alt='training curves'>")
+        body.append(
+            f"<p class='note'>{len(records)} records of metrics.jsonl up to step {_e(last)}</p>"
+            f"<img src='media/{curves.name}' alt='training curves'>"
+        )
     else:
         body.append("<p class='note'>no metrics.jsonl in the run directory</p>")
 
@@ -254,8 +300,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, samples: list[str 
     if evaluation is not None:
         body.append(_eval_html(evaluation, eval_path))
     else:
-        body.append(f"<p class='note'>no evaluation: <code>musgen eval --checkpoint {_e(run_dir)} --data DATA_DIR "
-                    f"--out {_e(run_dir / 'eval.json')}</code> writes one</p>")
+        body.append(
+            f"<p class='note'>no evaluation: <code>musgen eval --checkpoint {_e(run_dir)} --data DATA_DIR "
+            f"--out {_e(run_dir / 'eval.json')}</code> writes one</p>"
+        )
 
     body.append("<h2>Samples</h2>")
     roots = [d for d in sample_dirs if d.is_dir()]
@@ -264,15 +312,19 @@ def build_report(run_dir: str | Path, out_dir: str | Path, *, samples: list[str 
         body.append(f"<p class='note'>the first {max_samples} of {len(found)} samples</p>")
         found = found[:max_samples]
     if not found:
-        body.append(f"<p class='note'>no samples: <code>musgen sample --checkpoint {_e(run_dir)} --out "
-                    f"{_e(run_dir / 'samples')} --render --plot</code> writes some</p>")
+        body.append(
+            f"<p class='note'>no samples: <code>musgen sample --checkpoint {_e(run_dir)} --out "
+            f"{_e(run_dir / 'samples')} --render --plot</code> writes some</p>"
+        )
     for i, sample in enumerate(found):
         # Captioned by the path under its samples folder: several models write sample_000.mid.
         root = next(r for r in roots if sample.is_relative_to(r))
         body.append(_sample_html(i, sample, media, make_missing, sample.relative_to(root).as_posix()))
 
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     index = out_dir / "index.html"
     index.write_text(page)

@@ -20,8 +20,19 @@ RATE = 16000
 
 def test_render_a_corpus(tmp_path, capsys):
     out = tmp_path / "bach_audio"
-    args = ["data", "build", "--corpus", "bach", "--render", "--limit", "6", "--set", "max_seconds_per_piece=8",
-            "--out", str(out)]
+    args = [
+        "data",
+        "build",
+        "--corpus",
+        "bach",
+        "--render",
+        "--limit",
+        "6",
+        "--set",
+        "max_seconds_per_piece=8",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert "audio data set in" in capsys.readouterr().out
     m = json.loads((out / "manifest.json").read_text())
@@ -63,8 +74,23 @@ def recordings(bach_midi_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def recordings_data(recordings, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rec_data")
-    assert main(["data", "build", "--audio-dir", str(recordings), "--out", str(out),
-                 "--set", "valid_fraction=0", "--set", "test_fraction=0"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--audio-dir",
+                str(recordings),
+                "--out",
+                str(out),
+                "--set",
+                "valid_fraction=0",
+                "--set",
+                "test_fraction=0",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -76,9 +102,16 @@ def test_audio_dir_skips_exactly_the_bad_files(recordings, recordings_data):
     assert "not an audio file" in reasons["noise.wav"] and "NaN" in reasons["nan.wav"]
     assert "silent" in reasons["silent.wav"] and "too short" in reasons["short.wav"]
     assert json.loads((recordings_data / "train.pieces.json").read_text()) == [
-        "live/stereo.flac", "take0.wav", "take1.wav"]
+        "live/stereo.flac",
+        "take0.wav",
+        "take1.wav",
+    ]
     pieces = audio_pieces(recordings_data, "train")
-    assert [len(p) for p in pieces] == [3 * RATE, 4 * RATE, 4 * RATE]  # 44.1 kHz stereo resampled to mono 16 kHz
+    assert [len(p) for p in pieces] == [
+        3 * RATE,
+        4 * RATE,
+        4 * RATE,
+    ]  # 44.1 kHz stereo resampled to mono 16 kHz
     assert all(p.dtype == np.float32 and 0.01 < np.abs(p).max() <= 1 for p in pieces)
 
 
@@ -87,11 +120,17 @@ def test_audio_chunks(recordings_data):
     ds = AudioChunks(recordings_data, "train", segment, seed=3)
     assert len(ds) == 11 and ds.sample_rate == RATE
     item = ds[5]
-    assert item["audio"].shape == (1, segment) and item["audio"].dtype.is_floating_point and item["length"] == segment
+    assert (
+        item["audio"].shape == (1, segment)
+        and item["audio"].dtype.is_floating_point
+        and item["length"] == segment
+    )
     np.testing.assert_array_equal(ds[5]["audio"], item["audio"])  # deterministic per (epoch, index)
     ds.set_epoch(1)
-    assert any(not np.array_equal(ds[i]["audio"], AudioChunks(recordings_data, "train", segment, seed=3)[i]["audio"])
-               for i in range(len(ds)))
+    assert any(
+        not np.array_equal(ds[i]["audio"], AudioChunks(recordings_data, "train", segment, seed=3)[i]["audio"])
+        for i in range(len(ds))
+    )
     ds.set_epoch(0)
     np.testing.assert_array_equal(ds[5]["audio"], item["audio"])
 
@@ -113,8 +152,21 @@ def test_a_token_data_set_is_not_audio(tmp_path):
 
 def test_render_command(bach_midi_dir, tmp_path, capsys):
     chorale = sorted(bach_midi_dir.glob("*.mid"))[0]
-    assert main(["render", str(chorale), "--out", str(tmp_path / "x.wav"), "--engine", "synth",
-                 "--sample-rate", "22050"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(chorale),
+                "--out",
+                str(tmp_path / "x.wav"),
+                "--engine",
+                "synth",
+                "--sample-rate",
+                "22050",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == str(tmp_path / "x.wav")
     info = sf.info(tmp_path / "x.wav")
     assert info.samplerate == 22050 and info.channels == 1 and info.duration > 10
@@ -125,14 +177,30 @@ def test_render_command(bach_midi_dir, tmp_path, capsys):
     for args, message in [
         (["render", str(tmp_path / "missing.mid"), "--out", str(tmp_path / "y.wav")], "does not exist"),
         (["render", str(tmp_path / "x.wav"), "--out", str(tmp_path / "y.wav")], "cannot render"),
-        (["data", "build", "--audio-dir", str(tmp_path), "--render", "--out", str(tmp_path / "d")], "--render"),
-        (["data", "build", "--audio-dir", str(tmp_path), "--tokenizer", "tsd", "--out", str(tmp_path / "d")],
-         "--tokenizer"),
+        (
+            ["data", "build", "--audio-dir", str(tmp_path), "--render", "--out", str(tmp_path / "d")],
+            "--render",
+        ),
+        (
+            [
+                "data",
+                "build",
+                "--audio-dir",
+                str(tmp_path),
+                "--tokenizer",
+                "tsd",
+                "--out",
+                str(tmp_path / "d"),
+            ],
+            "--tokenizer",
+        ),
         (["data", "build", "--audio-dir", str(junk), "--out", str(tmp_path / "d")], "no usable audio file"),
     ]:
         assert main(args) == 2
         stderr = capsys.readouterr().err
-        err = [line for line in stderr.splitlines() if line.startswith("musgen: error:")]  # progress bars aside
+        err = [
+            line for line in stderr.splitlines() if line.startswith("musgen: error:")
+        ]  # progress bars aside
         assert len(err) == 1 and message in err[0] and "Traceback" not in stderr, stderr
     assert not (tmp_path / "y.wav").exists()
 

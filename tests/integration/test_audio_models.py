@@ -32,19 +32,41 @@ def test_tiny_codec_trains_without_collapse(tiny_codec_run):
     stft = _history(tiny_codec_run, "stft")
     assert all(math.isfinite(v) for v in stft) and stft[-1] < stft[0]
     metrics = tiny_codec_run.metrics
-    assert {"valid_stft", "valid_log_mel_l1", "valid_si_sdr", "valid_code_usage", "valid_code_perplexity"} <= set(metrics)
+    assert {
+        "valid_stft",
+        "valid_log_mel_l1",
+        "valid_si_sdr",
+        "valid_code_usage",
+        "valid_code_perplexity",
+    } <= set(metrics)
     assert metrics["valid_code_usage"] > 0.3 and metrics["valid_code_perplexity"] > 8  # of 64 codes
     assert (tiny_codec_run.checkpoint / "model.safetensors").is_file()
 
 
 def test_codec_resume_is_exact(tmp_path, bach_audio_data):
     """6 steps straight equal 3 steps, a fresh process resuming, 3 more (EMA codebook included)."""
-    common = ["train", "vqvae", "--data", str(bach_audio_data), "--config", "configs/tiny/vqvae.yaml",
-              "--no-progress", "--set", "train.steps=6", "--set", "train.save_every=3", "--set", "train.eval_every=100"]
+    common = [
+        "train",
+        "vqvae",
+        "--data",
+        str(bach_audio_data),
+        "--config",
+        "configs/tiny/vqvae.yaml",
+        "--no-progress",
+        "--set",
+        "train.steps=6",
+        "--set",
+        "train.save_every=3",
+        "--set",
+        "train.eval_every=100",
+    ]
     assert main([*common, "--out", str(tmp_path / "straight")]) == 0
     assert main([*common, "--out", str(tmp_path / "split"), "--set", "train.stop_at=3"]) == 0
-    subprocess.run([sys.executable, "-m", "musgen.cli", *common, "--out", str(tmp_path / "split"), "--resume"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "musgen.cli", *common, "--out", str(tmp_path / "split"), "--resume"],
+        check=True,
+        capture_output=True,
+    )
     a = load_file(str(tmp_path / "straight/checkpoints/step_0000006/model.safetensors"))
     b = load_file(str(tmp_path / "split/checkpoints/step_0000006/model.safetensors"))
     assert a.keys() == b.keys() and any("embed" in k for k in a)
@@ -57,8 +79,19 @@ def test_reconstruct_a_stereo_44k_recording(tmp_path, bach_audio_data, tiny_code
     t44 = np.arange(round(len(wave) * 44100 / RATE)) * RATE / 44100
     at44 = np.interp(t44, np.arange(len(wave)), wave)
     sf.write(tmp_path / "take.wav", np.stack([at44, 0.5 * at44], axis=1), 44100)
-    assert main(["reconstruct", str(tmp_path / "take.wav"), "--checkpoint", str(tiny_codec_run.run_dir),
-                 "--out", str(tmp_path / "recon")]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tmp_path / "take.wav"),
+                "--checkpoint",
+                str(tiny_codec_run.run_dir),
+                "--out",
+                str(tmp_path / "recon"),
+            ]
+        )
+        == 0
+    )
     original, sr1 = sf.read(tmp_path / "recon/original.wav")
     recon, sr2 = sf.read(tmp_path / "recon/reconstruction.wav")
     assert sr1 == sr2 == RATE and len(original) == len(recon) == pytest.approx(len(wave), abs=2)
@@ -72,15 +105,34 @@ def test_tiny_prior_learns_the_codes(tiny_prior_run, tiny_codec_run):
     meta = json.loads((ckpt / "musgen.json").read_text())
     assert meta["data"]["codebook_size"] == 64 and meta["data"]["vocab_size"] == 65  # 64 codes + BOS
     assert (ckpt / "vqvae" / "model.safetensors").read_bytes() == (
-        tiny_codec_run.checkpoint / "model.safetensors").read_bytes()
+        tiny_codec_run.checkpoint / "model.safetensors"
+    ).read_bytes()
 
 
 def test_primed_sample_starts_with_the_prompt(tmp_path, bach_audio_data, tiny_prior_run):
     prompt = audio_pieces(bach_audio_data, "valid")[0][: RATE + 1000]
     sf.write(tmp_path / "prompt.wav", prompt, RATE, subtype="FLOAT")
     out = tmp_path / "samples"
-    assert main(["sample", "--checkpoint", str(tiny_prior_run.run_dir), "--prime", str(tmp_path / "prompt.wav"),
-                 "--seconds", "1.5", "--num-samples", "2", "--seed", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(tiny_prior_run.run_dir),
+                "--prime",
+                str(tmp_path / "prompt.wav"),
+                "--seconds",
+                "1.5",
+                "--num-samples",
+                "2",
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     hop = 64
     kept = (len(prompt) // hop) * hop  # whole code frames of the prompt
     new = math.ceil(1.5 * RATE / hop) * hop
@@ -118,20 +170,79 @@ def test_prior_refuses_a_codec_with_other_codebooks(tmp_path, tiny_prior_run):
         musgen.load(ckpt)
 
 
-def test_audio_misuse_is_one_line(tmp_path, capsys, bach_audio_data, bach_data, tiny_prior_run, tiny_codec_run):
+def test_audio_misuse_is_one_line(
+    tmp_path, capsys, bach_audio_data, bach_data, tiny_prior_run, tiny_codec_run
+):
     cases = [
-        (["train", "prior", "--data", str(bach_audio_data), "--out", str(tmp_path / "a"),
-          "--config", "configs/tiny/prior.yaml"], "vqvae=PATH"),
-        (["train", "prior", "--data", str(bach_audio_data), "--out", str(tmp_path / "b"),
-          "--config", "configs/tiny/prior.yaml", "--set", f"vqvae={tiny_prior_run.run_dir}"], "not a vqvae"),
+        (
+            [
+                "train",
+                "prior",
+                "--data",
+                str(bach_audio_data),
+                "--out",
+                str(tmp_path / "a"),
+                "--config",
+                "configs/tiny/prior.yaml",
+            ],
+            "vqvae=PATH",
+        ),
+        (
+            [
+                "train",
+                "prior",
+                "--data",
+                str(bach_audio_data),
+                "--out",
+                str(tmp_path / "b"),
+                "--config",
+                "configs/tiny/prior.yaml",
+                "--set",
+                f"vqvae={tiny_prior_run.run_dir}",
+            ],
+            "not a vqvae",
+        ),
         (["train", "vqvae", "--data", str(bach_data), "--out", str(tmp_path / "c")], "trains on audio"),
-        (["sample", "--checkpoint", str(tiny_prior_run.run_dir), "--bars", "4", "--out", str(tmp_path / "d")],
-         "--bars"),
-        (["sample", "--checkpoint", str(tiny_prior_run.run_dir), "--seconds", "-1", "--out", str(tmp_path / "e")],
-         "--seconds"),
-        (["sample", "--checkpoint", str(tiny_codec_run.run_dir), "--out", str(tmp_path / "f")], "audio codec"),
-        (["sample", "--checkpoint", str(tiny_prior_run.run_dir), "--prime", __file__, "--out", str(tmp_path / "g")],
-         "prime"),
+        (
+            [
+                "sample",
+                "--checkpoint",
+                str(tiny_prior_run.run_dir),
+                "--bars",
+                "4",
+                "--out",
+                str(tmp_path / "d"),
+            ],
+            "--bars",
+        ),
+        (
+            [
+                "sample",
+                "--checkpoint",
+                str(tiny_prior_run.run_dir),
+                "--seconds",
+                "-1",
+                "--out",
+                str(tmp_path / "e"),
+            ],
+            "--seconds",
+        ),
+        (
+            ["sample", "--checkpoint", str(tiny_codec_run.run_dir), "--out", str(tmp_path / "f")],
+            "audio codec",
+        ),
+        (
+            [
+                "sample",
+                "--checkpoint",
+                str(tiny_prior_run.run_dir),
+                "--prime",
+                __file__,
+                "--out",
+                str(tmp_path / "g"),
+            ],
+            "prime",
+        ),
     ]
     for args, expected in cases:
         capsys.readouterr()

@@ -16,11 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def musgen(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["data", "build"], ["train"], ["sample"], ["eval"], ["plot"],
-                                     ["report"]])
+@pytest.mark.parametrize(
+    "command", [[], ["data"], ["data", "build"], ["train"], ["sample"], ["eval"], ["plot"], ["report"]]
+)
 def test_every_command_has_help_with_an_example(command):
     proc = musgen(*command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -66,15 +69,41 @@ def test_build_train_sample_end_to_end(bach_midi_dir, tmp_path):
     assert all(s["reason"] for s in manifest["skipped"])
     assert sum(s["pieces"] for s in manifest["splits"].values()) == len(good)
 
-    proc = musgen("train", "lstm", "--data", str(data), "--out", str(run), "--config", "configs/tiny/lstm.yaml",
-                  "--set", "train.steps=20", "--no-progress")
+    proc = musgen(
+        "train",
+        "lstm",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--config",
+        "configs/tiny/lstm.yaml",
+        "--set",
+        "train.steps=20",
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "valid_nll" in proc.stdout and (run / "config.yaml").exists()
     proc = musgen("train", "lstm", "--data", str(data), "--out", str(run))
     assert proc.returncode == 2 and "--resume" in proc.stderr  # never overwrites a run silently
 
-    proc = musgen("sample", "--checkpoint", str(run), "--out", str(out), "--num-samples", "2", "--length", "64",
-                  "--seed", "0", "--prime", str(good[1]), "--top-p", "0.9")
+    proc = musgen(
+        "sample",
+        "--checkpoint",
+        str(run),
+        "--out",
+        str(out),
+        "--num-samples",
+        "2",
+        "--length",
+        "64",
+        "--seed",
+        "0",
+        "--prime",
+        str(good[1]),
+        "--top-p",
+        "0.9",
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("sample_000.mid", "sample_001.mid"):
         assert pretty_midi.PrettyMIDI(str(out / name)).instruments

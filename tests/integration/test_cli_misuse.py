@@ -44,16 +44,26 @@ def bad_checkpoints(quick_transformer_run, tmp_path_factory) -> dict[str, Path]:
     return {p.name: p for p in base.iterdir()}
 
 
-def test_misuse_is_one_line_and_exit_2(quick_transformer_run, bad_checkpoints, bach_data, bach_midi_dir, tmp_path,
-                                       capsys):
+def test_misuse_is_one_line_and_exit_2(
+    quick_transformer_run, bad_checkpoints, bach_data, bach_midi_dir, tmp_path, capsys
+):
     run = str(quick_transformer_run.run_dir)
     mid = str(sorted(bach_midi_dir.glob("*.mid"))[0])
     out = str(tmp_path / "out")
     a_file = tmp_path / "a_file.txt"
     a_file.write_text("not a folder")
     sample = ["sample", "--checkpoint", run, "--out", out]
-    train = ["train", "transformer", "--data", str(bach_data), "--out", str(tmp_path / "run"),
-             "--config", str(REPO / "configs/tiny/transformer.yaml"), "--no-progress"]
+    train = [
+        "train",
+        "transformer",
+        "--data",
+        str(bach_data),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(REPO / "configs/tiny/transformer.yaml"),
+        "--no-progress",
+    ]
     build = ["data", "build", "--midi-dir", str(bach_midi_dir), "--out", str(tmp_path / "data")]
     cases = [
         # sampling controls out of range, non-finite, negative lengths
@@ -78,17 +88,28 @@ def test_misuse_is_one_line_and_exit_2(quick_transformer_run, bad_checkpoints, b
         (["sample", "--checkpoint", mid, "--out", out], "neither a musgen checkpoint nor a run"),
         (["sample", "--checkpoint", str(tmp_path / "missing"), "--out", out], "does not exist"),
         # damaged checkpoints
-        (["sample", "--checkpoint", str(bad_checkpoints["other_tokenizer"]), "--out", out],
-         "the tokenizer does not match the model"),
-        (["sample", "--checkpoint", str(bad_checkpoints["junk_tokenizer"]), "--out", out],
-         "is not a miditok tokenizer file"),
-        (["sample", "--checkpoint", str(bad_checkpoints["alien_tokenizer"]), "--out", out],
-         "unknown miditok tokenization 'os.system'"),
+        (
+            ["sample", "--checkpoint", str(bad_checkpoints["other_tokenizer"]), "--out", out],
+            "the tokenizer does not match the model",
+        ),
+        (
+            ["sample", "--checkpoint", str(bad_checkpoints["junk_tokenizer"]), "--out", out],
+            "is not a miditok tokenizer file",
+        ),
+        (
+            ["sample", "--checkpoint", str(bad_checkpoints["alien_tokenizer"]), "--out", out],
+            "unknown miditok tokenization 'os.system'",
+        ),
         (["sample", "--checkpoint", str(bad_checkpoints["no_weights"]), "--out", out], "has no weights file"),
-        (["sample", "--checkpoint", str(bad_checkpoints["cut_weights"]), "--out", out],
-         "is not a safetensors weights file"),
+        (
+            ["sample", "--checkpoint", str(bad_checkpoints["cut_weights"]), "--out", out],
+            "is not a safetensors weights file",
+        ),
         (["sample", "--checkpoint", str(bad_checkpoints["lstm_label"]), "--out", out], "does not fit"),
-        (["sample", "--checkpoint", str(bad_checkpoints["unknown_family"]), "--out", out], "unknown family 'nosuch'"),
+        (
+            ["sample", "--checkpoint", str(bad_checkpoints["unknown_family"]), "--out", out],
+            "unknown family 'nosuch'",
+        ),
         (["sample", "--checkpoint", str(bad_checkpoints["bad_config"]), "--out", out], "cannot read"),
         # the primer and the output
         ([*sample, "--prime", str(tmp_path)], "is not a file"),
@@ -103,9 +124,14 @@ def test_misuse_is_one_line_and_exit_2(quick_transformer_run, bad_checkpoints, b
         ([*build, "--set", "valid_fraction=2"], "valid_fraction and test_fraction"),
         ([*build, "--set", "max_seconds_per_file=-1"], "max_seconds_per_file"),
         ([*build, "--limit", "-1"], "--limit must be at least 1"),
-        (["data", "build", "--midi-dir", str(bach_midi_dir), "--out", str(a_file), "--limit", "2"],
-         f"{a_file}"),
-        (["render", mid, "--out", str(tmp_path / "x.wav"), "--max-seconds", "-1"], "--max-seconds must be >= 0"),
+        (
+            ["data", "build", "--midi-dir", str(bach_midi_dir), "--out", str(a_file), "--limit", "2"],
+            f"{a_file}",
+        ),
+        (
+            ["render", mid, "--out", str(tmp_path / "x.wav"), "--max-seconds", "-1"],
+            "--max-seconds must be >= 0",
+        ),
         (["render", mid, "--out", str(tmp_path / "x.wav"), "--sample-rate", "-5"], "sample rate -5 Hz"),
     ]
     for args, message in cases:

@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 
 import musgen
 from musgen import checkpoint
-from musgen.train.loop import latest_state
+from musgen.training.loop import latest_state
 
 REPO = Path(__file__).resolve().parents[2]
 FAMILIES = ("lstm", "transformer", "musicvae", "musegan", "vqvae", "prior")
@@ -49,8 +49,17 @@ def _family_args(family: str, request: pytest.FixtureRequest) -> list[str]:
             extra += ["--set", "model.attention_dropout=0.1"]
         return ["--data", str(request.getfixturevalue("bach_data")), *tiny, *extra]
     if family == "musicvae":
-        return ["--data", str(request.getfixturevalue("folk_data")), *tiny, "--set", "train.batch_size=8",
-                "--set", "loss.scheduled_sampling=0.3", "--set", "data.transpose=3"]
+        return [
+            "--data",
+            str(request.getfixturevalue("folk_data")),
+            *tiny,
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "loss.scheduled_sampling=0.3",
+            "--set",
+            "data.transpose=3",
+        ]
     if family == "musegan":
         return ["--data", str(request.getfixturevalue("bach_data")), *tiny, "--set", "data.transpose=2"]
     data = ["--data", str(request.getfixturevalue("bach_audio_data")), *tiny]
@@ -89,7 +98,9 @@ def _max_difference(a: Path, b: Path) -> float:
     for key in wa:
         assert wa[key].shape == wb[key].shape, key
         if wa[key].is_floating_point():
-            worst = max(worst, float((wa[key].double() - wb[key].double()).abs().max()) if wa[key].numel() else 0.0)
+            worst = max(
+                worst, float((wa[key].double() - wb[key].double()).abs().max()) if wa[key].numel() else 0.0
+            )
         else:
             assert torch.equal(wa[key], wb[key]), key
     return worst
@@ -100,16 +111,25 @@ def _steps(parent: Path) -> list[int]:
 
 
 def _leftovers(run: Path) -> list[str]:
-    return [f"{sub}/{p.name}" for sub in ("state", "checkpoints") if (run / sub).is_dir()
-            for p in (run / sub).iterdir() if p.name.startswith((".tmp-", ".old-", ".del-"))]
+    return [
+        f"{sub}/{p.name}"
+        for sub in ("state", "checkpoints")
+        if (run / sub).is_dir()
+        for p in (run / sub).iterdir()
+        if p.name.startswith((".tmp-", ".old-", ".del-"))
+    ]
 
 
 def _inside_a_save(run: Path) -> bool:
     """What a process killed inside ``save`` leaves: temporary or half-renamed directories, a
     checkpoint newer than the newest state, or more steps than are kept (pruning not done)."""
     states, ckpts = _steps(run / "state"), _steps(run / "checkpoints")
-    return bool(_leftovers(run)) or (max(ckpts, default=0) > max(states, default=0)) or \
-        len(states) > KEEP or len(ckpts) > KEEP
+    return (
+        bool(_leftovers(run))
+        or (max(ckpts, default=0) > max(states, default=0))
+        or len(states) > KEEP
+        or len(ckpts) > KEEP
+    )
 
 
 def _check_complete(run: Path) -> None:
@@ -122,7 +142,9 @@ def _check_complete(run: Path) -> None:
         assert (path / "optimizer.bin").is_file() or (path / "optimizer_1.bin").is_file(), path
         assert (path / "random_states_0.pkl").is_file(), path
         assert load_file(str(path / "model.safetensors")), path
-        assert (run / "checkpoints" / path.name / checkpoint.META_FILE).is_file(), f"state {step} has no checkpoint"
+        assert (run / "checkpoints" / path.name / checkpoint.META_FILE).is_file(), (
+            f"state {step} has no checkpoint"
+        )
     assert latest_state(run) == (states[-1][1] if states else None)
     ckpts = checkpoint.step_dirs(run / "checkpoints")
     for step, path in ckpts:
@@ -169,8 +191,11 @@ def kill_and_resume(family: str, args: list[str], run: Path, *, kills: int, seed
     stats = {"kills": 0, "inside_save": 0, "launches": 0}
     first = True
     while True:
-        cmd = _cmd(family, *args, "--out", str(run)) if first else \
-            _cmd(family, *args, "--out", str(run), "--resume")
+        cmd = (
+            _cmd(family, *args, "--out", str(run))
+            if first
+            else _cmd(family, *args, "--out", str(run), "--resume")
+        )
         first = False
         since = _saving(run)
         log = run.parent / f"{run.name}.{stats['launches']}.log"
@@ -201,17 +226,34 @@ def kill_and_resume(family: str, args: list[str], run: Path, *, kills: int, seed
 def _sigkill_resume_is_exact(family: str, request: pytest.FixtureRequest, tmp_path: Path, kills: int) -> None:
     args = _family_args(family, request)
     steps = 4 * kills + 6
-    common = [*args, "--set", f"train.steps={steps}", "--set", "train.eval_every=5", "--set", "train.log_every=1"]
+    common = [
+        *args,
+        "--set",
+        f"train.steps={steps}",
+        "--set",
+        "train.eval_every=5",
+        "--set",
+        "train.log_every=1",
+    ]
     _train_here(family, [*common, "--set", f"train.save_every={steps}"], tmp_path / "straight")
-    stats = kill_and_resume(family, [*common, "--set", "train.save_every=1"], tmp_path / "killed",
-                            kills=kills, seed=sum(map(ord, family)))
+    stats = kill_and_resume(
+        family,
+        [*common, "--set", "train.save_every=1"],
+        tmp_path / "killed",
+        kills=kills,
+        seed=sum(map(ord, family)),
+    )
     _check_complete(tmp_path / "killed")
     assert _steps(tmp_path / "killed" / "checkpoints")[-1] == steps
     assert not _leftovers(tmp_path / "killed")
     name = f"step_{steps:07d}"
-    diff = _max_difference(tmp_path / "straight" / "checkpoints" / name, tmp_path / "killed" / "checkpoints" / name)
-    print(f"\n[crash-safety] {family}: {stats['kills']} SIGKILLs survived ({stats['inside_save']} inside a save, "
-          f"{stats['launches']} launches); largest weight difference after resume {diff:.3g}")
+    diff = _max_difference(
+        tmp_path / "straight" / "checkpoints" / name, tmp_path / "killed" / "checkpoints" / name
+    )
+    print(
+        f"\n[crash-safety] {family}: {stats['kills']} SIGKILLs survived ({stats['inside_save']} inside a save, "
+        f"{stats['launches']} launches); largest weight difference after resume {diff:.3g}"
+    )
     assert stats["kills"] == kills
     assert diff <= 1e-6, diff
     # The metrics of the steps run twice are not listed twice, and no line is cut short.
@@ -237,14 +279,27 @@ def _planned_stop_resume_is_exact(family: str, request: pytest.FixtureRequest, t
     """N steps straight vs N/2 (train.stop_at) + a fresh process resuming + N/2. Before the resume,
     the run directory gets what a killed save of an older musgen could leave: the last state
     without its checkpoint, a temporary directory, a replaced checkpoint not yet deleted."""
-    args = [*_family_args(family, request), "--set", "train.steps=6", "--set", "train.eval_every=2",
-            "--set", "train.save_every=2", "--set", "train.keep_checkpoints=3"]
+    args = [
+        *_family_args(family, request),
+        "--set",
+        "train.steps=6",
+        "--set",
+        "train.eval_every=2",
+        "--set",
+        "train.save_every=2",
+        "--set",
+        "train.keep_checkpoints=3",
+    ]
     _train_here(family, args, tmp_path / "straight")
     split = tmp_path / "split"
     proc = _run(_cmd(family, *args, "--out", str(split), "--set", "train.stop_at=3"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads((split / "state" / "step_0000003" / "loop.json").read_text())["step"] == 3
-    for leftover in ("state/.tmp-step_0000004", "checkpoints/.tmp-step_0000004-x1", "checkpoints/.del-step_0000001-7"):
+    for leftover in (
+        "state/.tmp-step_0000004",
+        "checkpoints/.tmp-step_0000004-x1",
+        "checkpoints/.del-step_0000001-7",
+    ):
         (split / leftover).mkdir()
         (split / leftover / "model.safetensors").write_bytes(b"half")
     (split / "checkpoints" / "step_0000003").rename(split / "checkpoints" / ".old-step_0000002-99999")
@@ -253,8 +308,9 @@ def _planned_stop_resume_is_exact(family: str, request: pytest.FixtureRequest, t
     assert not _leftovers(split)
     assert _steps(split / "checkpoints") == [3, 4, 6]  # 3 written again from its state
     _check_complete(split)
-    diff = _max_difference(tmp_path / "straight" / "checkpoints" / "step_0000006",
-                           split / "checkpoints" / "step_0000006")
+    diff = _max_difference(
+        tmp_path / "straight" / "checkpoints" / "step_0000006", split / "checkpoints" / "step_0000006"
+    )
     print(f"\n[crash-safety] {family}: planned stop + resume, largest weight difference {diff:.3g}")
     assert diff <= 1e-6, diff
     return diff
@@ -268,14 +324,24 @@ def test_planned_stop_and_resume_of_the_audio_prior_is_exact(request, tmp_path):
 
 
 def _snapshot(run: Path) -> dict[str, str]:
-    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for sub in ("state", "checkpoints") for p in sorted((run / sub).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for sub in ("state", "checkpoints")
+        for p in sorted((run / sub).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _two_step_run(bach_data: Path, run: Path) -> list[str]:
     """An LSTM run stopped (planned) at step 2 of 4, state and checkpoint saved."""
-    musgen.train("lstm", bach_data, run, config=REPO / "configs" / "tiny" / "lstm.yaml", progress=False,
-                 overrides=["train.steps=4", "train.save_every=2", "train.eval_every=100", "train.stop_at=2"])
+    musgen.train(
+        "lstm",
+        bach_data,
+        run,
+        config=REPO / "configs" / "tiny" / "lstm.yaml",
+        progress=False,
+        overrides=["train.steps=4", "train.save_every=2", "train.eval_every=100", "train.stop_at=2"],
+    )
     assert _steps(run / "state") == [2] and _steps(run / "checkpoints") == [2]
     return ["--data", str(bach_data), "--out", str(run), "--resume", "--set", "train.stop_at=0"]
 
@@ -313,7 +379,9 @@ def test_disk_full_during_a_save_stops_with_one_line_and_keeps_the_previous_chec
         assert {k: v for k, v in after.items() if "step_0000002" in k} == before  # byte for byte
         assert not _leftovers(run)
         assert _steps(run / "state") == [2]
-        assert _steps(run / "checkpoints") == ([2] if where == "checkpoint" else [2, 4])  # 4: complete, never half
+        assert _steps(run / "checkpoints") == (
+            [2] if where == "checkpoint" else [2, 4]
+        )  # 4: complete, never half
         _check_complete(run)
     proc = _run(_cmd("lstm", *resume))  # room again: the run finishes
     assert proc.returncode == 0, proc.stderr
@@ -340,8 +408,9 @@ def test_read_only_run_directory_gives_one_line_and_touches_nothing(bach_data, t
     before = _snapshot(run)
     preexec = None
     if os.geteuid() == 0:
-        probe = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_drop_dac_capabilities,
-                               capture_output=True)
+        probe = subprocess.run(
+            [sys.executable, "-c", "pass"], preexec_fn=_drop_dac_capabilities, capture_output=True
+        )
         if probe.returncode != 0:
             pytest.skip("running as root without CAP_SETPCAP: file modes cannot be made to apply")
         preexec = _drop_dac_capabilities
@@ -384,8 +453,9 @@ def test_recover_cleans_what_a_killed_save_leaves(tmp_path):
 # ------------------------------------------------------------------------- data build
 
 
-def test_a_killed_data_build_resumes_and_gives_the_manifest_of_an_uninterrupted_one(bach_midi_dir, folk_midi_dir,
-                                                                                    tmp_path):
+def test_a_killed_data_build_resumes_and_gives_the_manifest_of_an_uninterrupted_one(
+    bach_midi_dir, folk_midi_dir, tmp_path
+):
     """SIGKILL a `musgen data build` (its whole process group: the workers too) once some files are
     tokenized; the rerun looks up exactly the entries the killed one stored and ends with the same
     manifest and token arrays as a build never interrupted."""
@@ -403,10 +473,21 @@ def test_a_killed_data_build_resumes_and_gives_the_manifest_of_an_uninterrupted_
     reference = build(tmp_path / "straight", midi_dir=src, config=DataConfig(**settings))
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "musgen.cli", "data", "build", "--midi-dir", str(src), "--out", str(out),
-           *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "musgen.cli",
+        "data",
+        "build",
+        "--midi-dir",
+        str(src),
+        "--out",
+        str(out),
+        *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")],
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True
+    )
     deadline = time.time() + 1800
     while proc.poll() is None and time.time() < deadline:
         if len(list((out / TOKEN_CACHE).glob("*.npz"))) >= 3:
@@ -426,7 +507,9 @@ def test_a_killed_data_build_resumes_and_gives_the_manifest_of_an_uninterrupted_
     rerun = build(out, midi_dir=src, config=DataConfig(**settings))
     assert hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest() == sha
     drop = ("build_seconds",)
-    assert {k: v for k, v in rerun.items() if k not in drop} == {k: v for k, v in reference.items() if k not in drop}
+    assert {k: v for k, v in rerun.items() if k not in drop} == {
+        k: v for k, v in reference.items() if k not in drop
+    }
     for name in sorted(p.name for p in (tmp_path / "straight").iterdir() if p.is_file()):
         if name != "manifest.json":
             assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name

@@ -20,14 +20,32 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def musgen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=REPO
+    )
 
 
 def test_eval_language_model_prints_nll_and_statistics(tiny_lm_run, bach_data, tmp_path):
     out = tmp_path / "eval.json"
-    proc = musgen("eval", "--checkpoint", str(tiny_lm_run.run_dir), "--data", str(bach_data), "--num-samples", "4",
-                  "--length", "96", "--seed", "1", "--out", str(out), "--save-samples", str(tmp_path / "samples"),
-                  "--excerpt-quarters", "0")  # whole pieces: 96 tokens are too short for two-bar features
+    proc = musgen(
+        "eval",
+        "--checkpoint",
+        str(tiny_lm_run.run_dir),
+        "--data",
+        str(bach_data),
+        "--num-samples",
+        "4",
+        "--length",
+        "96",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--save-samples",
+        str(tmp_path / "samples"),
+        "--excerpt-quarters",
+        "0",
+    )  # whole pieces: 96 tokens are too short for two-bar features
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     likelihood = report["likelihood"]
@@ -43,7 +61,9 @@ def test_eval_language_model_prints_nll_and_statistics(tiny_lm_run, bach_data, t
     assert likelihood["ppl"] == pytest.approx(math.exp(likelihood["nll"]), rel=1e-6)
     # Nats per note: the same total NLL over the notes the held-out tokens decode to (fewer than tokens).
     assert likelihood["notes"] > 0
-    assert likelihood["nll_per_note"] == pytest.approx(likelihood["nll"] * likelihood["tokens"] / likelihood["notes"])
+    assert likelihood["nll_per_note"] == pytest.approx(
+        likelihood["nll"] * likelihood["tokens"] / likelihood["notes"]
+    )
     assert likelihood["nll_per_note"] > likelihood["nll"]
     stats = report["statistics"]
     # Equal counts on both sides: at most the 4 samples, as many as each real half of the held-out holds.
@@ -61,27 +81,39 @@ def test_eval_mistakes(tiny_gan_run, bach_audio_data, bach_data, tmp_path):
     from musgen.errors import MusgenError
     from musgen.eval.evaluate import evaluate_checkpoint
 
-    proc = musgen("eval", "--checkpoint", str(tiny_gan_run.run_dir), "--data", str(tmp_path), "--out", "e.json")
-    assert proc.returncode == 2 and "no manifest.json" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = musgen(
+        "eval", "--checkpoint", str(tiny_gan_run.run_dir), "--data", str(tmp_path), "--out", "e.json"
+    )
+    assert (
+        proc.returncode == 2
+        and "no manifest.json" in proc.stderr
+        and len(proc.stderr.strip().splitlines()) == 1
+    )
     with pytest.raises(MusgenError, match="evaluated on a MIDI data set"):
         evaluate_checkpoint(tiny_gan_run.run_dir, bach_audio_data)
     with pytest.raises(MusgenError, match="no split 'tset'"):
         evaluate_checkpoint(tiny_gan_run.run_dir, bach_data, split="tset")
 
 
-def test_eval_other_families(tiny_vae_run, folk_data, tiny_gan_run, bach_data, tiny_codec_run, tiny_prior_run,
-                             bach_audio_data):
+def test_eval_other_families(
+    tiny_vae_run, folk_data, tiny_gan_run, bach_data, tiny_codec_run, tiny_prior_run, bach_audio_data
+):
     from musgen.eval.evaluate import evaluate_checkpoint
 
     vae = evaluate_checkpoint(tiny_vae_run.run_dir, folk_data, num_samples=3)
     assert 0 <= vae["reconstruction"]["accuracy"] <= 1 and 0 <= vae["reconstruction"]["event_accuracy"] <= 1
     assert vae["statistics"]["generated_pieces"] == 3 and "reconstruction" in vae["table"]
     gan = evaluate_checkpoint(tiny_gan_run.run_dir, bach_data, num_samples=3)
-    assert math.isfinite(gan["critic"]["wdist"]) and gan["statistics"]["features"]["tonal_distance"]["reference_mean"]
+    assert (
+        math.isfinite(gan["critic"]["wdist"])
+        and gan["statistics"]["features"]["tonal_distance"]["reference_mean"]
+    )
     codec = evaluate_checkpoint(tiny_codec_run.run_dir, bach_audio_data, max_seconds=3)
     assert codec["codec"]["pieces"] >= 1 and math.isfinite(codec["codec"]["si_sdr_db"])
     assert codec["frechet"]["frechet_distance"] > 0 and "codebook" in codec["table"]
-    prior = evaluate_checkpoint(tiny_prior_run.run_dir, bach_audio_data, num_samples=2, seconds=1.5, max_seconds=3)
+    prior = evaluate_checkpoint(
+        tiny_prior_run.run_dir, bach_audio_data, num_samples=2, seconds=1.5, max_seconds=3
+    )
     assert prior["likelihood"]["nll"] > 0 and prior["frechet"]["generated_windows"] >= 2
     json.dumps(prior)  # JSON-ready as it is
 
@@ -97,13 +129,18 @@ def test_plot_writes_a_piano_roll(bach_midi_dir, tmp_path):
     assert coloured.mean() > 0.01
     (tmp_path / "junk.mid").write_text("not MIDI")
     proc = musgen("plot", str(tmp_path / "junk.mid"), "--out", str(out))
-    assert proc.returncode == 2 and "cannot plot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        proc.returncode == 2 and "cannot plot" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    )
 
 
 # -------------------------------------------------------------------------- the report in a browser
 
+
 def _chromium() -> str | None:
-    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    return next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+    )
 
 
 CHECK_SCRIPT = """<script>
@@ -132,9 +169,22 @@ def browser_check(page: Path, chromium: str, profile: Path) -> dict:
     script saw: each image's natural width and each audio element's readyState / error after load."""
     probe = page.with_name("browser-check.html")
     probe.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--mute-audio",
-                           f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom",
-                           probe.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--mute-audio",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     dom = proc.stdout
     start = dom.find('<pre id="media-check">')
     assert start >= 0, f"the check script did not run: {proc.stderr[-2000:]}"
@@ -147,8 +197,21 @@ def test_sample_render_plot_and_report_page_in_a_browser(tiny_lm_run, bach_data,
     chromium = _chromium()
     run = tmp_path / "run"
     shutil.copytree(tiny_lm_run.run_dir, run)
-    proc = musgen("sample", "--checkpoint", str(run), "--out", str(run / "samples"), "--num-samples", "2",
-                  "--length", "96", "--seed", "0", "--render", "--plot")
+    proc = musgen(
+        "sample",
+        "--checkpoint",
+        str(run),
+        "--out",
+        str(run / "samples"),
+        "--num-samples",
+        "2",
+        "--length",
+        "96",
+        "--seed",
+        "0",
+        "--render",
+        "--plot",
+    )
     assert proc.returncode == 0, proc.stderr
     for i in range(2):
         for suffix in (".mid", ".wav", ".png"):
@@ -158,7 +221,9 @@ def test_sample_render_plot_and_report_page_in_a_browser(tiny_lm_run, bach_data,
     report = evaluate_checkpoint(run, bach_data, num_samples=2, length=64)
     report.pop("table")
     (run / "eval.json").write_text(json.dumps(report))
-    (run / "samples" / "extra.mid").write_bytes((run / "samples" / "sample_000.mid").read_bytes())  # no WAV/PNG yet
+    (run / "samples" / "extra.mid").write_bytes(
+        (run / "samples" / "sample_000.mid").read_bytes()
+    )  # no WAV/PNG yet
 
     html_dir = tmp_path / "html"
     proc = musgen("report", str(run), "--out", str(html_dir))
@@ -169,7 +234,9 @@ def test_sample_render_plot_and_report_page_in_a_browser(tiny_lm_run, bach_data,
     assert text.count("<audio") == 3 and text.count("<img") == 4  # curves + 3 piano rolls
     assert "http" not in text  # nothing from the network
     if chromium is None:
-        pytest.skip("no chromium binary (make install puts Debian's chromium there when run as root with apt)")
+        pytest.skip(
+            "no chromium binary (make install puts Debian's chromium there when run as root with apt)"
+        )
     seen = browser_check(page, chromium, tmp_path / "profile")
     assert len(seen["images"]) == 4 and all(i["width"] > 100 for i in seen["images"]), seen
     assert len(seen["audio"]) == 3, seen
@@ -178,8 +245,11 @@ def test_sample_render_plot_and_report_page_in_a_browser(tiny_lm_run, bach_data,
 
     # The check itself can fail: a missing picture and a file that is not audio are seen as broken.
     (html_dir / "media" / "broken.wav").write_text("not audio")
-    page.write_text(text.replace("media/curves.png", "media/missing.png", 1)
-                    .replace(seen["audio"][0]["src"], "media/broken.wav", 1))
+    page.write_text(
+        text.replace("media/curves.png", "media/missing.png", 1).replace(
+            seen["audio"][0]["src"], "media/broken.wav", 1
+        )
+    )
     broken = browser_check(page, chromium, tmp_path / "profile")
     assert broken["images"][0]["width"] == 0
     assert broken["audio"][0]["error"] != 0 or broken["audio"][0]["ready"] == 0

@@ -29,8 +29,11 @@ CRASH_REASONS = ("worker process crashed", "processing exceeded")
 def _build(args: list[str], capsys) -> tuple[int, list[str]]:
     capsys.readouterr()
     code = main(["data", "build", *args, "-q"])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "file/s]" not in line
-           and "piece/s]" not in line and "it/s]" not in line]  # progress bars
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and "file/s]" not in line and "piece/s]" not in line and "it/s]" not in line
+    ]  # progress bars
     return code, err
 
 
@@ -64,14 +67,21 @@ def _midi_fuzz(tmp_path: Path, capsys, n: int, seed: int) -> Counter:
         for path in (tmp_path / "midi").glob("*_unreadable.mid*"):
             path.unlink()
     t0 = time.perf_counter()
-    code, err = _build(["--midi-dir", str(tmp_path / "midi"), "--out", str(tmp_path / "data"),
-                        "--set", "workers=2"], capsys)
+    code, err = _build(
+        ["--midi-dir", str(tmp_path / "midi"), "--out", str(tmp_path / "data"), "--set", "workers=2"], capsys
+    )
     assert code == 0, err
-    outcome = check_outcome(entries, tmp_path / "data", valid=set(VALID) | {"non_utf8_name"},
-                            invalid=set(INVALID) | set(BROKEN_ENTRIES) | {"unreadable"})
+    outcome = check_outcome(
+        entries,
+        tmp_path / "data",
+        valid=set(VALID) | {"non_utf8_name"},
+        invalid=set(INVALID) | set(BROKEN_ENTRIES) | {"unreadable"},
+    )
     used = sum(v for (_, o), v in outcome.items() if o == "used")
-    print(f"\nMIDI fuzz (seed {seed}): {len(entries)} entries, {used} used, {len(entries) - used} skipped, "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"\nMIDI fuzz (seed {seed}): {len(entries)} entries, {used} used, {len(entries) - used} skipped, "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     return outcome
 
 
@@ -155,11 +165,17 @@ def _audio_fuzz(tmp_path: Path, capsys, n: int, seed: int) -> None:
     import fuzz_audio
 
     entries = fuzz_audio_folder(tmp_path / "audio", n, seed)
-    code, err = _build(["--audio-dir", str(tmp_path / "audio"), "--out", str(tmp_path / "data"),
-                        "--set", "workers=2"], capsys)
+    code, err = _build(
+        ["--audio-dir", str(tmp_path / "audio"), "--out", str(tmp_path / "data"), "--set", "workers=2"],
+        capsys,
+    )
     assert code == 0, err
-    outcome = check_outcome(entries, tmp_path / "data", valid=set(fuzz_audio.VALID) | {"non_utf8_name"},
-                            invalid=set(fuzz_audio.INVALID) | {"directory_named_wav", "fifo"})
+    outcome = check_outcome(
+        entries,
+        tmp_path / "data",
+        valid=set(fuzz_audio.VALID) | {"non_utf8_name"},
+        invalid=set(fuzz_audio.INVALID) | {"directory_named_wav", "fifo"},
+    )
     used = sum(v for (_, o), v in outcome.items() if o == "used")
     print(f"\naudio fuzz (seed {seed}): {len(entries)} entries, {used} used, {len(entries) - used} skipped")
     manifest, _, skipped = _outcome(tmp_path / "data")

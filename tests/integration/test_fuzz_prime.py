@@ -23,8 +23,22 @@ def _prime_fuzz(run_dir, tmp_path, capsys, n: int, seed: int) -> tuple[int, int]
     for i, entry in enumerate(entries):
         out = tmp_path / f"out{i}"
         capsys.readouterr()
-        code = main(["sample", "--checkpoint", str(run_dir), "--prime", str(tmp_path / "primes" / entry.rel),
-                     "--out", str(out), "--length", "4", "--seed", "0", "-q"])
+        code = main(
+            [
+                "sample",
+                "--checkpoint",
+                str(run_dir),
+                "--prime",
+                str(tmp_path / "primes" / entry.rel),
+                "--out",
+                str(out),
+                "--length",
+                "4",
+                "--seed",
+                "0",
+                "-q",
+            ]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         where = f"{entry.kind} {entry.rel} [seed {seed}]"
         if code == 0:
@@ -51,4 +65,3 @@ def test_fuzzed_primers(quick_transformer_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_fuzzed_primers_400(quick_transformer_run, tmp_path, capsys):
     _prime_fuzz(quick_transformer_run.run_dir, tmp_path, capsys, 400, SEED + 1)
-

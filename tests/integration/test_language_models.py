@@ -29,7 +29,12 @@ def test_tiny_training_lowers_the_loss_below_the_unigram_baseline(tiny_lm_run, b
     baseline = unigram_nll(bach_data)["nll"]
     assert tiny_lm_run.metrics["valid_nll"] < baseline, (tiny_lm_run.metrics, baseline)
     ckpt = tiny_lm_run.checkpoint
-    assert {p.name for p in ckpt.iterdir()} >= {"musgen.json", "config.yaml", "model.safetensors", "tokenizer.json"}
+    assert {p.name for p in ckpt.iterdir()} >= {
+        "musgen.json",
+        "config.yaml",
+        "model.safetensors",
+        "tokenizer.json",
+    }
     family = Path(tiny_lm_run.run_dir).name
     assert json.loads((ckpt / "musgen.json").read_text())["family"] == family
 
@@ -43,16 +48,39 @@ def _train_cli(family: str, *args: str) -> None:
 @pytest.mark.parametrize("family", LANGUAGE_MODELS)
 def test_resume_in_a_fresh_process_gives_the_same_weights(family, bach_data, tmp_path):
     # Dropout, transposition and several epochs (small batches) exercise every RNG stream.
-    common = ["--data", str(bach_data), "--config", str(REPO / "configs" / "tiny" / f"{family}.yaml"),
-              "--set", "train.steps=10", "--set", "train.batch_size=8", "--set", "model.dropout=0.3",
-              "--set", "model.num_layers=2", "--set", "train.eval_every=3", "--set", "train.save_every=100"]
+    common = [
+        "--data",
+        str(bach_data),
+        "--config",
+        str(REPO / "configs" / "tiny" / f"{family}.yaml"),
+        "--set",
+        "train.steps=10",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "model.dropout=0.3",
+        "--set",
+        "model.num_layers=2",
+        "--set",
+        "train.eval_every=3",
+        "--set",
+        "train.save_every=100",
+    ]
     if family == "transformer":  # attention dropout draws from the RNG inside SDPA
         common += ["--set", "model.attention_dropout=0.1"]
     _train_cli(family, *common, "--out", str(tmp_path / "straight"))
     _train_cli(family, *common, "--out", str(tmp_path / "split"), "--set", "train.stop_at=5")
     assert json.loads((tmp_path / "split" / "state" / "step_0000005" / "loop.json").read_text())["step"] == 5
-    _train_cli(family, "--data", str(bach_data), "--out", str(tmp_path / "split"), "--resume",
-               "--set", "train.stop_at=0")
+    _train_cli(
+        family,
+        "--data",
+        str(bach_data),
+        "--out",
+        str(tmp_path / "split"),
+        "--resume",
+        "--set",
+        "train.stop_at=0",
+    )
     straight = load_file(str(tmp_path / "straight" / "checkpoints" / "step_0000010" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "split" / "checkpoints" / "step_0000010" / "model.safetensors"))
     assert straight.keys() == resumed.keys()
@@ -121,9 +149,21 @@ def test_tiny_transformer_memorises_one_real_piece_and_samples_it_back(bach_midi
     tokens = np.load(data / "train.tokens.npy")
     window = 128
     result = musgen.train(
-        "transformer", data, tmp_path / "run", config="configs/tiny/transformer.yaml", progress=False,
-        overrides=[f"data.seq_len={window}", "data.transpose=0", "train.steps=250", "train.batch_size=4",
-                   "train.lr=0.01", "train.warmup_steps=10", "train.eval_every=1000", "train.save_every=1000"],
+        "transformer",
+        data,
+        tmp_path / "run",
+        config="configs/tiny/transformer.yaml",
+        progress=False,
+        overrides=[
+            f"data.seq_len={window}",
+            "data.transpose=0",
+            "train.steps=250",
+            "train.batch_size=4",
+            "train.lr=0.01",
+            "train.warmup_steps=10",
+            "train.eval_every=1000",
+            "train.save_every=1000",
+        ],
     )
     losses = [r["loss"] for r in result.history if "loss" in r]
     assert losses[-1] < 0.1, losses[-5:]

@@ -49,8 +49,14 @@ def _run_copy(run, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _resume(run_dir: Path, data: Path, steps: int = 3):
-    return musgen.train("transformer", data, run_dir, resume=True, progress=False,
-                        overrides=[f"train.steps={steps}", f"train.save_every={steps}"])
+    return musgen.train(
+        "transformer",
+        data,
+        run_dir,
+        resume=True,
+        progress=False,
+        overrides=[f"train.steps={steps}", f"train.save_every={steps}"],
+    )
 
 
 @pytest.mark.parametrize("how", ["pickle", "torch"])
@@ -60,11 +66,28 @@ def test_resume_refuses_a_planted_state_file(quick_transformer_run, bach_data, t
     assert (state / name).is_file()  # the file Accelerate wrote there is the one replaced
     marker = tmp_path / "ran"
     plant_pickle(state / name, marker, how)
-    with pytest.raises(CheckpointError, match=f"cannot resume from .*{name} is not a plain tensor state file"):
+    with pytest.raises(
+        CheckpointError, match=f"cannot resume from .*{name} is not a plain tensor state file"
+    ):
         _resume(run_dir, bach_data)
-    line = _one_line_exit_2(["train", "transformer", "--data", str(bach_data), "--out", str(run_dir), "--resume",
-                             "--set", "train.steps=3", "--no-progress"], capsys)
-    assert name in line and ("it would run code" in line or how == "pickle" and "weights-only unpickler" in line)
+    line = _one_line_exit_2(
+        [
+            "train",
+            "transformer",
+            "--data",
+            str(bach_data),
+            "--out",
+            str(run_dir),
+            "--resume",
+            "--set",
+            "train.steps=3",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert name in line and (
+        "it would run code" in line or how == "pickle" and "weights-only unpickler" in line
+    )
     assert not marker.exists()
 
 
@@ -78,8 +101,19 @@ def test_a_damaged_state_file_is_one_line(quick_transformer_run, bach_data, tmp_
     run_dir, state = _run_copy(quick_transformer_run, tmp_path)
     data = (state / "optimizer.bin").read_bytes()
     (state / "optimizer.bin").write_bytes(data[: len(data) // 2])
-    line = _one_line_exit_2(["train", "transformer", "--data", str(bach_data), "--out", str(run_dir), "--resume",
-                             "--no-progress"], capsys)
+    line = _one_line_exit_2(
+        [
+            "train",
+            "transformer",
+            "--data",
+            str(bach_data),
+            "--out",
+            str(run_dir),
+            "--resume",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert "optimizer.bin is not a plain tensor state file" in line
 
 
@@ -89,8 +123,20 @@ def test_data_arrays_that_are_pickles_are_refused(bach_data, tmp_path, capsys, f
     shutil.copytree(bach_data, data)
     marker = tmp_path / "ran"
     plant_pickle(data / file, marker, "npy")
-    line = _one_line_exit_2(["train", "transformer", "--data", str(data), "--out", str(tmp_path / "run"),
-                             "--config", str(REPO / "configs/tiny/transformer.yaml"), "--no-progress"], capsys)
+    line = _one_line_exit_2(
+        [
+            "train",
+            "transformer",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            str(REPO / "configs/tiny/transformer.yaml"),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert f"{file} is not a plain array file" in line and "rebuild the data set" in line
     assert not marker.exists()
 

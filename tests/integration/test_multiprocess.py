@@ -38,7 +38,13 @@ def _family_args(family: str, request: pytest.FixtureRequest) -> tuple[list[str]
     if family in ("lstm", "transformer"):
         return ["--data", str(request.getfixturevalue("bach_data")), *tiny], 16
     if family == "musicvae":
-        return ["--data", str(request.getfixturevalue("folk_data")), *tiny, "--set", "train.batch_size=16"], 16
+        return [
+            "--data",
+            str(request.getfixturevalue("folk_data")),
+            *tiny,
+            "--set",
+            "train.batch_size=16",
+        ], 16
     if family == "musegan":
         return ["--data", str(request.getfixturevalue("bach_data")), *tiny], 8
     args = ["--data", str(request.getfixturevalue("bach_audio_data")), *tiny]
@@ -57,10 +63,29 @@ def launch(family: str, *args: str, processes: int = 2) -> subprocess.CompletedP
     """``accelerate launch --multi_gpu --num_processes N -m musgen.cli train FAMILY ...``: torchrun's
     N processes, which Accelerate runs on the CPU over gloo where there is no GPU. (``--cpu`` would
     start one process: Accelerate's CPU launcher needs mpirun for more.)"""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()),
-           "-m", "musgen.cli", "-q", "train", family, "--no-progress", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "musgen.cli",
+        "-q",
+        "train",
+        family,
+        "--no-progress",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
 
 
@@ -71,12 +96,27 @@ def _losses(run: Path) -> list[float]:
 
 def _two_processes_match_one(family: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     args, batch = _family_args(family, request)
-    common = [*args, "--set", f"train.steps={STEPS}", "--set", "train.log_every=1", "--set", f"train.eval_every={STEPS}",
-              "--set", f"train.save_every={STEPS}"]
+    common = [
+        *args,
+        "--set",
+        f"train.steps={STEPS}",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        f"train.eval_every={STEPS}",
+        "--set",
+        f"train.save_every={STEPS}",
+    ]
     proc = launch(family, *common, "--set", f"train.batch_size={batch // 2}", "--out", str(tmp_path / "two"))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    one = musgen.train(family, args[1], tmp_path / "one", config=args[3], progress=False,
-                       overrides=[a for a in common[4:] if a != "--set"] + [f"train.batch_size={batch}"])
+    one = musgen.train(
+        family,
+        args[1],
+        tmp_path / "one",
+        config=args[3],
+        progress=False,
+        overrides=[a for a in common[4:] if a != "--set"] + [f"train.batch_size={batch}"],
+    )
 
     loop = json.loads((tmp_path / "two" / "state" / f"step_{STEPS:07d}" / "loop.json").read_text())
     assert loop["processes"] == 2
@@ -88,9 +128,11 @@ def _two_processes_match_one(family: str, request: pytest.FixtureRequest, tmp_pa
     two, single = _losses(tmp_path / "two"), [r["loss"] for r in one.history if "loss" in r]
     assert len(two) == len(single) == STEPS and all(math.isfinite(x) for x in two)
     rel = [abs(a - b) / max(abs(b), 1e-8) for a, b in zip(two, single, strict=True)]
-    print(f"\n[multi-process] {family}: loss 2 x {batch // 2} = {[round(x, 5) for x in two]}; "
-          f"1 x {batch} = {[round(x, 5) for x in single]}; relative difference {max(rel):.2g} (all steps), "
-          f"{rel[0]:.2g} (step 1); ranks' weights identical ({digests[0][:12]})")
+    print(
+        f"\n[multi-process] {family}: loss 2 x {batch // 2} = {[round(x, 5) for x in two]}; "
+        f"1 x {batch} = {[round(x, 5) for x in single]}; relative difference {max(rel):.2g} (all steps), "
+        f"{rel[0]:.2g} (step 1); ranks' weights identical ({digests[0][:12]})"
+    )
     if family in DETERMINISTIC:
         assert max(rel) <= DETERMINISTIC[family], rel
     else:
@@ -114,15 +156,36 @@ def test_two_process_resume_is_exact(bach_data, tmp_path):
     equal 2 processes for 3 steps + 2 fresh processes resuming for 3 (dropout on)."""
     from safetensors.torch import load_file
 
-    common = ["--data", str(bach_data), "--config", str(REPO / "configs" / "tiny" / "transformer.yaml"),
-              "--set", "train.steps=6", "--set", "train.batch_size=8", "--set", "model.dropout=0.2",
-              "--set", "train.eval_every=2", "--set", "train.save_every=6"]
+    common = [
+        "--data",
+        str(bach_data),
+        "--config",
+        str(REPO / "configs" / "tiny" / "transformer.yaml"),
+        "--set",
+        "train.steps=6",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "model.dropout=0.2",
+        "--set",
+        "train.eval_every=2",
+        "--set",
+        "train.save_every=6",
+    ]
     assert launch("transformer", *common, "--out", str(tmp_path / "straight")).returncode == 0
     proc = launch("transformer", *common, "--out", str(tmp_path / "split"), "--set", "train.stop_at=3")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "split" / "state" / "step_0000003" / "random_states_1.pkl").is_file()
-    proc = launch("transformer", "--data", str(bach_data), "--out", str(tmp_path / "split"), "--resume",
-                  "--set", "train.stop_at=0")
+    proc = launch(
+        "transformer",
+        "--data",
+        str(bach_data),
+        "--out",
+        str(tmp_path / "split"),
+        "--resume",
+        "--set",
+        "train.stop_at=0",
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     a = load_file(str(tmp_path / "straight" / "checkpoints" / "step_0000006" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "checkpoints" / "step_0000006" / "model.safetensors"))
@@ -138,10 +201,23 @@ def test_gradient_accumulation_weights_tokens_like_one_big_batch(bach_data, tmp_
 
     runs = {}
     for name, batch, accum in (("big", 16, 1), ("accum", 8, 2)):
-        runs[name] = musgen.train("lstm", bach_data, tmp_path / name, config=REPO / "configs" / "tiny" / "lstm.yaml",
-                                  progress=False, overrides=["train.steps=3", "train.log_every=1", "train.eval_every=3",
-                                                             f"train.batch_size={batch}", f"train.grad_accum={accum}"])
+        runs[name] = musgen.train(
+            "lstm",
+            bach_data,
+            tmp_path / name,
+            config=REPO / "configs" / "tiny" / "lstm.yaml",
+            progress=False,
+            overrides=[
+                "train.steps=3",
+                "train.log_every=1",
+                "train.eval_every=3",
+                f"train.batch_size={batch}",
+                f"train.grad_accum={accum}",
+            ],
+        )
     big, accum = ([r["loss"] for r in runs[n].history if "loss" in r] for n in ("big", "accum"))
     assert max(abs(a - b) / b for a, b in zip(accum, big, strict=True)) < 1e-5, (accum, big)
-    wa, wb = (load_file(str(tmp_path / n / "checkpoints" / "step_0000003" / "model.safetensors")) for n in runs)
+    wa, wb = (
+        load_file(str(tmp_path / n / "checkpoints" / "step_0000003" / "model.safetensors")) for n in runs
+    )
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5

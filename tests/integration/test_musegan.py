@@ -23,7 +23,9 @@ TINY = str(REPO / "configs" / "tiny" / "musegan.yaml")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=REPO
+    )
 
 
 def test_tiny_wgan_gp_training_runs_on_real_chorales(tiny_gan_run):
@@ -40,16 +42,43 @@ def test_tiny_wgan_gp_training_runs_on_real_chorales(tiny_gan_run):
 
 def test_resume_in_a_fresh_process_gives_the_same_generator_and_critic(bach_data, tmp_path):
     # Transposition and conditioning exercise every RNG stream (data, noise, mixing, conditions).
-    common = ["-q", "train", "musegan", "--no-progress", "--data", str(bach_data), "--config", TINY,
-              "--set", "train.steps=6", "--set", "data.transpose=2", "--set", "train.eval_every=2"]
+    common = [
+        "-q",
+        "train",
+        "musegan",
+        "--no-progress",
+        "--data",
+        str(bach_data),
+        "--config",
+        TINY,
+        "--set",
+        "train.steps=6",
+        "--set",
+        "data.transpose=2",
+        "--set",
+        "train.eval_every=2",
+    ]
     assert cli(*common, "--out", str(tmp_path / "straight")).returncode == 0
     proc = cli(*common, "--out", str(tmp_path / "split"), "--set", "train.stop_at=3")
     assert proc.returncode == 0, proc.stderr
-    proc = cli("-q", "train", "musegan", "--no-progress", "--data", str(bach_data), "--out", str(tmp_path / "split"),
-               "--resume", "--set", "train.stop_at=0")
+    proc = cli(
+        "-q",
+        "train",
+        "musegan",
+        "--no-progress",
+        "--data",
+        str(bach_data),
+        "--out",
+        str(tmp_path / "split"),
+        "--resume",
+        "--set",
+        "train.stop_at=0",
+    )
     assert proc.returncode == 0, proc.stderr
     for name in ("generator", "critic"):
-        straight = load_file(str(tmp_path / "straight" / "checkpoints" / "step_0000006" / f"{name}.safetensors"))
+        straight = load_file(
+            str(tmp_path / "straight" / "checkpoints" / "step_0000006" / f"{name}.safetensors")
+        )
         resumed = load_file(str(tmp_path / "split" / "checkpoints" / "step_0000006" / f"{name}.safetensors"))
         assert straight.keys() == resumed.keys()
         for key in straight:
@@ -68,8 +97,19 @@ def _chorale_in_four_four(bach_midi_dir: Path, cfg) -> Path:
 
 def test_sample_writes_multitrack_midi_and_accompanies_a_given_voice(tiny_gan_run, bach_midi_dir, tmp_path):
     run = str(tiny_gan_run.run_dir)
-    proc = cli("sample", "--checkpoint", run, "--out", str(tmp_path / "free"), "--num-samples", "2", "--bars", "5",
-               "--seed", "0")
+    proc = cli(
+        "sample",
+        "--checkpoint",
+        run,
+        "--out",
+        str(tmp_path / "free"),
+        "--num-samples",
+        "2",
+        "--bars",
+        "5",
+        "--seed",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr
     for path in sorted((tmp_path / "free").glob("sample_*.mid")):
         pm = pretty_midi.PrettyMIDI(str(path))
@@ -80,14 +120,31 @@ def test_sample_writes_multitrack_midi_and_accompanies_a_given_voice(tiny_gan_ru
     generator = musgen.load(run)
     cfg = generator.task.cfg.data
     chorale = _chorale_in_four_four(bach_midi_dir, cfg)
-    proc = cli("sample", "--checkpoint", run, "--out", str(tmp_path / "harm"), "--num-samples", "2",
-               "--condition-track", str(chorale), "--track", "soprano", "--seed", "1", "--binarize", "bernoulli")
+    proc = cli(
+        "sample",
+        "--checkpoint",
+        run,
+        "--out",
+        str(tmp_path / "harm"),
+        "--num-samples",
+        "2",
+        "--condition-track",
+        str(chorale),
+        "--track",
+        "soprano",
+        "--seed",
+        "1",
+        "--binarize",
+        "bernoulli",
+    )
     assert proc.returncode == 0, proc.stderr
     given = midi_to_roll(chorale, cfg)[0]
     outs = [midi_to_roll(p, cfg) for p in sorted((tmp_path / "harm").glob("sample_*.mid"))]
     assert len(outs) == 2
     for out in outs:
-        assert np.array_equal(out[0, : given.shape[0]], given)  # the soprano is the given one, whole piece long
+        assert np.array_equal(
+            out[0, : given.shape[0]], given
+        )  # the soprano is the given one, whole piece long
         assert out[1:].any()
     assert not np.array_equal(outs[0][1:], outs[1][1:])  # two different harmonisations
 
@@ -115,9 +172,15 @@ def test_sample_misuse_is_one_line(tiny_gan_run, tiny_vae_run, bach_midi_dir, tm
         (["--checkpoint", run, "--track", "soprano"], "give both"),
         (["--checkpoint", run, "--threshold", "1.5"], "--threshold must be in (0, 1)"),
         (["--checkpoint", run, "--bars", "0"], "--bars must be at least 1"),
-        (["--checkpoint", str(tiny_vae_run.run_dir), "--condition-track", chorale], "does not apply to a musicvae"),
+        (
+            ["--checkpoint", str(tiny_vae_run.run_dir), "--condition-track", chorale],
+            "does not apply to a musicvae",
+        ),
     ]
-    for args, message in cases:  # in-process: the same main() as the console script, without a new interpreter
+    for (
+        args,
+        message,
+    ) in cases:  # in-process: the same main() as the console script, without a new interpreter
         code = main(["sample", "--out", out, *args])
         lines = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and message in lines[0], (args, lines)

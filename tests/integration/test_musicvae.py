@@ -24,7 +24,9 @@ TINY = str(REPO / "configs" / "tiny" / "musicvae.yaml")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True, cwd=REPO
+    )
 
 
 def test_tiny_training_lowers_the_loss_and_saves_a_checkpoint(tiny_vae_run):
@@ -38,8 +40,14 @@ def test_tiny_training_lowers_the_loss_and_saves_a_checkpoint(tiny_vae_run):
 
 
 def test_a_tiny_model_reconstructs_the_melodies_it_was_trained_on(folk_data, tmp_path):
-    run = musgen.train("musicvae", folk_data, tmp_path / "run", config=TINY, progress=False,
-                       overrides=["train.steps=800", "loss.max_beta=0", "train.eval_every=800"])
+    run = musgen.train(
+        "musicvae",
+        folk_data,
+        tmp_path / "run",
+        config=TINY,
+        progress=False,
+        overrides=["train.steps=800", "loss.max_beta=0", "train.eval_every=800"],
+    )
     generator = musgen.load(run.run_dir)
     windows = MelodyWindows(folk_data, "train", generator.task.cfg.data, progress=False)
     target = np.stack([windows.window(i) for i in range(len(windows))])  # (N, 32)
@@ -56,14 +64,44 @@ def test_a_tiny_model_reconstructs_the_melodies_it_was_trained_on(folk_data, tmp
 
 def test_resume_in_a_fresh_process_gives_the_same_weights(folk_data, tmp_path):
     # Hierarchical decoder, scheduled sampling and transposition exercise every RNG stream.
-    common = ["-q", "train", "musicvae", "--no-progress", "--data", str(folk_data), "--config", TINY,
-              "--set", "train.steps=8", "--set", "train.batch_size=8", "--set", "model.decoder=hierarchical",
-              "--set", "loss.scheduled_sampling=0.3", "--set", "data.transpose=3", "--set", "train.eval_every=3"]
+    common = [
+        "-q",
+        "train",
+        "musicvae",
+        "--no-progress",
+        "--data",
+        str(folk_data),
+        "--config",
+        TINY,
+        "--set",
+        "train.steps=8",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "model.decoder=hierarchical",
+        "--set",
+        "loss.scheduled_sampling=0.3",
+        "--set",
+        "data.transpose=3",
+        "--set",
+        "train.eval_every=3",
+    ]
     assert cli(*common, "--out", str(tmp_path / "straight")).returncode == 0
     proc = cli(*common, "--out", str(tmp_path / "split"), "--set", "train.stop_at=4")
     assert proc.returncode == 0, proc.stderr
-    proc = cli("-q", "train", "musicvae", "--no-progress", "--data", str(folk_data), "--out", str(tmp_path / "split"),
-               "--resume", "--set", "train.stop_at=0")
+    proc = cli(
+        "-q",
+        "train",
+        "musicvae",
+        "--no-progress",
+        "--data",
+        str(folk_data),
+        "--out",
+        str(tmp_path / "split"),
+        "--resume",
+        "--set",
+        "train.stop_at=0",
+    )
     assert proc.returncode == 0, proc.stderr
     straight = load_file(str(tmp_path / "straight" / "checkpoints" / "step_0000008" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "split" / "checkpoints" / "step_0000008" / "model.safetensors"))
@@ -92,17 +130,33 @@ def test_interpolate_reconstruct_and_sample_commands(tiny_vae_run, folk_midi_dir
     assert proc.stdout.split() == [str(f) for f in files]
 
     chorale = str(sorted(bach_midi_dir.glob("*.mid"))[0])  # polyphonic: reduced to its top line
-    proc = cli("reconstruct", chorale, "--checkpoint", run, "--out", str(tmp_path / "recon"), "--bar-offset", "2",
-               "--temperature", "0.5", "--seed", "1")
+    proc = cli(
+        "reconstruct",
+        chorale,
+        "--checkpoint",
+        run,
+        "--out",
+        str(tmp_path / "recon"),
+        "--bar-offset",
+        "2",
+        "--temperature",
+        "0.5",
+        "--seed",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "polyphonic" in proc.stderr and "Traceback" not in proc.stderr
     assert _notes(tmp_path / "recon" / "original.mid") > 0
     _notes(tmp_path / "recon" / "reconstruction.mid")
 
-    proc = cli("sample", "--checkpoint", run, "--out", str(tmp_path / "prior"), "--num-samples", "3", "--seed", "0")
+    proc = cli(
+        "sample", "--checkpoint", run, "--out", str(tmp_path / "prior"), "--num-samples", "3", "--seed", "0"
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "prior").glob("sample_*.mid"))) == 3
-    bars = pretty_midi.PrettyMIDI(str(tmp_path / "prior" / "sample_000.mid")).get_end_time() / 2.0  # 120 bpm 4/4
+    bars = (
+        pretty_midi.PrettyMIDI(str(tmp_path / "prior" / "sample_000.mid")).get_end_time() / 2.0
+    )  # 120 bpm 4/4
     assert bars <= 2.0 + 1e-6
 
 
@@ -113,17 +167,29 @@ def test_bad_clips_and_misuse_are_one_line(tiny_vae_run, folk_data, folk_midi_di
     symusic.Score(480).dump_midi(str(empty))
     junk = tmp_path / "junk.mid"
     junk.write_text("not a MIDI file")
-    lstm = musgen.train("lstm", folk_data, tmp_path / "lstm", config=str(REPO / "configs/tiny/lstm.yaml"),
-                        progress=False, overrides=["train.steps=2"])
+    lstm = musgen.train(
+        "lstm",
+        folk_data,
+        tmp_path / "lstm",
+        config=str(REPO / "configs/tiny/lstm.yaml"),
+        progress=False,
+        overrides=["train.steps=2"],
+    )
     out = str(tmp_path / "out")
     cases = [
         (["interpolate", tune, str(empty), "--checkpoint", run, "--out", out], "empty.mid: no notes"),
         (["interpolate", tune, str(junk), "--checkpoint", run, "--out", out], "junk.mid: unreadable MIDI"),
         (["interpolate", tune, tune, "--checkpoint", run, "--out", out, "--bar-offset", "900"], "too short"),
-        (["interpolate", tune, tune, "--checkpoint", run, "--out", out, "--steps", "1"], "--steps must be at least 2"),
+        (
+            ["interpolate", tune, tune, "--checkpoint", run, "--out", out, "--steps", "1"],
+            "--steps must be at least 2",
+        ),
         (["interpolate", tune, tune, "--checkpoint", run, "--out", out, "--top-p", "2"], "--top-p"),
         (["interpolate", tune, "missing.mid", "--checkpoint", run, "--out", out], "is not a file"),
-        (["reconstruct", tune, "--checkpoint", str(lstm.run_dir), "--out", out], "needs a musicvae checkpoint"),
+        (
+            ["reconstruct", tune, "--checkpoint", str(lstm.run_dir), "--out", out],
+            "needs a musicvae checkpoint",
+        ),
         (["sample", "--checkpoint", run, "--out", out, "--prime", tune], "--prime is for language models"),
     ]
     for args, message in cases:

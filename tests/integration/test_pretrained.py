@@ -18,7 +18,10 @@ from musgen.errors import MusgenError
 
 ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 FAMILIES = ("lstm", "transformer", "musicvae", "musegan", "vqvae", "prior")
-CHECKPOINTS = {**{family: family for family in FAMILIES}, "transformer-folk": "transformer"}  # folder -> family
+CHECKPOINTS = {
+    **{family: family for family in FAMILIES},
+    "transformer-folk": "transformer",
+}  # folder -> family
 LANGUAGE_MODELS = ("lstm", "transformer", "transformer-folk")
 
 

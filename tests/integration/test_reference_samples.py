@@ -15,7 +15,9 @@ STORED = ROOT / "tests" / "data" / "reference_samples"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("reference_samples", ROOT / "scripts" / "reference_samples.py")
+    spec = importlib.util.spec_from_file_location(
+        "reference_samples", ROOT / "scripts" / "reference_samples.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -38,7 +40,9 @@ def test_shipped_checkpoint_samples_what_it_sampled_before(name: str) -> None:
     kwargs = dict(REFERENCE[name]["request"])
     outputs = generator.generate(kwargs.pop("num_samples"), **kwargs)
     if "file" in REFERENCE[name]:
-        np.testing.assert_array_equal(np.stack(outputs).astype(np.float32), np.load(STORED / REFERENCE[name]["file"]))
+        np.testing.assert_array_equal(
+            np.stack(outputs).astype(np.float32), np.load(STORED / REFERENCE[name]["file"])
+        )
     else:
         assert [script.notes(score) for score in outputs] == REFERENCE[name]["notes"]
         assert all(REFERENCE[name]["notes"]), "every reference sample has notes"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import musgen
-import musgen.train.loop  # binds musgen.train to the package: it must stay callable
+import musgen.training.loop  # the training package must not shadow the musgen.train function
 
 
 def test_public_api_is_callable():

@@ -14,8 +14,14 @@ from musgen.modules.quantizer import QuantizerConfig
 @pytest.fixture(scope="module")
 def codec():
     torch.manual_seed(0)
-    cfg = VQVAEModelConfig(strides=[2, 3, 5], base_channels=4, max_channels=8, latent_dim=6, dilations=[1, 3],
-                           quantizer=QuantizerConfig(codebook_size=16, kmeans_init=False))
+    cfg = VQVAEModelConfig(
+        strides=[2, 3, 5],
+        base_channels=4,
+        max_channels=8,
+        latent_dim=6,
+        dilations=[1, 3],
+        quantizer=QuantizerConfig(codebook_size=16, kmeans_init=False),
+    )
     return VQVAE(cfg).eval()
 
 

@@ -38,9 +38,17 @@ def test_resampled_to_the_requested_rate(tmp_path):
 @pytest.mark.parametrize(
     "name, make, reason",
     [
-        ("nan.wav", lambda p: sf.write(p, np.r_[_sine(440, 0.1, 8000), np.nan], 8000, subtype="FLOAT"), "NaN"),
+        (
+            "nan.wav",
+            lambda p: sf.write(p, np.r_[_sine(440, 0.1, 8000), np.nan], 8000, subtype="FLOAT"),
+            "NaN",
+        ),
         ("silent.wav", lambda p: sf.write(p, np.zeros(8000), 8000), "silent"),
-        ("quiet.wav", lambda p: sf.write(p, _sine(440, 0.1, 8000, amp=3e-5), 8000, subtype="FLOAT"), "silent"),
+        (
+            "quiet.wav",
+            lambda p: sf.write(p, _sine(440, 0.1, 8000, amp=3e-5), 8000, subtype="FLOAT"),
+            "silent",
+        ),
         ("noise.wav", lambda p: p.write_bytes(np.random.default_rng(0).bytes(5000)), "not an audio file"),
         ("empty.wav", lambda p: p.write_bytes(b""), "empty file"),
         ("slow.wav", lambda p: sf.write(p, np.full(100, 0.5), 500), "sample rate"),

@@ -21,9 +21,14 @@ def _model() -> torch.nn.Module:
 def test_save_load_round_trip_and_run_dir_resolution(tmp_path):
     model = _model()
     for step in (10, 20):
-        checkpoint.save_portable(tmp_path / "run" / "checkpoints" / f"step_{step:07d}", family="lstm",
-                                 config_yaml="family: lstm\n", models={"model": model}, step=step,
-                                 metrics={"valid_nll": 1.5})
+        checkpoint.save_portable(
+            tmp_path / "run" / "checkpoints" / f"step_{step:07d}",
+            family="lstm",
+            config_yaml="family: lstm\n",
+            models={"model": model},
+            step=step,
+            metrics={"valid_nll": 1.5},
+        )
     ckpt = checkpoint.load_portable(tmp_path / "run")  # a RUN_DIR resolves to its latest checkpoint
     assert ckpt.meta["step"] == 20 and ckpt.family == "lstm" and ckpt.config == {"family": "lstm"}
     fresh = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10))
@@ -36,7 +41,9 @@ def test_save_load_round_trip_and_run_dir_resolution(tmp_path):
 
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
     target = tmp_path / "ckpt"
-    checkpoint.save_portable(target, family="lstm", config_yaml="family: lstm\n", models={"model": _model()}, step=1)
+    checkpoint.save_portable(
+        target, family="lstm", config_yaml="family: lstm\n", models={"model": _model()}, step=1
+    )
 
     def broken(tmp):
         (tmp / "musgen.json").write_text("{}")
@@ -54,8 +61,9 @@ def test_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="neither"):
         checkpoint.load_portable(tmp_path / "empty")
-    target = checkpoint.save_portable(tmp_path / "c", family="lstm", config_yaml="{}", models={"model": _model()},
-                                      step=1)
+    target = checkpoint.save_portable(
+        tmp_path / "c", family="lstm", config_yaml="{}", models={"model": _model()}, step=1
+    )
     meta = json.loads((target / "musgen.json").read_text())
     (target / "musgen.json").write_text(json.dumps({**meta, "format_version": 99}))
     with pytest.raises(CheckpointError, match="format_version 99"):
@@ -69,12 +77,20 @@ def test_pack_stores_float16_that_loads_back_close_and_keeps_what_float16_cannot
     tiny = torch.nn.Linear(3, 3)
     with torch.no_grad():
         tiny.weight.fill_(1e-9)  # underflows to zero in float16: must stay float32
-    src = checkpoint.save_portable(tmp_path / "run" / "checkpoints" / "step_0000005", family="lstm",
-                                   config_yaml="family: lstm\n", models={"model": model, "tiny": tiny}, step=5)
-    checkpoint.save_portable(src / "inner", family="vqvae", config_yaml="{}", models={"model": _model()}, step=1)
+    src = checkpoint.save_portable(
+        tmp_path / "run" / "checkpoints" / "step_0000005",
+        family="lstm",
+        config_yaml="family: lstm\n",
+        models={"model": model, "tiny": tiny},
+        step=5,
+    )
+    checkpoint.save_portable(
+        src / "inner", family="vqvae", config_yaml="{}", models={"model": _model()}, step=1
+    )
     (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n')
-    packed = checkpoint.pack_checkpoint(tmp_path / "run", tmp_path / "packed",
-                                        metrics_file=tmp_path / "run" / "metrics.jsonl")
+    packed = checkpoint.pack_checkpoint(
+        tmp_path / "run", tmp_path / "packed", metrics_file=tmp_path / "run" / "metrics.jsonl"
+    )
     from safetensors import safe_open
 
     with safe_open(str(packed / "model.safetensors"), framework="pt") as handle:

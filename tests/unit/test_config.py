@@ -11,12 +11,18 @@ from musgen.models.lstm import LSTMConfig
 
 
 def test_presets_resolve_and_overrides_apply():
-    cfg = resolve(LSTMConfig, "lstm", preset_path("lstm", tiny=True),
-                  ["train.lr=3e-4", "model.num_layers=2", "train.steps=2e3", "data.transpose=0"])
+    cfg = resolve(
+        LSTMConfig,
+        "lstm",
+        preset_path("lstm", tiny=True),
+        ["train.lr=3e-4", "model.num_layers=2", "train.steps=2e3", "data.transpose=0"],
+    )
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.model.num_layers == 2 and cfg.train.steps == 2000 and cfg.data.transpose == 0
     default = resolve(LSTMConfig, "lstm")
-    assert default.model.hidden_size == yaml.safe_load(preset_path("lstm").read_text())["model"]["hidden_size"]
+    assert (
+        default.model.hidden_size == yaml.safe_load(preset_path("lstm").read_text())["model"]["hidden_size"]
+    )
 
 
 def test_unknown_keys_and_bad_values_are_refused(tmp_path):

@@ -46,7 +46,10 @@ def test_build_skips_bad_files_and_is_idempotent(messy_dir, tmp_path, caplog):
         offsets = np.load(out / f"{split}.offsets.npy")
         pieces = json.loads((out / f"{split}.pieces.json").read_text())
         assert tokens.dtype == np.int32 and offsets.dtype == np.int64
-        assert len(offsets) == len(pieces) + 1 == info["pieces"] + 1 and offsets[-1] == tokens.size == info["tokens"]
+        assert (
+            len(offsets) == len(pieces) + 1 == info["pieces"] + 1
+            and offsets[-1] == tokens.size == info["tokens"]
+        )
         assert all(split_of(p, CFG["valid_fraction"], CFG["test_fraction"]) == split for p in pieces)
         assert tokens.size == 0 or tokens.max() < m["vocab_size"]
 
@@ -71,7 +74,9 @@ def test_changed_source_rebuilds(bach_midi_dir, tmp_path):
     victim.unlink()
     m2 = build(out, midi_dir=src, config=DataConfig(**CFG))
     assert m2["fingerprint"] != m1["fingerprint"]
-    assert sum(s["pieces"] for s in m2["splits"].values()) == sum(s["pieces"] for s in m1["splits"].values()) - 1
+    assert (
+        sum(s["pieces"] for s in m2["splits"].values()) == sum(s["pieces"] for s in m1["splits"].values()) - 1
+    )
 
 
 def test_min_notes_in_serial_mode(bach_midi_dir, tmp_path):
@@ -121,6 +126,11 @@ def test_bpe_build_and_round_trip(bach_midi_dir, tmp_path):
 
 def test_corpus_source(bach_midi_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MUSGEN_CACHE", str(tmp_path / "cache"))
-    m = build(tmp_path / "c", corpus="bach", limit=3, config=DataConfig(workers=2, valid_fraction=0, test_fraction=0))
+    m = build(
+        tmp_path / "c",
+        corpus="bach",
+        limit=3,
+        config=DataConfig(workers=2, valid_fraction=0, test_fraction=0),
+    )
     assert m["source"] == {"corpus": "bach"} and m["splits"]["train"]["pieces"] == 3
     assert os.listdir(tmp_path / "cache" / "corpus" / "bach")

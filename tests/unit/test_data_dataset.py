@@ -32,7 +32,7 @@ def test_windows_shapes_labels_padding(data_dir):
     assert first["input_ids"].dtype == torch.int64 and first["labels"].dtype == torch.int64
     assert first["input_ids"][0] == sp.bos
     assert torch.equal(first["input_ids"][1:], first["labels"][:-1])
-    assert first["input_ids"][1:].tolist() == tokens[: 63].tolist()
+    assert first["input_ids"][1:].tolist() == tokens[:63].tolist()
     # the last window of each piece ends with EOS then padding (-100 in labels)
     last = ds[len(ds) - 1]
     labels = last["labels"]
@@ -71,7 +71,9 @@ def test_transposition_in_vocab_and_deterministic(data_dir):
         diffs = {x - y for x, y in zip(pa, pp, strict=True)}
         assert len(diffs) <= 1 and all(abs(d) <= 5 for d in diffs)  # one shift per window
         shifted_any |= diffs not in (set(), {0})
-        assert torch.equal(aug[i]["labels"][aug[i]["labels"] == -100], plain[i]["labels"][plain[i]["labels"] == -100])
+        assert torch.equal(
+            aug[i]["labels"][aug[i]["labels"] == -100], plain[i]["labels"][plain[i]["labels"] == -100]
+        )
     assert shifted_any
     again = TokenWindows(data_dir, "train", seq_len=128, transpose=5, velocity_jitter=2, seed=3)
     assert all(torch.equal(again[i]["input_ids"], aug[i]["input_ids"]) for i in range(len(aug)))

@@ -25,7 +25,9 @@ def _notes(score: symusic.Score) -> list[tuple]:
     """Notes as (pitch, onset, duration, velocity) with times in exact beats (tpq may differ)."""
     tpq = score.ticks_per_quarter
     return sorted(
-        (n.pitch, Fraction(n.time, tpq), Fraction(n.duration, tpq), n.velocity) for t in score.tracks for n in t.notes
+        (n.pitch, Fraction(n.time, tpq), Fraction(n.duration, tpq), n.velocity)
+        for t in score.tracks
+        for n in t.notes
     )
 
 
@@ -51,8 +53,16 @@ def test_round_trip_real_pieces(bach_midi_dir, name, use_programs):
         # Independent of miditok's preprocessing: same (pitch, onset) set within half a grid
         # step (1/8 beat here), velocities within one bin.
         step = 1 / 8
-        orig = {(n.pitch, round(n.time / original.ticks_per_quarter / step)) for t in original.tracks for n in t.notes}
-        dec = {(n.pitch, round(n.time / decoded.ticks_per_quarter / step)) for t in decoded.tracks for n in t.notes}
+        orig = {
+            (n.pitch, round(n.time / original.ticks_per_quarter / step))
+            for t in original.tracks
+            for n in t.notes
+        }
+        dec = {
+            (n.pitch, round(n.time / decoded.ticks_per_quarter / step))
+            for t in decoded.tracks
+            for n in t.notes
+        }
         assert dec == orig
         ov = sorted(n.velocity for t in original.tracks for n in t.notes)
         dv = sorted(n.velocity for t in decoded.tracks for n in t.notes)

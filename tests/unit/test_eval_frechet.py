@@ -21,7 +21,9 @@ def test_frechet_distance_of_known_gaussians():
     assert frechet_distance(x, x + shift) == pytest.approx(float(shift @ shift), rel=1e-9)
     # Covariance S against 4 S (same mean): Tr(S + 4S - 2 (4 S^2)^1/2) = Tr(S).
     centred = x - x.mean(0)
-    assert frechet_distance(centred, 2 * centred) == pytest.approx(float(np.trace(np.cov(x, rowvar=False))), rel=1e-8)
+    assert frechet_distance(centred, 2 * centred) == pytest.approx(
+        float(np.trace(np.cov(x, rowvar=False))), rel=1e-8
+    )
     # Symmetric, and close to the closed form for independent draws of two diagonal Gaussians.
     a, b = rng.normal(0, 1, (20000, 3)), rng.normal(0, 2, (20000, 3))
     assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-6)
@@ -60,7 +62,9 @@ def test_frechet_separates_real_chorales_from_corrupted_ones(bach_midi_24):
     assert halves * 1.5 < audio["shuffled pitch"]["frechet_distance"]
     assert halves * 3 < audio["random notes"]["frechet_distance"]
     for direction in range(2):  # also each half taken as the reference on its own
-        assert audio["held-out half"]["directions"][direction] < audio["shuffled pitch"]["directions"][direction]
+        assert (
+            audio["held-out half"]["directions"][direction] < audio["shuffled pitch"]["directions"][direction]
+        )
     symbolic = result["symbolic"]
     for name in ("shuffled pitch", "shuffled pitch within tracks", "random notes"):
         assert symbolic["held-out half"]["feature_frechet"] < symbolic[name]["feature_frechet"], name

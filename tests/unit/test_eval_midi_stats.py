@@ -23,7 +23,9 @@ from musgen.eval.midi_stats import DURATION_CLASSES, FEATURES, SCALARS, piece_fe
 TPQ = 480
 
 
-def _score(*tracks: list[tuple[float, float, int]], drums: list[tuple[float, float, int]] | None = None) -> symusic.Score:
+def _score(
+    *tracks: list[tuple[float, float, int]], drums: list[tuple[float, float, int]] | None = None
+) -> symusic.Score:
     """Tracks of (onset, duration, pitch) in quarter notes, 4/4 at 120 bpm."""
     score = symusic.Score(TPQ)
     score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
@@ -103,7 +105,10 @@ def test_overlap_area_and_kl_divergence():
 def test_compare_feature_and_table():
     rng = np.random.default_rng(1)
     ref = rng.normal(0, 1, (30, 1))
-    close, far = compare_feature(ref, rng.normal(0, 1, (30, 1))), compare_feature(ref, rng.normal(5, 1, (30, 1)))
+    close, far = (
+        compare_feature(ref, rng.normal(0, 1, (30, 1))),
+        compare_feature(ref, rng.normal(5, 1, (30, 1))),
+    )
     assert close["overlap_area"] > far["overlap_area"] + 0.5
     assert far["kl_divergence"] > close["kl_divergence"]
     assert close["reference_mean"] == pytest.approx(float(ref.mean()))
@@ -124,8 +129,9 @@ def test_statistics_separate_real_chorales_from_corrupted_ones(bach_midi_24):
     halves = compare_sets(a, b)
     corrupted = {
         "shuffled": [piece_features(shuffled_pitches(s, i)) for i, s in enumerate(scores[1::2])],
-        "shuffled within tracks": [piece_features(shuffled_pitches(s, i, within_tracks=True))
-                                   for i, s in enumerate(scores[1::2])],
+        "shuffled within tracks": [
+            piece_features(shuffled_pitches(s, i, within_tracks=True)) for i, s in enumerate(scores[1::2])
+        ],
         "random": [piece_features(random_notes(s, i)) for i, s in enumerate(scores[1::2])],
     }
     for name, pieces in corrupted.items():

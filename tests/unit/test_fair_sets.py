@@ -59,4 +59,8 @@ def test_fair_statistics_compares_equal_sets_next_to_real_vs_real(bach_midi_24):
     assert stats["frechet_ratio"] == stats["feature_frechet"] / real["feature_frechet"]
     # A sample shorter than the asked excerpt shortens every excerpt to its whole quarters.
     short = fair_statistics(pieces[4:], pieces[:4] + [excerpt(pieces[0], 0, 6.5)], 16.0)
-    assert short["excerpt_quarters"] == 6.0 and short["asked_quarters"] == 16.0 and short["generated_pieces"] == 5
+    assert (
+        short["excerpt_quarters"] == 6.0
+        and short["asked_quarters"] == 16.0
+        and short["generated_pieces"] == 5
+    )

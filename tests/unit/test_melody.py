@@ -74,7 +74,7 @@ def test_events_to_midi_and_back_is_exact():
     expected = _normalise(events)
     # The line ends at its last NOTE_OFF: whatever followed it in ``events`` was silence.
     assert back.tolist() == expected[: len(back)] + ([NOTE_OFF] if len(back) > len(expected) else [])
-    assert set(expected[len(back):]) <= {HOLD}
+    assert set(expected[len(back) :]) <= {HOLD}
 
 
 def _normalise(events: np.ndarray) -> list[int]:

@@ -64,8 +64,14 @@ def test_generator_and_critic_shapes_in_every_mode(mode):
     heads = 4 if mode == "jamming" else 1
     assert critics(rolls).shape == (3, heads)
     # The noise a mode uses: shared (composer), private (jamming) or both (hybrid).
-    assert set(gen.noise(1)) == {"composer": {"inter", "inter_t"}, "jamming": {"intra", "intra_t"},
-                                 "hybrid": {"inter", "inter_t", "intra", "intra_t"}}[mode]
+    assert (
+        set(gen.noise(1))
+        == {
+            "composer": {"inter", "inter_t"},
+            "jamming": {"intra", "intra_t"},
+            "hybrid": {"inter", "inter_t", "intra", "intra_t"},
+        }[mode]
+    )
     assert len(gen.bar_generators) == (1 if mode == "composer" else 4)
     # Each track's private noise moves only that track (jamming/hybrid), every track otherwise.
     gen.eval()
@@ -90,7 +96,9 @@ class _LinearCritic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w.shape[0] == 1:
             return (x * self.w[0]).flatten(1).sum(1, keepdim=True)
-        return torch.stack([(x[:, h] * self.w[h, h]).flatten(1).sum(1) for h in range(self.w.shape[0])], dim=1)
+        return torch.stack(
+            [(x[:, h] * self.w[h, h]).flatten(1).sum(1) for h in range(self.w.shape[0])], dim=1
+        )
 
 
 def test_gradient_penalty_on_a_critic_with_a_known_gradient():

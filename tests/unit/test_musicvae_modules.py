@@ -19,13 +19,24 @@ from musgen.models.musicvae import (
     kl_divergence,
 )
 
-TINY = dict(latent_dim=8, embed_dim=8, encoder_hidden=16, decoder_hidden=16, conductor_hidden=12,
-            decoder_layers=2, conductor_layers=2)
+TINY = dict(
+    latent_dim=8,
+    embed_dim=8,
+    encoder_hidden=16,
+    decoder_hidden=16,
+    conductor_hidden=12,
+    decoder_layers=2,
+    conductor_layers=2,
+)
 
 
 def tiny_model(decoder: str, num_bars: int = 4) -> MusicVAE:
     torch.manual_seed(0)
-    return MusicVAE(MusicVAEModelConfig(decoder=decoder, **TINY), MelodyConfig(num_bars=num_bars)).double().eval()
+    return (
+        MusicVAE(MusicVAEModelConfig(decoder=decoder, **TINY), MelodyConfig(num_bars=num_bars))
+        .double()
+        .eval()
+    )
 
 
 @pytest.mark.parametrize("decoder", ["flat", "hierarchical"])
@@ -58,7 +69,9 @@ def test_teacher_forcing_equals_step_by_step_decoding(decoder):
     events = torch.randint(0, model.vocab_size, (2, model.length))
     z = torch.randn(2, 8, dtype=torch.double)
     parallel = model.teacher_forced(z, events)
-    stepped_events, stepped = model.free_running(z, lambda lg: lg.argmax(-1), teacher=events, teacher_rate=1.0)
+    stepped_events, stepped = model.free_running(
+        z, lambda lg: lg.argmax(-1), teacher=events, teacher_rate=1.0
+    )
     assert torch.equal(stepped_events, events)
     assert torch.allclose(parallel, stepped, atol=1e-10)
 
@@ -90,8 +103,11 @@ def test_encoder_reads_the_whole_window_in_both_directions():
 
 
 def test_loss_is_reconstruction_plus_annealed_free_bits_kl():
-    cfg = MusicVAEConfig(model=MusicVAEModelConfig(decoder="flat", **TINY), data=MelodyConfig(num_bars=2),
-                         loss=VAELossConfig(free_bits=1.0, max_beta=0.5, beta_anneal_steps=10))
+    cfg = MusicVAEConfig(
+        model=MusicVAEModelConfig(decoder="flat", **TINY),
+        data=MelodyConfig(num_bars=2),
+        loss=VAELossConfig(free_bits=1.0, max_beta=0.5, beta_anneal_steps=10),
+    )
     task = MusicVAETask(cfg)
     assert [task.beta(s) for s in (0, 5, 10, 50)] == [0.0, 0.25, 0.5, 0.5]
     events = torch.randint(0, task.models["model"].vocab_size, (4, 32))
@@ -100,7 +116,9 @@ def test_loss_is_reconstruction_plus_annealed_free_bits_kl():
     loss, metrics = task.loss({"events": events})
     loss = float(loss.detach())
     kl_nats = metrics["kl_bits"] * math.log(2)
-    expected_min = metrics["recon"] + 0.25 * max(kl_nats - math.log(2), 0.0)  # Jensen: mean of clamps >= clamp of mean
+    expected_min = metrics["recon"] + 0.25 * max(
+        kl_nats - math.log(2), 0.0
+    )  # Jensen: mean of clamps >= clamp of mean
     assert loss >= expected_min - 1e-4
     assert loss <= metrics["recon"] + 0.25 * kl_nats + 1e-4
 

@@ -73,22 +73,39 @@ def _score(tracks: list[tuple[str, int, bool, list[tuple[int, int, int]]]], tpq:
 
 
 def test_unnamed_tracks_go_to_voices_by_pitch_and_empty_tracks_are_ignored():
-    score = _score([("", 0, False, [(0, 4, 48)]), ("", 0, False, []), ("", 0, False, [(0, 4, 72), (4, 4, 74)]),
-                    ("", 0, False, [(0, 4, 60)])])
+    score = _score(
+        [
+            ("", 0, False, [(0, 4, 48)]),
+            ("", 0, False, []),
+            ("", 0, False, [(0, 4, 72), (4, 4, 74)]),
+            ("", 0, False, [(0, 4, 60)]),
+        ]
+    )
     roll = score_to_roll(score, CFG)
     assert [int(np.nonzero(roll[k])[1][0]) + CFG.lowest_pitch for k in range(3)] == [72, 60, 48]
     assert not roll[3].any()  # three sounding tracks for four voices: the bass stays empty
 
 
 def test_programs_rule_groups_by_instrument_family_and_writes_drums_on_the_drum_channel(tmp_path):
-    cfg = PianorollConfig(tracks="programs", track_names=["drums", "bass", "guitar", "piano", "strings"],
-                          other_track="strings")
+    cfg = PianorollConfig(
+        tracks="programs", track_names=["drums", "bass", "guitar", "piano", "strings"], other_track="strings"
+    )
     cfg.validate()
-    score = _score([("kit", 0, True, [(0, 1, 36), (4, 1, 38)]), ("fretless", 35, False, [(0, 8, 40)]),
-                    ("nylon", 24, False, [(0, 4, 64)]), ("rhodes", 4, False, [(0, 4, 67)]),
-                    ("violin", 40, False, [(0, 4, 76)]), ("flute", 73, False, [(8, 4, 79)])])
+    score = _score(
+        [
+            ("kit", 0, True, [(0, 1, 36), (4, 1, 38)]),
+            ("fretless", 35, False, [(0, 8, 40)]),
+            ("nylon", 24, False, [(0, 4, 64)]),
+            ("rhodes", 4, False, [(0, 4, 67)]),
+            ("violin", 40, False, [(0, 4, 76)]),
+            ("flute", 73, False, [(8, 4, 79)]),
+        ]
+    )
     roll = score_to_roll(score, cfg)
-    on = {cfg.track_names[k]: sorted({int(p) + cfg.lowest_pitch for p in np.nonzero(roll[k])[1]}) for k in range(5)}
+    on = {
+        cfg.track_names[k]: sorted({int(p) + cfg.lowest_pitch for p in np.nonzero(roll[k])[1]})
+        for k in range(5)
+    }
     assert on == {"drums": [36, 38], "bass": [40], "guitar": [64], "piano": [67], "strings": [76, 79]}
     out = tmp_path / "band.mid"
     roll_to_score(roll, cfg).dump_midi(str(out))
@@ -105,7 +122,9 @@ def test_repeated_notes_stay_separate_notes():
     roll = score_to_roll(score, cfg)
     back = roll_to_score(roll, cfg).tracks[0].notes
     assert len(back) == 4  # re-struck notes are re-struck after the round trip
-    merged = roll_to_score(score_to_roll(score, PianorollConfig(track_names=["soprano"], separate_repeats=False)), cfg)
+    merged = roll_to_score(
+        score_to_roll(score, PianorollConfig(track_names=["soprano"], separate_repeats=False)), cfg
+    )
     assert len(merged.tracks[0].notes) == 1  # a plain binary roll merges them into one long note
 
 
@@ -122,16 +141,28 @@ def test_phrases_skip_mostly_empty_stretches_and_transposition_keeps_notes_in_ra
     roll = np.zeros((4, 5 * cfg.steps_per_bar, cfg.num_pitches), dtype=bool)
     roll[:, : 2 * cfg.steps_per_bar, 40] = True  # bars 0-1 full, bar 2 half (two tracks), bars 3-4 empty
     roll[:2, 2 * cfg.steps_per_bar : 3 * cfg.steps_per_bar, 41] = True
-    assert list(phrase_starts(roll, cfg) // cfg.steps_per_bar) == [0, 1]  # (1,2): 2 of 8 cells empty; (2,3): 6 of 8
+    assert list(phrase_starts(roll, cfg) // cfg.steps_per_bar) == [
+        0,
+        1,
+    ]  # (1,2): 2 of 8 cells empty; (2,3): 6 of 8
     moved = transpose_roll(roll, 5)
     assert moved is not None and moved[..., 45].sum() == roll[..., 40].sum()
     assert transpose_roll(roll, cfg.num_pitches - 40) is None
     assert np.array_equal(transpose_roll(roll, 3, drums=[0])[0], roll[0])  # drum tracks are not transposed
 
 
-@pytest.mark.parametrize("change", [{"num_pitches": 80}, {"steps_per_bar": 50}, {"tracks": "family"},
-                                    {"track_names": ["a", "a"]}, {"tracks": "programs", "track_names": ["lute"]},
-                                    {"programs": [1, 2]}, {"lowest_pitch": 60}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"num_pitches": 80},
+        {"steps_per_bar": 50},
+        {"tracks": "family"},
+        {"track_names": ["a", "a"]},
+        {"tracks": "programs", "track_names": ["lute"]},
+        {"programs": [1, 2]},
+        {"lowest_pitch": 60},
+    ],
+)
 def test_bad_settings_are_one_line_errors(change):
     with pytest.raises(MusgenError):
         PianorollConfig(**change).validate()

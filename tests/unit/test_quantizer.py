@@ -13,7 +13,9 @@ def _codebook(q: Quantizer) -> torch.Tensor:
 
 def test_straight_through_gradient_is_identity():
     torch.manual_seed(0)
-    q = Quantizer(8, QuantizerConfig(codebook_size=16, kmeans_init=False, dead_code_threshold=0, commitment_weight=0))
+    q = Quantizer(
+        8, QuantizerConfig(codebook_size=16, kmeans_init=False, dead_code_threshold=0, commitment_weight=0)
+    )
     z = torch.randn(2, 8, 5, requires_grad=True)
     book = _codebook(q).clone()  # training mode: the EMA update moves the codebook after quantizing
     quantized, codes, _ = q(z)
@@ -30,7 +32,9 @@ def test_straight_through_gradient_is_identity():
 
 def test_commitment_loss_pulls_the_encoder_output_to_its_code():
     torch.manual_seed(0)
-    q = Quantizer(4, QuantizerConfig(codebook_size=8, kmeans_init=False, dead_code_threshold=0, commitment_weight=1.0))
+    q = Quantizer(
+        4, QuantizerConfig(codebook_size=8, kmeans_init=False, dead_code_threshold=0, commitment_weight=1.0)
+    )
     z = torch.randn(1, 4, 10, requires_grad=True)
     quantized, _, commit = q(z)
     (grad,) = torch.autograd.grad(commit, z)
@@ -41,7 +45,9 @@ def test_commitment_loss_pulls_the_encoder_output_to_its_code():
 @pytest.mark.parametrize("threshold, revived", [(2.0, True), (0.0, False)])
 def test_dead_codes_restart_from_encoder_outputs(threshold, revived):
     torch.manual_seed(0)
-    q = Quantizer(4, QuantizerConfig(codebook_size=16, kmeans_init=False, dead_code_threshold=threshold, decay=0.8))
+    q = Quantizer(
+        4, QuantizerConfig(codebook_size=16, kmeans_init=False, dead_code_threshold=threshold, decay=0.8)
+    )
     with torch.no_grad():  # half the codebook far from any data: never chosen
         book = q.vq._codebook
         book.embed[0, 8:] = 1000.0

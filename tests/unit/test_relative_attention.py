@@ -22,7 +22,9 @@ def _skewed(q: torch.Tensor, rel: torch.Tensor, tk: int) -> torch.Tensor:
     return relative_shift(q @ distance_embeddings(rel, tk).transpose(-1, -2))
 
 
-@pytest.mark.parametrize("tq,tk,max_distance", [(37, 37, 64), (37, 37, 5), (1, 23, 64), (6, 23, 4), (23, 23, 1)])
+@pytest.mark.parametrize(
+    "tq,tk,max_distance", [(37, 37, 64), (37, 37, 5), (1, 23, 64), (6, 23, 4), (23, 23, 1)]
+)
 def test_skewing_equals_the_naive_reference(tq, tk, max_distance):
     gen = torch.Generator().manual_seed(tq * 100 + tk)
     q = torch.randn(3, 4, tq, 16, generator=gen, dtype=torch.float64)
@@ -39,15 +41,27 @@ def test_skewing_equals_the_naive_reference(tq, tk, max_distance):
 
 def _attention(relative, chunk=128, shared=False, max_rel=16, seed=0, recompute=False):
     torch.manual_seed(seed)
-    return RelativeSelfAttention(32, 4, relative=relative, max_relative_position=max_rel,
-                                 share_relative_heads=shared, chunk=chunk, recompute=recompute).double()
+    return RelativeSelfAttention(
+        32,
+        4,
+        relative=relative,
+        max_relative_position=max_rel,
+        share_relative_heads=shared,
+        chunk=chunk,
+        recompute=recompute,
+    ).double()
 
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_attention_output_and_gradients_match_the_naive_module(shared):
     x = torch.randn(2, 29, 32, dtype=torch.float64)
     outs, grads = [], []
-    for impl, chunk, recompute in [("naive", 0, False), ("skew", 0, False), ("skew", 8, False), ("skew", 8, True)]:
+    for impl, chunk, recompute in [
+        ("naive", 0, False),
+        ("skew", 0, False),
+        ("skew", 8, False),
+        ("skew", 8, True),
+    ]:
         att = _attention(impl, chunk=chunk, shared=shared, recompute=recompute)
         y, _ = att(x)
         y.pow(2).sum().backward()
@@ -61,8 +75,16 @@ def test_attention_output_and_gradients_match_the_naive_module(shared):
 
 @pytest.mark.parametrize("attention", ["relative", "plain"])
 def test_no_gradient_flows_from_the_future(attention):
-    cfg = TransformerModelConfig(d_model=32, num_layers=3, num_heads=4, d_ff=64, dropout=0.0,
-                                 attention=attention, max_relative_position=8, attention_chunk=5)
+    cfg = TransformerModelConfig(
+        d_model=32,
+        num_layers=3,
+        num_heads=4,
+        d_ff=64,
+        dropout=0.0,
+        attention=attention,
+        max_relative_position=8,
+        attention_chunk=5,
+    )
     model = MusicTransformer(50, cfg, context=24).double()
     embedded = []
     model.embed.register_forward_hook(lambda mod, inp, out: embedded.append(out) or out.retain_grad())
@@ -77,8 +99,16 @@ def test_no_gradient_flows_from_the_future(attention):
 
 def _model(attention: str, context: int = 40) -> MusicTransformer:
     torch.manual_seed(0)
-    cfg = TransformerModelConfig(d_model=48, num_layers=2, num_heads=4, d_ff=96, dropout=0.1,
-                                 attention=attention, max_relative_position=12, attention_chunk=7)
+    cfg = TransformerModelConfig(
+        d_model=48,
+        num_layers=2,
+        num_heads=4,
+        d_ff=96,
+        dropout=0.1,
+        attention=attention,
+        max_relative_position=12,
+        attention_chunk=7,
+    )
     return MusicTransformer(61, cfg, context=context).eval()
 
 
@@ -123,8 +153,9 @@ def test_plain_attention_refuses_positions_beyond_its_context():
         _model("plain", context=16)(torch.zeros(1, 17, dtype=torch.long))
 
 
-@pytest.mark.parametrize("bad", [{"attention": "sparse"}, {"d_model": 30, "num_heads": 4},
-                                 {"max_relative_position": 0}])
+@pytest.mark.parametrize(
+    "bad", [{"attention": "sparse"}, {"d_model": 30, "num_heads": 4}, {"max_relative_position": 0}]
+)
 def test_bad_model_configs_are_refused(bad):
     with pytest.raises(ConfigError):
         TransformerModelConfig(**bad)

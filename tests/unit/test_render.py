@@ -16,7 +16,10 @@ from musgen.errors import MusgenError
 
 RATE = 16000
 HAS_FLUIDSYNTH = shutil.which("fluidsynth") is not None
-ENGINES = ["synth", pytest.param("fluidsynth", marks=pytest.mark.skipif(not HAS_FLUIDSYNTH, reason="no fluidsynth"))]
+ENGINES = [
+    "synth",
+    pytest.param("fluidsynth", marks=pytest.mark.skipif(not HAS_FLUIDSYNTH, reason="no fluidsynth")),
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,9 @@ def _notes(midi: Path) -> np.ndarray:
     """(start, end, pitch) in seconds of every note."""
     score = symusic.Score(str(midi)).to("second")
     arrays = [t.notes.numpy() for t in score.tracks]
-    return np.concatenate([np.stack([a["time"], a["time"] + a["duration"], a["pitch"]], axis=1) for a in arrays])
+    return np.concatenate(
+        [np.stack([a["time"], a["time"] + a["duration"], a["pitch"]], axis=1) for a in arrays]
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -58,14 +63,17 @@ def test_program_override_and_max_seconds(chorale, engine):
     assert len(base) == 4 * RATE
     organ = render_midi(chorale, RATE, engine=engine, max_seconds=4, program=19)
     assert len(organ) == len(base) and np.abs(organ - base).max() > 0.05
-    np.testing.assert_array_equal(render_midi(chorale, RATE, engine=engine, max_seconds=4), base)  # reproducible
+    np.testing.assert_array_equal(
+        render_midi(chorale, RATE, engine=engine, max_seconds=4), base
+    )  # reproducible
 
 
 def test_synth_plays_drums_and_fails_clearly_on_junk(tmp_path):
     pm = pretty_midi.PrettyMIDI()
     drums = pretty_midi.Instrument(program=0, is_drum=True)
-    drums.notes += [pretty_midi.Note(velocity=100, pitch=36 + i % 3, start=0.25 * i, end=0.25 * i + 0.1)
-                    for i in range(8)]
+    drums.notes += [
+        pretty_midi.Note(velocity=100, pitch=36 + i % 3, start=0.25 * i, end=0.25 * i + 0.1) for i in range(8)
+    ]
     pm.instruments.append(drums)
     pm.write(str(tmp_path / "drums.mid"))
     wave = render_midi(tmp_path / "drums.mid", RATE, engine="synth")

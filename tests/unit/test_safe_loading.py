@@ -18,17 +18,19 @@ from plants import plant_pickle
 from musgen.data.dataset import load_array
 from musgen.data.view_cache import read_cache
 from musgen.errors import MusgenError
-from musgen.train.safe_state import check_state_files
+from musgen.training.safe_state import check_state_files
 
 PACKAGE = Path(__file__).resolve().parents[2] / "musgen"
 
 
 def test_the_plant_is_live(tmp_path):
     """The planted files do run code when loaded the unsafe way: the tests below can fail."""
-    for how, load in [("pickle", lambda p: pickle.loads(p.read_bytes())),
-                      ("torch", lambda p: torch.load(p, weights_only=False)),
-                      ("npy", lambda p: np.load(p, allow_pickle=True)[0]),
-                      ("npz", lambda p: np.load(p, allow_pickle=True)["events"][0])]:
+    for how, load in [
+        ("pickle", lambda p: pickle.loads(p.read_bytes())),
+        ("torch", lambda p: torch.load(p, weights_only=False)),
+        ("npy", lambda p: np.load(p, allow_pickle=True)[0]),
+        ("npz", lambda p: np.load(p, allow_pickle=True)["events"][0]),
+    ]:
         marker = tmp_path / f"ran-{how}"
         load(plant_pickle(tmp_path / f"x.{how}", marker, how))
         assert marker.exists(), how
@@ -57,7 +59,9 @@ def test_view_caches_ignore_planted_pickles(tmp_path, how, caplog):
 
 
 @pytest.mark.parametrize("how", ["pickle", "torch"])
-@pytest.mark.parametrize("name", ["optimizer.bin", "random_states_0.pkl", "scheduler.bin", "pytorch_model.bin"])
+@pytest.mark.parametrize(
+    "name", ["optimizer.bin", "random_states_0.pkl", "scheduler.bin", "pytorch_model.bin"]
+)
 def test_training_state_files_are_checked_weights_only(tmp_path, how, name):
     marker = tmp_path / "ran"
     torch.save({"state": {}, "param_groups": []}, tmp_path / "optimizer.bin")  # a harmless neighbour
@@ -83,6 +87,7 @@ def _unsafe_loads(tree: ast.AST, where: str, file_name: str) -> list[str]:
             if any(n.split(".")[0] in ("pickle", "dill", "marshal", "shelve", "joblib") for n in names):
                 problems.append(f"{where}:{node.lineno} imports an unpickler")
     for call, kw, line in _calls(tree):
+
         def flag(key: str, want: bool, kw=kw) -> bool:
             return isinstance(kw.get(key), ast.Constant) and kw[key].value is want
 
@@ -93,7 +98,7 @@ def _unsafe_loads(tree: ast.AST, where: str, file_name: str) -> list[str]:
         elif call in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
             problems.append(f"{where}:{line} {call} (use yaml.safe_load)")
         elif call.endswith(".load_state") and file_name != "safe_state.py":
-            problems.append(f"{where}:{line} {call} outside musgen/train/safe_state.py")
+            problems.append(f"{where}:{line} {call} outside musgen/training/safe_state.py")
     return problems
 
 

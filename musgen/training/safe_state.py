@@ -38,7 +38,9 @@ PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
 def weights_only_loads() -> Iterator[None]:
     """Within the block every ``torch.load`` is weights-only, even one that asks for
     ``weights_only=False`` (torch reads the variable at each call)."""
-    saved = {k: os.environ.get(k) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    saved = {
+        k: os.environ.get(k) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    }
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)  # both set is an error in torch
     try:
@@ -56,7 +58,9 @@ def _reason(err: BaseException) -> str:
     marker = "WeightsUnpickler error:"
     if marker in text:  # torch's refusal: keep the line that names the global, not the advice
         detail = text.split(marker, 1)[1].strip().splitlines()[0].split(" was not an allowed")[0]
-        return ("it would run code: " if "global" in detail else "refused by the weights-only unpickler: ") + detail
+        return (
+            "it would run code: " if "global" in detail else "refused by the weights-only unpickler: "
+        ) + detail
     return first_line(err)
 
 

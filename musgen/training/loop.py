@@ -48,9 +48,9 @@ from musgen import checkpoint
 from musgen.config import dump_yaml
 from musgen.errors import MusgenError, first_line
 from musgen.registry import get_family
-from musgen.train.safe_state import load_state
-from musgen.train.schedules import warmup_cosine
-from musgen.train.task import StepContext, Task, metrics_from_sums, sum_eval_steps
+from musgen.training.safe_state import load_state
+from musgen.training.schedules import warmup_cosine
+from musgen.training.task import StepContext, Task, metrics_from_sums, sum_eval_steps
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,13 @@ def _reason(err: BaseException | None, where: Path | None = None) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
     text = str(err) if err is not None else ""
-    for known in ("No space left on device", "File too large", "Read-only file system", "Permission denied",
-                  "Disk quota exceeded"):
+    for known in (
+        "No space left on device",
+        "File too large",
+        "Read-only file system",
+        "Permission denied",
+        "Disk quota exceeded",
+    ):
         if known in text:
             return known
     if where is not None:
@@ -173,7 +178,9 @@ def weights_digest(models: Mapping[str, torch.nn.Module]) -> str:
                 tensors += list(module.named_buffers(recurse=False))
             for t_name, tensor in tensors:
                 digest.update(f"{name}.{mod_name}.{t_name}".encode())
-                digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+                digest.update(
+                    tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+                )
     return digest.hexdigest()
 
 
@@ -229,7 +236,9 @@ def fit(
     run_dir = Path(run_dir)
     data_dir = Path(data_dir)
     if train_cfg.mixed_precision not in ("no", "bf16", "fp16"):
-        raise MusgenError(f"train.mixed_precision must be no, bf16 or fp16, not {train_cfg.mixed_precision!r}")
+        raise MusgenError(
+            f"train.mixed_precision must be no, bf16 or fp16, not {train_cfg.mixed_precision!r}"
+        )
     if train_cfg.mixed_precision == "fp16" and (train_cfg.cpu or not torch.cuda.is_available()):
         raise MusgenError("train.mixed_precision=fp16 needs a GPU; use bf16 on the CPU")
     if train_cfg.steps < 1 or train_cfg.batch_size < 1 or train_cfg.grad_accum < 1:
@@ -239,17 +248,23 @@ def fit(
     launched = get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
     # Without a GPU, Accelerate sets up several processes (gloo) only when asked for the CPU; else each
     # process would silently train alone, all of them writing the same RUN_DIR.
-    cpu = train_cfg.cpu or (launched > 1 and not torch.cuda.is_available()
-                            and not (hasattr(torch, "xpu") and torch.xpu.is_available()))
+    cpu = train_cfg.cpu or (
+        launched > 1
+        and not torch.cuda.is_available()
+        and not (hasattr(torch, "xpu") and torch.xpu.is_available())
+    )
     accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision, cpu=cpu)
     if launched > 1 and accelerator.num_processes != launched:
-        raise MusgenError(f"{launched} processes were launched but Accelerate set up {accelerator.num_processes}; "
-                          "check the launcher's settings (accelerate env, accelerate config)")
+        raise MusgenError(
+            f"{launched} processes were launched but Accelerate set up {accelerator.num_processes}; "
+            "check the launcher's settings (accelerate env, accelerate config)"
+        )
     if accelerator.distributed_type in SHARDED:
         raise MusgenError(
             f"accelerate's {accelerator.distributed_type.value} is not supported: the portable checkpoint is "
             "written from the main process's whole model, which a sharded model does not have there; "
-            "use DDP (accelerate launch --multi_gpu, see configs/accelerate/)")
+            "use DDP (accelerate launch --multi_gpu, see configs/accelerate/)"
+        )
     main = accelerator.is_main_process
     if resume and main:
         try:  # what a killed save left behind: temporary directories, a replaced one not yet deleted
@@ -261,7 +276,9 @@ def fit(
     accelerator.wait_for_everyone()
     state_dir = latest_state(run_dir)
     if state_dir is not None and not resume:
-        raise MusgenError(f"{run_dir} already holds a run (step {state_dir.name}); pass --resume or another --out")
+        raise MusgenError(
+            f"{run_dir} already holds a run (step {state_dir.name}); pass --resume or another --out"
+        )
     if resume and state_dir is None:
         log.info("no complete state in %s: starting from step 0", run_dir)
 
@@ -280,8 +297,12 @@ def fit(
     # Each DataLoader iterator draws a worker base seed; from its own generator, not the global RNG,
     # or a resumed run (one iterator more) would see different dropout masks than a straight one.
     train_dl = DataLoader(
-        train_ds, batch_size=train_cfg.batch_size, sampler=sampler, drop_last=drop_last,
-        num_workers=train_cfg.num_workers, generator=torch.Generator().manual_seed(train_cfg.seed),
+        train_ds,
+        batch_size=train_cfg.batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=train_cfg.num_workers,
+        generator=torch.Generator().manual_seed(train_cfg.seed),
     )
     valid_dl, valid_sharded, valid_batches = None, False, 0
     if valid_ds is not None and len(valid_ds) > 0:
@@ -293,8 +314,13 @@ def fit(
             n_eval = min(n_eval, train_cfg.eval_batches * train_cfg.batch_size * world)
         valid_sharded = world > 1 and n_eval >= world
         shard = range(accelerator.process_index, n_eval, world) if valid_sharded else range(n_eval)
-        valid_dl = DataLoader(Subset(valid_ds, shard), batch_size=train_cfg.batch_size, shuffle=False,
-                              num_workers=train_cfg.num_workers, generator=torch.Generator().manual_seed(0))
+        valid_dl = DataLoader(
+            Subset(valid_ds, shard),
+            batch_size=train_cfg.batch_size,
+            shuffle=False,
+            num_workers=train_cfg.num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
         # Forward passes per process, the same on all (the first process has the most items): a
         # wrapped model (DDP buffers, FSDP shards) may talk to the others in every forward.
         valid_batches = math.ceil(len(range(0, n_eval, world if valid_sharded else 1)) / train_cfg.batch_size)
@@ -302,7 +328,9 @@ def fit(
     names = list(task.models)
     optimizers = task.optimizers()
     opt_names = list(optimizers)
-    prepared = accelerator.prepare(*[task.models[n] for n in names], *[optimizers[n] for n in opt_names], train_dl)
+    prepared = accelerator.prepare(
+        *[task.models[n] for n in names], *[optimizers[n] for n in opt_names], train_dl
+    )
     task.models = dict(zip(names, prepared[: len(names)], strict=True))
     optimizers = dict(zip(opt_names, prepared[len(names) : len(names) + len(opt_names)], strict=True))
     train_dl = prepared[-1]
@@ -421,9 +449,14 @@ def fit(
         ok = agree(ok and error is None)
         digests = gather_object([weights_digest(task.models)]) if ok and world > 1 and data_parallel else None
         if ok and main:
-            loop_state = {"step": at_step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                          "elapsed": elapsed_before + time.time() - start, "valid": last_valid,
-                          "processes": world}
+            loop_state = {
+                "step": at_step,
+                "epoch": epoch,
+                "batch_in_epoch": batch_in_epoch,
+                "elapsed": elapsed_before + time.time() - start,
+                "valid": last_valid,
+                "processes": world,
+            }
             if digests is not None:
                 loop_state["weights_sha256"] = digests  # one per process: DDP keeps them identical
                 if len(set(digests)) > 1:
@@ -438,9 +471,15 @@ def fit(
             if main:
                 shutil.rmtree(tmp, ignore_errors=True)
                 previous = latest_state(run_dir)
-                kept = (f"the state and checkpoint of step {int(previous.name.split('_')[1])} are untouched "
-                        "(continue with --resume)" if previous is not None else "no earlier state was saved")
-                raise MusgenError(f"cannot save step {at_step} in {run_dir}: {_reason(error, run_dir)}; {kept}") from error
+                kept = (
+                    f"the state and checkpoint of step {int(previous.name.split('_')[1])} are untouched "
+                    "(continue with --resume)"
+                    if previous is not None
+                    else "no earlier state was saved"
+                )
+                raise MusgenError(
+                    f"cannot save step {at_step} in {run_dir}: {_reason(error, run_dir)}; {kept}"
+                ) from error
             raise MusgenError(f"saving step {at_step} failed on the main process") from None
         if main:
             last_ckpt = new_ckpt
@@ -459,15 +498,22 @@ def fit(
             try:
                 last_ckpt = write_portable(step)
             except Exception as err:
-                raise MusgenError(f"cannot write the checkpoint of step {step} in {run_dir}: {_reason(err, run_dir)}") from err
+                raise MusgenError(
+                    f"cannot write the checkpoint of step {step} in {run_dir}: {_reason(err, run_dir)}"
+                ) from err
 
     for model in task.models.values():
         model.train()
     start = time.time()
     window_tokens, window_start = 0, time.time()
     data = batches()
-    pbar = tqdm(total=train_cfg.steps, initial=step, disable=not (main and progress), desc=f"train {family}",
-                dynamic_ncols=True)
+    pbar = tqdm(
+        total=train_cfg.steps,
+        initial=step,
+        disable=not (main and progress),
+        desc=f"train {family}",
+        dynamic_ncols=True,
+    )
     stopping = False
     try:
         while step < train_cfg.steps and not stopping:
@@ -486,21 +532,30 @@ def fit(
                 metrics.setdefault("loss", float("nan"))
                 if world > 1:  # every process's metrics (same keys on all), averaged
                     keys = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
-                    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
-                                          device=accelerator.device)
+                    values = torch.tensor(
+                        [float(metrics[k]) for k in keys], dtype=torch.float64, device=accelerator.device
+                    )
                     metrics.update(zip(keys, accelerator.reduce(values, "mean").tolist(), strict=True))
                 now = time.time()
                 tok_s = window_tokens / max(now - window_start, 1e-9)
                 window_tokens, window_start = 0, now
-                record = {"step": step, "lr": base_lrs[opt_names[0]][0] * factor, "tokens_per_s": tok_s, **metrics}
+                record = {
+                    "step": step,
+                    "lr": base_lrs[opt_names[0]][0] * factor,
+                    "tokens_per_s": tok_s,
+                    **metrics,
+                }
                 metrics_log.write(record)
                 history.append(record)
                 pbar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tok_s:.0f}")
                 if not math.isfinite(metrics["loss"]):
-                    raise MusgenError(f"loss is {metrics['loss']} at step {step}; lower train.lr or check the data")
+                    raise MusgenError(
+                        f"loss is {metrics['loss']} at step {step}; lower train.lr or check the data"
+                    )
                 if train_cfg.max_minutes > 0:
-                    spent = torch.tensor(float(time.time() - start > 60 * train_cfg.max_minutes),
-                                         device=accelerator.device)
+                    spent = torch.tensor(
+                        float(time.time() - start > 60 * train_cfg.max_minutes), device=accelerator.device
+                    )
                     stopping = bool(accelerator.reduce(spent, "max") > 0)
                     if stopping:
                         log.info("time budget of %.1f min spent at step %d", train_cfg.max_minutes, step)
@@ -515,21 +570,26 @@ def fit(
                     metrics_log.write(record)
                     history.append(record)
                     if main:
-                        log.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in last_valid.items()))
+                        log.info(
+                            "step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in last_valid.items())
+                        )
             if step % train_cfg.save_every == 0 or is_last:
                 save(step)
     finally:
         pbar.close()
         metrics_log.close()
     accelerator.end_training()
-    return FitResult(run_dir=run_dir, step=step, checkpoint=last_ckpt, metrics=last_valid, history=history,
-                     main=main)
+    return FitResult(
+        run_dir=run_dir, step=step, checkpoint=last_ckpt, metrics=last_valid, history=history, main=main
+    )
 
 
 def _read_data_meta(data_dir: Path) -> dict[str, Any]:
     manifest = data_dir / "manifest.json"
     if not manifest.is_file():
-        raise MusgenError(f"{data_dir} is not a musgen data set (no manifest.json); run `musgen data build` first")
+        raise MusgenError(
+            f"{data_dir} is not a musgen data set (no manifest.json); run `musgen data build` first"
+        )
     try:
         meta = json.loads(manifest.read_text())
     except json.JSONDecodeError as err:

@@ -1,6 +1,6 @@
 """The Task interface: what a model family gives the one training loop.
 
-A Task owns its models, optimizers and losses; the loop (``musgen.train.loop.fit``) owns devices,
+A Task owns its models, optimizers and losses; the loop (``musgen.training.loop.fit``) owns devices,
 precision, the data order, logging, evaluation cadence, checkpoints and resume.
 Families with one model and one loss only implement ``build_models``, ``datasets`` and ``loss``;
 MuseGAN-like families override ``train_step``.
@@ -105,7 +105,9 @@ class Task:
         so a step's loss is the mean over all its items, as in one big batch. None: equal weights."""
         return None
 
-    def train_step(self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext) -> dict[str, float]:
+    def train_step(
+        self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext
+    ) -> dict[str, float]:
         """One optimizer step over ``micro_batches`` (gradient accumulation; with several processes,
         DDP averages the gradients of their shares of the global batch)."""
         model = self.models["model"]
@@ -159,7 +161,6 @@ class Task:
         """Training tokens in a batch, for the tokens/s display (0 if not meaningful)."""
         labels = batch.get("labels")
         return int((labels != -100).sum()) if labels is not None else 0
-
 
 
 def sum_eval_steps(
