@@ -11,7 +11,7 @@ __all__ = ["__version__", "load", "train"]
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import musgen` (and `musgen --help`) stays fast; torch loads on first use.
-    if name in ("load", "train", "MusicGenerator"):
+    if name in ("load", "train", "MusicGenerator", "Generator"):
         from musgen import api
 
         return getattr(api, name)

@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_arguments(sample)
     sample.add_argument("--render", action="store_true", help="also write sample_000.wav ... (rendered MIDI)")
     sample.add_argument("--plot", action="store_true", help="also write sample_000.png ... (piano rolls)")
-    gan = sample.add_argument_group("musegan")
+    gan = sample.add_argument_group("piano-roll models (accompaniment)")
     gan.add_argument(
         "--condition-track",
         type=Path,
@@ -501,7 +501,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         if path is not None and not path.is_file():
             raise MusgenError(f"{flag} {path} is not a file")
     generator = load(args.checkpoint)
-    if (args.render or args.plot) and generator.task.sample_suffix != ".mid":
+    if (args.render or args.plot) and generator.sample_suffix != ".mid":
         raise MusgenError("--render and --plot apply to MIDI samples; this checkpoint writes audio already")
     paths = generator.generate_to(
         args.out,
@@ -520,7 +520,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         threshold=args.threshold,
         seconds=args.seconds,
     )
-    if generator.family != "musegan":  # MuseGAN draws no tokens: --binarize/--threshold are its controls
+    if generator.draws_tokens:  # e.g. MuseGAN's controls are --binarize / --threshold
         _log_sampling(generator, args)
     for path in paths:
         print(path)
@@ -609,7 +609,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     from musgen.api import load
 
     a, b = _clips(args, ("clip_a", "clip_b"))
-    paths = load(args.checkpoint).interpolate_to(
+    paths = load(args.checkpoint).require("interpolate_to", "interpolation")(
         args.out, a, b, args.steps, bar_offset=args.bar_offset, **_decode_controls(args)
     )
     for path in paths:
@@ -620,7 +620,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
     from musgen.api import load
 
     (a,) = _clips(args, ("clip_a",))
-    for path in load(args.checkpoint).reconstruct_to(
+    for path in load(args.checkpoint).require("reconstruct_to", "reconstruction")(
         args.out, a, bar_offset=args.bar_offset, **_decode_controls(args)
     ):
         print(path)

@@ -4,8 +4,8 @@
 
 Codec: encode and decode 30 s of audio (a held-out piece of --data, else noise), one call each.
 Prior: sample 5 s of new audio codes with the KV cache (batch 1, and 4 at once), then the whole
-path (codes sampled and decoded to a waveform), unprimed and with a 2-s prompt. Without --codec or
---prior the default presets are built with random weights (the speed does not depend on them).
+path (codes sampled and decoded to a waveform), unprimed and with a 2-s prompt. --codec and --prior
+default to the shipped checkpoints (checkpoints/vqvae, checkpoints/prior).
 Times are medians of --repeats runs in this one process; x real time = audio seconds / wall seconds.
 """
 
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import musgen  # noqa: E402
-from musgen.config import resolve  # noqa: E402
 from musgen.data.audio_io import write_audio  # noqa: E402
-from musgen.models.prior import PriorConfig, PriorTask  # noqa: E402
-from musgen.models.vqvae import VQVAEConfig, VQVAETask  # noqa: E402
 
 RATE = 16000
 
@@ -44,39 +42,17 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def load_models(args) -> tuple[VQVAETask, PriorTask]:
-    meta = {"kind": "audio", "sample_rate": RATE}
-    if args.codec:
-        codec = musgen.load(args.codec).task
-    else:
-        codec = VQVAETask(resolve(VQVAEConfig, "vqvae"), None, meta)
-        codec.models["model"].eval()
-    if args.prior:
-        prior = musgen.load(args.prior).task
-    else:
-        q = codec.cfg.model.quantizer
-        prior = PriorTask(
-            resolve(PriorConfig, "prior"),
-            None,
-            {
-                **meta,
-                "codebook_size": q.codes,
-                "levels": q.levels,
-                "vocab_size": q.codes * q.levels + 1,
-                "hop": codec.cfg.model.hop,
-            },
-        )
-        prior.codec = codec
-        prior.models["model"].eval()
-    return codec, prior
+def load_models(args) -> tuple[Any, Any]:
+    """The codec and prior to time: the given checkpoints, else the shipped ones."""
+    return musgen.load(args.codec), musgen.load(args.prior)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--codec", type=Path)
-    parser.add_argument("--prior", type=Path)
+    parser.add_argument("--codec", type=Path, default=REPO / "checkpoints" / "vqvae")
+    parser.add_argument("--prior", type=Path, default=REPO / "checkpoints" / "prior")
     parser.add_argument("--data", type=Path, help="an audio DATA_DIR (a held-out piece to encode)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "scripts" / "results" / "bench_audio.json")
@@ -107,16 +83,16 @@ def main() -> None:
             ctl,
             eos_id=None,
             pad_id=prior.bos,
-            allowed=prior._level_mask(),
+            allowed=prior.level_mask(),
         )
 
     t_prior1 = timed(lambda: sample_codes(1), args.repeats)
     t_prior4 = timed(lambda: sample_codes(4), args.repeats)
-    t_path = timed(lambda: prior.sample(1, seconds=new_seconds, seed=0), args.repeats)
+    t_path = timed(lambda: prior.generate(1, seconds=new_seconds, seed=0), args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         prompt = Path(tmp) / "prompt.wav"
         write_audio(prompt, wave[: 2 * RATE], RATE)
-        t_primed = timed(lambda: prior.sample(1, prime=prompt, seconds=new_seconds, seed=0), args.repeats)
+        t_primed = timed(lambda: prior.generate(1, prime=prompt, seconds=new_seconds, seed=0), args.repeats)
 
     result = {
         "machine": {
@@ -125,7 +101,7 @@ def main() -> None:
             "torch": torch.__version__,
         },
         "codec": {
-            "checkpoint": str(args.codec) if args.codec else "random weights, configs/vqvae.yaml",
+            "checkpoint": str(args.codec),
             "params": sum(p.numel() for p in codec.models["model"].parameters()),
             "audio_seconds": seconds,
             "encode_s": t_enc,
@@ -136,7 +112,7 @@ def main() -> None:
             "bitrate_bps": codec.bitrate,
         },
         "prior": {
-            "checkpoint": str(args.prior) if args.prior else "random weights, configs/prior.yaml",
+            "checkpoint": str(args.prior),
             "params": sum(p.numel() for p in prior.models["model"].parameters()),
             "new_seconds": new_seconds,
             "tokens": frames * prior.levels,

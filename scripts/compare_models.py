@@ -104,7 +104,7 @@ def run_one(
         record = json.loads(line)
         if "valid_nll" in record and record["step"] >= steps:
             final = record
-    model = musgen.load(run_dir).task.models["model"]
+    model = musgen.load(run_dir).models["model"]
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     return {
         "corpus": corpus,

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import musgen
-from musgen.eval.audio import evaluate_codec, evaluate_prior
+from musgen.eval.audio import evaluate_codec
+from musgen.models.prior import evaluate_prior
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_audio.json"
 

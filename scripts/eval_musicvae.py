@@ -46,8 +46,8 @@ def evaluate_run(
     run: Path, data: Path, split: str, max_windows: int, pairs: int, steps: int, batch: int, seed: int
 ) -> dict:
     generator = musgen.load(run)
-    task, model = generator.task, generator.task.models["model"]
-    windows = MelodyWindows(data, split, task.cfg.data, progress=False)
+    model = generator.model
+    windows = MelodyWindows(data, split, generator.cfg.data, progress=False)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(windows), size=min(max_windows, len(windows)), replace=False))
     target = np.stack([windows.window(int(i)) for i in chosen])  # (N, T)
@@ -55,9 +55,9 @@ def evaluate_run(
     teacher, free = [], []
     for lo in range(0, len(target), batch):
         events = torch.from_numpy(target[lo : lo + batch])
-        mu, _ = task.encode(events)
+        mu, _ = generator.encode_windows(events)
         teacher.append(model.teacher_forced(mu, events).argmax(-1).numpy())
-        free.append(task.decode(mu))
+        free.append(generator.decode_events(mu))
     teacher_acc = accuracies(np.concatenate(teacher), target)
     free_acc = accuracies(np.concatenate(free), target)
 
@@ -74,8 +74,8 @@ def evaluate_run(
     return {
         "run": str(run),
         "step": ckpt.meta.get("step"),
-        "num_bars": task.cfg.data.num_bars,
-        "decoder": task.cfg.model.decoder,
+        "num_bars": generator.cfg.data.num_bars,
+        "decoder": generator.cfg.model.decoder,
         "parameters": sum(p.numel() for p in model.parameters()),
         "split": split,
         "windows": int(len(target)),

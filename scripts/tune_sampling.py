@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     generator = musgen.load(args.checkpoint)
-    pieces, tokens_per_quarter = split_pieces(generator.task.tokenizer, args.data, args.split)
+    pieces, tokens_per_quarter = split_pieces(generator.tokenizer, args.data, args.split)
     reference = [e for p in pieces for e in excerpts(p, args.quarters)]
     rng = np.random.default_rng(args.seed)
     reference = [reference[i] for i in sorted(rng.permutation(len(reference))[: args.num_samples])]

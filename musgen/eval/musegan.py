@@ -77,11 +77,10 @@ def evaluate(
     """Metrics of the training phrases, the held-out phrases, ``num_samples`` generated phrases
     (threshold and Bernoulli binarisation) and, for a conditional model, the held-out phrases with
     their first condition track given and the others generated; plus a text table of them all."""
-    import musgen
+    from musgen.generator import load
 
-    generator = musgen.load(checkpoint)
-    task = generator.task
-    cfg: PianorollConfig = task.cfg.data
+    generator = load(checkpoint)
+    cfg: PianorollConfig = generator.cfg.data
     layout = roll_layout(cfg)
     held_out = data_phrases(Path(data_dir), ("valid", "test"), cfg)
     train = data_phrases(Path(data_dir), ("train",), cfg)
@@ -91,16 +90,16 @@ def evaluate(
     }
     for binarize in ("threshold", "bernoulli"):
         rolls = [
-            task.generate_rolls(min(batch, num_samples - i), seed=seed + i, binarize=binarize)
+            generator.generate_rolls(min(batch, num_samples - i), seed=seed + i, binarize=binarize)
             for i in range(0, num_samples, batch)
         ]
         reports[f"generated ({binarize})"] = pianoroll_metrics(np.concatenate(rolls), layout)
         if binarize == "threshold":
             spread = diversity(np.concatenate(rolls), held_out, train)
-    if task.cond_ids:  # accompaniment: every held-out phrase's own track given, the others generated
-        k = task.cond_ids[0]
+    if generator.cond_ids:  # accompaniment: every held-out phrase's own track given, the others generated
+        k = generator.cond_ids[0]
         rolls = [
-            task.generate_rolls(len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k)
+            generator.generate_rolls(len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k)
             for i, part in enumerate(np.array_split(held_out, max(1, len(held_out) // batch)))
         ]
         reports[f"{cfg.track_names[k]} given"] = pianoroll_metrics(np.concatenate(rolls), layout)

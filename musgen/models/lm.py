@@ -1,5 +1,6 @@
-"""What every token language model shares (LSTM now, the Music Transformer next): token-window
-datasets, next-token cross-entropy, NLL evaluation and sampling from a tokenizer-aware primer.
+"""What every token language model family shares (LSTM, Music Transformer): its training Task
+(token-window datasets, next-token cross-entropy), its Generator (sampling from a tokenizer-aware
+primer) and its evaluation hook (held-out NLL, then samples next to held-out excerpts).
 
 A model of such a family maps ``(input_ids (B, T), state) -> (logits (B, T, V), state)``; ``state``
 is whatever lets it continue a sequence incrementally (LSTM (h, c), a transformer's KV cache).
@@ -8,17 +9,21 @@ is whatever lets it continue a sequence incrementally (LSTM (h, c), a transforme
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from musgen.errors import ConfigError, MusgenError
+from musgen.generator import Generator
 from musgen.training.task import Task
+
+if TYPE_CHECKING:
+    from musgen.eval.evaluate import EvalOptions
 
 
 @dataclass
@@ -37,29 +42,29 @@ class LanguageModelTask(Task):
 
     checkpoint_files = ("tokenizer.json",)
 
-    def __init__(self, cfg: Any, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
-        meta = dict(data_meta or {})
-        if "vocab_size" not in meta:
-            raise MusgenError("the data set or checkpoint does not record its vocabulary size")
-        self.vocab_size = int(meta["vocab_size"])
-        self.tokenizer: Any = None
-        super().__init__(cfg, data_dir, meta)
+    def __init__(
+        self,
+        cfg: Any,
+        data_dir: Path | None = None,
+        data_meta: Mapping[str, Any] | None = None,
+        models: dict[str, torch.nn.Module] | None = None,
+    ):
+        self.vocab_size = vocab_size(data_meta or {})
+        super().__init__(cfg, data_dir, data_meta, models)
 
-    # -- training -------------------------------------------------------------------------------
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.dataset import TokenWindows
 
-        assert self.data_dir is not None
         data = self.cfg.data
         train = TokenWindows(
-            self.data_dir,
+            self.data_path,
             "train",
             data.seq_len,
             transpose=data.transpose,
             velocity_jitter=data.velocity_jitter,
             seed=self.cfg.train.seed,
         )
-        valid = TokenWindows(self.data_dir, "valid", data.seq_len)
+        valid = TokenWindows(self.data_path, "valid", data.seq_len)
         return train, valid
 
     def _logits(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -90,22 +95,63 @@ class LanguageModelTask(Task):
             "tokens": tokens,
         }
 
-    # -- sampling -------------------------------------------------------------------------------
-    def on_load(self, checkpoint_dir: Path) -> None:
+
+def vocab_size(meta: Mapping[str, Any]) -> int:
+    if "vocab_size" not in meta:
+        raise MusgenError("the data set or checkpoint does not record its vocabulary size")
+    return int(meta["vocab_size"])
+
+
+class LanguageModelGenerator(Generator):
+    """Samples token sequences (optionally continuing a MIDI primer) and decodes them to Scores with
+    the checkpoint's own tokenizer."""
+
+    options = ("prime", "length", "min_length", "bars", "temperature", "top_k", "top_p", "seed")
+
+    def __init__(self, ckpt: Any, cfg: Any):
         from musgen.data.tokenizers import load_tokenizer
 
-        file = checkpoint_dir / "tokenizer.json"
+        self.vocab_size = vocab_size(ckpt.meta.get("data", {}))
+        super().__init__(ckpt, cfg)
+        file = ckpt.path / "tokenizer.json"
         if not file.exists():
-            raise MusgenError(f"checkpoint {checkpoint_dir} has no tokenizer.json")
+            raise MusgenError(f"checkpoint {ckpt.path} has no tokenizer.json")
         self.tokenizer = load_tokenizer(file)
         if len(self.tokenizer) != self.vocab_size:
             raise MusgenError(
-                f"tokenizer in {checkpoint_dir} has {len(self.tokenizer)} tokens but the model was trained on "
+                f"tokenizer in {ckpt.path} has {len(self.tokenizer)} tokens but the model was trained on "
                 f"{self.vocab_size}: the tokenizer does not match the model"
             )
 
-    def sample(self, n: int, prime: Any = None, **controls: Any) -> list[list[int]]:
-        """Token id sequences (primer included, BOS/EOS/PAD stripped) for ``n`` samples."""
+    def generate(
+        self,
+        num_samples: int = 1,
+        *,
+        prime: str | Path | None = None,
+        length: int | None = None,
+        min_length: int | None = None,
+        bars: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[Any]:
+        """``num_samples`` symusic Scores of ``length`` new tokens (default 512) or ``bars`` new bars;
+        with ``prime`` (a MIDI file) each starts with it. ``temperature``, ``top_k`` and ``top_p``
+        left at None take the checkpoint's recommended settings (``sampling_settings``)."""
+        controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
+        seqs = self.sample_ids(
+            num_samples, prime=prime, length=length, min_length=min_length, bars=bars, seed=seed, **controls
+        )
+        return [self.ids_to_score(ids) for ids in seqs]
+
+    def continue_(self, prime: str | Path, num_samples: int = 1, **options: Any) -> list[Any]:
+        """``generate`` continuing the MIDI file ``prime`` (each sample starts with it)."""
+        return self.generate(num_samples, prime=prime, **options)
+
+    def sample_ids(self, n: int, prime: Any = None, **controls: Any) -> list[list[int]]:
+        """Token id sequences (primer included, BOS/EOS/PAD stripped) for ``n`` samples; ``controls``
+        as ``musgen.generate.sampling.SamplingControls``."""
         from musgen.data.dataset import special_ids
         from musgen.data.tokenizers import MidiReadError, midi_to_ids
         from musgen.generate.sampling import SamplingControls, sample_sequences
@@ -136,3 +182,70 @@ class LanguageModelTask(Task):
         from musgen.data.tokenizers import ids_to_score
 
         return ids_to_score(self.tokenizer, ids)
+
+
+# -- evaluation hook (musgen eval) --------------------------------------------------------------
+
+
+def evaluate_language_model(
+    generator: LanguageModelGenerator, data_dir: Path, split: str, opts: EvalOptions
+) -> tuple[dict[str, Any], list[Any]]:
+    """Held-out NLL (per token, per note), then ``opts.num_samples`` samples long enough to cover
+    ``opts.excerpt_quarters`` and their statistics next to held-out excerpts of that length."""
+    from musgen.eval.evaluate import DEFAULT_EXCERPT_QUARTERS, sample_tokens, symbolic_statistics
+
+    likelihood, reference, extra, tokens_per_quarter = _likelihood(
+        generator, data_dir, split, opts.batch_size
+    )
+    report: dict[str, Any] = {"likelihood": likelihood}
+    samples: list[Any] = []
+    quarters = opts.excerpt_quarters
+    if opts.num_samples:
+        controls = generator.sampling_settings(**opts.sampling)
+        # Long enough to cover the excerpt: 1.8x its typical token count, no EOS before that.
+        new_tokens = opts.length or sample_tokens(quarters or DEFAULT_EXCERPT_QUARTERS, tokens_per_quarter)
+        report["sampling"] = {**controls, "length": new_tokens, "min_length": new_tokens}
+        samples = generator.generate(
+            opts.num_samples, length=new_tokens, min_length=new_tokens, seed=opts.seed, **controls
+        )
+    report["statistics"] = symbolic_statistics(reference, samples, quarters, opts.seed, extra)
+    return report, samples
+
+
+def _likelihood(
+    generator: LanguageModelGenerator, data_dir: Path, split: str, batch_size: int
+) -> tuple[dict, list, Callable[[], list], float]:
+    """The held-out likelihood, the split's pieces, a function giving the other held-out split's pieces
+    and the split's tokens per quarter note."""
+    from musgen.data.dataset import TokenWindows, read_manifest
+    from musgen.data.tokenizers import load_tokenizer
+    from musgen.eval.evaluate import evenly, split_pieces, task_metrics
+
+    data_tokenizer = load_tokenizer(data_dir / "tokenizer.json")
+    if data_tokenizer.vocab != generator.tokenizer.vocab:
+        raise MusgenError(
+            f"the tokenizer of {data_dir} is not the checkpoint's: evaluate on the data set the "
+            "model was trained on (or one built with the same tokenizer settings)"
+        )
+    seq_len = generator.cfg.data.seq_len
+    metrics = task_metrics(
+        generator.evaluation_task(data_dir), TokenWindows(data_dir, split, seq_len), batch_size
+    )
+    pieces, tokens_per_quarter = split_pieces(generator.tokenizer, data_dir, split)
+    notes = sum(int(p.note_num()) for p in pieces)
+    nll_sum = metrics["nll"] * metrics["tokens"]
+    metrics.update(
+        {
+            "pieces": len(pieces),
+            "notes": notes,
+            "nll_per_note": nll_sum / notes if notes else math.nan,
+            "context_tokens": seq_len,
+        }
+    )
+    other = {"test": "valid", "valid": "test"}.get(split)
+    has_other = bool(other) and read_manifest(data_dir).get("splits", {}).get(other, {}).get("pieces", 0) > 0
+
+    def extra() -> list:  # decoded only when the split gives too few excerpts
+        return evenly(split_pieces(generator.tokenizer, data_dir, other)[0]) if has_other and other else []
+
+    return metrics, evenly(pieces), extra, tokens_per_quarter

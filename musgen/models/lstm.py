@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from musgen.config import TrainConfig
-from musgen.models.lm import LanguageModelTask, SequenceDataConfig
+from musgen.models.lm import (
+    LanguageModelGenerator,
+    LanguageModelTask,
+    SequenceDataConfig,
+    evaluate_language_model,
+)
+from musgen.registry import FamilySpec
 
 
 @dataclass
@@ -66,8 +72,18 @@ class LSTMLanguageModel(nn.Module):
         return self.head(h), state  # (B, T, V)
 
 
-class LSTMTask(LanguageModelTask):
-    family = "lstm"
+def build_models(vocab_size: int, cfg: LSTMConfig) -> dict[str, nn.Module]:
+    return {"model": LSTMLanguageModel(vocab_size, cfg.model)}
 
+
+class LSTMTask(LanguageModelTask):
     def build_models(self) -> dict[str, nn.Module]:
-        return {"model": LSTMLanguageModel(self.vocab_size, self.cfg.model)}
+        return build_models(self.vocab_size, self.cfg)
+
+
+class LSTMGenerator(LanguageModelGenerator):
+    def build_models(self) -> dict[str, nn.Module]:
+        return build_models(self.vocab_size, self.cfg)
+
+
+FAMILY = FamilySpec("lstm", LSTMConfig, LSTMTask, LSTMGenerator, evaluate_language_model)

@@ -39,6 +39,8 @@ from musgen.config import TrainConfig
 from musgen.data.pianoroll import PianorollConfig
 from musgen.errors import MusgenError
 from musgen.generate.sampling import make_generator
+from musgen.generator import Generator, flag
+from musgen.registry import FamilySpec
 from musgen.training.task import StepContext, Task
 
 MODES = ("jamming", "composer", "hybrid")
@@ -187,7 +189,7 @@ class ConditionEncoder(nn.Module):
         return features + self.which(track)[:, None, None, :]
 
 
-class Generator(nn.Module):
+class RollGenerator(nn.Module):
     """noise -> rolls (B, K, bars*steps, P) in [0, 1] (binary with binary neurons)."""
 
     def __init__(self, cfg: MuseGANModelConfig, data: PianorollConfig):
@@ -377,33 +379,22 @@ def critic_objective(
 class MuseGANTask(Task):
     """WGAN-GP: ``loss.n_critic`` critic updates (each on a fresh real batch), then one generator update."""
 
-    family = "musegan"
-    sample_options = ("condition", "track", "binarize", "threshold")
-
     def __init__(
-        self, cfg: MuseGANConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None
+        self,
+        cfg: MuseGANConfig,
+        data_dir: Path | None = None,
+        data_meta: Mapping[str, Any] | None = None,
+        models: dict[str, nn.Module] | None = None,
     ):
-        cfg.data.validate()
-        names = [n.lower() for n in cfg.data.track_names]
-        unknown = [t for t in cfg.model.condition_tracks if t.lower() not in names]
-        if unknown:
-            raise MusgenError(
-                f"model.condition_tracks: {unknown[0]!r} is not one of data.track_names {cfg.data.track_names}"
-            )
-        if not 0 <= cfg.model.condition_prob <= 1:
-            raise MusgenError(f"model.condition_prob must be in [0, 1], got {cfg.model.condition_prob}")
+        self.cond_ids = condition_ids(cfg)
         if cfg.loss.n_critic < 1:
             raise MusgenError(f"loss.n_critic must be at least 1, got {cfg.loss.n_critic}")
         if cfg.train.grad_accum != 1:
             raise MusgenError("musegan takes one real batch per critic update: leave train.grad_accum at 1")
-        self.cond_ids = [names.index(t.lower()) for t in cfg.model.condition_tracks]
-        super().__init__(cfg, data_dir, data_meta)
+        super().__init__(cfg, data_dir, data_meta, models)
 
     def build_models(self) -> dict[str, nn.Module]:
-        return {
-            "generator": Generator(self.cfg.model, self.cfg.data),
-            "critic": Critics(self.cfg.model, self.cfg.data),
-        }
+        return build_models(self.cfg)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         train = self.cfg.train
@@ -415,11 +406,10 @@ class MuseGANTask(Task):
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.pianoroll_data import RollPhrases, require_phrases
 
-        assert self.data_dir is not None
         data = self.cfg.data
-        train = RollPhrases(self.data_dir, "train", data, transpose=data.transpose, seed=self.cfg.train.seed)
-        require_phrases(train, self.data_dir, "train")
-        return train, RollPhrases(self.data_dir, "valid", data)
+        train = RollPhrases(self.data_path, "train", data, transpose=data.transpose, seed=self.cfg.train.seed)
+        require_phrases(train, self.data_path, "train")
+        return train, RollPhrases(self.data_path, "valid", data)
 
     def batches_per_step(self) -> int:
         return self.cfg.loss.n_critic
@@ -427,9 +417,8 @@ class MuseGANTask(Task):
     def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
         return int(batch["roll"].shape[0])  # phrases
 
-    def _gen(self) -> Generator:
-        gen = self.models["generator"]
-        return getattr(gen, "module", gen)  # DDP wraps it; noise() lives on the module
+    def _gen(self) -> RollGenerator:
+        return unwrap(self.models["generator"])
 
     def _condition(self, real: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Training conditions for a real batch (B, K, T, P): each phrase gets one of the condition
@@ -507,7 +496,131 @@ class MuseGANTask(Task):
             "empty_bars_fake": sums["fake_empty"] / n,
         }
 
-    # -- sampling (musgen.api) ---------------------------------------------------------------------
+
+TOKEN_SAMPLING = ("prime", "temperature", "top_k", "top_p", "length", "min_length")
+
+
+def condition_ids(cfg: MuseGANConfig) -> list[int]:
+    """Track indices of ``model.condition_tracks`` (checked against the data's tracks)."""
+    cfg.data.validate()
+    names = [n.lower() for n in cfg.data.track_names]
+    unknown = [t for t in cfg.model.condition_tracks if t.lower() not in names]
+    if unknown:
+        raise MusgenError(
+            f"model.condition_tracks: {unknown[0]!r} is not one of data.track_names {cfg.data.track_names}"
+        )
+    if not 0 <= cfg.model.condition_prob <= 1:
+        raise MusgenError(f"model.condition_prob must be in [0, 1], got {cfg.model.condition_prob}")
+    return [names.index(t.lower()) for t in cfg.model.condition_tracks]
+
+
+def build_models(cfg: MuseGANConfig) -> dict[str, nn.Module]:
+    return {"generator": RollGenerator(cfg.model, cfg.data), "critic": Critics(cfg.model, cfg.data)}
+
+
+def unwrap(model: nn.Module) -> RollGenerator:
+    return getattr(model, "module", model)  # DDP wraps it; noise() lives on the module
+
+
+class MuseGANGenerator(Generator):
+    """Multi-track piano-roll phrases from noise, or around a given track (accompaniment)."""
+
+    options = ("bars", "seed", "binarize", "threshold", "condition", "track", *TOKEN_SAMPLING)
+    draws_tokens = False  # --binarize / --threshold are its controls
+
+    def build_models(self) -> dict[str, nn.Module]:
+        self.cond_ids = condition_ids(self.cfg)
+        return build_models(self.cfg)
+
+    def generate(
+        self,
+        num_samples: int = 1,
+        *,
+        bars: int | None = None,
+        seed: int | None = None,
+        binarize: str | None = None,
+        threshold: float | None = None,
+        condition: str | Path | None = None,
+        track: str | None = None,
+    ) -> list[Any]:
+        """``num_samples`` Scores of ``bars`` bars (default one phrase) from noise, or accompanying
+        track ``track`` of the MIDI file ``condition``; ``binarize`` (threshold | bernoulli) and
+        ``threshold`` turn the generator's probabilities into notes."""
+        rolls = self.sample_rolls(
+            num_samples,
+            bars=bars,
+            seed=seed,
+            binarize=binarize,
+            threshold=threshold,
+            condition=condition,
+            track=track,
+        )
+        return [self.roll_to_score(roll) for roll in rolls]
+
+    def accompany(
+        self, condition: str | Path, track: str | None = None, num_samples: int = 1, **options: Any
+    ) -> list[Any]:
+        """``generate`` around track ``track`` of the MIDI file ``condition`` (kept as given)."""
+        return self.generate(num_samples, condition=condition, track=track, **options)
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        if options.get("prime") is not None:
+            raise MusgenError(
+                "musegan generates from noise: --prime is for language models "
+                "(use --condition-track FILE --track NAME to accompany a track)"
+            )
+        for key, neutral in (
+            ("temperature", 1.0),
+            ("top_k", 0),
+            ("top_p", 1.0),
+            ("length", None),
+            ("min_length", None),
+        ):
+            if options.get(key, neutral) not in (neutral, None):
+                raise MusgenError(
+                    f"{flag(key)} does not apply to musegan (try --binarize bernoulli or --threshold)"
+                )
+        super().check_options({k: v for k, v in options.items() if k not in TOKEN_SAMPLING})
+
+    def sample_rolls(
+        self,
+        n: int,
+        *,
+        bars: int | None = None,
+        seed: int | None = None,
+        binarize: str | None = None,
+        threshold: float | None = None,
+        condition: str | Path | None = None,
+        track: str | None = None,
+    ) -> list[np.ndarray]:
+        """``n`` bool rolls (K, T, P): from scratch, or accompanying ``condition`` (a MIDI file)."""
+        if n < 1:
+            raise MusgenError(f"--num-samples must be at least 1, got {n}")
+        data = self.cfg.data
+        if bars is not None and bars < 1:
+            raise MusgenError(f"--bars must be at least 1, got {bars}")
+        cond_roll, cond_track = None, None
+        if condition is not None:
+            cond_roll, cond_track = self.condition_roll(condition, track)
+            phrases = cond_roll.shape[0] // data.phrase_steps
+            if bars is not None:
+                phrases = min(phrases, math.ceil(bars / data.num_bars))
+        else:
+            if track is not None:
+                raise MusgenError("--track names the track of --condition-track; give both")
+            phrases = math.ceil((bars or data.num_bars) / data.num_bars)
+        rolls = self.generate_rolls(
+            n,
+            phrases=phrases,
+            seed=seed,
+            binarize=binarize or "threshold",
+            threshold=threshold or 0.5,
+            cond_roll=cond_roll,
+            cond_track=cond_track,
+        )
+        steps = (bars * data.steps_per_bar) if bars is not None else rolls.shape[2]
+        return list(rolls[:, :, :steps])
+
     @torch.no_grad()
     def generate_rolls(
         self,
@@ -528,7 +641,7 @@ class MuseGANTask(Task):
             raise MusgenError(f"--binarize must be threshold or bernoulli, got {binarize!r}")
         if not 0 < threshold < 1:
             raise MusgenError(f"--threshold must be in (0, 1), got {threshold}")
-        gen = self._gen()
+        gen = unwrap(self.models["generator"])
         rng = make_generator(seed)
         base = gen.noise(n, rng)
         t = self.cfg.data.phrase_steps
@@ -583,53 +696,34 @@ class MuseGANTask(Task):
         phrases = max(1, math.ceil(given.shape[0] / t))
         return np.pad(given, ((0, phrases * t - given.shape[0]), (0, 0))), k
 
-    def sample(self, n: int, prime: Any = None, **controls: Any) -> list[np.ndarray]:
-        """``n`` bool rolls (K, T, P): from scratch, or accompanying ``condition`` (a MIDI file)."""
-        if prime is not None:
-            raise MusgenError(
-                "musegan generates from noise: --prime is for language models "
-                "(use --condition-track FILE --track NAME to accompany a track)"
-            )
-        for flag, key, neutral in (
-            ("--temperature", "temperature", 1.0),
-            ("--top-k", "top_k", 0),
-            ("--top-p", "top_p", 1.0),
-            ("--length", "length", None),
-            ("--min-length", "min_length", None),
-        ):
-            if controls.get(key, neutral) not in (neutral, None):
-                raise MusgenError(
-                    f"{flag} does not apply to musegan (try --binarize bernoulli or --threshold)"
-                )
-        if n < 1:
-            raise MusgenError(f"--num-samples must be at least 1, got {n}")
-        data = self.cfg.data
-        bars = controls.get("bars")
-        if bars is not None and bars < 1:
-            raise MusgenError(f"--bars must be at least 1, got {bars}")
-        cond_roll, cond_track = None, None
-        if controls.get("condition") is not None:
-            cond_roll, cond_track = self.condition_roll(controls["condition"], controls.get("track"))
-            phrases = cond_roll.shape[0] // data.phrase_steps
-            if bars is not None:
-                phrases = min(phrases, math.ceil(bars / data.num_bars))
-        else:
-            if controls.get("track") is not None:
-                raise MusgenError("--track names the track of --condition-track; give both")
-            phrases = math.ceil((bars or data.num_bars) / data.num_bars)
-        rolls = self.generate_rolls(
-            n,
-            phrases=phrases,
-            seed=controls.get("seed"),
-            binarize=controls.get("binarize") or "threshold",
-            threshold=controls.get("threshold") or 0.5,
-            cond_roll=cond_roll,
-            cond_track=cond_track,
-        )
-        steps = (bars * data.steps_per_bar) if bars is not None else rolls.shape[2]
-        return list(rolls[:, :, :steps])
-
-    def ids_to_score(self, roll: np.ndarray) -> Any:
+    def roll_to_score(self, roll: np.ndarray) -> Any:
         from musgen.data.pianoroll import roll_to_score
 
         return roll_to_score(roll, self.cfg.data)
+
+
+def evaluate(
+    generator: MuseGANGenerator, data_dir: Path, split: str, opts: Any
+) -> tuple[dict[str, Any], list[Any]]:
+    """The critic's held-out evaluation (the Task's eval_step) and statistics of generated phrases
+    next to held-out phrases'."""
+    from musgen.data.pianoroll_data import RollPhrases, require_phrases
+    from musgen.eval.evaluate import evenly, symbolic_statistics, task_metrics
+    from musgen.eval.musegan import data_phrases
+
+    phrases = RollPhrases(data_dir, split, generator.cfg.data, progress=False)
+    require_phrases(phrases, data_dir, split)
+    with torch.random.fork_rng(devices=[]):  # the critic's evaluation draws generator noise
+        torch.manual_seed(opts.seed)
+        task = generator.evaluation_task(data_dir)
+        report: dict[str, Any] = {
+            "critic": {**task_metrics(task, phrases, opts.batch_size), "phrases": len(phrases)}
+        }
+    held_out = data_phrases(data_dir, (split,), generator.cfg.data)  # non-overlapping phrases
+    reference = [generator.roll_to_score(roll) for roll in evenly(list(held_out))]
+    samples = generator.generate(opts.num_samples, seed=opts.seed) if opts.num_samples else []
+    report["statistics"] = symbolic_statistics(reference, samples, None, opts.seed)
+    return report, samples
+
+
+FAMILY = FamilySpec("musegan", MuseGANConfig, MuseGANTask, MuseGANGenerator, evaluate)

@@ -10,7 +10,7 @@ decoder, U = num_bars for the hierarchical one) and the bottom LSTM decodes U se
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ from musgen.config import TrainConfig
 from musgen.data.melody import HOLD, MelodyConfig
 from musgen.errors import MusgenError
 from musgen.generate.sampling import SamplingControls, draw, make_generator, warp_logits
+from musgen.generator import Generator
+from musgen.registry import FamilySpec
 from musgen.training.task import StepContext, Task
 
 
@@ -223,27 +225,28 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
 class MusicVAETask(Task):
     """Reconstruction + beta * max(KL - free_bits, 0), beta annealed linearly (config ``loss``)."""
 
-    family = "musicvae"
-
     def __init__(
-        self, cfg: MusicVAEConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None
+        self,
+        cfg: MusicVAEConfig,
+        data_dir: Path | None = None,
+        data_meta: Mapping[str, Any] | None = None,
+        models: dict[str, nn.Module] | None = None,
     ):
         cfg.data.validate()
         self.step = 0  # the optimizer step being taken (beta annealing)
-        super().__init__(cfg, data_dir, data_meta)
+        super().__init__(cfg, data_dir, data_meta, models)
 
     def build_models(self) -> dict[str, nn.Module]:
-        return {"model": MusicVAE(self.cfg.model, self.cfg.data)}
+        return build_models(self.cfg)
 
     # -- training -------------------------------------------------------------------------------
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.melody_data import MelodyWindows, require_windows
 
-        assert self.data_dir is not None
         data, seed = self.cfg.data, self.cfg.train.seed
-        train = MelodyWindows(self.data_dir, "train", data, transpose=data.transpose, seed=seed)
-        require_windows(train, self.data_dir, "train")
-        valid = MelodyWindows(self.data_dir, "valid", data)
+        train = MelodyWindows(self.data_path, "train", data, transpose=data.transpose, seed=seed)
+        require_windows(train, self.data_path, "train")
+        valid = MelodyWindows(self.data_path, "valid", data)
         return train, valid
 
     def beta(self, step: int) -> float:
@@ -258,8 +261,7 @@ class MusicVAETask(Task):
         return super().train_step(micro_batches, ctx)
 
     def _model(self) -> MusicVAE:
-        model = self.models["model"]
-        return getattr(model, "module", model)  # DDP wraps it; the latent methods live on the module
+        return unwrap(self.models["model"])
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         events = batch["events"]  # (B, T)
@@ -305,28 +307,92 @@ class MusicVAETask(Task):
     def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
         return int(batch["events"].numel())
 
-    # -- latent interface (musgen.api, interpolate, reconstruct, sample) ------------------------
-    @torch.no_grad()
-    def encode(self, windows: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """windows (N, T) event ids -> mu, sigma (N, Z)."""
-        events = torch.as_tensor(np.asarray(windows), dtype=torch.long)
-        if events.ndim != 2 or events.shape[1] != self._model().length:
+
+def build_models(cfg: MusicVAEConfig) -> dict[str, nn.Module]:
+    return {"model": MusicVAE(cfg.model, cfg.data)}
+
+
+def unwrap(model: nn.Module) -> MusicVAE:
+    return getattr(model, "module", model)  # DDP wraps it; the latent methods live on the module
+
+
+class MusicVAEGenerator(Generator):
+    """Encodes melody windows to latent means and decodes latents to windows: samples from the prior,
+    interpolation between clips, reconstruction."""
+
+    options = ("prime", "length", "bars", "temperature", "top_k", "top_p", "seed")
+
+    def build_models(self) -> dict[str, nn.Module]:
+        self.cfg.data.validate()
+        return build_models(self.cfg)
+
+    @property
+    def model(self) -> MusicVAE:
+        return unwrap(self.models["model"])
+
+    def generate(
+        self,
+        num_samples: int = 1,
+        *,
+        prime: Any = None,
+        length: int | None = None,
+        bars: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[Any]:
+        """``num_samples`` Scores decoded from z ~ N(0, I), windows of the model's own length.
+        ``temperature``, ``top_k`` and ``top_p`` left at None take the checkpoint's recommended settings."""
+        if prime is not None:
             raise MusgenError(
-                f"windows must be (N, {self._model().length}) events, got {tuple(events.shape)}"
+                "musicvae samples from its latent prior: --prime is for language models "
+                "(use `musgen reconstruct` or `musgen interpolate` to start from a clip)"
             )
-        return self._model().encode(events)
+        if bars is not None and bars != self.cfg.data.num_bars:
+            raise MusgenError(
+                f"this musicvae writes windows of {self.cfg.data.num_bars} bars; --bars {bars} is not possible"
+            )
+        if length is not None:
+            raise MusgenError("musicvae samples have the model's fixed length: drop --length")
+        if num_samples < 1:
+            raise MusgenError(f"--num-samples must be at least 1, got {num_samples}")
+        controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
+        z = torch.randn(num_samples, self.model.latent_dim, generator=make_generator(seed))
+        return [self.events_to_score(w) for w in self.decode_events(z, **controls, seed=seed)]
+
+    # -- the latent space -------------------------------------------------------------------------
+    def clip(self, midi: str | Path, bar_offset: int = 0) -> np.ndarray:
+        """The event window the model encodes for a MIDI file: its melody line (the highest note at
+        each moment) from bar ``bar_offset``, as long as the model's windows."""
+        from musgen.data.melody import clip_from_midi
+
+        return clip_from_midi(midi, self.cfg.data, bar_offset=bar_offset)
 
     @torch.no_grad()
-    def decode(
+    def encode_windows(self, windows: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """windows (N, T) event ids -> mu, sigma (N, Z)."""
+        events = torch.as_tensor(np.asarray(windows), dtype=torch.long)
+        if events.ndim != 2 or events.shape[1] != self.model.length:
+            raise MusgenError(f"windows must be (N, {self.model.length}) events, got {tuple(events.shape)}")
+        return self.model.encode(events)
+
+    def encode(self, clips: Sequence[str | Path | np.ndarray], bar_offset: int = 0) -> torch.Tensor:
+        """Latent means (N, Z) of MIDI files (or event windows)."""
+        windows = [c if isinstance(c, np.ndarray) else self.clip(c, bar_offset) for c in clips]
+        mu, _ = self.encode_windows(np.stack(windows))
+        return mu
+
+    @torch.no_grad()
+    def decode_events(
         self,
         z: torch.Tensor,
-        *,
         temperature: float = 0.0,
         top_k: int = 0,
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> np.ndarray:
-        """z (N, Z) -> events (N, T): greedy when ``temperature`` is 0, else sampled."""
+        """z (N, Z) -> event windows (N, T): greedy when ``temperature`` is 0, else sampled."""
         if temperature < 0:
             raise MusgenError(f"--temperature must be >= 0, got {temperature}")
         # Checks --top-k / --top-p even when decoding greedily.
@@ -339,41 +405,82 @@ class MusicVAETask(Task):
             def pick(logits: torch.Tensor) -> torch.Tensor:
                 return draw(warp_logits(ctl, logits.float()), gen)
 
-        events, _ = self._model().free_running(torch.as_tensor(z, dtype=torch.float32), pick)
+        events, _ = self.model.free_running(torch.as_tensor(z, dtype=torch.float32), pick)
         return events.cpu().numpy()
 
-    def sample(self, n: int, prime: Any = None, **controls: Any) -> list[np.ndarray]:
-        """``n`` windows decoded from z ~ N(0, I)."""
-        if prime is not None:
-            raise MusgenError(
-                "musicvae samples from its latent prior: --prime is for language models "
-                "(use `musgen reconstruct` or `musgen interpolate` to start from a clip)"
-            )
-        bars = controls.get("bars")
-        if bars is not None and bars != self.cfg.data.num_bars:
-            raise MusgenError(
-                f"this musicvae writes windows of {self.cfg.data.num_bars} bars; --bars {bars} is not possible"
-            )
-        if controls.get("length") is not None:
-            raise MusgenError("musicvae samples have the model's fixed length: drop --length")
-        if n < 1:
-            raise MusgenError(f"--num-samples must be at least 1, got {n}")
-        seed = controls.get("seed")
-        z = torch.randn(n, self._model().latent_dim, generator=make_generator(seed))
-        return list(
-            self.decode(
-                z,
-                temperature=controls.get("temperature", 1.0),
-                top_k=controls.get("top_k", 0),
-                top_p=controls.get("top_p", 1.0),
-                seed=seed,
-            )
-        )
+    def decode(self, z: torch.Tensor, **controls: Any) -> list[Any]:
+        """z (N, Z) -> symusic Scores (see ``decode_events`` for the controls)."""
+        return [self.events_to_score(events) for events in self.decode_events(z, **controls)]
 
-    def ids_to_score(self, events: np.ndarray) -> Any:
+    def interpolate(
+        self,
+        a: str | Path | np.ndarray,
+        b: str | Path | np.ndarray,
+        steps: int = 8,
+        *,
+        bar_offset: int = 0,
+        **controls: Any,
+    ) -> np.ndarray:
+        """Event windows (steps, T) decoded along the slerp between the latent means of clips a and b,
+        both endpoints included."""
+        from musgen.generate.interpolation import interpolation_path
+
+        mu = self.encode([a, b], bar_offset)
+        return self.decode_events(interpolation_path(mu[0], mu[1], steps), **controls)
+
+    def interpolate_to(
+        self, out_dir: str | Path, a: str | Path, b: str | Path, steps: int = 8, **kwargs: Any
+    ) -> list[Path]:
+        """Writes ``interp_000.mid`` ... (``steps`` files) and ``interpolation.mid`` (all steps in a row)."""
+        from musgen.data.melody import join_windows
+
+        windows = self.interpolate(a, b, steps, **kwargs)
+        paths = self.write_all(out_dir, "interp", [self.events_to_score(w) for w in windows])
+        joined = Path(out_dir) / "interpolation.mid"
+        self.events_to_score(join_windows(list(windows))).dump_midi(str(joined))
+        return paths + [joined]
+
+    def reconstruct_to(
+        self, out_dir: str | Path, midi: str | Path, *, bar_offset: int = 0, **controls: Any
+    ) -> list[Path]:
+        """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode)."""
+        window = self.clip(midi, bar_offset)
+        recon = self.decode_events(self.encode([window]), **controls)[0]
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / "original.mid", out / "reconstruction.mid"]
+        for path, events in zip(paths, (window, recon), strict=True):
+            self.events_to_score(events).dump_midi(str(path))
+        return paths
+
+    def events_to_score(self, events: np.ndarray) -> Any:
         from musgen.data.melody import melody_to_score
 
         return melody_to_score(events, self.cfg.data)
+
+
+def evaluate(
+    generator: MusicVAEGenerator, data_dir: Path, split: str, opts: Any
+) -> tuple[dict[str, Any], list[Any]]:
+    """Teacher-forced reconstruction of held-out melody windows from z = mu (accuracy over all steps
+    and over note events, NLL, KL: the Task's own evaluation), and statistics of samples from the prior
+    next to the held-out windows'."""
+    from musgen.data.melody_data import MelodyWindows, require_windows
+    from musgen.eval.evaluate import evenly, symbolic_statistics, task_metrics
+
+    windows = MelodyWindows(data_dir, split, generator.cfg.data, progress=False)
+    require_windows(windows, data_dir, split)
+    task = generator.evaluation_task(data_dir)
+    report: dict[str, Any] = {
+        "reconstruction": {**task_metrics(task, windows, opts.batch_size), "windows": len(windows)}
+    }
+    reference = [generator.events_to_score(windows.window(i)) for i in evenly(list(range(len(windows))))]
+    samples: list[Any] = []
+    if opts.num_samples:
+        report["sampling"] = generator.sampling_settings(**opts.sampling)
+        samples = generator.generate(opts.num_samples, seed=opts.seed, **report["sampling"])
+    report["statistics"] = symbolic_statistics(reference, samples, None, opts.seed)
+    return report, samples
 
 
 def accuracy_sums(predicted: torch.Tensor, events: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -395,3 +502,6 @@ def accuracy_metrics(sums: Mapping[str, float]) -> dict[str, float]:
         "accuracy": sums.get("correct", 0.0) / max(sums.get("steps", 0.0), 1.0),
         "event_accuracy": sums.get("event_correct", 0.0) / max(sums.get("event_steps", 0.0), 1.0),
     }
+
+
+FAMILY = FamilySpec("musicvae", MusicVAEConfig, MusicVAETask, MusicVAEGenerator, evaluate)

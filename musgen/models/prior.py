@@ -25,8 +25,11 @@ from torch.utils.data import Dataset
 from musgen import checkpoint
 from musgen.config import TrainConfig
 from musgen.errors import MusgenError
+from musgen.generator import Generator
 from musgen.models.lm import LanguageModelTask
 from musgen.models.transformer import MusicTransformer, TransformerModelConfig
+from musgen.models.vqvae import VQVAEGenerator
+from musgen.registry import FamilySpec
 
 CROSSFADE_SECONDS = 0.01
 
@@ -44,75 +47,73 @@ class PriorConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def _load_codec(path: Path) -> Any:
-    from musgen.api import load
+def load_codec(path: Path) -> VQVAEGenerator:
+    from musgen.generator import load
 
-    generator = load(path)
-    if generator.family != "vqvae":
-        raise MusgenError(f"vqvae={path} is a {generator.family} checkpoint, not a vqvae one")
-    return generator
+    codec = load(path)
+    if not isinstance(codec, VQVAEGenerator):
+        raise MusgenError(f"vqvae={path} is a {codec.family} checkpoint, not a vqvae one")
+    return codec
+
+
+def build_models(cfg: PriorConfig, vocab_size: int) -> dict[str, nn.Module]:
+    return {"model": MusicTransformer(vocab_size, cfg.model, context=cfg.data.seq_len)}
 
 
 class PriorTask(LanguageModelTask):
-    family = "prior"
-    sample_options = ("seconds",)
-    sample_suffix = ".wav"
+    """Next-code prediction over the codes of the data set's audio under the frozen codec. Training
+    encodes the audio with the codec named by ``vqvae``; evaluation (given the trained models and the
+    checkpoint's data fields) needs no codec."""
 
     def __init__(
-        self, cfg: PriorConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None
+        self,
+        cfg: PriorConfig,
+        data_dir: Path | None = None,
+        data_meta: Mapping[str, Any] | None = None,
+        models: dict[str, nn.Module] | None = None,
     ):
         meta = dict(data_meta or {})
-        self.codec: Any = None  # VQVAETask, frozen
+        self.codec: VQVAEGenerator | None = None  # frozen; training only
         self.codec_dir: Path | None = None
-        if data_dir is not None:  # training: the codec comes from the config
-            if not cfg.vqvae:
-                raise MusgenError("the prior needs its codec: --set vqvae=PATH_TO_VQVAE_RUN_OR_CHECKPOINT")
-            if meta.get("kind") != "audio":
-                raise MusgenError(
-                    f"{data_dir} is not an audio data set: the prior trains on the codes of audio"
-                )
-            self.codec_dir = checkpoint.resolve_checkpoint(Path(cfg.vqvae))
-            self.codec = _load_codec(self.codec_dir).task
-            if int(meta["sample_rate"]) != self.codec.sample_rate:
-                raise MusgenError(
-                    f"the data set is at {meta['sample_rate']} Hz but the codec at "
-                    f"{self.codec.sample_rate} Hz: build the data at the codec's rate"
-                )
-            q = self.codec.cfg.model.quantizer
-            meta.update(
-                codebook_size=q.codes,
-                levels=q.levels,
-                vocab_size=q.codes * q.levels + 1,
-                hop=self.codec.cfg.model.hop,
-            )
-        elif "codebook_size" not in meta:
-            raise MusgenError("the prior checkpoint does not record its codebook size")
+        if meta.get("kind") != "audio":
+            raise MusgenError(f"{data_dir} is not an audio data set: the prior trains on the codes of audio")
+        if models is None:  # a new model is sized by its codec
+            self.codec_dir, self.codec = self._codec(cfg, meta)
+            meta.update(code_fields(self.codec))
         self.codebook_size, self.levels = int(meta["codebook_size"]), int(meta["levels"])
-        self.sample_rate, self.hop = int(meta["sample_rate"]), int(meta["hop"])
         self.bos = self.codebook_size * self.levels
-        super().__init__(cfg, data_dir, meta)
+        super().__init__(cfg, data_dir, meta, models)
+
+    @staticmethod
+    def _codec(cfg: PriorConfig, meta: Mapping[str, Any]) -> tuple[Path, VQVAEGenerator]:
+        if not cfg.vqvae:
+            raise MusgenError("the prior needs its codec: --set vqvae=PATH_TO_VQVAE_RUN_OR_CHECKPOINT")
+        codec_dir = checkpoint.resolve_checkpoint(Path(cfg.vqvae))
+        codec = load_codec(codec_dir)
+        if int(meta["sample_rate"]) != codec.sample_rate:
+            raise MusgenError(
+                f"the data set is at {meta['sample_rate']} Hz but the codec at "
+                f"{codec.sample_rate} Hz: build the data at the codec's rate"
+            )
+        return codec_dir, codec
 
     def build_models(self) -> dict[str, nn.Module]:
-        return {"model": MusicTransformer(self.vocab_size, self.cfg.model, context=self.cfg.data.seq_len)}
-
-    @property
-    def code_rate(self) -> float:
-        return self.sample_rate / self.hop
+        return build_models(self.cfg, self.vocab_size)
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.audio_codes import CodeWindows, encoded_split, weights_key
 
-        assert self.data_dir is not None and self.codec_dir is not None
+        assert self.codec is not None and self.codec_dir is not None
         key = weights_key(self.codec_dir)
         seq_len = self.cfg.data.seq_len
         train = CodeWindows(
-            *encoded_split(self.data_dir, "train", self.codec, key),
+            *encoded_split(self.data_path, "train", self.codec, key),
             seq_len,
             self.bos,
             jitter=True,
             seed=self.cfg.train.seed,
         )
-        valid = CodeWindows(*encoded_split(self.data_dir, "valid", self.codec, key), seq_len, self.bos)
+        valid = CodeWindows(*encoded_split(self.data_path, "valid", self.codec, key), seq_len, self.bos)
         return train, valid
 
     def checkpoint_extra_files(self) -> dict[str, Path]:
@@ -122,20 +123,62 @@ class PriorTask(LanguageModelTask):
             for name in (checkpoint.META_FILE, checkpoint.CONFIG_FILE, "model.safetensors")
         }
 
-    def on_load(self, checkpoint_dir: Path) -> None:
-        codec_dir = checkpoint_dir / "vqvae"
+
+def code_fields(codec: VQVAEGenerator) -> dict[str, int]:
+    """What a prior records about its codec's codes (in the checkpoint's data fields)."""
+    q = codec.cfg.model.quantizer
+    return {
+        "codebook_size": q.codes,
+        "levels": q.levels,
+        "vocab_size": q.codes * q.levels + 1,
+        "hop": codec.cfg.model.hop,
+    }
+
+
+class PriorGenerator(Generator):
+    """Continues audio: samples codes with the transformer and decodes them with the codec that travels
+    inside the checkpoint (``vqvae/``)."""
+
+    sample_suffix = ".wav"
+    options = ("prime", "seconds", "length", "bars", "temperature", "top_k", "top_p", "seed")
+
+    def __init__(self, ckpt: Any, cfg: PriorConfig):
+        meta = ckpt.meta.get("data", {})
+        if "codebook_size" not in meta:
+            raise MusgenError("the prior checkpoint does not record its codebook size")
+        self.codebook_size, self.levels = int(meta["codebook_size"]), int(meta["levels"])
+        self.hop, self.vocab_size = int(meta["hop"]), int(meta["vocab_size"])
+        self.bos = self.codebook_size * self.levels
+        super().__init__(ckpt, cfg)
+        self._sample_rate = int(self.data_meta["sample_rate"])
+        self.codec = self._codec(ckpt.path / "vqvae")
+
+    def _codec(self, codec_dir: Path) -> VQVAEGenerator:
         if not (codec_dir / checkpoint.META_FILE).is_file():
-            raise MusgenError(f"prior checkpoint {checkpoint_dir} has no vqvae/ codec inside")
-        self.codec = _load_codec(codec_dir).task
-        q = self.codec.cfg.model.quantizer
-        if (q.codes, q.levels) != (self.codebook_size, self.levels) or self.codec.cfg.model.hop != self.hop:
+            raise MusgenError(f"prior checkpoint {codec_dir.parent} has no vqvae/ codec inside")
+        codec = load_codec(codec_dir)
+        if code_fields(codec) != {
+            k: getattr(self, k) for k in ("codebook_size", "levels", "vocab_size", "hop")
+        }:
+            q = codec.cfg.model.quantizer
             raise MusgenError(
-                f"the codec in {codec_dir} has {q.levels} x {q.codes} codes at hop {self.codec.cfg.model.hop}, "
+                f"the codec in {codec_dir} has {q.levels} x {q.codes} codes at hop {codec.cfg.model.hop}, "
                 f"but the prior was trained on {self.levels} x {self.codebook_size} at hop {self.hop}"
             )
+        return codec
 
-    # -- sampling -------------------------------------------------------------------------------
-    def _level_mask(self) -> torch.Tensor:
+    def build_models(self) -> dict[str, nn.Module]:
+        return build_models(self.cfg, self.vocab_size)
+
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def code_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+    def level_mask(self) -> torch.Tensor:
         """(Q, V) bool: the ids allowed at each level of a frame (never BOS)."""
         mask = torch.zeros(self.levels, self.vocab_size, dtype=torch.bool)
         for level in range(self.levels):
@@ -160,45 +203,91 @@ class PriorTask(LanguageModelTask):
         codes = self.codec.encode_audio(wave).numpy()
         return wave, [self.bos, *flatten_codes(codes, self.codebook_size).tolist()]
 
-    def sample(self, n: int, prime: Any = None, **controls: Any) -> list[np.ndarray]:
-        """``n`` waveforms (float32, the codec's rate) of ``seconds`` (default 5) new audio each (or
-        ``length`` new code frames), starting with the prompt when ``prime`` (an audio file) is given."""
+    def generate(
+        self,
+        num_samples: int = 1,
+        *,
+        prime: str | Path | None = None,
+        seconds: float | None = None,
+        length: int | None = None,
+        bars: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[np.ndarray]:
+        """``num_samples`` waveforms (float32, the codec's rate) of ``seconds`` (default 5) new audio
+        each (or ``length`` new code frames), starting with the prompt when ``prime`` (an audio file)
+        is given. ``temperature``, ``top_k`` and ``top_p`` left at None take the checkpoint's
+        recommended settings."""
         from musgen.data.audio_codes import unflatten_tokens
         from musgen.generate.sampling import SamplingControls, sample_sequences
 
-        if controls.get("bars") is not None:
+        if bars is not None:
             raise MusgenError("--bars does not apply to audio: use --seconds")
-        seconds, frames = controls.pop("seconds", None), controls.pop("length", None)
-        controls.pop("bars", None)
         if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
             raise MusgenError(f"--seconds must be a finite number > 0, got {seconds}")
-        if frames is None:
-            frames = math.ceil((5.0 if seconds is None else seconds) * self.code_rate)
-        controls.update(length=frames * self.levels, min_length=0)
-        ctl = SamplingControls(**controls)
+        frames = (
+            length
+            if length is not None
+            else math.ceil((5.0 if seconds is None else seconds) * self.code_rate)
+        )
+        controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
+        ctl = SamplingControls(length=frames * self.levels, min_length=0, seed=seed, **controls)
         prompt, prime_ids = self._prompt(prime)
         seqs = sample_sequences(
-            self.models["model"], prime_ids, n, ctl, eos_id=None, pad_id=self.bos, allowed=self._level_mask()
+            self.models["model"],
+            prime_ids,
+            num_samples,
+            ctl,
+            eos_id=None,
+            pad_id=self.bos,
+            allowed=self.level_mask(),
         )
-        waves = []
-        for seq in seqs:
-            codes = unflatten_tokens(seq[1:], self.codebook_size, self.levels)
-            waves.append(
-                _splice(
-                    prompt,
-                    self.codec.decode_codes(torch.from_numpy(codes)),
-                    round(CROSSFADE_SECONDS * self.sample_rate),
-                )
+        fade = round(CROSSFADE_SECONDS * self.sample_rate)
+        return [
+            _splice(
+                prompt,
+                self.codec.decode_codes(
+                    torch.from_numpy(unflatten_tokens(seq[1:], self.codebook_size, self.levels))
+                ),
+                fade,
             )
-        return waves
+            for seq in seqs
+        ]
 
-    def sample_output(self, sample: np.ndarray) -> np.ndarray:
-        return sample
+    def continue_(self, prime: str | Path, num_samples: int = 1, **options: Any) -> list[np.ndarray]:
+        """``generate`` continuing the audio file ``prime`` (each sample starts with it)."""
+        return self.generate(num_samples, prime=prime, **options)
 
-    def write_sample(self, output: np.ndarray, path: Path) -> None:
+    def write(self, output: np.ndarray, path: Path) -> None:
         from musgen.data.audio_io import write_audio
 
         write_audio(path, output, self.sample_rate)
+
+
+def evaluate(
+    generator: PriorGenerator, data_dir: Path, split: str, opts: Any
+) -> tuple[dict[str, Any], list[Any]]:
+    """NLL per code next to a unigram baseline, and the Frechet distance between ``opts.num_samples``
+    generated clips and the held-out audio."""
+    from musgen.eval.evaluate import audio_reference
+    from musgen.eval.frechet import audio_frechet
+
+    report: dict[str, Any] = {
+        "likelihood": evaluate_prior(generator, data_dir, split, batch_size=opts.batch_size)
+    }
+    samples = (
+        generator.generate(opts.num_samples, seconds=opts.seconds or 5.0, seed=opts.seed)
+        if opts.num_samples
+        else []
+    )
+    if len(samples) >= 2:
+        rate = generator.sample_rate
+        report["frechet"] = audio_frechet(
+            audio_reference(data_dir, split, opts.max_seconds, rate), samples, rate
+        )
+    return report, samples
 
 
 def _splice(prompt: np.ndarray, decoded: np.ndarray, fade: int) -> np.ndarray:
@@ -214,3 +303,38 @@ def _splice(prompt: np.ndarray, decoded: np.ndarray, fade: int) -> np.ndarray:
         w = np.linspace(0.0, 1.0, fade, dtype=np.float32)
         out[p - fade : p] = (1 - w) * prompt[p - fade :] + w * decoded[p - fade : p]
     return out
+
+
+def evaluate_prior(
+    generator: Any, data_dir: Path, split: str = "test", batch_size: int = 8
+) -> dict[str, Any]:
+    """NLL of the split's code tokens (nats and bits per token, bits per second of audio) next to a
+    unigram baseline (train code frequencies): the prior Task's own ``eval_step`` over windows of the
+    split's codes (encoded once with the checkpoint's codec). ``generator``: a loaded prior."""
+    from musgen.data.audio_codes import CodeWindows, encoded_split, weights_key
+    from musgen.eval.evaluate import task_metrics
+
+    key = weights_key(generator.checkpoint.path / "vqvae")
+    tokens, offsets = encoded_split(data_dir, split, generator.codec, key)
+    train_tokens, _ = encoded_split(data_dir, "train", generator.codec, key)
+    windows = CodeWindows(tokens, offsets, generator.cfg.data.seq_len, generator.bos)
+    metrics = task_metrics(generator.evaluation_task(data_dir), windows, batch_size)
+    # Unigram baseline: add-one smoothed code frequencies of the training split.
+    freq = np.bincount(train_tokens, minlength=generator.vocab_size).astype(np.float64) + 1
+    logp = np.log(freq / freq.sum())
+    unigram = float(-logp[tokens].mean()) if len(tokens) else float("nan")
+    nll = metrics["nll"]
+    tokens_per_second = generator.code_rate * generator.levels
+    return {
+        "split": split,
+        "tokens": int(metrics["tokens"]),
+        "nll": nll,
+        "bits_per_token": nll / math.log(2),
+        "bits_per_second": nll / math.log(2) * tokens_per_second,
+        "unigram_nll": unigram,
+        "uniform_nll": math.log(generator.codebook_size),
+        "context_seconds": generator.cfg.data.seq_len / tokens_per_second,
+    }
+
+
+FAMILY = FamilySpec("prior", PriorConfig, PriorTask, PriorGenerator, evaluate, data_kind="audio")

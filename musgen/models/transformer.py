@@ -17,8 +17,14 @@ from torch.utils.checkpoint import checkpoint
 
 from musgen.config import TrainConfig
 from musgen.errors import ConfigError, MusgenError
-from musgen.models.lm import LanguageModelTask, SequenceDataConfig
+from musgen.models.lm import (
+    LanguageModelGenerator,
+    LanguageModelTask,
+    SequenceDataConfig,
+    evaluate_language_model,
+)
 from musgen.modules.relative_attention import KVCache, RelativeSelfAttention
+from musgen.registry import FamilySpec
 
 ATTENTIONS = {"relative": "skew", "relative_naive": "naive", "plain": None}
 
@@ -152,8 +158,20 @@ class MusicTransformer(nn.Module):
         return self.head(self.norm(x)), new_state  # (B, T, V)
 
 
-class TransformerTask(LanguageModelTask):
-    family = "transformer"
+def build_models(vocab_size: int, cfg: TransformerConfig) -> dict[str, nn.Module]:
+    return {"model": MusicTransformer(vocab_size, cfg.model, context=cfg.data.seq_len)}
 
+
+class TransformerTask(LanguageModelTask):
     def build_models(self) -> dict[str, nn.Module]:
-        return {"model": MusicTransformer(self.vocab_size, self.cfg.model, context=self.cfg.data.seq_len)}
+        return build_models(self.vocab_size, self.cfg)
+
+
+class TransformerGenerator(LanguageModelGenerator):
+    def build_models(self) -> dict[str, nn.Module]:
+        return build_models(self.vocab_size, self.cfg)
+
+
+FAMILY = FamilySpec(
+    "transformer", TransformerConfig, TransformerTask, TransformerGenerator, evaluate_language_model
+)

@@ -25,8 +25,10 @@ from torch.utils.data import Dataset
 from musgen.config import TrainConfig
 from musgen.errors import ConfigError, MusgenError
 from musgen.eval.audio_metrics import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
+from musgen.generator import Generator
 from musgen.modules.conv_blocks import WaveDecoder, WaveEncoder
 from musgen.modules.quantizer import Quantizer, QuantizerConfig, code_counts, code_statistics
+from musgen.registry import FamilySpec
 from musgen.training.task import Task
 
 
@@ -103,10 +105,12 @@ class VQVAE(nn.Module):
 
 
 class VQVAETask(Task):
-    family = "vqvae"
-
     def __init__(
-        self, cfg: VQVAEConfig, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None
+        self,
+        cfg: VQVAEConfig,
+        data_dir: Path | None = None,
+        data_meta: Mapping[str, Any] | None = None,
+        models: dict[str, nn.Module] | None = None,
     ):
         meta = dict(data_meta or {})
         if meta.get("kind") != "audio" or "sample_rate" not in meta:
@@ -117,23 +121,7 @@ class VQVAETask(Task):
         self.sample_rate = int(meta["sample_rate"])
         self.segment = max(cfg.model.hop, round(cfg.data.segment_seconds * self.sample_rate))
         self.stft_loss = MultiResolutionSTFTLoss(tuple(cfg.loss.fft_sizes))
-        super().__init__(cfg, data_dir, meta)
-
-    @property
-    def codec(self) -> VQVAE:
-        model = self.models["model"]
-        return getattr(model, "module", model)  # DDP wraps it
-
-    @property
-    def code_rate(self) -> float:
-        """Code frames per second."""
-        return self.sample_rate / self.cfg.model.hop
-
-    @property
-    def bitrate(self) -> float:
-        """Bits per second of the codes."""
-        q = self.cfg.model.quantizer
-        return self.code_rate * q.levels * math.log2(q.codes)
+        super().__init__(cfg, data_dir, meta, models)
 
     def build_models(self) -> dict[str, nn.Module]:
         return {"model": VQVAE(self.cfg.model)}
@@ -141,11 +129,10 @@ class VQVAETask(Task):
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.audio_data import AudioChunks
 
-        assert self.data_dir is not None
         train = AudioChunks(
-            self.data_dir, "train", self.segment, seed=self.cfg.train.seed, random_offset=True
+            self.data_path, "train", self.segment, seed=self.cfg.train.seed, random_offset=True
         )
-        return train, AudioChunks(self.data_dir, "valid", self.segment, random_offset=False)
+        return train, AudioChunks(self.data_path, "valid", self.segment, random_offset=False)
 
     def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
         return int(batch["audio"].shape[0] * batch["audio"].shape[-1])  # samples
@@ -188,7 +175,48 @@ class VQVAETask(Task):
             out.update(code_statistics(torch.as_tensor(sums["code_counts"])))
         return out
 
-    # -- using a trained codec ------------------------------------------------------------------
+
+class VQVAEGenerator(Generator):
+    """A trained codec: waveform -> codes -> waveform."""
+
+    sample_suffix = ".wav"
+    draws_tokens = False
+
+    def __init__(self, ckpt: Any, cfg: VQVAEConfig):
+        super().__init__(ckpt, cfg)
+        self._sample_rate = int(self.data_meta["sample_rate"])
+
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"model": VQVAE(self.cfg.model)}
+
+    @property
+    def codec(self) -> VQVAE:
+        return self.models["model"]  # type: ignore[return-value]
+
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def code_rate(self) -> float:
+        """Code frames per second."""
+        return self.sample_rate / self.cfg.model.hop
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second of the codes."""
+        q = self.cfg.model.quantizer
+        return self.code_rate * q.levels * math.log2(q.codes)
+
+    def generate(self, num_samples: int = 1, **options: Any) -> list[Any]:
+        raise MusgenError(
+            "a vqvae checkpoint is an audio codec: sample from a prior trained on its codes "
+            "(`musgen train prior --set vqvae=RUN_DIR`), or use `musgen reconstruct in.wav`"
+        )
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        self.generate()  # whatever was asked: a codec does not sample
+
     @torch.no_grad()
     def encode_audio(self, wave: np.ndarray) -> torch.Tensor:
         """Mono waveform (T,) at the codec's rate -> codes (ceil(T / hop), Q)."""
@@ -199,8 +227,42 @@ class VQVAETask(Task):
         """codes (F, Q) -> waveform (F * hop,) float32."""
         return self.codec.decode(codes[None].long())[0, 0].clamp(-1, 1).numpy()
 
-    def sample(self, n: int, prime: Any = None, **controls: Any) -> list:
-        raise MusgenError(
-            "a vqvae checkpoint is an audio codec: sample from a prior trained on its codes "
-            "(`musgen train prior --set vqvae=RUN_DIR`), or use `musgen reconstruct in.wav`"
-        )
+    def reconstruct_audio(self, wave: np.ndarray) -> np.ndarray:
+        """The round trip of a mono waveform at the codec's rate: encode, decode, same length."""
+        return self.decode_codes(self.encode_audio(wave))[: len(wave)]
+
+    def reconstruct_to(self, out_dir: str | Path, audio: str | Path, **controls: Any) -> list[Path]:
+        """Writes ``original.wav`` (at the codec's rate) and ``reconstruction.wav``."""
+        from musgen.data.audio_io import AudioReadError, read_audio, write_audio
+
+        try:
+            wave = read_audio(Path(audio), self.sample_rate)
+        except AudioReadError as err:
+            raise err.about(str(audio)) from None
+        out = Path(out_dir)
+        paths = [out / "original.wav", out / "reconstruction.wav"]
+        for path, samples in zip(paths, (wave, self.reconstruct_audio(wave)), strict=True):
+            write_audio(path, samples, self.sample_rate)
+        return paths
+
+    def write(self, output: np.ndarray, path: Path) -> None:
+        from musgen.data.audio_io import write_audio
+
+        write_audio(path, output, self.sample_rate)
+
+
+def evaluate(
+    generator: VQVAEGenerator, data_dir: Path, split: str, opts: Any
+) -> tuple[dict[str, Any], list[Any]]:
+    """Reconstruction of the held-out audio (multi-resolution STFT distance, log-mel L1, SI-SDR,
+    codebook usage and perplexity) and the Frechet distance between originals and reconstructions."""
+    from musgen.eval.audio import evaluate_codec
+    from musgen.eval.frechet import audio_frechet
+
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    codec = evaluate_codec(generator, data_dir, split, max_seconds=opts.max_seconds, reconstructions=pairs)
+    originals, recons = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {"codec": codec, "frechet": audio_frechet(originals, recons, generator.sample_rate)}, []
+
+
+FAMILY = FamilySpec("vqvae", VQVAEConfig, VQVAETask, VQVAEGenerator, evaluate, data_kind="audio")

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from musgen.errors import MusgenError
+
 
 @dataclass
 class StepContext:
@@ -45,18 +47,30 @@ class StepContext:
 class Task:
     """Base class: one model called ``model``, one AdamW optimizer, one scalar loss."""
 
-    family: str = ""
     # Files of the data directory copied into every portable checkpoint (e.g. tokenizer.json).
     checkpoint_files: tuple[str, ...] = ()
-    # Family-specific keyword arguments ``sample`` accepts beyond the common ones (see musgen.api).
-    sample_options: tuple[str, ...] = ()
-    sample_suffix: str = ".mid"  # of the files ``write_sample`` writes
 
-    def __init__(self, cfg: Any, data_dir: Path | None = None, data_meta: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        cfg: Any,
+        data_dir: Path | None = None,
+        data_meta: Mapping[str, Any] | None = None,
+        models: dict[str, nn.Module] | None = None,
+    ):
+        """``data_dir``: the data set (None: a Task used only for its losses, e.g. in a unit test);
+        ``data_meta``: its manifest fields (vocabulary size, sample rate ...); ``models``: trained
+        models to evaluate (``Generator.evaluation_task``), else new ones."""
         self.cfg = cfg
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.data_meta = dict(data_meta or {})
-        self.models: dict[str, nn.Module] = self.build_models()
+        self.models: dict[str, nn.Module] = models if models is not None else self.build_models()
+
+    @property
+    def data_path(self) -> Path:
+        """The data set directory (a Task built without one cannot make datasets)."""
+        if self.data_dir is None:
+            raise MusgenError("this task was built without a data set")
+        return self.data_dir
 
     # -- to implement -------------------------------------------------------------------------
     def build_models(self) -> dict[str, nn.Module]:
@@ -146,16 +160,6 @@ class Task:
         if self.data_dir is None:
             return {}
         return {f: self.data_dir / f for f in self.checkpoint_files if (self.data_dir / f).exists()}
-
-    def sample_output(self, sample: Any) -> Any:
-        """One item of ``sample`` -> what ``generate`` returns (a symusic Score for symbolic families)."""
-        return self.ids_to_score(sample)
-
-    def write_sample(self, output: Any, path: Path) -> None:
-        output.dump_midi(str(path))
-
-    def on_load(self, checkpoint_dir: Path) -> None:
-        """Called after the weights of a portable checkpoint are loaded (e.g. to read its tokenizer)."""
 
     def tokens_in(self, batch: Mapping[str, torch.Tensor]) -> int:
         """Training tokens in a batch, for the tokens/s display (0 if not meaningful)."""

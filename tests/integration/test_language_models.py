@@ -127,9 +127,9 @@ def test_generated_garbage_never_breaks_the_output(tiny_lm_run, tmp_path):
 
 def test_length_in_bars(tiny_lm_run):
     generator = musgen.load(tiny_lm_run.checkpoint)
-    tokenizer = generator.task.tokenizer
+    tokenizer = generator.tokenizer
     bar_ids = {i for tok, i in tokenizer.vocab.items() if tok.startswith("Bar_")}
-    for seq in generator.task.sample(3, length=2000, bars=2, seed=5):
+    for seq in generator.sample_ids(3, length=2000, bars=2, seed=5):
         # BOS is stripped; the Bar token that would open a third bar ends the sample.
         assert sum(t in bar_ids for t in seq) == 2, seq[:40]
 
@@ -169,7 +169,7 @@ def test_tiny_transformer_memorises_one_real_piece_and_samples_it_back(bach_midi
     assert losses[-1] < 0.1, losses[-5:]
 
     # Greedy decoding from the first 8 tokens of the piece gives the rest of its first window back.
-    model = musgen.load(result.run_dir).task.models["model"]
+    model = musgen.load(result.run_dir).models["model"]
     special = special_ids(data)
     truth = [special.bos, *tokens[: window - 1].tolist()]  # BOS + the piece, as in the training windows
     ctl = SamplingControls(length=window - 8, min_length=0, top_k=1, seed=0)

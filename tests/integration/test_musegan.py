@@ -118,7 +118,7 @@ def test_sample_writes_multitrack_midi_and_accompanies_a_given_voice(tiny_gan_ru
         assert pm.get_end_time() <= 5 * 4 * 60 / 100 + 1e-6  # 5 bars of 4/4 at 100 bpm
 
     generator = musgen.load(run)
-    cfg = generator.task.cfg.data
+    cfg = generator.cfg.data
     chorale = _chorale_in_four_four(bach_midi_dir, cfg)
     proc = cli(
         "sample",
@@ -154,7 +154,7 @@ def test_sample_writes_multitrack_midi_and_accompanies_a_given_voice(tiny_gan_ru
     score.tracks = [t for t in score.tracks if t.name.lower().startswith("soprano")]
     score.tracks[0].name = "flute"
     score.dump_midi(str(melody))
-    rolls = generator.task.sample(1, condition=melody, track=None, seed=0)
+    rolls = generator.sample_rolls(1, condition=melody, track=None, seed=0)
     assert np.array_equal(rolls[0][0, : given.shape[0]], given)
 
 

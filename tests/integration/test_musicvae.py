@@ -49,7 +49,7 @@ def test_a_tiny_model_reconstructs_the_melodies_it_was_trained_on(folk_data, tmp
         overrides=["train.steps=800", "loss.max_beta=0", "train.eval_every=800"],
     )
     generator = musgen.load(run.run_dir)
-    windows = MelodyWindows(folk_data, "train", generator.task.cfg.data, progress=False)
+    windows = MelodyWindows(folk_data, "train", generator.cfg.data, progress=False)
     target = np.stack([windows.window(i) for i in range(len(windows))])  # (N, 32)
     decoded = generator.decode_events(generator.encode(list(target)))  # greedy, free-running
     accuracy = (decoded == target).mean()

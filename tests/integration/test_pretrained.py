@@ -59,10 +59,12 @@ def test_pretrained_language_models_predict_chorales_and_write_midi(family, bach
     from musgen.eval.evaluate import task_metrics
 
     model = musgen.load(ROOT / family)
-    assert load_tokenizer(bach_data / "tokenizer.json").vocab == model.task.tokenizer.vocab
+    assert load_tokenizer(bach_data / "tokenizer.json").vocab == model.tokenizer.vocab
     # Held-out windows of the fixture's chorales: far below a uniform guess over the vocabulary.
-    metrics = task_metrics(model.task, TokenWindows(bach_data, "valid", 128), batch_size=8)
-    assert metrics["nll"] < 0.4 * math.log(len(model.task.tokenizer))
+    metrics = task_metrics(
+        model.evaluation_task(bach_data), TokenWindows(bach_data, "valid", 128), batch_size=8
+    )
+    assert metrics["nll"] < 0.4 * math.log(len(model.tokenizer))
     path = model.generate_to(tmp_path, 1, length=160, seed=0)[0]
     score = symusic.Score(str(path))
     assert score.note_num() > 10 and score.end() > 0

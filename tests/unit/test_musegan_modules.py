@@ -12,12 +12,12 @@ from musgen.data.pianoroll import PianorollConfig
 from musgen.models.musegan import (
     MODES,
     Critics,
-    Generator,
     MuseGANConfig,
     MuseGANModelConfig,
     MuseGANTask,
     PatchExpand,
     PatchMerge,
+    RollGenerator,
     critic_objective,
     gradient_penalty,
 )
@@ -57,7 +57,7 @@ def test_patch_merge_is_a_convolution_with_stride_equal_to_kernel():
 def test_generator_and_critic_shapes_in_every_mode(mode):
     torch.manual_seed(0)
     cfg = _model_cfg(mode)
-    gen, critics = Generator(cfg, DATA), Critics(cfg, DATA)
+    gen, critics = RollGenerator(cfg, DATA), Critics(cfg, DATA)
     rolls = gen(gen.noise(3))
     assert rolls.shape == (3, 4, 96, 84)
     assert float(rolls.detach().min()) >= 0 and float(rolls.detach().max()) <= 1
@@ -137,7 +137,7 @@ def test_the_penalty_trains_a_critic_towards_unit_gradient_norm():
 def test_a_conditioned_track_is_copied_and_steers_the_others():
     torch.manual_seed(0)
     cfg = _model_cfg("hybrid", condition_tracks=["soprano"])
-    gen = Generator(cfg, DATA).eval()
+    gen = RollGenerator(cfg, DATA).eval()
     noise = gen.noise(2, torch.Generator().manual_seed(0))
     given = (torch.rand(2, 96, 84) < 0.02).float()
     track = torch.tensor([0, 0])
@@ -152,7 +152,7 @@ def test_a_conditioned_track_is_copied_and_steers_the_others():
 @pytest.mark.parametrize("binary", ["deterministic", "stochastic"])
 def test_binary_neurons_output_zeros_and_ones_and_pass_gradients(binary):
     torch.manual_seed(0)
-    gen = Generator(_model_cfg("composer", binary=binary), DATA)
+    gen = RollGenerator(_model_cfg("composer", binary=binary), DATA)
     out = gen(gen.noise(2))
     assert set(out.detach().unique().tolist()) <= {0.0, 1.0}
     out.sum().backward()

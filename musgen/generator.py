@@ -1,0 +1,140 @@
+"""The inference side of every family: ``musgen.load(CKPT)`` returns a Generator.
+
+A Generator is built from a portable checkpoint alone (never from a data set): the resolved config,
+the weights and the files saved with them (a tokenizer, a codec). Each family subclasses it with
+typed methods of its own (``generate``, ``continue_``, ``interpolate``, ``accompany``,
+``reconstruct_to`` ...) and says how its outputs are written; this base class holds what they share:
+loading, the recommended sampling settings, refusing options that do not apply, writing files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from musgen import checkpoint
+from musgen.config import from_dict
+from musgen.errors import CheckpointError, ConfigError, MusgenError
+from musgen.registry import FamilySpec, families_with, get_family
+
+SAMPLING_OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # plain sampling from the model
+FLAGS = {"condition": "--condition-track"}  # generate() keyword -> command-line flag, where they differ
+
+
+def flag(option: str) -> str:
+    """The command-line spelling of a ``generate`` keyword (``top_k`` -> ``--top-k``)."""
+    return FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+class Generator:
+    """A trained model loaded from a portable checkpoint, ready to use."""
+
+    sample_suffix = ".mid"  # of the files ``write`` writes
+    options: tuple[str, ...] = ()  # keyword options ``generate`` takes besides ``num_samples``
+    draws_tokens = True  # sampled with temperature / top-k / top-p (recommended by the checkpoint)
+
+    def __init__(self, ckpt: checkpoint.PortableCheckpoint, cfg: Any):
+        self.checkpoint = ckpt
+        self.cfg = cfg
+        self.data_meta: dict[str, Any] = dict(ckpt.meta.get("data", {}))
+        self.models: dict[str, nn.Module] = self.build_models()
+        for name, module in self.models.items():
+            ckpt.load_weights(name, module)
+            module.eval()
+
+    def build_models(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    @property
+    def family(self) -> str:
+        return self.checkpoint.family
+
+    @property
+    def spec(self) -> FamilySpec:
+        return get_family(self.family)
+
+    @property
+    def sample_rate(self) -> int | None:
+        """Audio sample rate of an audio checkpoint; None for symbolic ones."""
+        return None
+
+    # -- sampling settings ----------------------------------------------------------------------
+    @property
+    def recommended_sampling(self) -> dict[str, Any]:
+        """The sampling settings stored with the checkpoint (``musgen.json`` ``"sampling"``: the
+        temperature / top_k / top_p whose samples came closest to held-out music), or {}."""
+        return checkpoint.sampling_defaults(self.checkpoint.meta)
+
+    def sampling_settings(
+        self, *, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None
+    ) -> dict[str, Any]:
+        """temperature / top_k / top_p to sample with: each one given here, else the checkpoint's
+        recommendation, else off (1.0 / 0 / 1.0)."""
+        given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        recommended = self.recommended_sampling
+        return {k: v if v is not None else recommended.get(k, SAMPLING_OFF[k]) for k, v in given.items()}
+
+    # -- generating and writing -----------------------------------------------------------------
+    def generate(self, num_samples: int = 1, **options: Any) -> list[Any]:
+        raise MusgenError(f"a {self.family} checkpoint does not generate samples")
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuses, with the flag's name, an option this family's ``generate`` does not take."""
+        for key, value in options.items():
+            if value is not None and key not in self.options:
+                raise MusgenError(f"{flag(key)} does not apply to a {self.family} checkpoint")
+
+    def write(self, output: Any, path: Path) -> None:
+        """Writes one output of ``generate`` (a symusic Score by default) to ``path``."""
+        output.dump_midi(str(path))
+
+    def generate_to(self, out_dir: str | Path, num_samples: int = 1, **options: Any) -> list[Path]:
+        """``generate`` with the options given (None: not given), writing ``out_dir/sample_000.mid``
+        (``.wav`` for audio) ...; returns the paths. A refused request writes nothing."""
+        options = {k: v for k, v in options.items() if v is not None}
+        self.check_options(options)
+        outputs = self.generate(num_samples, **options)
+        return self.write_all(out_dir, "sample", outputs)
+
+    def write_all(self, out_dir: str | Path, stem: str, outputs: list[Any]) -> list[Path]:
+        """Writes ``out_dir/<stem>_000<suffix>`` ... for ``outputs``; returns the paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, output in enumerate(outputs):
+            path = out / f"{stem}_{i:03d}{self.sample_suffix}"
+            self.write(output, path)
+            paths.append(path)
+        return paths
+
+    def require(self, method: str, purpose: str) -> Callable[..., Any]:
+        """This generator's ``method``, or an error naming the families that have it."""
+        if not hasattr(self, method):
+            owners = " or a ".join(f"{name} checkpoint" for name in families_with(method))
+            raise MusgenError(f"{purpose} needs a {owners}, not a {self.family} one")
+        return getattr(self, method)
+
+    def evaluation_task(self, data_dir: Path) -> Any:
+        """The family's training Task around these (loaded) models, for its ``eval_step`` on the
+        held-out data of ``data_dir`` (musgen eval)."""
+        return self.spec.task_cls(self.cfg, data_dir, self.data_meta, models=self.models)
+
+
+def checkpoint_config(ckpt: checkpoint.PortableCheckpoint, spec: FamilySpec) -> Any:
+    """The resolved config saved in a checkpoint, as the family's dataclass."""
+    config = dict(ckpt.config)
+    config.pop("family", None)
+    try:
+        return from_dict(spec.config_cls, config)
+    except ConfigError as err:
+        raise CheckpointError(f"config of checkpoint {ckpt.path} does not fit this musgen: {err}") from None
+
+
+def load(path: str | Path) -> Generator:
+    """Loads a portable checkpoint directory (or a RUN_DIR's latest checkpoint) on the CPU."""
+    ckpt = checkpoint.load_portable(Path(path))
+    spec = get_family(ckpt.family)
+    return spec.generator_cls(ckpt, checkpoint_config(ckpt, spec))
