@@ -14,7 +14,7 @@ On-disk format of an audio data directory (``FORMAT_VERSION`` 1), read by ``musg
 * ``.decode-cache/``       decoded audio files (``--audio-dir``) while a build runs: a build killed
                            half-way decodes only the rest when run again; deleted when complete.
 
-A piece keeps the split its relative path hashes to (``build.split_of``), so a chorale rendered to
+A piece keeps the split its relative path hashes to (``pipeline.split_of``), so a chorale rendered to
 audio lands in the same split as its tokens in a MIDI data set built from the same corpus.
 """
 
@@ -168,9 +168,12 @@ def _fluidsynth_version() -> str:
     return out.splitlines()[0].strip() if out.strip() else "unknown"
 
 
-def _file_stamp(path: Path) -> str:
-    st = path.stat()
+def _stamp(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _file_stamp(path: Path) -> str:
+    return _stamp(path.stat())
 
 
 def _decode_key(rel: str, stamp: str, cfg: AudioDataConfig) -> str:
@@ -231,7 +234,7 @@ class _AudioSource(Source):
         self.folder = Path()  # where the pieces go: the render cache, or the decode cache
 
     def stamp(self, st: os.stat_result) -> str:
-        return f"{st.st_size}:{st.st_mtime_ns}"
+        return _stamp(st)
 
     @cached_property
     def render_meta(self) -> dict:
