@@ -14,7 +14,7 @@ On-disk format of an audio data directory (``FORMAT_VERSION`` 1), read by ``musg
 * ``.decode-cache/``       decoded audio files (``--audio-dir``) while a build runs: a build killed
                            half-way decodes only the rest when run again; deleted when complete.
 
-A piece keeps the split its relative path hashes to (``build.split_of``), so a chorale rendered to
+A piece keeps the split its relative path hashes to (``pipeline.split_of``), so a chorale rendered to
 audio lands in the same split as its tokens in a MIDI data set built from the same corpus.
 """
 
@@ -24,11 +24,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import soundfile as sf
@@ -37,8 +38,8 @@ from tqdm import tqdm
 from musgen.errors import ConfigError, MusgenError
 
 from .audio_io import AUDIO_SUFFIXES, AudioReadError, check_rate, read_audio
-from .build import SPLITS, NoUsableDataError, _atomic_write_bytes, _write_json, split_of
-from .corpus import corpus_midi_files, scan_files, scan_midi_dir
+from .corpus import scan_files, scan_midi_dir
+from .pipeline import Job, Request, Result, Source, SourceFile, atomic_write_bytes, build_data_set
 from .render import ENGINES, render_midi, resolve_engine
 from .workpool import run_files
 
@@ -167,223 +168,12 @@ def _fluidsynth_version() -> str:
     return out.splitlines()[0].strip() if out.strip() else "unknown"
 
 
-def _file_stamp(path: Path) -> str:
-    st = path.stat()
+def _stamp(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-# ----------------------------------------------------------------------------- build
-
-
-def build_audio(
-    out: Path,
-    *,
-    audio_dir: Path | None = None,
-    corpus: str | None = None,
-    midi_dir: Path | None = None,
-    render: bool = False,
-    config: AudioDataConfig | None = None,
-    force: bool = False,
-    limit: int | None = None,
-) -> dict:
-    """Build (or reuse) an audio data set in ``out`` and return its manifest.
-
-    Give exactly one source: ``audio_dir`` (audio files, searched recursively), or ``corpus`` /
-    ``midi_dir`` with ``render=True`` (MIDI rendered with FluidSynth or the built-in synthesizer).
-    """
-    t0 = time.perf_counter()
-    if sum(x is not None for x in (audio_dir, corpus, midi_dir)) != 1:
-        raise ValueError("give exactly one of audio_dir=, corpus= or midi_dir=")
-    if audio_dir is not None and render:
-        raise MusgenError(
-            "--render renders MIDI (--corpus or --midi-dir); --audio-dir files are used as they are"
-        )
-    if audio_dir is None and not render:
-        raise MusgenError("an audio data set from MIDI needs --render")
-    cfg = config or AudioDataConfig()
-    cfg.validate()
-    out = Path(out)
-    workers = cfg.workers or os.cpu_count() or 1
-    renderer, soundfont = resolve_engine(cfg.engine, cfg.soundfont or None) if render else (None, None)
-
-    # 1. collect
-    if corpus is not None:
-        root, paths, pre_skipped = corpus_midi_files(corpus, workers=workers, limit=limit)
-        source: dict = {"corpus": corpus, "render": True}
-    else:
-        folder = Path(audio_dir if audio_dir is not None else midi_dir)
-        if not folder.is_dir():
-            raise MusgenError(
-                f"--{'audio' if audio_dir is not None else 'midi'}-dir {folder} is not a directory"
-            )
-        root = folder.resolve()
-        paths, pre_skipped = scan_audio_dir(root) if audio_dir is not None else scan_midi_dir(root)
-        if limit is not None:
-            paths = paths[:limit]
-        source = (
-            {"audio_dir": str(root)} if audio_dir is not None else {"midi_dir": str(root), "render": True}
-        )
-    files_found = len(paths) + len(pre_skipped)
-    skipped = list(pre_skipped)
-    files: list[tuple[str, Path, str]] = []  # (rel, path, size:mtime)
-    for p in paths:
-        rel = p.relative_to(root).as_posix()
-        try:
-            files.append((rel, p, _file_stamp(p)))
-        except OSError as e:
-            skipped.append({"path": rel, "reason": f"cannot stat: {e.strerror}"})
-
-    # 2. cached?
-    meta: dict = {
-        "format": FORMAT_VERSION,
-        "config": {k: v for k, v in asdict(cfg).items() if k != "workers"},
-        "source": source,
-        "limit": limit,
-    }
-    if render:
-        meta.update(
-            renderer=renderer,
-            render_version=RENDER_VERSION,
-            soundfont=f"{soundfont}:{_file_stamp(soundfont)}" if soundfont else None,
-            fluidsynth=_fluidsynth_version() if renderer == "fluidsynth" else None,
-        )
-    fp = _fingerprint(meta, files, skipped)
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.is_file() and _outputs_complete(out):
-        try:
-            old = json.loads(manifest_path.read_text())
-        except ValueError:
-            old = {}
-        if (
-            old.get("fingerprint") == fp
-            and old.get("format_version") == FORMAT_VERSION
-            and old.get("kind") == "audio"
-        ):
-            log.info("cached audio build reused: %s (%s)", out, fp[:12])
-            return old
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path.unlink(missing_ok=True)  # an interrupted rebuild must not look complete
-
-    # 3. decode / render every file into a piece file (renders are cached across builds)
-    programs = {rel: program_for(rel) for rel, _, _ in files} if render and cfg.random_program else {}
-    for stale in out.glob(".musgen-audio-*"):  # the temporary directory of a killed build
-        shutil.rmtree(stale, ignore_errors=True)
-    decode_cache = out / DECODE_CACHE
-    if force:
-        shutil.rmtree(decode_cache, ignore_errors=True)
-    if render:
-        cache = out / CACHE_DIR
-        cache.mkdir(exist_ok=True)
-        render_meta = {k: meta[k] for k in ("render_version", "renderer", "soundfont", "fluidsynth")}
-    else:
-        decode_cache.mkdir(exist_ok=True)
-    dests: dict[str, Path] = {}
-    lengths: dict[str, int] = {}
-    tasks: list[tuple[str, _Task]] = []
-    min_frames = int(np.ceil(cfg.min_seconds * cfg.sample_rate))
-    for rel, path, stamp in files:
-        if render:
-            try:
-                dests[rel] = cache / f"{_render_key(path, cfg, programs.get(rel), render_meta)}.flac"
-            except OSError as e:
-                skipped.append({"path": rel, "reason": f"cannot read: {e.strerror}"})
-                continue
-        else:
-            dests[rel] = decode_cache / f"{_decode_key(rel, stamp, cfg)}.flac"
-        frames = _piece_frames(dests[rel])
-        if frames is not None and frames >= min_frames:
-            lengths[rel] = frames
-            continue
-        tasks.append(
-            (
-                rel,
-                _Task(
-                    str(path),
-                    str(dests[rel]),
-                    cfg.sample_rate,
-                    cfg.max_seconds_per_piece,
-                    cfg.min_seconds,
-                    renderer or "",
-                    str(soundfont) if soundfont else None,
-                    programs.get(rel),
-                ),
-            )
-        )
-    if lengths:
-        log.info(
-            "%d of %d %s reused from %s",
-            len(lengths),
-            len(files),
-            "renders" if render else "decodings",
-            out / CACHE_DIR if render else decode_cache,
-        )
-    verb = f"render ({renderer})" if render else "decode"
-    if tasks:
-        log.info("%s: %d files with %d processes", verb, len(tasks), workers)
-    for rel, (n, reason) in run_files(
-        _do_task, tasks, workers=workers, timeout=cfg.max_seconds_per_file, desc=verb
-    ).items():
-        if reason is None:
-            lengths[rel] = n
-        else:
-            skipped.append({"path": rel, "reason": reason})
-
-    skipped.sort(key=lambda d: d["path"])
-    per_split: dict[str, list[str]] = {s: [] for s in SPLITS}
-    for rel, _, _ in files:
-        if rel in lengths:
-            per_split[split_of(rel, cfg.valid_fraction, cfg.test_fraction)].append(rel)
-    if not lengths:
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
-        where = f"corpus {corpus!r}" if corpus else str(root)
-        raise NoUsableDataError(
-            f"no usable {'MIDI' if render else 'audio'} file in {where}: {files_found} found, "
-            f"{len(skipped)} skipped" + (f" (e.g. {reasons})" if reasons else "")
-        )
-
-    # 4. assemble the splits
-    splits_info = _write_splits(out, per_split, lengths, dests, cfg.sample_rate)
-    if render:  # keep only the renders this build uses (and no leftovers of killed workers)
-        used = {dests[r].name for r in lengths}
-        for stale in [*(out / CACHE_DIR).glob("*.flac"), *(out / CACHE_DIR).glob(".*.tmp")]:
-            if stale.name not in used:
-                stale.unlink(missing_ok=True)
-
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "kind": "audio",
-        "source": source,
-        "config": asdict(cfg),
-        "fingerprint": fp,
-        "sample_rate": cfg.sample_rate,
-        "files_found": files_found,
-        "splits": splits_info,
-        "skipped": skipped,
-    }
-    if render:
-        manifest.update(renderer=renderer, soundfont=str(soundfont) if soundfont else None)
-        if programs:
-            manifest["programs"] = {rel: programs[rel] for rel in sorted(lengths)}
-    manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
-    _write_json(manifest_path, manifest)
-    shutil.rmtree(decode_cache, ignore_errors=True)  # complete: the split arrays hold it all
-    log.info(
-        "built %s: %s; %d skipped; %.1f s",
-        out,
-        ", ".join(f"{s} {v['pieces']} pieces/{v['seconds']:.0f} s" for s, v in splits_info.items()),
-        len(skipped),
-        manifest["build_seconds"],
-    )
-    return manifest
-
-
-def _fingerprint(meta: dict, files: list[tuple[str, Path, str]], skipped: list[dict]) -> str:
-    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-    for rel, _, stamp in files:
-        h.update(f"{rel}\0{stamp}\n".encode("utf-8", "surrogateescape"))
-    for s in skipped:
-        h.update(f"skip\0{s['path']}\0{s['reason']}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+def _file_stamp(path: Path) -> str:
+    return _stamp(path.stat())
 
 
 def _decode_key(rel: str, stamp: str, cfg: AudioDataConfig) -> str:
@@ -417,26 +207,180 @@ def _render_key(midi: Path, cfg: AudioDataConfig, program: int | None, render_me
     return h.hexdigest()[:32]
 
 
-def _write_splits(
+# ----------------------------------------------------------------------------- build
+
+_Piece = tuple[Path, int]  # a piece's FLAC file (in a cache folder) and its number of samples
+
+
+class _AudioSource(Source):
+    """Audio files decoded, or MIDI files rendered, into 16-bit FLAC pieces (the pieces)."""
+
+    log = log
+    format_version = FORMAT_VERSION
+    label = "audio build"
+    stale_prefix = ".musgen-audio-"
+    work_cache = DECODE_CACHE
+    data_suffix = "audio.npy"
+    manifest_lead: ClassVar[dict] = {"kind": "audio"}
+
+    def __init__(self, cfg: AudioDataConfig, render: bool) -> None:
+        super().__init__(cfg, {"render": True} if render else {})
+        self.render = render
+        self.noun = "MIDI" if render else "audio"
+        self.renderer, self.soundfont = (
+            resolve_engine(cfg.engine, cfg.soundfont or None) if render else (None, None)
+        )
+        self.programs: dict[str, int] = {}  # rel -> GM program, under random_program
+        self.folder = Path()  # where the pieces go: the render cache, or the decode cache
+
+    def stamp(self, st: os.stat_result) -> str:
+        return _stamp(st)
+
+    @cached_property
+    def render_meta(self) -> dict:
+        """What shapes every render besides its own settings (also keys the render cache)."""
+        if not self.render:
+            return {}
+        return {
+            "renderer": self.renderer,
+            "render_version": RENDER_VERSION,
+            "soundfont": f"{self.soundfont}:{_file_stamp(self.soundfont)}" if self.soundfont else None,
+            "fluidsynth": _fluidsynth_version() if self.renderer == "fluidsynth" else None,
+        }
+
+    def fingerprint_meta(self) -> dict:
+        return self.render_meta
+
+    def process(self, files: list[SourceFile], split: dict[str, str], job: Job) -> dict[str, Result]:
+        """Every file into a piece file; pieces a previous build left in the caches are reused."""
+        if self.render and self.cfg.random_program:
+            self.programs = {f.rel: program_for(f.rel) for f in files}
+        self.folder = job.out / (CACHE_DIR if self.render else DECODE_CACHE)
+        self.folder.mkdir(exist_ok=True)
+        results: dict[str, Result] = {}
+        tasks: list[tuple[str, _Task]] = []
+        reused = 0
+        min_frames = int(np.ceil(self.cfg.min_seconds * self.cfg.sample_rate))
+        for f in files:
+            try:
+                dest = self.folder / f"{self._piece_key(f)}.flac"
+            except OSError as e:
+                results[f.rel] = (None, f"cannot read: {e.strerror}")
+                continue
+            frames = _piece_frames(dest)
+            if frames is not None and frames >= min_frames:
+                results[f.rel] = ((dest, frames), None)
+                reused += 1
+            else:
+                tasks.append((f.rel, self._task(f, dest)))
+        if reused:
+            what = "renders" if self.render else "decodings"
+            log.info("%d of %d %s reused from %s", reused, len(files), what, self.folder)
+        results.update(self._run(tasks, job.workers))
+        return results
+
+    def _piece_key(self, f: SourceFile) -> str:
+        if self.render:
+            return _render_key(f.path, self.cfg, self.programs.get(f.rel), self.render_meta)
+        return _decode_key(f.rel, f.stamp, self.cfg)
+
+    def _task(self, f: SourceFile, dest: Path) -> _Task:
+        cfg = self.cfg
+        return _Task(
+            str(f.path),
+            str(dest),
+            cfg.sample_rate,
+            cfg.max_seconds_per_piece,
+            cfg.min_seconds,
+            self.renderer or "",
+            str(self.soundfont) if self.soundfont else None,
+            self.programs.get(f.rel),
+        )
+
+    def _run(self, tasks: list[tuple[str, _Task]], workers: int) -> dict[str, Result]:
+        verb = f"render ({self.renderer})" if self.render else "decode"
+        if tasks:
+            log.info("%s: %d files with %d processes", verb, len(tasks), workers)
+        done = run_files(_do_task, tasks, workers=workers, timeout=self.cfg.max_seconds_per_file, desc=verb)
+        dests = {rel: Path(task.dest) for rel, task in tasks}
+        return {
+            rel: ((dests[rel], n), None) if reason is None else (None, reason)
+            for rel, (n, reason) in done.items()
+        }
+
+    def piece_length(self, piece: _Piece) -> int:
+        return piece[1]
+
+    def assemble_bar(self, total_pieces: int) -> tqdm:
+        return tqdm(total=total_pieces, desc="assemble", unit="piece")
+
+    def write_split_data(
+        self, path: Path, pieces: list[_Piece], offsets: np.ndarray, bar: tqdm | None
+    ) -> None:
+        _write_split_audio(path, [dest for dest, _ in pieces], offsets, bar)
+
+    def split_size(self, total: int) -> dict:
+        return {"seconds": round(float(total) / self.cfg.sample_rate, 3)}
+
+    def split_summary(self, info: dict) -> str:
+        return f"{info['pieces']} pieces/{info['seconds']:.0f} s"
+
+    def after_splits(self, outputs: dict[str, _Piece]) -> None:
+        """Keeps only the renders this build uses (and no leftovers of killed workers)."""
+        if not self.render:
+            return
+        used = {dest.name for dest, _ in outputs.values()}
+        for stale in [*self.folder.glob("*.flac"), *self.folder.glob(".*.tmp")]:
+            if stale.name not in used:
+                stale.unlink(missing_ok=True)
+
+    def manifest_fields(self) -> dict:
+        return {"sample_rate": self.cfg.sample_rate}
+
+    def manifest_tail(self, outputs: dict[str, _Piece]) -> dict:
+        if not self.render:
+            return {}
+        tail: dict = {"renderer": self.renderer, "soundfont": str(self.soundfont) if self.soundfont else None}
+        if self.programs:
+            tail["programs"] = {rel: self.programs[rel] for rel in sorted(outputs)}
+        return tail
+
+
+def build_audio(
     out: Path,
-    per_split: dict[str, list[str]],
-    lengths: dict[str, int],
-    pieces: dict[str, Path],
-    sample_rate: int,
+    *,
+    audio_dir: Path | None = None,
+    corpus: str | None = None,
+    midi_dir: Path | None = None,
+    render: bool = False,
+    config: AudioDataConfig | None = None,
+    force: bool = False,
+    limit: int | None = None,
 ) -> dict:
-    """Write every split's arrays and piece list; returns the manifest's ``splits``."""
-    info = {}
-    bar = tqdm(total=sum(len(v) for v in per_split.values()), desc="assemble", unit="piece")
-    for s in SPLITS:
-        rels = per_split[s]
-        offsets = np.zeros(len(rels) + 1, dtype=np.int64)
-        np.cumsum([lengths[r] for r in rels], out=offsets[1:])
-        _write_split_audio(out / f"{s}.audio.npy", [pieces[r] for r in rels], offsets, bar)
-        _atomic_write_bytes(out / f"{s}.offsets.npy", lambda f, a=offsets: np.save(f, a))
-        _write_json(out / f"{s}.pieces.json", rels)
-        info[s] = {"pieces": len(rels), "seconds": round(float(offsets[-1]) / sample_rate, 3)}
-    bar.close()
-    return info
+    """Build (or reuse) an audio data set in ``out`` and return its manifest.
+
+    Give exactly one source: ``audio_dir`` (audio files, searched recursively), or ``corpus`` /
+    ``midi_dir`` with ``render=True`` (MIDI rendered with FluidSynth or the built-in synthesizer).
+    """
+    t0 = time.perf_counter()
+    if sum(x is not None for x in (audio_dir, corpus, midi_dir)) != 1:
+        raise ValueError("give exactly one of audio_dir=, corpus= or midi_dir=")
+    if audio_dir is not None and render:
+        raise MusgenError(
+            "--render renders MIDI (--corpus or --midi-dir); --audio-dir files are used as they are"
+        )
+    if audio_dir is None and not render:
+        raise MusgenError("an audio data set from MIDI needs --render")
+    cfg = config or AudioDataConfig()
+    cfg.validate()
+    source = _AudioSource(cfg, render)
+    if corpus is not None:
+        folder, kind, scan = None, "midi", scan_midi_dir
+    elif audio_dir is not None:
+        folder, kind, scan = Path(audio_dir), "audio", scan_audio_dir
+    else:
+        folder, kind, scan = Path(midi_dir), "midi", scan_midi_dir
+    return build_data_set(source, Request(Path(out), corpus, folder, kind, scan, limit, force), t0)
 
 
 def _write_split_audio(path: Path, pieces: list[Path], offsets: np.ndarray, bar: tqdm) -> None:
@@ -444,7 +388,7 @@ def _write_split_audio(path: Path, pieces: list[Path], offsets: np.ndarray, bar:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     total = int(offsets[-1])
     if total == 0:
-        _atomic_write_bytes(path, lambda f: np.save(f, np.zeros(0, dtype=np.int16)))
+        atomic_write_bytes(path, lambda f: np.save(f, np.zeros(0, dtype=np.int16)))
         return
     else:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(total,))
@@ -457,8 +401,3 @@ def _write_split_audio(path: Path, pieces: list[Path], offsets: np.ndarray, bar:
         arr.flush()
         del arr
     os.replace(tmp, path)
-
-
-def _outputs_complete(out: Path) -> bool:
-    names = [f"{s}.{k}" for s in SPLITS for k in ("audio.npy", "offsets.npy", "pieces.json")]
-    return all((out / n).is_file() for n in names)

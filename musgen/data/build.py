@@ -21,23 +21,34 @@ there yet, and a complete build deletes the cache.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import miditok
 import numpy as np
 from miditok.constants import CURRENT_MIDITOK_VERSION
+from tqdm import tqdm
 
-from musgen.errors import ConfigError, MusgenError
+from musgen.errors import ConfigError
 
-from .corpus import corpus_midi_files, scan_midi_dir
+from .corpus import scan_midi_dir
+from .pipeline import (
+    SPLITS,
+    Job,
+    NoUsableDataError,
+    Request,
+    Result,
+    Source,
+    SourceFile,
+    atomic_write_bytes,
+    build_data_set,
+    split_of,
+)
 from .tokenizers import (
     DEFAULT_BEAT_RES,
     MidiReadError,
@@ -52,13 +63,11 @@ from .workpool import run_files
 
 log = logging.getLogger(__name__)
 
+# SPLITS, split_of and NoUsableDataError live in ``pipeline`` now; they keep being importable from here
+__all__ = ["SPLITS", "TOKEN_CACHE", "DataConfig", "NoUsableDataError", "build", "split_of"]
+
 FORMAT_VERSION = 1
-SPLITS = ("train", "valid", "test")
 TOKEN_CACHE = ".token-cache"  # per-file results of an unfinished build (see the module docstring)
-
-
-class NoUsableDataError(MusgenError):
-    """Raised when a build finds no file that can be tokenized."""
 
 
 @dataclass
@@ -103,18 +112,6 @@ class DataConfig:
             raise ConfigError("max_seconds_per_file and max_file_mb must be finite numbers > 0")
         if self.min_notes < 0 or self.workers < 0 or self.bpe_vocab_size < 0:
             raise ConfigError("min_notes, workers and bpe_vocab_size must be >= 0")
-
-
-def split_of(rel_path: str, valid_fraction: float, test_fraction: float) -> str:
-    """Deterministic split of a piece from a stable hash of its relative path."""
-    # surrogateescape: a file name that is not UTF-8 hashes as its raw bytes instead of crashing the build
-    digest = hashlib.sha256(Path(rel_path).as_posix().encode("utf-8", "surrogateescape")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + valid_fraction:
-        return "valid"
-    return "train"
 
 
 # ----------------------------------------------------------------------------- workers
@@ -208,44 +205,98 @@ class _BytesIterator:
 # ----------------------------------------------------------------------------- build
 
 
-def _atomic_write_bytes(path: Path, writer) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        writer(f)
-    os.replace(tmp, path)
+class _TokenSource(Source):
+    """MIDI files -> token ids (the pieces), BPE-encoded when ``bpe_vocab_size > 0``."""
 
+    log = log
+    format_version = FORMAT_VERSION
+    label = "build"
+    noun = "MIDI"
+    stale_prefix = ".musgen-build-"
+    work_cache = TOKEN_CACHE
+    data_suffix = "tokens.npy"
+    extra_outputs = ("tokenizer.json",)
 
-def _write_json(path: Path, obj) -> None:
-    _atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+    def __init__(self, cfg: DataConfig) -> None:
+        super().__init__(cfg, {})
+        self.tokenizer: miditok.MusicTokenizer | None = None  # the trained one, once processed
+        self.bpe = cfg.bpe_vocab_size > 0
 
+    def admit(self, rel: str, st: os.stat_result) -> str | None:
+        size_mb = st.st_size / 2**20
+        if size_mb > self.cfg.max_file_mb:
+            return f"file too large ({size_mb:.1f} MB > max_file_mb={self.cfg.max_file_mb:g})"
+        return None
 
-def _fingerprint(
-    cfg: DataConfig, source: dict, files: list[tuple[str, Path]], pre_skipped: list[dict], limit
-) -> str:
-    h = hashlib.sha256()
-    cfg_d = asdict(cfg)
-    cfg_d.pop("workers")  # parallelism does not change the output
-    meta = {
-        "format": FORMAT_VERSION,
-        "miditok": CURRENT_MIDITOK_VERSION,
-        "config": cfg_d,
-        "source": source,
-        "limit": limit,
-    }
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    for rel, path in files:
-        st = path.stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-    for s in pre_skipped:
-        h.update(f"skip\0{s['path']}\0{s['reason']}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+    def stamp(self, st: os.stat_result) -> str:
+        return f"{st.st_size}\0{st.st_mtime_ns}"
 
+    def fingerprint_meta(self) -> dict:
+        return {"miditok": CURRENT_MIDITOK_VERSION}
 
-def _outputs_complete(out: Path) -> bool:
-    names = ["tokenizer.json"] + [
-        f"{s}.{k}" for s in SPLITS for k in ("tokens.npy", "offsets.npy", "pieces.json")
-    ]
-    return all((out / n).is_file() for n in names)
+    def process(self, files: list[SourceFile], split: dict[str, str], job: Job) -> dict[str, Result]:
+        cfg = self.cfg
+        tokenizer = cfg.make_tokenizer()
+        if self.bpe and cfg.bpe_vocab_size <= len(tokenizer):
+            raise ConfigError(
+                f"bpe_vocab_size={cfg.bpe_vocab_size} must exceed the base vocabulary ({len(tokenizer)})"
+            )
+        token_cache = job.out / TOKEN_CACHE
+        with tempfile.TemporaryDirectory(prefix=self.stale_prefix, dir=job.out) as tmpdir:
+            tok_path = Path(tmpdir) / "tokenizer.json"
+            tokenizer.save(tok_path)
+            items = [(f.rel, str(f.path), self.bpe and split[f.rel] == "train") for f in files]
+            log.info(
+                "tokenizing %d files with %d processes (%s)",
+                len(items),
+                job.workers,
+                type(tokenizer).__name__,
+            )
+            results = _run_tokenization(items, tok_path, cfg, job.workers, "tokenize", token_cache)
+            if self.bpe:
+                self._train_bpe(tokenizer, tok_path, items, results, job.root)
+                good = [(r, p, False) for r, p, _ in items if results[r][2] is None]
+                results.update(_run_tokenization(good, tok_path, cfg, job.workers, "BPE encode", token_cache))
+            os.replace(tok_path, job.out / "tokenizer.json")
+        self.tokenizer = tokenizer
+        return {rel: (ids, reason) for rel, (ids, _, reason) in results.items()}
+
+    def _train_bpe(
+        self, tokenizer: miditok.MusicTokenizer, tok_path: Path, items: list, results: dict, root: Path
+    ) -> None:
+        """Learns BPE on the train split's bars (then saved to ``tok_path`` for the workers)."""
+        train_bytes = [results[r][1] for r, _, w in items if w and results[r][2] is None]
+        if not train_bytes:
+            raise NoUsableDataError(f"no usable training file to learn BPE from in {root}")
+        log.info("training BPE (vocab %d) on %d train pieces", self.cfg.bpe_vocab_size, len(train_bytes))
+        tokenizer.train(vocab_size=self.cfg.bpe_vocab_size, model="BPE", iterator=_BytesIterator(train_bytes))
+        tokenizer.save(tok_path)
+
+    def piece_length(self, piece: np.ndarray) -> int:
+        return len(piece)
+
+    def write_split_data(
+        self, path: Path, pieces: list[np.ndarray], offsets: np.ndarray, bar: tqdm | None
+    ) -> None:
+        tokens = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
+        atomic_write_bytes(path, lambda f: np.save(f, tokens))
+
+    def split_size(self, total: int) -> dict:
+        return {"tokens": total}
+
+    def split_summary(self, info: dict) -> str:
+        return f"{info['pieces']} pieces/{info['tokens']} tokens"
+
+    def manifest_fields(self) -> dict:
+        return {
+            "tokenizer": type(self.tokenizer).__name__,
+            "vocab_size": len(self.tokenizer),
+            "base_vocab_size": len(self.tokenizer.vocab),
+            "bpe": self.bpe,
+        }
+
+    def summary_extra(self) -> str:
+        return f"; vocab {len(self.tokenizer)}"
 
 
 def build(
@@ -264,140 +315,5 @@ def build(
     cfg = config or DataConfig()
     cfg.validate()
     cfg.make_tokenizer()  # a bad tokenizer setting fails now, not after minutes of conversion
-    if midi_dir is not None and not Path(midi_dir).is_dir():
-        raise MusgenError(f"--midi-dir {midi_dir} is not a directory")
-    out = Path(out)
-    workers = cfg.workers or os.cpu_count() or 1
-
-    # 1. collect
-    if corpus is not None:
-        root, paths, pre_skipped = corpus_midi_files(corpus, workers=workers, limit=limit)
-        source = {"corpus": corpus}
-    else:
-        root = Path(midi_dir).resolve()
-        paths, pre_skipped = scan_midi_dir(root)
-        if limit is not None:
-            paths = paths[:limit]
-        source = {"midi_dir": str(root)}
-    files_found = len(paths) + len(pre_skipped)
-    skipped = list(pre_skipped)
-    files: list[tuple[str, Path]] = []
-    for p in paths:
-        rel = p.relative_to(root).as_posix()
-        try:
-            size_mb = p.stat().st_size / 2**20
-        except OSError as e:
-            skipped.append({"path": rel, "reason": f"cannot stat: {e.strerror}"})
-            continue
-        if size_mb > cfg.max_file_mb:
-            skipped.append(
-                {
-                    "path": rel,
-                    "reason": f"file too large ({size_mb:.1f} MB > max_file_mb={cfg.max_file_mb:g})",
-                }
-            )
-        else:
-            files.append((rel, p))
-
-    # 2. cached?
-    fp = _fingerprint(cfg, source, files, skipped, limit)
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.is_file() and _outputs_complete(out):
-        try:
-            old = json.loads(manifest_path.read_text())
-        except ValueError:
-            old = {}
-        if old.get("fingerprint") == fp and old.get("format_version") == FORMAT_VERSION:
-            log.info("cached build reused: %s (%s)", out, fp[:12])
-            return old
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path.unlink(missing_ok=True)  # an interrupted rebuild must not look complete
-    for stale in out.glob(".musgen-build-*"):  # the temporary directory of a killed build
-        shutil.rmtree(stale, ignore_errors=True)
-    token_cache = out / TOKEN_CACHE
-    if force:
-        shutil.rmtree(token_cache, ignore_errors=True)
-
-    # 3. split by piece, tokenize
-    split = {rel: split_of(rel, cfg.valid_fraction, cfg.test_fraction) for rel, _ in files}
-    tokenizer = cfg.make_tokenizer()
-    bpe = cfg.bpe_vocab_size > 0
-    if bpe and cfg.bpe_vocab_size <= len(tokenizer):
-        raise ConfigError(
-            f"bpe_vocab_size={cfg.bpe_vocab_size} must exceed the base vocabulary ({len(tokenizer)})"
-        )
-    with tempfile.TemporaryDirectory(prefix=".musgen-build-", dir=out) as tmpdir:
-        tok_path = Path(tmpdir) / "tokenizer.json"
-        tokenizer.save(tok_path)
-        items = [(rel, str(p), bpe and split[rel] == "train") for rel, p in files]
-        log.info("tokenizing %d files with %d processes (%s)", len(items), workers, type(tokenizer).__name__)
-        results = _run_tokenization(items, tok_path, cfg, workers, "tokenize", token_cache)
-
-        if bpe:
-            train_bytes = [results[r][1] for r, _, w in items if w and results[r][2] is None]
-            if not train_bytes:
-                raise NoUsableDataError(f"no usable training file to learn BPE from in {root}")
-            log.info("training BPE (vocab %d) on %d train pieces", cfg.bpe_vocab_size, len(train_bytes))
-            tokenizer.train(vocab_size=cfg.bpe_vocab_size, model="BPE", iterator=_BytesIterator(train_bytes))
-            tokenizer.save(tok_path)
-            good = [(r, p, False) for r, p, _ in items if results[r][2] is None]
-            results.update(_run_tokenization(good, tok_path, cfg, workers, "BPE encode", token_cache))
-        os.replace(tok_path, out / "tokenizer.json")
-
-    # 4. assemble splits
-    per_split: dict[str, list[tuple[str, np.ndarray]]] = {s: [] for s in SPLITS}
-    for rel, _ in files:
-        ids, _, reason = results[rel]
-        if reason is not None:
-            skipped.append({"path": rel, "reason": reason})
-        else:
-            per_split[split[rel]].append((rel, ids))
-    skipped.sort(key=lambda d: d["path"])
-    n_good = sum(len(v) for v in per_split.values())
-    if n_good == 0:
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
-        where = f"corpus {corpus!r}" if corpus else str(root)
-        raise NoUsableDataError(
-            f"no usable MIDI file in {where}: {files_found} found, {len(skipped)} skipped"
-            + (f" (e.g. {reasons})" if reasons else "")
-        )
-
-    splits_info = {}
-    for s in SPLITS:
-        pieces = per_split[s]
-        lengths = np.array([len(ids) for _, ids in pieces], dtype=np.int64)
-        offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        tokens = (
-            np.concatenate([ids for _, ids in pieces]).astype(np.int32) if pieces else np.zeros(0, np.int32)
-        )
-        _atomic_write_bytes(out / f"{s}.tokens.npy", lambda f, a=tokens: np.save(f, a))
-        _atomic_write_bytes(out / f"{s}.offsets.npy", lambda f, a=offsets: np.save(f, a))
-        _write_json(out / f"{s}.pieces.json", [rel for rel, _ in pieces])
-        splits_info[s] = {"pieces": len(pieces), "tokens": int(tokens.size)}
-
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "source": source,
-        "config": asdict(cfg),
-        "fingerprint": fp,
-        "tokenizer": type(tokenizer).__name__,
-        "vocab_size": len(tokenizer),
-        "base_vocab_size": len(tokenizer.vocab),
-        "bpe": bpe,
-        "files_found": files_found,
-        "splits": splits_info,
-        "skipped": skipped,
-        "build_seconds": round(time.perf_counter() - t0, 3),
-    }
-    _write_json(manifest_path, manifest)
-    shutil.rmtree(token_cache, ignore_errors=True)  # complete: the arrays hold it all
-    log.info(
-        "built %s: %s; %d skipped; vocab %d; %.1f s",
-        out,
-        ", ".join(f"{s} {v['pieces']} pieces/{v['tokens']} tokens" for s, v in splits_info.items()),
-        len(skipped),
-        len(tokenizer),
-        manifest["build_seconds"],
-    )
-    return manifest
+    request = Request(Path(out), corpus, midi_dir, "midi", scan_midi_dir, limit, force)
+    return build_data_set(_TokenSource(cfg), request, t0)
