@@ -144,6 +144,7 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
         old = signal.signal(signal.SIGALRM, _on_alarm)
         signal.alarm(PIECE_TIMEOUT_S)
     try:
+        score: stream.Score | stream.Part | stream.Opus | None
         if piece.abc_text is not None:
             score = converter.parse(piece.abc_text, format="abc")
         else:

@@ -233,7 +233,7 @@ def phrase_starts(roll: np.ndarray, cfg: PianorollConfig) -> np.ndarray:
     bars = t // cfg.steps_per_bar
     if bars < cfg.num_bars:
         return np.zeros(0, dtype=np.int64)
-    full = (
+    full = np.asarray(
         roll[:, : bars * cfg.steps_per_bar].reshape(k, bars, cfg.steps_per_bar, -1).any(axis=(2, 3))
     )  # (K, bars)
     starts = np.arange(0, bars - cfg.num_bars + 1, cfg.hop_bars)

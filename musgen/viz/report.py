@@ -209,6 +209,7 @@ def _sample_html(index: int, sample: Path, media: Path, make_missing: bool, labe
     from musgen.viz.media import plot_png, render_wav
 
     figure = [f"<figure><figcaption>{_e(label)}</figcaption>"]
+    audio: Path | None  # None: no audio to show
     if sample.suffix.lower() in (".mid", ".midi"):
         png = media / _media_name(index, sample, ".png")
         if sample.with_suffix(".png").is_file():
