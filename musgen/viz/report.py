@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from musgen.errors import MusgenError
+from musgen.eval.report_format import SECTIONS, format_value
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,7 @@ def _e(x: Any) -> str:
 
 
 def _num(x: Any) -> str:
-    from musgen.eval.evaluate import _fmt
-
-    return "-" if x is None else _fmt(x)
+    return "-" if x is None else format_value(x)
 
 
 def _kv_table(section: dict[str, Any]) -> str:
@@ -182,14 +181,12 @@ def _stats_table(stats: dict[str, Any]) -> str:
 
 
 def _eval_html(report: dict[str, Any], source: Path) -> str:
-    from musgen.eval.evaluate import _SECTIONS
-
     parts = [
         f"<p class='note'>{_e(report.get('family', ''))} checkpoint {_e(report.get('checkpoint', ''))} "
         f"(step {_e(report.get('step'))}), {_e(report.get('split', ''))} split of {_e(report.get('data', ''))}; "
         f"from {_e(source.name)}</p>"
     ]
-    for key, title in _SECTIONS.items():
+    for key, title in SECTIONS.items():
         if isinstance(report.get(key), dict):
             parts.append(f"<h3>{_e(title)}</h3>{_kv_table(report[key])}")
     if isinstance(report.get("statistics"), dict):
