@@ -75,8 +75,9 @@ def run_files(
 ) -> dict[str, Result]:
     """``func(arg)`` for every ``(key, arg)``; returns key -> (value, None) or (None, reason).
 
-    ``func`` must be a module-level function (it is pickled to the workers). A ``MusgenError``
-    with a ``reason`` attribute gives that reason; any other exception its type and message.
+    ``func`` must be a module-level function (it is pickled to the workers). An exception with a
+    ``reason`` attribute (``MidiReadError``, ``AudioReadError``, ``RenderError``) gives that reason,
+    another ``MusgenError`` its message, any other exception its type and message.
     """
     results: dict[str, Result] = {}
     if not items:

@@ -2,8 +2,8 @@
 
 The page shows the training curves (``RUN_DIR/metrics.jsonl``), the evaluation (``RUN_DIR/eval.json``
 as written by ``musgen eval --out RUN_DIR/eval.json``, or ``--eval FILE``) and every sample (the MIDI
-files under ``RUN_DIR/samples/``, or the folders given with ``--samples``): its piano roll and an
-audio player. A sample's WAV and PNG are taken from beside its MIDI file (``musgen sample --render
+files, and audio files without a MIDI file of the same name, under ``RUN_DIR/samples/`` or the
+folders given with ``--samples``): a MIDI sample's piano roll, and an audio player. A sample's WAV and PNG are taken from beside its MIDI file (``musgen sample --render
 --plot``) or made now. Everything the page shows is copied into HTML_DIR/media/, so the folder can
 be moved, served or zipped as it is; the page loads no script and nothing from the network.
 """
