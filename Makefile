@@ -125,7 +125,9 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 lint: install
+	$(BIN)/ruff format --check musgen tests scripts
 	$(BIN)/ruff check musgen tests scripts
+	$(BIN)/mypy musgen
 
 bench: install
 	$(BIN)/python scripts/bench_data.py
@@ -134,4 +136,4 @@ bench: install
 	$(BIN)/python scripts/bench_audio.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache .mypy_cache

@@ -1,5 +1,5 @@
-"""The portable checkpoint: the one format that sample, eval, the Python API (and later interpolate)
-read back. A checkpoint is a directory::
+"""The portable checkpoint: the one format that sample, interpolate, reconstruct, eval and the Python
+API read back. A checkpoint is a directory::
 
     musgen.json          format_version, musgen version, family, step, metrics, model file names
     config.yaml          the resolved config of the run

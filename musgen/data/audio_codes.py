@@ -56,7 +56,8 @@ def encoded_split(data_dir: Path, split: str, codec: Any, codec_key: str) -> tup
     path = cache_path(data_dir, "codes", split, {"codec": codec_key})
     cached = read_cache(path, "tokens", "offsets")
     if cached is not None:
-        return cached
+        tokens, offsets = cached
+        return tokens, offsets
     pieces = audio_pieces(data_dir, split)
     seqs = []
     for wave in tqdm(pieces, desc=f"encode {split}", unit="piece", disable=not pieces):

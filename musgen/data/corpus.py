@@ -17,12 +17,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from musgen.errors import first_line
 
 from .workpool import mp_context
+
+if TYPE_CHECKING:
+    from music21 import stream
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +123,7 @@ def _on_alarm(signum, frame):  # noqa: ARG001
     raise _Timeout
 
 
-def _unshare_time_signatures(score) -> None:  # music21.stream.Score
+def _unshare_time_signatures(score: stream.Stream) -> None:
     """music21's ABC reader can put one TimeSignature object into several measures (pickups,
     repeats); its MIDI writer then refuses the score ("... is already found in this Stream"), which
     lost ~8% of the folk corpus. Give every measure its own copy."""
@@ -144,6 +148,7 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
         old = signal.signal(signal.SIGALRM, _on_alarm)
         signal.alarm(PIECE_TIMEOUT_S)
     try:
+        score: stream.Score | stream.Part | stream.Opus | None
         if piece.abc_text is not None:
             score = converter.parse(piece.abc_text, format="abc")
         else:

@@ -185,7 +185,7 @@ def transpose_window(window: np.ndarray, semitones: int, num_pitches: int) -> np
 def join_windows(windows: list[np.ndarray]) -> np.ndarray:
     """Windows one after another; a window opening with HOLD gets a NOTE_OFF so that it does not
     prolong the previous window's last note."""
-    parts = []
+    parts: list[np.ndarray] = []
     for window in windows:
         window = np.array(window, dtype=np.int64)
         if parts and len(window) and window[0] == HOLD:

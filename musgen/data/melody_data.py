@@ -43,7 +43,8 @@ def load_melodies(
     path = _cache_path(data_dir, split, cfg)
     cached = read_cache(path, "events", "offsets")
     if cached is not None:
-        return cached
+        events, offsets = cached
+        return events, offsets
     tokenizer = load_tokenizer(data_dir / "tokenizer.json")
     tokens, offsets = load_split(data_dir, split)
     lines, failed = [], 0

@@ -185,8 +185,8 @@ def assign_tracks(score: symusic.Score, cfg: PianorollConfig) -> list[list[symus
     return [[busiest[k]] if k < len(busiest) else [] for k in range(len(names))]
 
 
-def _track_roll(tracks: list[symusic.Track], tpq: int, total: int, cfg: PianorollConfig) -> np.ndarray:
-    """(total, P) bool roll of the notes of ``tracks`` on the grid."""
+def tracks_roll(tracks: list[symusic.Track], tpq: int, total: int, cfg: PianorollConfig) -> np.ndarray:
+    """(total, P) bool roll of the notes of all ``tracks`` merged, on the grid of ``cfg``."""
     roll = np.zeros((total + 1, cfg.num_pitches), dtype=np.int32)
     onset = np.zeros((total + 1, cfg.num_pitches), dtype=bool)
     for track in tracks:
@@ -215,7 +215,7 @@ def score_to_roll(score: symusic.Score, cfg: PianorollConfig, steps: int | None 
     if steps is None:
         end_steps = math.ceil(score.end() * cfg.steps_per_quarter / tpq)
         steps = max(1, math.ceil(end_steps / cfg.steps_per_bar)) * cfg.steps_per_bar
-    return np.stack([_track_roll(group, tpq, steps, cfg) for group in assign_tracks(score, cfg)])
+    return np.stack([tracks_roll(group, tpq, steps, cfg) for group in assign_tracks(score, cfg)])
 
 
 def midi_to_roll(path: Path | str | symusic.Score, cfg: PianorollConfig) -> np.ndarray:
@@ -233,7 +233,7 @@ def phrase_starts(roll: np.ndarray, cfg: PianorollConfig) -> np.ndarray:
     bars = t // cfg.steps_per_bar
     if bars < cfg.num_bars:
         return np.zeros(0, dtype=np.int64)
-    full = (
+    full = np.asarray(
         roll[:, : bars * cfg.steps_per_bar].reshape(k, bars, cfg.steps_per_bar, -1).any(axis=(2, 3))
     )  # (K, bars)
     starts = np.arange(0, bars - cfg.num_bars + 1, cfg.hop_bars)

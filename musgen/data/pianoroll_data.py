@@ -54,9 +54,11 @@ def load_rolls(
     path = _cache_path(data_dir, split, cfg)
     cached = read_cache(path, "packed", "offsets")
     if cached is not None:
-        return cached
+        packed, offsets = cached
+        return packed, offsets
     files = source_files(data_dir, split)
-    rolls, reasons = [], Counter()
+    rolls: list[np.ndarray] = []
+    reasons: Counter[str] = Counter()
     for file in tqdm(
         files, desc=f"piano rolls ({split})", unit="piece", disable=not progress, mininterval=1.0
     ):

@@ -122,9 +122,10 @@ def render_midi(
         raise MusgenError(f"MIDI file {midi_path} does not exist")
     score = load_score(midi_path)  # MidiReadError (a MusgenError with .reason) on junk
     changed = program is not None  # fluidsynth then plays the changed score, not the file
-    for track in score.tracks if changed else []:
-        if not track.is_drum:
-            track.program = int(program)
+    if program is not None:
+        for track in score.tracks:
+            if not track.is_drum:
+                track.program = int(program)
     seconds = score.to("second")
     end = _note_end(seconds)
     n = int(math.ceil((end + TAIL_SECONDS) * rate))
@@ -134,6 +135,7 @@ def render_midi(
     if max_seconds > 0:
         n = min(n, int(max_seconds * rate))
     if name == "fluidsynth":
+        assert sf2 is not None  # resolve_engine pairs fluidsynth with a soundfont
         wave = _fluidsynth(score if changed else midi_path, rate, sf2, n / rate)
     else:
         wave = synthesize(seconds, rate, n)

@@ -1,5 +1,5 @@
-"""Caches of derived views of a built data set (melody lines, piano rolls): one .npz per split,
-named by a hash of the data set's fingerprint and the settings that shape the view, written
+"""Caches of derived views of a built data set (melody lines, piano rolls, audio codes): one .npz per
+split, named by a hash of the data set's fingerprint and the settings that shape the view, written
 atomically; a read-only data set works without them."""
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def write_cache(path: Path, what: str, **arrays: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **arrays)
+        # numpy's stub types every **kwds of savez against its allow_pickle: bool keyword too
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)  # several processes may build it at once: the last rename wins, all equal
     except OSError as err:  # e.g. a read-only shared data set: work without the cache
         log.warning(

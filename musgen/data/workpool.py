@@ -1,8 +1,8 @@
 """Run one function over many files in worker processes, each file bounded in time.
 
 A file that fails, hangs or crashes its process becomes a one-line reason; it never stops the
-rest (the scheme of ``build._run_tokenization``, for any picklable per-file function; a crash is
-pinned on the file that caused it, not on the files that shared its pool).
+rest (used by the tokenization and audio steps of ``musgen data build``, for any picklable per-file
+function; a crash is pinned on the file that caused it, not on the files that shared its pool).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from musgen.errors import MusgenError
 log = logging.getLogger(__name__)
 
 Result = tuple[Any, str | None]  # (value, None) or (None, reason)
+KeyedResult = tuple[str, Any, str | None]  # (key, value, None) or (key, None, reason)
 
 
 def mp_context() -> mp.context.BaseContext:
@@ -38,12 +39,14 @@ def _on_alarm(signum, frame):  # noqa: ARG001
     raise _FileTimeout
 
 
-def _run_chunk(func: Callable[[Any], Any], chunk: list[tuple[str, Any]], timeout: float, hard: bool) -> list:
+def _run_chunk(
+    func: Callable[[Any], Any], chunk: list[tuple[str, Any]], timeout: float, hard: bool
+) -> list[KeyedResult]:
     """Soft limit: SIGALRM (wall clock) raises inside Python code. Hard limit (pool workers only):
     SIGPROF after 2x the CPU time with its default action kills the worker even when it is stuck
     in C code; the parent then retries that chunk file by file."""
     main = threading.current_thread() is threading.main_thread()
-    out = []
+    out: list[KeyedResult] = []
     for key, arg in chunk:
         if main:
             old = signal.signal(signal.SIGALRM, _on_alarm)
@@ -72,15 +75,16 @@ def run_files(
 ) -> dict[str, Result]:
     """``func(arg)`` for every ``(key, arg)``; returns key -> (value, None) or (None, reason).
 
-    ``func`` must be a module-level function (it is pickled to the workers). A ``MusgenError``
-    with a ``reason`` attribute gives that reason; any other exception its type and message.
+    ``func`` must be a module-level function (it is pickled to the workers). An exception with a
+    ``reason`` attribute (``MidiReadError``, ``AudioReadError``, ``RenderError``) gives that reason,
+    another ``MusgenError`` its message, any other exception its type and message.
     """
     results: dict[str, Result] = {}
     if not items:
         return results
     bar = tqdm(total=len(items), desc=desc, unit="file")
 
-    def record(res: list) -> None:
+    def record(res: list[KeyedResult]) -> None:
         for key, value, reason in res:
             results[key] = (value, reason)
         bar.update(len(res))

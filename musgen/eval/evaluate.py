@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from musgen.errors import MusgenError
+from musgen.eval.report_format import SECTIONS, format_value
 from musgen.training.task import metrics_from_sums, sum_eval_steps
 
 log = logging.getLogger(__name__)
@@ -192,20 +193,6 @@ def audio_reference(data_dir: Path, split: str, max_seconds: float, rate: int) -
 
 
 # ----------------------------------------------------------------------------------------------- table
-
-SECTIONS = {
-    "likelihood": "held-out likelihood",
-    "reconstruction": "held-out reconstruction",
-    "critic": "critic on held-out phrases",
-    "codec": "codec on held-out audio",
-    "frechet": "Frechet distance (random-CNN embeddings)",
-}
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
-    return str(value)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -69,13 +70,12 @@ class RandomMusicCNN(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         x = mel[:, None]  # (B, 1, M, T)
-        outs = [
-            F.relu(conv(self._same(x, conv.kernel_size[1]))).amax(dim=2) for conv in self.timbral
-        ]  # (B, C, T)
+        timbral = cast("list[nn.Conv2d]", list(self.timbral))  # ModuleList items are typed as Module
+        temporal = cast("list[nn.Conv1d]", list(self.temporal))
+        # each branch: (B, C, T)
+        outs = [F.relu(conv(self._same(x, conv.kernel_size[1]))).amax(dim=2) for conv in timbral]
         envelope = x.mean(dim=2)  # (B, 1, T)
-        outs += [
-            F.relu(conv(self._same(envelope, conv.kernel_size[0]))) for conv in self.temporal
-        ]  # (B, C, T)
+        outs += [F.relu(conv(self._same(envelope, conv.kernel_size[0]))) for conv in temporal]
         return torch.cat(outs, dim=1)  # (B, C_total, T)
 
 

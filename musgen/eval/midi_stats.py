@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import symusic
 
-from musgen.data.pianoroll import PianorollConfig, _track_roll
+from musgen.data.pianoroll import PianorollConfig, tracks_roll
 from musgen.data.tokenizers import load_score
 from musgen.eval.pianoroll_metrics import RollLayout, pianoroll_metrics, tonal_distance
 
@@ -135,9 +135,9 @@ def piece_features(piece: Path | str | symusic.Score) -> dict[str, Any]:
     layout = RollLayout(steps_per_bar=spb, steps_per_beat=STEPS_PER_QUARTER, lowest_pitch=0)
     end_step = math.ceil(int((notes["time"] + notes["duration"]).max()) * STEPS_PER_QUARTER / tpq)
     steps = max(1, math.ceil(end_step / spb)) * spb
-    merged = _track_roll(tracks, tpq, steps, cfg)  # (T, 128)
+    merged = tracks_roll(tracks, tpq, steps, cfg)  # (T, 128)
     per_track = (
-        np.stack([_track_roll([t], tpq, steps, cfg) for t in tracks])
+        np.stack([tracks_roll([t], tpq, steps, cfg) for t in tracks])
         if len(tracks) > 1
         else _top_line_split(merged)
     )  # (K, T, 128)

@@ -120,8 +120,7 @@ def sample_sequences(
     procs = _processors(ctl, len(prime_ids), eos_id)
     bar_set = torch.tensor(bar_ids or [], dtype=torch.long, device=device)
 
-    context = getattr(model, "context", None) or None  # None: unbounded (recurrent models)
-    keep = None if context is None else max(1, context - context // 4)
+    context: int | None = getattr(model, "context", None) or None  # None: unbounded (recurrent models)
 
     def run_window(ids: torch.Tensor):  # (B, T) -> logits of the window's last position, new state
         window = ids if context is None else ids[:, -context:]
@@ -153,7 +152,8 @@ def sample_sequences(
             break
         if not use_cache:
             next_logits, state, cached = run_window(seqs)
-        elif context is not None and cached >= context:  # slide: re-run the last `keep` tokens
+        elif context is not None and cached >= context:  # slide: re-run the last 3/4 of the context
+            keep = max(1, context - context // 4)
             next_logits, state, cached = run_window(seqs[:, -keep:])
         else:
             logits, state = model(token[:, None], state)

@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 
 from musgen.config import TrainConfig
 from musgen.errors import ConfigError, MusgenError
-from musgen.eval.audio_metrics import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
 from musgen.generator import Generator
+from musgen.modules.audio_losses import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
 from musgen.modules.conv_blocks import WaveDecoder, WaveEncoder
 from musgen.modules.quantizer import Quantizer, QuantizerConfig, code_counts, code_statistics
 from musgen.registry import FamilySpec

@@ -194,6 +194,7 @@ class RelativeSelfAttention(nn.Module):
         b, tq, _ = x.shape
         q, k, v = self.qkv(x).view(b, tq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # q, k, v: (B, H, Tq, D_h)
+        new_cache: KVCache | tuple[torch.Tensor, torch.Tensor]
         if isinstance(cache, KVCache):
             k, v = cache.append(k, v)  # (B, H, Tk, D_h)
             new_cache = cache

@@ -2,8 +2,8 @@
 
 The page shows the training curves (``RUN_DIR/metrics.jsonl``), the evaluation (``RUN_DIR/eval.json``
 as written by ``musgen eval --out RUN_DIR/eval.json``, or ``--eval FILE``) and every sample (the MIDI
-files under ``RUN_DIR/samples/``, or the folders given with ``--samples``): its piano roll and an
-audio player. A sample's WAV and PNG are taken from beside its MIDI file (``musgen sample --render
+files, and audio files without a MIDI file of the same name, under ``RUN_DIR/samples/`` or the
+folders given with ``--samples``): a MIDI sample's piano roll, and an audio player. A sample's WAV and PNG are taken from beside its MIDI file (``musgen sample --render
 --plot``) or made now. Everything the page shows is copied into HTML_DIR/media/, so the folder can
 be moved, served or zipped as it is; the page loads no script and nothing from the network.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from musgen.errors import MusgenError
+from musgen.eval.report_format import SECTIONS, format_value
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,6 @@ def _e(x: Any) -> str:
 
 
 def _num(x: Any) -> str:
-    from musgen.eval.evaluate import format_value
-
     return "-" if x is None else format_value(x)
 
 
@@ -182,8 +181,6 @@ def _stats_table(stats: dict[str, Any]) -> str:
 
 
 def _eval_html(report: dict[str, Any], source: Path) -> str:
-    from musgen.eval.evaluate import SECTIONS
-
     parts = [
         f"<p class='note'>{_e(report.get('family', ''))} checkpoint {_e(report.get('checkpoint', ''))} "
         f"(step {_e(report.get('step'))}), {_e(report.get('split', ''))} split of {_e(report.get('data', ''))}; "
@@ -209,6 +206,7 @@ def _sample_html(index: int, sample: Path, media: Path, make_missing: bool, labe
     from musgen.viz.media import plot_png, render_wav
 
     figure = [f"<figure><figcaption>{_e(label)}</figcaption>"]
+    audio: Path | None  # None: no audio to show
     if sample.suffix.lower() in (".mid", ".midi"):
         png = media / _media_name(index, sample, ".png")
         if sample.with_suffix(".png").is_file():
