@@ -125,7 +125,7 @@ def main() -> None:
             "torch": torch.__version__,
         },
         "codec": {
-            "checkpoint": str(args.codec) if args.codec else "random weights, configs/vqvae.yaml",
+            "checkpoint": str(args.codec) if args.codec else "random weights, preset vqvae",
             "params": sum(p.numel() for p in codec.models["model"].parameters()),
             "audio_seconds": seconds,
             "encode_s": t_enc,
@@ -136,7 +136,7 @@ def main() -> None:
             "bitrate_bps": codec.bitrate,
         },
         "prior": {
-            "checkpoint": str(args.prior) if args.prior else "random weights, configs/prior.yaml",
+            "checkpoint": str(args.prior) if args.prior else "random weights, preset prior",
             "params": sum(p.numel() for p in prior.models["model"].parameters()),
             "new_seconds": new_seconds,
             "tokens": frames * prior.levels,
