@@ -35,6 +35,7 @@ import miditok
 import numpy as np
 from miditok.constants import CURRENT_MIDITOK_VERSION
 
+from musgen.config import validate_config
 from musgen.errors import ConfigError, MusgenError
 
 from .corpus import corpus_midi_files, scan_midi_dir
@@ -262,7 +263,7 @@ def build(
     if (corpus is None) == (midi_dir is None):
         raise ValueError("give exactly one of corpus= or midi_dir=")
     cfg = config or DataConfig()
-    cfg.validate()
+    validate_config(cfg)  # a config built in Python, not read by from_dict
     cfg.make_tokenizer()  # a bad tokenizer setting fails now, not after minutes of conversion
     if midi_dir is not None and not Path(midi_dir).is_dir():
         raise MusgenError(f"--midi-dir {midi_dir} is not a directory")

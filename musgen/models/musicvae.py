@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from musgen.config import TrainConfig
 from musgen.data.melody import HOLD, MelodyConfig
-from musgen.errors import MusgenError
+from musgen.errors import ConfigError, MusgenError
 from musgen.generate.sampling import SamplingControls, draw, make_generator, warp_logits
 from musgen.training.task import StepContext, Task
 
@@ -40,6 +40,10 @@ class MusicVAEModelConfig:
     conductor_hidden: int = 512
     conductor_layers: int = 2
     dropout: float = 0.0  # between stacked LSTM layers
+
+    def validate(self) -> None:
+        if self.decoder not in ("flat", "hierarchical"):
+            raise ConfigError(f"model.decoder must be flat or hierarchical, got {self.decoder!r}")
 
 
 @dataclass

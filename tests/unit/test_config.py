@@ -3,6 +3,7 @@ validation once per resolved tree."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from musgen import config as config_module
 from musgen.config import (
     PRESET_DIR,
+    TrainConfig,
     available_presets,
     dump_yaml,
     from_dict,
@@ -22,6 +24,7 @@ from musgen.config import (
 )
 from musgen.errors import ConfigError
 from musgen.models.lstm import LSTMConfig
+from musgen.models.musegan import MuseGANConfig
 from musgen.registry import FAMILIES, get_family
 
 
@@ -148,3 +151,53 @@ def test_presets_hold_only_what_differs_from_the_defaults(preset):
 
 def test_presets_live_in_the_package():
     assert PRESET_DIR.parent.name == "musgen" and preset_path("tiny/lstm").parent == PRESET_DIR / "tiny"
+
+
+def _count_validations(monkeypatch) -> list[str]:
+    """Counts every validate() call on TrainConfig and on the MuseGAN root config."""
+    calls: list[str] = []
+    for cls in (TrainConfig, MuseGANConfig):
+        original = cls.validate
+
+        def counted(self, original=original, name=cls.__name__):
+            calls.append(name)
+            original(self)
+
+        monkeypatch.setattr(cls, "validate", counted)
+    return calls
+
+
+def test_validation_runs_once_on_resolve_and_on_from_dict(monkeypatch):
+    calls = _count_validations(monkeypatch)
+    cfg = resolve(MuseGANConfig, "musegan", "tiny/musegan", ["train.lr=3e-4"])
+    assert calls == ["TrainConfig", "MuseGANConfig"]  # children first, each once
+    calls.clear()
+    from_dict(MuseGANConfig, to_dict(cfg))  # how a checkpoint's config.yaml is read back
+    assert calls == ["TrainConfig", "MuseGANConfig"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train": {"mixed_precision": "fp32"}}, "train.mixed_precision must be no, bf16 or fp16"),
+        ({"train": {"grad_accum": 0}}, "train.steps, train.batch_size and train.grad_accum"),
+        ({"train": {"grad_accum": 2}}, "leave train.grad_accum at 1"),
+        ({"model": {"condition_tracks": ["lute"]}}, "'lute' is not one of data.track_names"),
+        ({"model": {"condition_prob": 2}}, "model.condition_prob must be in"),
+        ({"model": {"mode": "solo"}}, "model.mode must be one of"),
+        ({"loss": {"n_critic": 0}}, "loss.n_critic must be at least 1"),
+        ({"data": {"num_pitches": 80}}, "data.num_pitches must be a positive multiple of 12"),
+    ],
+)
+def test_bad_values_are_refused_on_resolve_and_on_from_dict(change, message):
+    overrides = [f"{section}.{key}={value}" for section, kv in change.items() for key, value in kv.items()]
+    overrides = [o.replace("['lute']", "[lute]") for o in overrides]
+    with pytest.raises(ConfigError, match=message):
+        resolve(MuseGANConfig, "musegan", "tiny/musegan", overrides)
+    with pytest.raises(ConfigError, match=message):  # e.g. a hand-edited checkpoint config.yaml
+        from_dict(MuseGANConfig, change)
+
+
+def test_building_a_dataclass_directly_does_not_validate():
+    # Validation is the job of from_dict / resolve (once per tree), not of each constructor.
+    assert dataclasses.replace(TrainConfig(), steps=0).steps == 0
