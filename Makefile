@@ -79,26 +79,26 @@ demo-train: install
 	$(BIN)/musgen data build --corpus bach --out $(DEMO)/data/bach
 	rm -rf $(DEMO)/runs/transformer-tiny $(DEMO)/runs/lstm-tiny
 	$(BIN)/musgen train transformer --data $(DEMO)/data/bach --out $(DEMO)/runs/transformer-tiny \
-		--config configs/tiny/transformer.yaml $(DEMO_BUDGET)
+		--config tiny/transformer $(DEMO_BUDGET)
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/transformer-tiny --out $(DEMO)/samples/transformer \
 		--num-samples 3 --length 400 --seed 0
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/transformer-tiny --out $(DEMO)/samples/transformer-primed \
 		--prime $$($(SOURCE) $(DEMO)/data/bach 0) \
 		--num-samples 2 --length 300 --seed 0
 	$(BIN)/musgen train lstm --data $(DEMO)/data/bach --out $(DEMO)/runs/lstm-tiny \
-		--config configs/tiny/lstm.yaml $(DEMO_BUDGET)
+		--config tiny/lstm $(DEMO_BUDGET)
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/lstm-tiny --out $(DEMO)/samples/lstm --num-samples 3 --length 400 --seed 0
 	$(BIN)/musgen data build --corpus folk --limit 400 --out $(DEMO)/data/folk
 	rm -rf $(DEMO)/runs/musicvae-tiny
 	$(BIN)/musgen train musicvae --data $(DEMO)/data/folk --out $(DEMO)/runs/musicvae-tiny \
-		--config configs/tiny/musicvae.yaml $(DEMO_BUDGET)
+		--config tiny/musicvae $(DEMO_BUDGET)
 	$(BIN)/musgen interpolate $$($(SOURCE) $(DEMO)/data/folk 0) $$($(SOURCE) $(DEMO)/data/folk 1) \
 		--checkpoint $(DEMO)/runs/musicvae-tiny --steps 8 --out $(DEMO)/samples/musicvae-interpolation
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/musicvae-tiny --out $(DEMO)/samples/musicvae-prior \
 		--num-samples 4 --temperature 0.5 --seed 0
 	rm -rf $(DEMO)/runs/musegan-tiny
 	$(BIN)/musgen train musegan --data $(DEMO)/data/bach --out $(DEMO)/runs/musegan-tiny \
-		--config configs/tiny/musegan.yaml $(DEMO_BUDGET)
+		--config tiny/musegan $(DEMO_BUDGET)
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/musegan-tiny --out $(DEMO)/samples/musegan \
 		--num-samples 3 --bars 8 --seed 0
 	$(BIN)/musgen sample --checkpoint $(DEMO)/runs/musegan-tiny --out $(DEMO)/samples/musegan-harmonised \
@@ -107,9 +107,9 @@ demo-train: install
 		--out $(DEMO)/data/bach-audio
 	rm -rf $(DEMO)/runs/vqvae-tiny $(DEMO)/runs/prior-tiny
 	$(BIN)/musgen train vqvae --data $(DEMO)/data/bach-audio --out $(DEMO)/runs/vqvae-tiny \
-		--config configs/tiny/vqvae.yaml $(DEMO_BUDGET)
+		--config tiny/vqvae $(DEMO_BUDGET)
 	$(BIN)/musgen train prior --data $(DEMO)/data/bach-audio --out $(DEMO)/runs/prior-tiny \
-		--config configs/tiny/prior.yaml --set vqvae=$(DEMO)/runs/vqvae-tiny $(DEMO_BUDGET)
+		--config tiny/prior --set vqvae=$(DEMO)/runs/vqvae-tiny $(DEMO_BUDGET)
 	$(BIN)/musgen render $$($(SOURCE) $(DEMO)/data/bach 0) --out $(DEMO)/samples/audio/prompt.wav \
 		--sample-rate 16000 --max-seconds 4
 	$(BIN)/musgen reconstruct $(DEMO)/samples/audio/prompt.wav --checkpoint $(DEMO)/runs/vqvae-tiny \

@@ -24,7 +24,7 @@ EXAMPLES = {
     "  musgen data build --corpus bach --render --out data/bach-audio --set sample_rate=16000\n"
     "  musgen data build --audio-dir ~/recordings --out data/recordings --set max_seconds_per_piece=60",
     "train": "musgen train transformer --data data/bach --out runs/transformer\n"
-    "  musgen train lstm --data data/bach --out runs/tiny --config configs/tiny/lstm.yaml "
+    "  musgen train lstm --data data/bach --out runs/tiny --config tiny/lstm "
     "--set train.steps=100\n  musgen train transformer --data data/bach --out runs/transformer --resume\n"
     "  musgen train vqvae --data data/bach-audio --out runs/vqvae\n"
     "  musgen train prior --data data/bach-audio --out runs/prior --set vqvae=runs/vqvae",
@@ -150,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", type=Path, required=True, help="RUN_DIR for config, logs, state and checkpoints"
     )
-    train.add_argument("--config", type=Path, help="preset YAML (default: configs/FAMILY.yaml)")
+    train.add_argument(
+        "--config",
+        metavar="PRESET|FILE",
+        help="a packaged preset (tiny/lstm, pretrained/transformer, lstm ...; default: the preset named "
+        "FAMILY) or a YAML file",
+    )
     train.add_argument(
         "--set",
         dest="overrides",

@@ -1,9 +1,17 @@
 """Configs: dataclasses + YAML presets + dotted ``--set key=value`` overrides.
 
-Every family's config is a dataclass tree. A preset (``configs/<family>.yaml``) and the overrides are
-merged onto the dataclass defaults; an unknown key anywhere is an error, so a typo never silently
-trains the wrong model. The resolved config is saved with every run and every checkpoint and read
-back from there (never re-derived from a preset name).
+Every family's config is a dataclass tree. A preset and the overrides are merged onto the dataclass
+defaults; an unknown key anywhere is an error, so a typo never silently trains the wrong model. The
+resolved config is saved with every run and every checkpoint and read back from there (never
+re-derived from a preset name).
+
+Presets ship inside the package (``musgen/presets/``) and hold only what differs from the defaults.
+They are named by their path there without ``.yaml``: ``lstm`` (the family's default preset),
+``tiny/lstm``, ``pretrained/transformer``. ``--config`` also takes a YAML file, and the old spelling
+``configs/tiny/lstm.yaml`` (the presets' former home in the source tree) still names ``tiny/lstm``.
+
+Validation has one path: a config dataclass with checks has a ``validate()`` method, and
+``validate_config`` calls every node's once, when ``resolve`` or ``from_dict`` has built the tree.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from musgen.errors import ConfigError
 
 T = TypeVar("T")
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+OLD_PRESET_DIR = "configs"  # where presets lived in the source tree before they moved into the package
 
 
 @dataclasses.dataclass
@@ -48,6 +57,13 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and stops when it is spent.
     stop_at: int = 0  # stop (state saved) after this step without changing the schedule; 0 = run to `steps`
     cpu: bool = False  # force CPU even where a GPU is present
+
+    def validate(self) -> None:
+        # fp16 needing a GPU depends on the machine, not on the config: the training loop checks it.
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"train.mixed_precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("train.steps, train.batch_size and train.grad_accum must be at least 1")
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -83,7 +99,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if _is_dataclass_type(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
+        return _build(tp, value, where)
     if tp is Any:
         return value
     if tp is bool:
@@ -134,7 +150,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
-    """Builds dataclass ``cls`` from a (possibly partial) mapping; unknown keys are an error."""
+    """Builds dataclass ``cls`` from a (possibly partial) mapping and validates it; unknown keys are
+    an error."""
+    cfg = _build(cls, data, where)
+    validate_config(cfg)
+    return cfg
+
+
+def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -142,6 +165,18 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
         raise ConfigError(f"unknown key {where}.{unknown[0]} (valid keys: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)
+
+
+def validate_config(cfg: Any) -> None:
+    """Calls ``validate()`` on every dataclass of the tree, children before their parent (a parent's
+    checks across its children may then assume each child is sound); raises ConfigError."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate_config(value)
+    check = getattr(cfg, "validate", None)
+    if callable(check):
+        check()
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -198,16 +233,48 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def preset_path(family: str, tiny: bool = False) -> Path:
-    return CONFIG_DIR / ("tiny" if tiny else "") / f"{family}.yaml"
+def available_presets() -> list[str]:
+    """Names of the packaged presets (``lstm``, ``tiny/lstm``, ``pretrained/transformer`` ...)."""
+    return sorted(p.relative_to(PRESET_DIR).with_suffix("").as_posix() for p in PRESET_DIR.rglob("*.yaml"))
 
 
-def resolve(cls: type[T], family: str, path: Path | None = None, overrides: Iterable[str] = ()) -> T:
-    """Dataclass defaults <- preset YAML (``path`` or configs/<family>.yaml) <- ``--set`` overrides."""
-    data: dict[str, Any] = {}
-    source = Path(path) if path is not None else preset_path(family)
-    if path is not None or source.exists():
-        data = read_yaml(source)
+def preset_path(name: str) -> Path:
+    """The file of packaged preset ``name`` (``tiny/lstm``; a trailing ``.yaml`` is allowed)."""
+    stem = name.strip().removesuffix(".yaml").rstrip("/")
+    path = PRESET_DIR / f"{stem}.yaml"
+    inside = stem and not Path(stem).is_absolute() and ".." not in Path(stem).parts
+    if not inside or not path.is_file():
+        raise ConfigError(f"no preset {name!r} (presets: {', '.join(available_presets())})")
+    return path
+
+
+def find_config(config: str | Path) -> Path:
+    """What ``--config`` names: a YAML file that exists, a packaged preset, or a preset in its old
+    spelling ``configs/NAME.yaml`` (any path through a ``configs`` folder); else a ConfigError that
+    lists the presets."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    candidates = [str(config)]
+    if OLD_PRESET_DIR in path.parts[:-1]:
+        parts = path.parts
+        last = len(parts) - 1 - parts[::-1].index(OLD_PRESET_DIR)
+        candidates.append(Path(*parts[last + 1 :]).as_posix())
+    for name in candidates:
+        try:
+            return preset_path(name)
+        except ConfigError:
+            continue
+    raise ConfigError(
+        f"--config {config}: no such file or preset (presets: {', '.join(available_presets())})"
+    )
+
+
+def resolve(cls: type[T], family: str, config: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
+    """Dataclass defaults <- preset (``config``: a preset name or a YAML file; default: the family's
+    preset) <- ``--set`` overrides; validated once."""
+    source = find_config(config) if config is not None else preset_path(family)
+    data = read_yaml(source)
     file_family = data.pop("family", family)
     if file_family != family:
         raise ConfigError(f"config {source} is for family {file_family!r}, not {family!r}")

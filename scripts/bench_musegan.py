@@ -94,7 +94,7 @@ def round_robin(cases: dict[str, tuple[nn.Module, torch.Tensor]], fn, repeats: i
 
 
 def train_step_seconds(repeats: int) -> float:
-    cfg = resolve(MuseGANConfig, "musegan", REPO / "configs" / "musegan.yaml")
+    cfg = resolve(MuseGANConfig, "musegan", "musegan")
     task = MuseGANTask(cfg)
     from accelerate import Accelerator
 

@@ -14,7 +14,7 @@ Reproduce the README / issue numbers (folk corpus, default presets, ~70 min on a
     musgen data build --corpus folk --out data/folk
     musgen train musicvae --data data/folk --out runs/musicvae
     musgen train musicvae --data data/folk --out runs/musicvae_flat --set model.decoder=flat
-    musgen train musicvae --data data/folk --out runs/musicvae_2bar --config configs/musicvae_2bar.yaml
+    musgen train musicvae --data data/folk --out runs/musicvae_2bar --config musicvae_2bar
     python scripts/eval_musicvae.py --data data/folk --runs runs/musicvae runs/musicvae_flat runs/musicvae_2bar
 """
 

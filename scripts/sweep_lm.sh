@@ -14,8 +14,8 @@ DATA=${DATA:-data}
 RUNS=${RUNS:-runs/sweep}
 BIN=${BIN:-.venv/bin}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-T=configs/pretrained/transformer.yaml
-L=configs/pretrained/lstm.yaml
+T=pretrained/transformer
+L=pretrained/lstm
 common=(--set train.eval_batches=0 --set train.save_every=100000 --set train.log_every=10 --set train.max_minutes=12)
 
 # name | family | data | preset | overrides (steps sized for ~6 min of one core, measured step times)

@@ -6,8 +6,8 @@
 #   scripts/train_checkpoints.sh lstm transformer only these (two shells can train two at once)
 #
 # Names: lstm transformer transformer-folk musicvae musegan vqvae prior (transformer-folk is the
-# transformer family on the whole folk corpus). Presets: configs/pretrained/NAME.yaml (the codec uses
-# the default configs/vqvae.yaml). A run that was interrupted resumes from its last complete state; a
+# transformer family on the whole folk corpus). Presets: pretrained/NAME (musgen/presets/; the codec uses
+# the default preset vqvae). A run that was interrupted resumes from its last complete state; a
 # finished one is only packed again. Runs that keep several saves are packed from the save with the
 # best validation NLL (PICK=last packs the last one).
 # Environment: DATA (default data), RUNS (default runs/pretrained), OUT (default checkpoints),
@@ -43,9 +43,9 @@ data_for() {  # the data set a family trains on, built when missing (a matching 
 for name in "${families[@]}"; do
     data=$(data_for "$name")
     family=${name%-folk}
-    config=configs/pretrained/$name.yaml
+    config=pretrained/$name
     extra=()
-    [ "$name" = vqvae ] && config=configs/vqvae.yaml
+    [ "$name" = vqvae ] && config=vqvae
     [ "$name" = prior ] && extra=(--set "vqvae=$RUNS/vqvae")
     [ -d "$RUNS/$name/state" ] && extra+=(--resume)
     echo "== $name: $BIN/musgen train $family --data $data --out $RUNS/$name --config $config ${extra[*]}"

@@ -71,7 +71,7 @@ def tiny_lm_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
     family = request.param
     run = tmp_path_factory.mktemp("runs") / family
-    return musgen.train(family, bach_data, run, config=f"configs/tiny/{family}.yaml", progress=False)
+    return musgen.train(family, bach_data, run, config=f"tiny/{family}", progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +82,7 @@ def quick_transformer_run(tmp_path_factory: pytest.TempPathFactory, bach_data: P
     import musgen
 
     run = tmp_path_factory.mktemp("runs") / "quick_transformer"
-    config = Path(__file__).resolve().parents[1] / "configs/tiny/transformer.yaml"
+    config = "tiny/transformer"
     return musgen.train(
         "transformer",
         bach_data,
@@ -109,7 +109,7 @@ def tiny_vae_run(tmp_path_factory: pytest.TempPathFactory, folk_data: Path):
     import musgen
 
     run = tmp_path_factory.mktemp("runs") / "musicvae"
-    return musgen.train("musicvae", folk_data, run, config="configs/tiny/musicvae.yaml", progress=False)
+    return musgen.train("musicvae", folk_data, run, config="tiny/musicvae", progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +118,7 @@ def tiny_gan_run(tmp_path_factory: pytest.TempPathFactory, bach_data: Path):
     import musgen
 
     run = tmp_path_factory.mktemp("runs") / "musegan"
-    return musgen.train("musegan", bach_data, run, config="configs/tiny/musegan.yaml", progress=False)
+    return musgen.train("musegan", bach_data, run, config="tiny/musegan", progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +143,7 @@ def tiny_codec_run(tmp_path_factory: pytest.TempPathFactory, bach_audio_data: Pa
     import musgen
 
     run = tmp_path_factory.mktemp("runs") / "vqvae"
-    return musgen.train("vqvae", bach_audio_data, run, config="configs/tiny/vqvae.yaml", progress=False)
+    return musgen.train("vqvae", bach_audio_data, run, config="tiny/vqvae", progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +156,7 @@ def tiny_prior_run(tmp_path_factory: pytest.TempPathFactory, bach_audio_data: Pa
         "prior",
         bach_audio_data,
         run,
-        config="configs/tiny/prior.yaml",
+        config="tiny/prior",
         overrides=[f"vqvae={tiny_codec_run.run_dir}"],
         progress=False,
     )

@@ -35,6 +35,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from musgen.config import validate_config
 from musgen.errors import ConfigError, MusgenError
 
 from .audio_io import AUDIO_SUFFIXES, AudioReadError, check_rate, read_audio
@@ -372,7 +373,7 @@ def build_audio(
     if audio_dir is None and not render:
         raise MusgenError("an audio data set from MIDI needs --render")
     cfg = config or AudioDataConfig()
-    cfg.validate()
+    validate_config(cfg)  # a config built in Python, not read by from_dict
     source = _AudioSource(cfg, render)
     if corpus is not None:
         folder, kind, scan = None, "midi", scan_midi_dir

@@ -34,6 +34,7 @@ import numpy as np
 from miditok.constants import CURRENT_MIDITOK_VERSION
 from tqdm import tqdm
 
+from musgen.config import validate_config
 from musgen.errors import ConfigError
 
 from .corpus import scan_midi_dir
@@ -313,7 +314,7 @@ def build(
     if (corpus is None) == (midi_dir is None):
         raise ValueError("give exactly one of corpus= or midi_dir=")
     cfg = config or DataConfig()
-    cfg.validate()
+    validate_config(cfg)  # a config built in Python, not read by from_dict
     cfg.make_tokenizer()  # a bad tokenizer setting fails now, not after minutes of conversion
     request = Request(Path(out), corpus, midi_dir, "midi", scan_midi_dir, limit, force)
     return build_data_set(_TokenSource(cfg), request, t0)

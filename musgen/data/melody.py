@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from musgen.errors import MusgenError
+from musgen.errors import ConfigError, MusgenError
 
 from .tokenizers import MidiReadError, load_score
 
@@ -59,19 +59,19 @@ class MelodyConfig:
         return FIRST_PITCH_ID + self.pitch_range[1] - self.pitch_range[0] + 1
 
     def validate(self) -> None:
-        lo, hi = self.pitch_range
-        if not (len(self.pitch_range) == 2 and 0 <= lo <= hi <= 127 and hi - lo >= 11):
-            raise MusgenError(
+        lo, hi = self.pitch_range if len(self.pitch_range) == 2 else (0, -1)  # (0, -1) fails below
+        if not (0 <= lo <= hi <= 127 and hi - lo >= 11):
+            raise ConfigError(
                 f"data.pitch_range must be [lo, hi] within 0..127 spanning an octave, got {self.pitch_range}"
             )
         if self.num_bars < 1 or self.steps_per_quarter < 1 or self.quarters_per_bar < 1 or self.hop_bars < 1:
-            raise MusgenError(
+            raise ConfigError(
                 "data.num_bars, steps_per_quarter, quarters_per_bar and hop_bars must be at least 1"
             )
         if not 0 <= self.max_silence <= 1:
-            raise MusgenError(f"data.max_silence must be in [0, 1], got {self.max_silence}")
+            raise ConfigError(f"data.max_silence must be in [0, 1], got {self.max_silence}")
         if self.track not in ("merge", "each") and not self.track.isdigit():
-            raise MusgenError(f"data.track must be merge, each or a track number, got {self.track!r}")
+            raise ConfigError(f"data.track must be merge, each or a track number, got {self.track!r}")
 
 
 def _track_groups(score: symusic.Score, track: str) -> list[list[symusic.Track]]:

@@ -89,7 +89,6 @@ class MelodyWindows(TransposedItems):
         progress: bool = True,
     ):
         super().__init__(transpose, seed)
-        cfg.validate()
         self.cfg = cfg
         self.events, self.offsets = load_melodies(data_dir, split, cfg, progress)
         starts = []

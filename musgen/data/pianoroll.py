@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from musgen.errors import MusgenError
+from musgen.errors import ConfigError, MusgenError
 
 from .tokenizers import MidiReadError, load_score
 
@@ -103,38 +103,38 @@ class PianorollConfig:
 
     def validate(self) -> None:
         if self.num_bars < 1 or self.hop_bars < 1 or self.quarters_per_bar < 1:
-            raise MusgenError("data.num_bars, data.hop_bars and data.quarters_per_bar must be at least 1")
+            raise ConfigError("data.num_bars, data.hop_bars and data.quarters_per_bar must be at least 1")
         if self.steps_per_bar < 1 or self.steps_per_bar % self.quarters_per_bar:
-            raise MusgenError(
+            raise ConfigError(
                 f"data.steps_per_bar ({self.steps_per_bar}) must be a multiple of "
                 f"data.quarters_per_bar ({self.quarters_per_bar})"
             )
         if self.num_pitches < 12 or self.num_pitches % 12:
-            raise MusgenError(f"data.num_pitches must be a positive multiple of 12, got {self.num_pitches}")
+            raise ConfigError(f"data.num_pitches must be a positive multiple of 12, got {self.num_pitches}")
         if not 0 <= self.lowest_pitch <= 128 - self.num_pitches:
-            raise MusgenError(
+            raise ConfigError(
                 f"data.lowest_pitch {self.lowest_pitch} + {self.num_pitches} pitches leave MIDI's 0..127"
             )
         if self.tracks not in ("voices", "programs"):
-            raise MusgenError(f"data.tracks must be voices or programs, got {self.tracks!r}")
+            raise ConfigError(f"data.tracks must be voices or programs, got {self.tracks!r}")
         names = [n.lower() for n in self.track_names]
         if not names or len(set(names)) != len(names):
-            raise MusgenError(f"data.track_names must be distinct and not empty, got {self.track_names}")
+            raise ConfigError(f"data.track_names must be distinct and not empty, got {self.track_names}")
         if self.tracks == "programs":
             unknown = [n for n in names if n != DRUMS and n not in GM_FAMILIES]
             if unknown:
-                raise MusgenError(
+                raise ConfigError(
                     f"data.track_names: {unknown[0]!r} is not a General MIDI family "
                     f"({', '.join([DRUMS, *GM_FAMILIES])})"
                 )
             if self.other_track and self.other_track.lower() not in names:
-                raise MusgenError(f"data.other_track {self.other_track!r} is not one of data.track_names")
+                raise ConfigError(f"data.other_track {self.other_track!r} is not one of data.track_names")
         if self.programs and (
             len(self.programs) != len(names) or not all(0 <= p <= 127 for p in self.programs)
         ):
-            raise MusgenError(f"data.programs needs one program in 0..127 per track, got {self.programs}")
+            raise ConfigError(f"data.programs needs one program in 0..127 per track, got {self.programs}")
         if not 0 <= self.max_empty <= 1:
-            raise MusgenError(f"data.max_empty must be in [0, 1], got {self.max_empty}")
+            raise ConfigError(f"data.max_empty must be in [0, 1], got {self.max_empty}")
 
     def is_drum(self, k: int) -> bool:
         return self.tracks == "programs" and self.track_names[k].lower() == DRUMS

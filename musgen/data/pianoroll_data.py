@@ -114,7 +114,6 @@ class RollPhrases(TransposedItems):
         progress: bool = True,
     ):
         super().__init__(transpose, seed)
-        cfg.validate()
         self.cfg = cfg
         self.drums = [k for k in range(cfg.num_tracks) if cfg.is_drum(k)]
         self.packed, self.offsets = load_rolls(data_dir, split, cfg, progress)

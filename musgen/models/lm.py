@@ -32,7 +32,7 @@ class SequenceDataConfig:
     transpose: int = 5  # random transposition in [-transpose, +transpose] semitones (0 = off)
     velocity_jitter: int = 0  # random velocity shift in [-k, +k] velocity bins (0 = off)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.seq_len < 1 or self.transpose < 0 or self.velocity_jitter < 0:
             raise ConfigError("data.seq_len must be at least 1, data.transpose and data.velocity_jitter >= 0")
 

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from musgen.config import TrainConfig
 from musgen.data.pianoroll import PianorollConfig
-from musgen.errors import MusgenError
+from musgen.errors import ConfigError, MusgenError
 from musgen.generate.sampling import make_generator
 from musgen.generator import Generator, flag
 from musgen.registry import FamilySpec
@@ -56,11 +56,23 @@ class MuseGANModelConfig:
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"model.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.binary not in ("none", "deterministic", "stochastic"):
+            raise ConfigError(f"model.binary must be none, deterministic or stochastic, got {self.binary!r}")
+        if not 0 <= self.condition_prob <= 1:
+            raise ConfigError(f"model.condition_prob must be in [0, 1], got {self.condition_prob}")
+
 
 @dataclass
 class GANLossConfig:
     n_critic: int = 5  # critic updates per generator update (each on a fresh real batch)
     gp_weight: float = 10.0  # gradient penalty weight (Gulrajani et al. 2017)
+
+    def validate(self) -> None:
+        if self.n_critic < 1:
+            raise ConfigError(f"loss.n_critic must be at least 1, got {self.n_critic}")
 
 
 @dataclass
@@ -69,6 +81,16 @@ class MuseGANConfig:
     data: PianorollConfig = field(default_factory=PianorollConfig)
     loss: GANLossConfig = field(default_factory=GANLossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        names = [n.lower() for n in self.data.track_names]
+        unknown = [t for t in self.model.condition_tracks if t.lower() not in names]
+        if unknown:
+            raise ConfigError(
+                f"model.condition_tracks: {unknown[0]!r} is not one of data.track_names {self.data.track_names}"
+            )
+        if self.train.grad_accum != 1:
+            raise ConfigError("musegan takes one real batch per critic update: leave train.grad_accum at 1")
 
 
 @dataclass(frozen=True)
@@ -194,10 +216,6 @@ class RollGenerator(nn.Module):
 
     def __init__(self, cfg: MuseGANModelConfig, data: PianorollConfig):
         super().__init__()
-        if cfg.mode not in MODES:
-            raise MusgenError(f"model.mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
-        if cfg.binary not in ("none", "deterministic", "stochastic"):
-            raise MusgenError(f"model.binary must be none, deterministic or stochastic, got {cfg.binary!r}")
         self.mode, self.binary = cfg.mode, cfg.binary
         self.num_tracks, self.bars, self.z_dim = data.num_tracks, data.num_bars, cfg.z_dim
         self.steps, self.pitches = data.steps_per_bar, data.num_pitches
@@ -387,10 +405,6 @@ class MuseGANTask(Task):
         models: dict[str, nn.Module] | None = None,
     ):
         self.cond_ids = condition_ids(cfg)
-        if cfg.loss.n_critic < 1:
-            raise MusgenError(f"loss.n_critic must be at least 1, got {cfg.loss.n_critic}")
-        if cfg.train.grad_accum != 1:
-            raise MusgenError("musegan takes one real batch per critic update: leave train.grad_accum at 1")
         super().__init__(cfg, data_dir, data_meta, models)
 
     def build_models(self) -> dict[str, nn.Module]:
@@ -501,16 +515,8 @@ TOKEN_SAMPLING = ("prime", "temperature", "top_k", "top_p", "length", "min_lengt
 
 
 def condition_ids(cfg: MuseGANConfig) -> list[int]:
-    """Track indices of ``model.condition_tracks`` (checked against the data's tracks)."""
-    cfg.data.validate()
+    """Track indices of ``model.condition_tracks`` (validated against the data's tracks)."""
     names = [n.lower() for n in cfg.data.track_names]
-    unknown = [t for t in cfg.model.condition_tracks if t.lower() not in names]
-    if unknown:
-        raise MusgenError(
-            f"model.condition_tracks: {unknown[0]!r} is not one of data.track_names {cfg.data.track_names}"
-        )
-    if not 0 <= cfg.model.condition_prob <= 1:
-        raise MusgenError(f"model.condition_prob must be in [0, 1], got {cfg.model.condition_prob}")
     return [names.index(t.lower()) for t in cfg.model.condition_tracks]
 
 

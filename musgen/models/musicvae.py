@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from musgen.config import TrainConfig
 from musgen.data.melody import HOLD, MelodyConfig
-from musgen.errors import MusgenError
+from musgen.errors import ConfigError, MusgenError
 from musgen.generate.sampling import SamplingControls, draw, make_generator, warp_logits
 from musgen.generator import Generator
 from musgen.registry import FamilySpec
@@ -42,6 +42,10 @@ class MusicVAEModelConfig:
     conductor_hidden: int = 512
     conductor_layers: int = 2
     dropout: float = 0.0  # between stacked LSTM layers
+
+    def validate(self) -> None:
+        if self.decoder not in ("flat", "hierarchical"):
+            raise ConfigError(f"model.decoder must be flat or hierarchical, got {self.decoder!r}")
 
 
 @dataclass
@@ -143,8 +147,6 @@ class SegmentDecoder(nn.Module):
 class MusicVAE(nn.Module):
     def __init__(self, cfg: MusicVAEModelConfig, melody: MelodyConfig):
         super().__init__()
-        if cfg.decoder not in ("flat", "hierarchical"):
-            raise MusgenError(f"model.decoder must be flat or hierarchical, got {cfg.decoder!r}")
         self.vocab_size = melody.vocab_size
         self.length = melody.window_steps
         self.segments = melody.num_bars if cfg.decoder == "hierarchical" else 1
@@ -232,7 +234,6 @@ class MusicVAETask(Task):
         data_meta: Mapping[str, Any] | None = None,
         models: dict[str, nn.Module] | None = None,
     ):
-        cfg.data.validate()
         self.step = 0  # the optimizer step being taken (beta annealing)
         super().__init__(cfg, data_dir, data_meta, models)
 
@@ -323,7 +324,6 @@ class MusicVAEGenerator(Generator):
     options = ("prime", "length", "bars", "temperature", "top_k", "top_p", "seed")
 
     def build_models(self) -> dict[str, nn.Module]:
-        self.cfg.data.validate()
         return build_models(self.cfg)
 
     @property

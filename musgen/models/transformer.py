@@ -47,7 +47,7 @@ class TransformerModelConfig:
     attention_recompute: bool = False  # recompute attention logits in backward: memory ~ L * D
     activation_checkpointing: bool = False  # recompute whole blocks in backward: least memory, slower
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.attention not in ATTENTIONS:
             raise ConfigError(
                 f"model.attention must be one of {', '.join(ATTENTIONS)}, not {self.attention!r}"

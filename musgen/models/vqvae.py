@@ -43,7 +43,7 @@ class VQVAEModelConfig:
     dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if not self.strides or min(self.strides) < 1:
             raise ConfigError("model.strides must be a non-empty list of integers >= 1")
         if min(self.base_channels, self.max_channels, self.latent_dim) < 1:

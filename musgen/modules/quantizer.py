@@ -42,7 +42,7 @@ class QuantizerConfig:
     dead_code_threshold: float = 0.25
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"quantizer.kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.codebook_size < 2 or self.num_quantizers < 1:

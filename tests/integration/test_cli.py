@@ -77,7 +77,7 @@ def test_build_train_sample_end_to_end(bach_midi_dir, tmp_path):
         "--out",
         str(run),
         "--config",
-        "configs/tiny/lstm.yaml",
+        "tiny/lstm",
         "--set",
         "train.steps=20",
         "--no-progress",

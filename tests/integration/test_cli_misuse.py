@@ -61,7 +61,7 @@ def test_misuse_is_one_line_and_exit_2(
         "--out",
         str(tmp_path / "run"),
         "--config",
-        str(REPO / "configs/tiny/transformer.yaml"),
+        "tiny/transformer",
         "--no-progress",
     ]
     build = ["data", "build", "--midi-dir", str(bach_midi_dir), "--out", str(tmp_path / "data")]

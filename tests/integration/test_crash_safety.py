@@ -42,7 +42,7 @@ KEEP = 2  # train.keep_checkpoints (the default)
 def _family_args(family: str, request: pytest.FixtureRequest) -> list[str]:
     """--data, --config and overrides that exercise the family's random streams (dropout,
     transposition, scheduled sampling, noise and conditioning, random crops, window jitter)."""
-    tiny = ["--config", str(REPO / "configs" / "tiny" / f"{family}.yaml")]
+    tiny = ["--config", f"tiny/{family}"]
     if family in ("lstm", "transformer"):
         extra = ["--set", "model.dropout=0.2", "--set", "train.batch_size=16"]  # 8 batches an epoch
         if family == "transformer":
@@ -338,7 +338,7 @@ def _two_step_run(bach_data: Path, run: Path) -> list[str]:
         "lstm",
         bach_data,
         run,
-        config=REPO / "configs" / "tiny" / "lstm.yaml",
+        config="tiny/lstm",
         progress=False,
         overrides=["train.steps=4", "train.save_every=2", "train.eval_every=100", "train.stop_at=2"],
     )

@@ -52,7 +52,7 @@ def test_resume_in_a_fresh_process_gives_the_same_weights(family, bach_data, tmp
         "--data",
         str(bach_data),
         "--config",
-        str(REPO / "configs" / "tiny" / f"{family}.yaml"),
+        f"tiny/{family}",
         "--set",
         "train.steps=10",
         "--set",
@@ -152,7 +152,7 @@ def test_tiny_transformer_memorises_one_real_piece_and_samples_it_back(bach_midi
         "transformer",
         data,
         tmp_path / "run",
-        config="configs/tiny/transformer.yaml",
+        config="tiny/transformer",
         progress=False,
         overrides=[
             f"data.seq_len={window}",

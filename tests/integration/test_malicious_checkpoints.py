@@ -17,8 +17,6 @@ from musgen.cli import main
 from musgen.data.view_cache import read_cache
 from musgen.errors import CheckpointError
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _one_line_exit_2(args: list[str], capsys) -> str:
     capsys.readouterr()
@@ -132,7 +130,7 @@ def test_data_arrays_that_are_pickles_are_refused(bach_data, tmp_path, capsys, f
             "--out",
             str(tmp_path / "run"),
             "--config",
-            str(REPO / "configs/tiny/transformer.yaml"),
+            "tiny/transformer",
             "--no-progress",
         ],
         capsys,

@@ -34,7 +34,7 @@ STOCHASTIC_TOLERANCE = 0.05  # relative, the first step's loss: same weights and
 
 def _family_args(family: str, request: pytest.FixtureRequest) -> tuple[list[str], int]:
     """(arguments, the tiny preset's batch size = the global batch)."""
-    tiny = ["--config", str(REPO / "configs" / "tiny" / f"{family}.yaml")]
+    tiny = ["--config", f"tiny/{family}"]
     if family in ("lstm", "transformer"):
         return ["--data", str(request.getfixturevalue("bach_data")), *tiny], 16
     if family == "musicvae":
@@ -160,7 +160,7 @@ def test_two_process_resume_is_exact(bach_data, tmp_path):
         "--data",
         str(bach_data),
         "--config",
-        str(REPO / "configs" / "tiny" / "transformer.yaml"),
+        "tiny/transformer",
         "--set",
         "train.steps=6",
         "--set",
@@ -205,7 +205,7 @@ def test_gradient_accumulation_weights_tokens_like_one_big_batch(bach_data, tmp_
             "lstm",
             bach_data,
             tmp_path / name,
-            config=REPO / "configs" / "tiny" / "lstm.yaml",
+            config="tiny/lstm",
             progress=False,
             overrides=[
                 "train.steps=3",

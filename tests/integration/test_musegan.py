@@ -19,7 +19,7 @@ from musgen.data.pianoroll import midi_to_roll
 from musgen.data.tokenizers import MidiReadError
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "configs" / "tiny" / "musegan.yaml")
+TINY = "tiny/musegan"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from musgen.data.melody import HOLD
 from musgen.data.melody_data import MelodyWindows
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "configs" / "tiny" / "musicvae.yaml")
+TINY = "tiny/musicvae"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -171,7 +171,7 @@ def test_bad_clips_and_misuse_are_one_line(tiny_vae_run, folk_data, folk_midi_di
         "lstm",
         folk_data,
         tmp_path / "lstm",
-        config=str(REPO / "configs/tiny/lstm.yaml"),
+        config="tiny/lstm",
         progress=False,
         overrides=["train.steps=2"],
     )

@@ -14,7 +14,6 @@ from musgen.models.musegan import (
     Critics,
     MuseGANConfig,
     MuseGANModelConfig,
-    MuseGANTask,
     PatchExpand,
     PatchMerge,
     RollGenerator,
@@ -159,16 +158,18 @@ def test_binary_neurons_output_zeros_and_ones_and_pass_gradients(binary):
     assert gen.bar_generators[0].time_pitch[1].weight.grad.abs().sum() > 0
 
 
-def test_task_rejects_unknown_condition_tracks_and_gradient_accumulation():
+def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
+    # Checked once where every config is read (config.validate_config in resolve / from_dict).
+    from musgen.config import validate_config
     from musgen.errors import MusgenError
 
     cfg = MuseGANConfig(model=_model_cfg("hybrid", condition_tracks=["lead"]), data=DATA)
     with pytest.raises(MusgenError, match="condition_tracks"):
-        MuseGANTask(cfg)
+        validate_config(cfg)
     cfg = MuseGANConfig(model=_model_cfg("hybrid"), data=DATA)
     cfg.train.grad_accum = 2
     with pytest.raises(MusgenError, match="grad_accum"):
-        MuseGANTask(cfg)
+        validate_config(cfg)
 
 
 def test_jaccard_distances_between_phrases():

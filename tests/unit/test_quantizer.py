@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from musgen.config import from_dict
 from musgen.errors import ConfigError
 from musgen.modules.quantizer import Quantizer, QuantizerConfig, code_counts, code_statistics
 
@@ -87,6 +88,6 @@ def test_code_statistics():
 
 def test_bad_quantizer_settings():
     with pytest.raises(ConfigError):
-        QuantizerConfig(kind="pq")
+        from_dict(QuantizerConfig, {"kind": "pq"})
     with pytest.raises(ConfigError):
-        QuantizerConfig(kind="fsq", fsq_levels=[1, 4])
+        from_dict(QuantizerConfig, {"kind": "fsq", "fsq_levels": [1, 4]})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from musgen.config import from_dict
 from musgen.errors import ConfigError, MusgenError
 from musgen.generate.sampling import SamplingControls, sample_sequences
 from musgen.models.transformer import MusicTransformer, TransformerModelConfig
@@ -158,4 +159,4 @@ def test_plain_attention_refuses_positions_beyond_its_context():
 )
 def test_bad_model_configs_are_refused(bad):
     with pytest.raises(ConfigError):
-        TransformerModelConfig(**bad)
+        from_dict(TransformerModelConfig, bad)
