@@ -39,5 +39,5 @@ def train(
     run_config = Path(out) / "config.yaml"
     if resume and config is None and run_config.exists():
         config = run_config
-    cfg = resolve(spec.config_cls, family, config or None, overrides)
+    cfg: Any = resolve(spec.config_cls, family, config or None, overrides)
     return fit(family, cfg, Path(data), Path(out), resume=resume, progress=progress)

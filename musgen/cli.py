@@ -444,9 +444,10 @@ def _cmd_render(args: argparse.Namespace) -> None:
             max_seconds=args.max_seconds,
         )
     except MusgenError as err:
-        if getattr(err, "reason", None) is None:  # a setting or a missing file: already says what
+        reason = getattr(err, "reason", None)  # a MidiReadError's; None: a setting or a missing file
+        if reason is None:
             raise
-        raise MusgenError(f"cannot render {args.midi}: {err.reason}") from None
+        raise MusgenError(f"cannot render {args.midi}: {reason}") from None
     print(write_audio(args.out, wave, args.sample_rate))
 
 

@@ -137,14 +137,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        inner = args[0] if args else Any
+        inner = typing.get_args(tp)[0] if typing.get_args(tp) else Any
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        args = typing.get_args(tp)
-        val_tp = args[1] if len(args) == 2 else Any
+        key_value = typing.get_args(tp)
+        val_tp = key_value[1] if len(key_value) == 2 else Any
         return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     return value
 
@@ -159,7 +158,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
 
 def _build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     hints = _field_types(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # T is a dataclass type
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown key {where}.{unknown[0]} (valid keys: {', '.join(sorted(names))})")

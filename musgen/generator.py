@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -78,8 +78,8 @@ class Generator:
         return {k: v if v is not None else recommended.get(k, SAMPLING_OFF[k]) for k, v in given.items()}
 
     # -- generating and writing -----------------------------------------------------------------
-    def generate(self, num_samples: int = 1, **options: Any) -> list[Any]:
-        raise MusgenError(f"a {self.family} checkpoint does not generate samples")
+    if TYPE_CHECKING:  # each family defines it, with the keyword options it takes (``options``)
+        generate: Callable[..., list[Any]]
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Refuses, with the flag's name, an option this family's ``generate`` does not take."""

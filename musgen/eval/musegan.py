@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from musgen.data.pianoroll import PianorollConfig
+from musgen.errors import MusgenError
 from musgen.eval.pianoroll_metrics import RollLayout, format_table, pianoroll_metrics
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,11 @@ def evaluate(
     (threshold and Bernoulli binarisation) and, for a conditional model, the held-out phrases with
     their first condition track given and the others generated; plus a text table of them all."""
     from musgen.generator import load
+    from musgen.models.musegan import MuseGANGenerator
 
     generator = load(checkpoint)
+    if not isinstance(generator, MuseGANGenerator):
+        raise MusgenError(f"the piano-roll metrics need a musegan checkpoint, not a {generator.family} one")
     cfg: PianorollConfig = generator.cfg.data
     layout = roll_layout(cfg)
     held_out = data_phrases(Path(data_dir), ("valid", "test"), cfg)

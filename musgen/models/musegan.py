@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -266,9 +266,11 @@ class RollGenerator(nn.Module):
         parts = []  # per-bar inputs, each (B, U, ·) or (B, K, U, ·)
         if self.shared:
             parts.append(noise["inter"][:, None, None, :].expand(b, k, u, -1))
+            assert self.inter_temporal is not None
             parts.append(self.inter_temporal(noise["inter_t"])[:, None].expand(b, k, u, -1))
         if self.private:
             parts.append(noise["intra"][:, :, None, :].expand(b, k, u, -1))
+            assert self.intra_temporal is not None
             per_track = [self.intra_temporal[i](noise["intra_t"][:, i]) for i in range(k)]
             parts.append(torch.stack(per_track, dim=1))  # (B, K, U, Z)
         v = torch.cat(parts, dim=-1)  # (B, K, U, in_dim)
@@ -458,7 +460,7 @@ class MuseGANTask(Task):
         self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext
     ) -> dict[str, float]:
         gen, critic = self.models["generator"], self.models["critic"]
-        heads = len(getattr(critic, "module", critic).critics)
+        heads = len(cast(Critics, getattr(critic, "module", critic)).critics)
         gp_weight = self.cfg.loss.gp_weight
         sums = {"wdist": 0.0, "gp": 0.0, "d_loss": 0.0}
         for batch in micro_batches:
@@ -525,7 +527,8 @@ def build_models(cfg: MuseGANConfig) -> dict[str, nn.Module]:
 
 
 def unwrap(model: nn.Module) -> RollGenerator:
-    return getattr(model, "module", model)  # DDP wraps it; noise() lives on the module
+    """The RollGenerator inside a DDP wrapper (noise() lives on the module)."""
+    return cast(RollGenerator, getattr(model, "module", model))
 
 
 class MuseGANGenerator(Generator):
@@ -659,6 +662,7 @@ class MuseGANGenerator(Generator):
             if cond_roll is not None:  # (steps, P) for every sample, or (n, steps, P) one per sample
                 given = torch.as_tensor(np.asarray(cond_roll[..., j * t : (j + 1) * t, :], dtype=np.float32))
                 roll = given.expand(n, -1, -1)
+                assert cond_track is not None, "a given roll comes with its track"
                 track = torch.full((n,), int(cond_track), dtype=torch.long)
             probs = gen(noise, roll, track).float()
             if binarize == "bernoulli":

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -199,7 +199,8 @@ class MusicVAE(nn.Module):
         b, u, s = z.shape[0], self.segments, self.length // self.segments
         cond = self.conditions(z)  # (B, U, C)
         prev = z.new_full((b,), self.decoder.start_id, dtype=torch.long)
-        events, logits = [], []
+        events: list[torch.Tensor] = []
+        logits: list[torch.Tensor] = []
         for seg in range(u):
             state = self.decoder.initial_state(cond[:, seg])
             for _ in range(s):
@@ -314,7 +315,8 @@ def build_models(cfg: MusicVAEConfig) -> dict[str, nn.Module]:
 
 
 def unwrap(model: nn.Module) -> MusicVAE:
-    return getattr(model, "module", model)  # DDP wraps it; the latent methods live on the module
+    """The MusicVAE inside a DDP wrapper (the latent methods live on the module)."""
+    return cast(MusicVAE, getattr(model, "module", model))
 
 
 class MusicVAEGenerator(Generator):

@@ -101,7 +101,8 @@ class Task:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         train = self.cfg.train
         model = self.models["model"]
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue
@@ -129,12 +130,14 @@ class Task:
         world = ctx.accelerator.num_processes
         weights = [self.loss_weight(batch) for batch in micro_batches]
         scales: list[float] | None = None  # None: the mean of the micro-batches' losses
-        if weights[0] is not None:
-            total = sum(weights)
+        if all(w is not None for w in weights):
+            total = float(sum(w for w in weights if w is not None))
             if world > 1:  # the items of the whole step, on every process
                 local = torch.tensor(total, dtype=torch.float64, device=ctx.accelerator.device)
                 total = float(ctx.accelerator.reduce(local, "sum"))
-            scales = [w * world / max(total, 1.0) for w in weights]  # x world: DDP divides by it
+            scales = [
+                float(w or 0.0) * world / max(total, 1.0) for w in weights
+            ]  # x world: DDP divides by it
         totals: dict[str, float] = {}
         for i, batch in enumerate(micro_batches):
             # Only the last micro-batch all-reduces gradients across processes.
@@ -186,4 +189,5 @@ def sum_eval_steps(
 def metrics_from_sums(task: Task, sums: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """``task.eval_metrics`` of summed eval outputs: scalars as floats, vectors (a codebook's
     assignment counts, say) as tensors."""
-    return task.eval_metrics({k: float(v) if v.numel() == 1 else v for k, v in sums.items()})
+    values: dict[str, Any] = {k: float(v) if v.numel() == 1 else v for k, v in sums.items()}
+    return task.eval_metrics(values)
