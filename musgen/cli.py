@@ -95,6 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
 
+    _add_data_build(verbs)
+    _add_train(verbs)
+    _add_sample(verbs)
+    _add_interpolate(verbs)
+    _add_reconstruct(verbs)
+    _add_render(verbs)
+    _add_eval(verbs)
+    _add_plot(verbs)
+    _add_report(verbs)
+    return parser
+
+
+def _add_data_build(verbs: Any) -> None:
+    """Adds the `data build` command."""
     data = verbs.add_parser("data", help="build data sets", description="Build data sets.")
     _add_common(data)
     data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", parser_class=_Parser)
@@ -144,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even if a matching build exists")
     build.add_argument("--limit", type=int, help="use only the first N source files (quick experiments)")
 
+
+def _add_train(verbs: Any) -> None:
+    """Adds `train`."""
     train = _sub(verbs, "train", "train", "Train a model family on a data set built by `musgen data build`.")
     train.add_argument("family", metavar="FAMILY", help=", ".join(FAMILIES))
     train.add_argument("--data", type=Path, required=True, help="DATA_DIR from `musgen data build`")
@@ -167,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last complete state")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_sample(verbs: Any) -> None:
+    """Adds `sample`."""
     sample = _sub(verbs, "sample", "sample", "Sample new music from a trained checkpoint.")
     sample.add_argument("--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory")
     sample.add_argument("--out", type=Path, required=True, help="OUT_DIR for sample_000.mid ...")
@@ -208,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gan.add_argument("--threshold", type=float, help="note threshold for --binarize threshold (default 0.5)")
 
+
+def _add_interpolate(verbs: Any) -> None:
+    """Adds `interpolate`."""
     interp = _sub(
         verbs,
         "interpolate",
@@ -222,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     interp.add_argument("--steps", type=int, default=8, help="files to write, endpoints included (default 8)")
     _latent_arguments(interp)
 
+
+def _add_reconstruct(verbs: Any) -> None:
+    """Adds `reconstruct`."""
     recon = _sub(
         verbs,
         "reconstruct",
@@ -233,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("clip_a", metavar="A.mid|A.wav", type=Path)
     _latent_arguments(recon)
 
+
+def _add_render(verbs: Any) -> None:
+    """Adds `render`."""
     render = _sub(
         verbs,
         "render",
@@ -269,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="play every non-drum part with General MIDI program N (0-127), e.g. 19 church organ",
     )
 
+
+def _add_eval(verbs: Any) -> None:
+    """Adds `eval`."""
     evaluate = _sub(
         verbs,
         "eval",
@@ -317,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=16, help="held-out windows per forward pass")
     evaluate.add_argument("--save-samples", type=Path, metavar="DIR", help="also write the samples here")
 
+
+def _add_plot(verbs: Any) -> None:
+    """Adds `plot`."""
     plot = _sub(
         verbs, "plot", "plot", "Draw a MIDI file's piano roll as a PNG: one colour per track, bar lines."
     )
@@ -324,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, required=True, help="OUT.png")
     plot.add_argument("--title", help="title above the roll (default: the file name)")
 
+
+def _add_report(verbs: Any) -> None:
+    """Adds `report`."""
     report = _sub(
         verbs,
         "report",
@@ -343,7 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--eval", type=Path, metavar="FILE", help="an eval JSON (default RUN_DIR/eval.json)")
     report.add_argument("--max-samples", type=int, default=48, help="samples shown at most (default 48)")
-    return parser
 
 
 def _latent_arguments(parser: argparse.ArgumentParser) -> None:
