@@ -228,9 +228,10 @@ class _AudioSource(Source):
         super().__init__(cfg, {"render": True} if render else {})
         self.render = render
         self.noun = "MIDI" if render else "audio"
-        self.renderer, self.soundfont = (
-            resolve_engine(cfg.engine, cfg.soundfont or None) if render else (None, None)
-        )
+        self.renderer: str | None = None
+        self.soundfont: Path | None = None
+        if render:
+            self.renderer, self.soundfont = resolve_engine(cfg.engine, cfg.soundfont or None)
         self.programs: dict[str, int] = {}  # rel -> GM program, under random_program
         self.folder = Path()  # where the pieces go: the render cache, or the decode cache
 
@@ -380,6 +381,7 @@ def build_audio(
     elif audio_dir is not None:
         folder, kind, scan = Path(audio_dir), "audio", scan_audio_dir
     else:
+        assert midi_dir is not None, "checked above: a render has a corpus or a MIDI folder"
         folder, kind, scan = Path(midi_dir), "midi", scan_midi_dir
     return build_data_set(source, Request(Path(out), corpus, folder, kind, scan, limit, force), t0)
 

@@ -94,7 +94,7 @@ class DataConfig:
             use_programs=self.use_programs,
             beat_res=self.beat_res,
             num_velocities=self.num_velocities,
-            pitch_range=tuple(self.pitch_range),
+            pitch_range=(self.pitch_range[0], self.pitch_range[1]),
             extra=self.tokenizer_params,
         )
 
@@ -181,12 +181,12 @@ def _run_tokenization(
         if done:
             log.info("%d tokenized files left by an interrupted build in %s are reused", done, cache_dir)
     jobs = [(rel, (str(tokenizer_path), path, cfg.min_notes, want, *cache)) for rel, path, want in items]
-    done = run_files(
+    results = run_files(
         _tokenize_file, jobs, workers=workers, timeout=float(cfg.max_seconds_per_file), desc=desc
     )
     return {
         rel: (*(value if value is not None else (None, None)), reason)
-        for rel, (value, reason) in done.items()
+        for rel, (value, reason) in results.items()
     }
 
 
@@ -289,6 +289,7 @@ class _TokenSource(Source):
         return f"{info['pieces']} pieces/{info['tokens']} tokens"
 
     def manifest_fields(self) -> dict:
+        assert self.tokenizer is not None, "called after process()"
         return {
             "tokenizer": type(self.tokenizer).__name__,
             "vocab_size": len(self.tokenizer),
@@ -297,6 +298,7 @@ class _TokenSource(Source):
         }
 
     def summary_extra(self) -> str:
+        assert self.tokenizer is not None, "called after process()"
         return f"; vocab {len(self.tokenizer)}"
 
 

@@ -20,6 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -226,6 +227,7 @@ def collect(source: Source, req: Request, workers: int) -> Collected:
         root, paths, pre_skipped = corpus_midi_files(req.corpus, workers=workers, limit=req.limit)
         where = {"corpus": req.corpus}
     else:
+        assert req.folder is not None, "a build has a corpus or a folder"
         if not Path(req.folder).is_dir():
             raise MusgenError(f"--{req.folder_kind}-dir {req.folder} is not a directory")
         root = Path(req.folder).resolve()
@@ -338,9 +340,13 @@ def write_splits(source: Source, out: Path, per_split: dict[str, list[str]], out
         offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
         np.cumsum(np.array([source.piece_length(p) for p in pieces], dtype=np.int64), out=offsets[1:])
         source.write_split_data(out / f"{s}.{source.data_suffix}", pieces, offsets, bar)
-        atomic_write_bytes(out / f"{s}.offsets.npy", lambda f, a=offsets: np.save(f, a))
+        atomic_write_bytes(out / f"{s}.offsets.npy", partial(_save_array, array=offsets))
         write_json(out / f"{s}.pieces.json", rels)
         info[s] = {"pieces": len(rels), **source.split_size(int(offsets[-1]))}
     if bar is not None:
         bar.close()
     return info
+
+
+def _save_array(f: Any, array: np.ndarray) -> None:
+    np.save(f, array)

@@ -23,7 +23,7 @@ critic judges the whole. One model thus both composes from scratch and accompani
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -457,7 +457,7 @@ class MuseGANTask(Task):
         return self.models["generator"](self._gen().noise(real.shape[0]), cond_roll, cond_track)
 
     def train_step(
-        self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext
+        self, micro_batches: Sequence[Mapping[str, torch.Tensor]], ctx: StepContext
     ) -> dict[str, float]:
         gen, critic = self.models["generator"], self.models["critic"]
         heads = len(cast(Critics, getattr(critic, "module", critic)).critics)

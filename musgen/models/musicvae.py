@@ -257,7 +257,7 @@ class MusicVAETask(Task):
         return loss.max_beta * ramp
 
     def train_step(
-        self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext
+        self, micro_batches: Sequence[Mapping[str, torch.Tensor]], ctx: StepContext
     ) -> dict[str, float]:
         self.step = ctx.step
         return super().train_step(micro_batches, ctx)

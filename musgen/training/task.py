@@ -1,6 +1,6 @@
 """The Task interface: what a model family gives the one training loop.
 
-A Task owns its models, optimizers and losses; the loop (``musgen.training.loop.fit``) owns devices,
+A Task owns its models, optimizers and losses; the Trainer (``musgen.training.trainer.Trainer``) owns devices,
 precision, the data order, logging, evaluation cadence, checkpoints and resume.
 Families with one model and one loss only implement ``build_models``, ``datasets`` and ``loss``;
 MuseGAN-like families override ``train_step``.
@@ -8,7 +8,7 @@ MuseGAN-like families override ``train_step``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +121,7 @@ class Task:
         return None
 
     def train_step(
-        self, micro_batches: list[Mapping[str, torch.Tensor]], ctx: StepContext
+        self, micro_batches: Sequence[Mapping[str, torch.Tensor]], ctx: StepContext
     ) -> dict[str, float]:
         """One optimizer step over ``micro_batches`` (gradient accumulation; with several processes,
         DDP averages the gradients of their shares of the global batch)."""

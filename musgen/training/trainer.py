@@ -30,10 +30,10 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 from accelerate import Accelerator
@@ -126,16 +126,15 @@ def weights_digest(models: Mapping[str, torch.nn.Module]) -> str:
     return digest.hexdigest()
 
 
-def check_train_config(train_cfg: Any) -> None:
-    """The ``train`` values the loop cannot run with (pure config checks)."""
-    if train_cfg.mixed_precision not in ("no", "bf16", "fp16"):
-        raise MusgenError(
-            f"train.mixed_precision must be no, bf16 or fp16, not {train_cfg.mixed_precision!r}"
-        )
+def size(dataset: Dataset) -> int:
+    """Items in a map-style dataset (every Task's datasets have a length)."""
+    return len(cast(Sized, dataset))
+
+
+def check_machine(train_cfg: Any) -> None:
+    """What this machine cannot run (the values themselves were validated with the config)."""
     if train_cfg.mixed_precision == "fp16" and (train_cfg.cpu or not torch.cuda.is_available()):
         raise MusgenError("train.mixed_precision=fp16 needs a GPU; use bf16 on the CPU")
-    if train_cfg.steps < 1 or train_cfg.batch_size < 1 or train_cfg.grad_accum < 1:
-        raise MusgenError("train.steps, train.batch_size and train.grad_accum must be at least 1")
 
 
 def make_accelerator(train_cfg: Any) -> Accelerator:
@@ -180,14 +179,14 @@ def read_data_meta(data_dir: Path) -> dict[str, Any]:
 
 def train_loader(train_ds: Dataset, train_cfg: Any, world: int) -> tuple[DataLoader, EpochShuffleSampler]:
     """The (unprepared) training loader and its (seed, epoch) sampler."""
-    sampler = EpochShuffleSampler(len(train_ds), train_cfg.seed)
+    sampler = EpochShuffleSampler(size(train_ds), train_cfg.seed)
     # Each DataLoader iterator draws a worker base seed; from its own generator, not the global RNG,
     # or a resumed run (one iterator more) would see different dropout masks than a straight one.
     loader = DataLoader(
         train_ds,
         batch_size=train_cfg.batch_size,
         sampler=sampler,
-        drop_last=len(train_ds) >= train_cfg.batch_size * world,
+        drop_last=size(train_ds) >= train_cfg.batch_size * world,
         num_workers=train_cfg.num_workers,
         generator=torch.Generator().manual_seed(train_cfg.seed),
     )
@@ -198,9 +197,9 @@ def validation_set(valid_ds: Dataset | None, train_cfg: Any, world: int, rank: i
     """The first eval_batches global batches, dealt out to the processes without the duplicates that
     pad a prepared loader's last batch: the sums reduced over the processes are those of one process
     evaluating the same items. (Fewer items than processes: each evaluates all.) None: no validation."""
-    if valid_ds is None or len(valid_ds) == 0:
+    if valid_ds is None or size(valid_ds) == 0:
         return None
-    n_eval = len(valid_ds)
+    n_eval = size(valid_ds)
     if train_cfg.eval_batches:
         n_eval = min(n_eval, train_cfg.eval_batches * train_cfg.batch_size * world)
     sharded = world > 1 and n_eval >= world
@@ -317,7 +316,7 @@ class Trainer:
         optimizers. The order matters for exact resume and identical processes: the common seed is
         set before the Task builds its models (same initial weights everywhere) and the per-process
         seed only after ``prepare``."""
-        check_train_config(self.train_cfg)
+        check_machine(self.train_cfg)
         self.accelerator = make_accelerator(self.train_cfg)
         self.state_dir = self.recover()
         # Same seed on every process: identical initial weights and data order (the sampler is sharded).
@@ -339,7 +338,7 @@ class Trainer:
         self.task = self.task_cls(self.cfg, self.data_dir, read_data_meta(self.data_dir))
         with self.accelerator.main_process_first():  # derived views (melodies, rolls, codes) are cached once
             self.train_ds, self.valid_ds = self.task.datasets()
-        if len(self.train_ds) == 0:
+        if size(self.train_ds) == 0:
             raise MusgenError(f"the training split of {self.data_dir} is empty")
 
     def prepare(self) -> None:
