@@ -43,23 +43,21 @@ class BigramModel(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
         self.head = nn.Linear(cfg.embed_dim, vocab_size)
 
+    @classmethod
+    def from_config(cls, vocab_size: int, cfg: BigramConfig) -> BigramModel:
+        return cls(vocab_size, cfg.model)
+
     def forward(self, input_ids: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
         """input_ids (B, T) -> logits (B, T, V); no state: the last token is all it needs."""
         return self.head(self.embed(input_ids)), None
 
 
-def build_models(vocab_size: int, cfg: BigramConfig) -> dict[str, nn.Module]:
-    return {"model": BigramModel(vocab_size, cfg.model)}
-
-
 class BigramTask(LanguageModelTask):
-    def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.vocab_size, self.cfg)
+    model_class = BigramModel
 
 
 class BigramGenerator(LanguageModelGenerator):
-    def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.vocab_size, self.cfg)
+    model_class = BigramModel
 
 
 FAMILY = FamilySpec("bigram", BigramConfig, BigramTask, BigramGenerator, evaluate_language_model)

@@ -41,6 +41,7 @@ class LanguageModelTask(Task):
     """Next-token prediction over the token stream of a data set built by ``musgen data build``."""
 
     checkpoint_files = ("tokenizer.json",)
+    model_class: Any  # the family's nn.Module class, with ``from_config(vocab_size, cfg)``
 
     def __init__(
         self,
@@ -51,6 +52,9 @@ class LanguageModelTask(Task):
     ):
         self.vocab_size = vocab_size(data_meta or {})
         super().__init__(cfg, data_dir, data_meta, models)
+
+    def build_models(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model_class.from_config(self.vocab_size, self.cfg)}
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.dataset import TokenWindows
@@ -107,6 +111,10 @@ class LanguageModelGenerator(Generator):
     the checkpoint's own tokenizer."""
 
     options = ("prime", "length", "min_length", "bars", "temperature", "top_k", "top_p", "seed")
+    model_class: Any  # the family's nn.Module class, with ``from_config(vocab_size, cfg)``
+
+    def build_models(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model_class.from_config(self.vocab_size, self.cfg)}
 
     def __init__(self, ckpt: Any, cfg: Any):
         from musgen.data.tokenizers import load_tokenizer

@@ -56,6 +56,10 @@ class LSTMLanguageModel(nn.Module):
         if cfg.tie_weights:
             self.head.weight = self.embed.weight
 
+    @classmethod
+    def from_config(cls, vocab_size: int, cfg: LSTMConfig) -> LSTMLanguageModel:
+        return cls(vocab_size, cfg.model)
+
     def forward(
         self, input_ids: torch.Tensor, state: LSTMState | None = None
     ) -> tuple[torch.Tensor, LSTMState]:
@@ -72,18 +76,12 @@ class LSTMLanguageModel(nn.Module):
         return self.head(h), state  # (B, T, V)
 
 
-def build_models(vocab_size: int, cfg: LSTMConfig) -> dict[str, nn.Module]:
-    return {"model": LSTMLanguageModel(vocab_size, cfg.model)}
-
-
 class LSTMTask(LanguageModelTask):
-    def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.vocab_size, self.cfg)
+    model_class = LSTMLanguageModel
 
 
 class LSTMGenerator(LanguageModelGenerator):
-    def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.vocab_size, self.cfg)
+    model_class = LSTMLanguageModel
 
 
 FAMILY = FamilySpec("lstm", LSTMConfig, LSTMTask, LSTMGenerator, evaluate_language_model)

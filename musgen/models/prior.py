@@ -56,14 +56,12 @@ def load_codec(path: Path) -> VQVAEGenerator:
     return codec
 
 
-def build_models(cfg: PriorConfig, vocab_size: int) -> dict[str, nn.Module]:
-    return {"model": MusicTransformer(vocab_size, cfg.model, context=cfg.data.seq_len)}
-
-
 class PriorTask(LanguageModelTask):
     """Next-code prediction over the codes of the data set's audio under the frozen codec. Training
     encodes the audio with the codec named by ``vqvae``; evaluation (given the trained models and the
     checkpoint's data fields) needs no codec."""
+
+    model_class = MusicTransformer
 
     def __init__(
         self,
@@ -96,9 +94,6 @@ class PriorTask(LanguageModelTask):
                 f"{codec.sample_rate} Hz: build the data at the codec's rate"
             )
         return codec_dir, codec
-
-    def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.cfg, self.vocab_size)
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.audio_codes import CodeWindows, encoded_split, weights_key
@@ -168,7 +163,7 @@ class PriorGenerator(Generator):
         return codec
 
     def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.cfg, self.vocab_size)
+        return {"model": MusicTransformer.from_config(self.vocab_size, self.cfg)}
 
     @property
     def sample_rate(self) -> int:

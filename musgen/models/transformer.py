@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -135,6 +136,11 @@ class MusicTransformer(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    @classmethod
+    def from_config(cls, vocab_size: int, cfg: Any) -> MusicTransformer:
+        """From a family config with ``model`` and ``data.seq_len`` (the transformer's and the prior's)."""
+        return cls(vocab_size, cfg.model, context=cfg.data.seq_len)
+
     def forward(
         self, input_ids: torch.Tensor, state: TransformerState | None = None
     ) -> tuple[torch.Tensor, TransformerState]:
@@ -158,18 +164,12 @@ class MusicTransformer(nn.Module):
         return self.head(self.norm(x)), new_state  # (B, T, V)
 
 
-def build_models(vocab_size: int, cfg: TransformerConfig) -> dict[str, nn.Module]:
-    return {"model": MusicTransformer(vocab_size, cfg.model, context=cfg.data.seq_len)}
-
-
 class TransformerTask(LanguageModelTask):
-    def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.vocab_size, self.cfg)
+    model_class = MusicTransformer
 
 
 class TransformerGenerator(LanguageModelGenerator):
-    def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.vocab_size, self.cfg)
+    model_class = MusicTransformer
 
 
 FAMILY = FamilySpec(
