@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(verbs)
     _add_plot(verbs)
     _add_report(verbs)
+    _add_card(verbs)
     return parser
 
 
@@ -390,6 +391,35 @@ def _add_report(verbs: Any) -> None:
     report.add_argument("--max-samples", type=int, default=48, help="samples shown at most (default 48)")
 
 
+def _add_card(verbs: Any) -> None:
+    """Adds `card`."""
+    card = _sub(
+        verbs,
+        "card",
+        "card",
+        "Write a Hugging Face model card for a checkpoint into OUT_DIR: README.md (the hub's YAML "
+        "header, what the model is, its training settings, its eval.json table, how to load it), "
+        "media/ with one sample (MIDI, piano roll and rendering; or WAV and spectrogram for audio "
+        "families), and the checkpoint's own files, so OUT_DIR can be pushed to the hub as is.",
+    )
+    card.add_argument("checkpoint", metavar="CKPT", type=Path, help=CHECKPOINT_HELP)
+    card.add_argument("--out", type=Path, required=True, help="OUT_DIR (may be the checkpoint folder itself)")
+    card.add_argument(
+        "--hub-id", metavar="ORG/NAME", help="the id the card tells readers to load (default ORG/NAME)"
+    )
+    card.add_argument("--seed", type=int, default=0, help="seed of the card's sample (default 0)")
+    card.add_argument(
+        "--length", type=int, default=256, help="new tokens of a language model's sample (default 256)"
+    )
+    card.add_argument(
+        "--seconds", type=float, default=5.0, help="seconds of an audio prior's sample (default 5)"
+    )
+    card.add_argument(
+        "--card-only", action="store_true", help="write README.md and media/ only, not the checkpoint's files"
+    )
+    _device_arguments(card)
+
+
 def _device_arguments(parser: argparse.ArgumentParser) -> None:
     """--device and --revision: where the model runs, which hub revision a hub id loads."""
     parser.add_argument(
@@ -666,6 +696,25 @@ def _cmd_report(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_card(args: argparse.Namespace) -> None:
+    from musgen.card import CardOptions, write_card
+    from musgen.hub import looks_like_hub_id
+
+    if args.hub_id is not None and not looks_like_hub_id(args.hub_id):
+        raise MusgenError(f"--hub-id must look like org/name, not {args.hub_id!r}")
+    options = CardOptions(
+        hub_id=args.hub_id,
+        seed=args.seed,
+        length=args.length,
+        seconds=args.seconds,
+        copy_checkpoint=not args.card_only,
+        device=args.device,
+        revision=args.revision,
+    )
+    written = write_card(args.checkpoint, args.out, options)
+    print(written[-1])
+
+
 def _clips(args: argparse.Namespace, names: tuple[str, ...]) -> list[Path]:
     clips = [getattr(args, name) for name in names]
     for clip in clips:
@@ -705,6 +754,7 @@ COMMANDS = {
     ("eval", None): _cmd_eval,
     ("plot", None): _cmd_plot,
     ("report", None): _cmd_report,
+    ("card", None): _cmd_card,
 }
 
 
