@@ -100,12 +100,6 @@ class PriorTask(LanguageModelTask):
     def build_models(self) -> dict[str, nn.Module]:
         return build_models(self.cfg, self.vocab_size)
 
-    def to(self, device: str | torch.device) -> PriorGenerator:
-        """The prior and the codec inside it move together."""
-        super().to(device)
-        self.codec.to(device)
-        return self
-
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.audio_codes import CodeWindows, encoded_split, weights_key
 
