@@ -45,9 +45,14 @@ EXAMPLES = {
     "  musgen eval --checkpoint runs/lstm --data data/bach --num-samples 64 --length 1024 --out lstm_eval.json\n"
     "  musgen eval --checkpoint runs/vqvae --data data/bach-audio --out vqvae_eval.json",
     "plot": "musgen plot chorale.mid --out chorale.png",
+    "card": "musgen card runs/transformer --out cards/transformer\n"
+    "  musgen card checkpoints/prior --out cards/prior --seconds 5",
     "report": "musgen report runs/transformer --out runs/transformer/report\n"
     "  musgen report runs/lstm --samples samples/lstm --eval lstm_eval.json --out report_lstm",
 }
+
+
+CHECKPOINT_HELP = "a RUN_DIR, a checkpoint directory, or a Hugging Face hub id org/name"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(verbs)
     _add_plot(verbs)
     _add_report(verbs)
+    _add_card(verbs)
     return parser
 
 
@@ -188,7 +194,7 @@ def _add_train(verbs: Any) -> None:
 def _add_sample(verbs: Any) -> None:
     """Adds `sample`."""
     sample = _sub(verbs, "sample", "sample", "Sample new music from a trained checkpoint.")
-    sample.add_argument("--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory")
+    sample.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
     sample.add_argument("--out", type=Path, required=True, help="OUT_DIR for sample_000.mid ...")
     sample.add_argument(
         "--prime",
@@ -209,6 +215,7 @@ def _add_sample(verbs: Any) -> None:
         help="no end-of-piece before this many new tokens (default: a quarter of --length)",
     )
     _sampling_arguments(sample)
+    _device_arguments(sample)
     sample.add_argument("--render", action="store_true", help="also write sample_000.wav ... (rendered MIDI)")
     sample.add_argument("--plot", action="store_true", help="also write sample_000.png ... (piano rolls)")
     gan = sample.add_argument_group("piano-roll models (accompaniment)")
@@ -244,6 +251,7 @@ def _add_interpolate(verbs: Any) -> None:
     interp.add_argument("clip_b", metavar="B.mid", type=Path)
     interp.add_argument("--steps", type=int, default=8, help="files to write, endpoints included (default 8)")
     _latent_arguments(interp)
+    _device_arguments(interp)
 
 
 def _add_reconstruct(verbs: Any) -> None:
@@ -258,6 +266,7 @@ def _add_reconstruct(verbs: Any) -> None:
     )
     recon.add_argument("clip_a", metavar="A.mid|A.wav", type=Path)
     _latent_arguments(recon)
+    _device_arguments(recon)
 
 
 def _add_render(verbs: Any) -> None:
@@ -311,9 +320,7 @@ def _add_eval(verbs: Any) -> None:
         "audio MR-STFT distance, SI-SDR, codebook usage and a Frechet distance on random-CNN "
         "embeddings. Writes REPORT.json and prints a table.",
     )
-    evaluate.add_argument(
-        "--checkpoint", type=Path, required=True, help="a RUN_DIR or a checkpoint directory"
-    )
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
     evaluate.add_argument("--data", type=Path, required=True, help="DATA_DIR the model was trained on")
     evaluate.add_argument("--out", type=Path, required=True, help="REPORT.json to write")
     evaluate.add_argument(
@@ -348,6 +355,7 @@ def _add_eval(verbs: Any) -> None:
     )
     evaluate.add_argument("--batch-size", type=int, default=16, help="held-out windows per forward pass")
     evaluate.add_argument("--save-samples", type=Path, metavar="DIR", help="also write the samples here")
+    _device_arguments(evaluate)
 
 
 def _add_plot(verbs: Any) -> None:
@@ -383,9 +391,60 @@ def _add_report(verbs: Any) -> None:
     report.add_argument("--max-samples", type=int, default=48, help="samples shown at most (default 48)")
 
 
+def _add_card(verbs: Any) -> None:
+    """Adds `card`."""
+    card = _sub(
+        verbs,
+        "card",
+        "card",
+        "Write a Hugging Face model card for a checkpoint into OUT_DIR: README.md (the hub's YAML "
+        "header, what the model is, its training settings, its eval.json table, how to load it), "
+        "media/ with one sample (MIDI, piano roll and rendering; or WAV and spectrogram for audio "
+        "families), and the checkpoint's own files, so OUT_DIR can be pushed to the hub as is.",
+    )
+    card.add_argument("checkpoint", metavar="CKPT", type=Path, help=CHECKPOINT_HELP)
+    card.add_argument("--out", type=Path, required=True, help="OUT_DIR (may be the checkpoint folder itself)")
+    card.add_argument(
+        "--hub-id", metavar="ORG/NAME", help="the id the card tells readers to load (default ORG/NAME)"
+    )
+    card.add_argument("--seed", type=int, default=0, help="seed of the card's sample (default 0)")
+    card.add_argument(
+        "--length", type=int, default=256, help="new tokens of a language model's sample (default 256)"
+    )
+    card.add_argument(
+        "--seconds", type=float, default=5.0, help="seconds of an audio prior's sample (default 5)"
+    )
+    card.add_argument(
+        "--card-only", action="store_true", help="write README.md and media/ only, not the checkpoint's files"
+    )
+    _device_arguments(card)
+
+
+def _device_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --revision: where the model runs, which hub revision a hub id loads."""
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEVICE",
+        help="cpu (default), cuda, cuda:N, mps, or auto (cuda, else mps, else cpu)",
+    )
+    parser.add_argument(
+        "--revision",
+        metavar="REV",
+        help="with a hub id as --checkpoint: the branch, tag or commit to load (default main)",
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """The --checkpoint's Generator on --device (a hub id at --revision)."""
+    from musgen.api import load
+
+    return load(args.checkpoint, args.device, revision=args.revision)
+
+
 def _latent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="a musicvae RUN_DIR or checkpoint directory"
+        "--checkpoint", type=Path, required=True, help="a musicvae (or vqvae) " + CHECKPOINT_HELP
     )
     parser.add_argument("--out", type=Path, required=True, help="OUT_DIR for the MIDI files")
     parser.add_argument("--bar-offset", type=int, default=0, help="start the window at this bar of each clip")
@@ -538,12 +597,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from musgen.api import load
-
     for flag, path in (("primer", args.prime), ("--condition-track", args.condition_track)):
         if path is not None and not path.is_file():
             raise MusgenError(f"{flag} {path} is not a file")
-    generator = load(args.checkpoint)
+    generator = _load(args)
     if (args.render or args.plot) and generator.sample_suffix != ".mid":
         raise MusgenError("--render and --plot apply to MIDI samples; this checkpoint writes audio already")
     paths = generator.generate_to(
@@ -568,9 +625,10 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     for path in paths:
         print(path)
     if args.render or args.plot:
+        from musgen.progress import progress
         from musgen.viz.media import sample_media
 
-        for path in paths:
+        for path in progress(paths, desc="render" if args.render else "plot", unit="sample"):
             for extra in sample_media(path, render=args.render, plot=args.plot):
                 print(extra)
 
@@ -597,6 +655,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        device=args.device,
+        revision=args.revision,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
@@ -636,6 +696,25 @@ def _cmd_report(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_card(args: argparse.Namespace) -> None:
+    from musgen.card import CardOptions, write_card
+    from musgen.hub import looks_like_hub_id
+
+    if args.hub_id is not None and not looks_like_hub_id(args.hub_id):
+        raise MusgenError(f"--hub-id must look like org/name, not {args.hub_id!r}")
+    options = CardOptions(
+        hub_id=args.hub_id,
+        seed=args.seed,
+        length=args.length,
+        seconds=args.seconds,
+        copy_checkpoint=not args.card_only,
+        device=args.device,
+        revision=args.revision,
+    )
+    written = write_card(args.checkpoint, args.out, options)
+    print(written[-1])
+
+
 def _clips(args: argparse.Namespace, names: tuple[str, ...]) -> list[Path]:
     clips = [getattr(args, name) for name in names]
     for clip in clips:
@@ -649,10 +728,8 @@ def _decode_controls(args: argparse.Namespace) -> dict:
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> None:
-    from musgen.api import load
-
     a, b = _clips(args, ("clip_a", "clip_b"))
-    paths = load(args.checkpoint).require("interpolate_to", "interpolation")(
+    paths = _load(args).require("interpolate_to", "interpolation")(
         args.out, a, b, args.steps, bar_offset=args.bar_offset, **_decode_controls(args)
     )
     for path in paths:
@@ -660,10 +737,8 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> None:
-    from musgen.api import load
-
     (a,) = _clips(args, ("clip_a",))
-    for path in load(args.checkpoint).require("reconstruct_to", "reconstruction")(
+    for path in _load(args).require("reconstruct_to", "reconstruction")(
         args.out, a, bar_offset=args.bar_offset, **_decode_controls(args)
     ):
         print(path)
@@ -679,6 +754,7 @@ COMMANDS = {
     ("eval", None): _cmd_eval,
     ("plot", None): _cmd_plot,
     ("report", None): _cmd_report,
+    ("card", None): _cmd_card,
 }
 
 

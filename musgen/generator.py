@@ -13,10 +13,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from musgen import checkpoint
 from musgen.config import from_dict
+from musgen.device import resolve_device
 from musgen.errors import CheckpointError, ConfigError, MusgenError
 from musgen.registry import FamilySpec, families_with, get_family
 
@@ -44,6 +46,18 @@ class Generator:
         for name, module in self.models.items():
             ckpt.load_weights(name, module)
             module.eval()
+        self.device = torch.device("cpu")  # weights load on the CPU; ``to`` moves them
+        # Where the checkpoint came from: {"path"} or, from the hub, {"hub_id", "revision", "path"}.
+        self.source: dict[str, Any] = {"path": str(ckpt.path)}
+
+    def to(self, device: str | torch.device) -> Generator:
+        """Moves the models to ``device`` (a torch device; see ``musgen.device.resolve_device`` for
+        names like "auto"); what the generator creates while generating follows. Outputs stay CPU
+        numpy arrays / symusic Scores. Returns self."""
+        self.device = torch.device(device)
+        for module in self.models.values():
+            module.to(self.device)
+        return self
 
     def build_models(self) -> dict[str, nn.Module]:
         raise NotImplementedError
@@ -133,8 +147,16 @@ def checkpoint_config(ckpt: checkpoint.PortableCheckpoint, spec: FamilySpec) -> 
         raise CheckpointError(f"config of checkpoint {ckpt.path} does not fit this musgen: {err}") from None
 
 
-def load(path: str | Path) -> Generator:
-    """Loads a portable checkpoint directory (or a RUN_DIR's latest checkpoint) on the CPU."""
-    ckpt = checkpoint.load_portable(Path(path))
+def load(path: str | Path, device: str | torch.device = "cpu", *, revision: str | None = None) -> Generator:
+    """Loads a portable checkpoint directory, a RUN_DIR's latest checkpoint, or a Hugging Face hub id
+    ``org/name`` that is not a local path (at ``revision``), onto ``device``: cpu (default), cuda,
+    cuda:N, mps, or auto (cuda, else mps, else cpu)."""
+    from musgen.hub import locate
+
+    target = resolve_device(device)  # an unavailable device fails before anything is read
+    located = locate(path, revision)
+    ckpt = checkpoint.load_portable(located.path)
     spec = get_family(ckpt.family)
-    return spec.generator_cls(ckpt, checkpoint_config(ckpt, spec))
+    generator = spec.generator_cls(ckpt, checkpoint_config(ckpt, spec))
+    generator.source = {**located.source, "path": str(ckpt.path)}
+    return generator.to(target)

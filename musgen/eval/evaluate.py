@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,13 @@ def evaluate_checkpoint(
     *,
     split: str = "test",
     samples_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Evaluates a checkpoint (or a RUN_DIR's latest) on DATA_DIR's ``split`` (the valid split when
-    it is empty); returns the report, its text table under ``"table"``. ``options``: the fields of
-    ``EvalOptions``; ``samples_dir`` keeps the samples as files."""
+    """Evaluates a checkpoint (or a RUN_DIR's latest, or a hub id) on DATA_DIR's ``split`` (the valid
+    split when it is empty) with the model on ``device``; returns the report, its text table under
+    ``"table"``. ``options``: the fields of ``EvalOptions``; ``samples_dir`` keeps the samples as files."""
     from musgen.data.dataset import read_manifest
     from musgen.generator import load
 
@@ -96,7 +99,7 @@ def evaluate_checkpoint(
         raise MusgenError(
             f"{data_dir} is not a musgen data set (no manifest.json); run `musgen data build` first"
         )
-    generator = load(checkpoint)
+    generator = load(checkpoint, device, revision=revision)
     family, spec = generator.family, generator.spec
     manifest = read_manifest(data_dir)
     if (manifest.get("kind") == "audio") != (spec.data_kind == "audio"):
@@ -146,10 +149,28 @@ def _held_out_split(manifest: dict, split: str, data_dir: Path) -> str:
 def task_metrics(task: Any, dataset: Dataset, batch_size: int) -> dict[str, float]:
     """The family's own held-out metrics: ``Task.eval_step`` summed over every batch of ``dataset``,
     then ``Task.eval_metrics`` (the loop's periodic validation does the same on the valid split)."""
-    sums, _ = sum_eval_steps(task, DataLoader(dataset, batch_size=batch_size, shuffle=False))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    sums, _ = sum_eval_steps(task, on_device(loader, models_device(task.models)))
     if not sums:
         raise MusgenError("the held-out split has nothing to evaluate (no window of the model's length)")
     return metrics_from_sums(task, sums)
+
+
+def models_device(models: Mapping[str, torch.nn.Module]) -> torch.device:
+    """Where a Task's (loaded) models are: the device of their first parameter."""
+    for model in models.values():
+        for param in model.parameters():
+            return param.device
+    return torch.device("cpu")
+
+
+def on_device(
+    batches: Iterable[Mapping[str, torch.Tensor]], device: torch.device
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches of a DataLoader, each tensor moved to ``device`` (the loop's Accelerator does
+    this in training; ``musgen eval`` runs without one)."""
+    for batch in batches:
+        yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def evenly(items: list, limit: int = MAX_REFERENCE) -> list:

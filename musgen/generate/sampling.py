@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from musgen.errors import MusgenError
+from musgen.progress import progress
 
 
 @dataclass
@@ -39,7 +40,9 @@ class SamplingControls:
             raise MusgenError(f"--top-p must be in (0, 1], got {self.top_p}")
 
 
-def _processors(ctl: SamplingControls, prime_length: int, eos_id: int | None):  # -> LogitsProcessorList
+def _processors(
+    ctl: SamplingControls, prime_length: int, eos_id: int | None, device: torch.device | str = "cpu"
+):  # -> LogitsProcessorList
     from transformers.generation.logits_process import (
         LogitsProcessorList,
         MinNewTokensLengthLogitsProcessor,
@@ -51,7 +54,10 @@ def _processors(ctl: SamplingControls, prime_length: int, eos_id: int | None):  
     procs = LogitsProcessorList()
     if ctl.min_length and eos_id is not None:
         # A model trained on whole pieces may end a piece right after a complete primer.
-        procs.append(MinNewTokensLengthLogitsProcessor(prime_length, ctl.min_length, eos_id))
+        # Its EOS id tensor lives on ``device``: torch.isin needs it where the scores are.
+        procs.append(
+            MinNewTokensLengthLogitsProcessor(prime_length, ctl.min_length, eos_id, device=str(device))
+        )
     if ctl.temperature != 1.0:
         procs.append(TemperatureLogitsWarper(ctl.temperature))
     if ctl.top_k > 0:
@@ -117,7 +123,7 @@ def sample_sequences(
     model.eval()
     device = next(model.parameters()).device
     gen = make_generator(ctl.seed)
-    procs = _processors(ctl, len(prime_ids), eos_id)
+    procs = _processors(ctl, len(prime_ids), eos_id, device)
     bar_set = torch.tensor(bar_ids or [], dtype=torch.long, device=device)
 
     context: int | None = getattr(model, "context", None) or None  # None: unbounded (recurrent models)
@@ -133,7 +139,9 @@ def sample_sequences(
     bars_seen = torch.zeros(n, dtype=torch.long, device=device)
     if allowed is not None:
         allowed = allowed.to(device)
+    bar = progress(total=ctl.length, desc=f"sample {n}" if n > 1 else "sample", unit="token")
     for i in range(ctl.length):
+        bar.update()
         if allowed is not None:
             next_logits = next_logits.masked_fill(~allowed[i % allowed.shape[0]], float("-inf"))
         scores = procs(seqs, next_logits) if len(procs) else next_logits
@@ -158,6 +166,7 @@ def sample_sequences(
         else:
             logits, state = model(token[:, None], state)
             next_logits, cached = logits[:, -1].float(), cached + 1
+    bar.close()
     if was_training:
         model.train()
     return seqs.tolist()

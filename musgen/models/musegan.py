@@ -660,11 +660,11 @@ class MuseGANGenerator(Generator):
             noise = {key: fresh[key] if key.endswith("_t") else base[key] for key in base}
             roll = track = None
             if cond_roll is not None:  # (steps, P) for every sample, or (n, steps, P) one per sample
-                given = torch.as_tensor(np.asarray(cond_roll[..., j * t : (j + 1) * t, :], dtype=np.float32))
-                roll = given.expand(n, -1, -1)
+                phrase = np.asarray(cond_roll[..., j * t : (j + 1) * t, :], dtype=np.float32)
+                roll = torch.as_tensor(phrase, device=self.device).expand(n, -1, -1)
                 assert cond_track is not None, "a given roll comes with its track"
-                track = torch.full((n,), int(cond_track), dtype=torch.long)
-            probs = gen(noise, roll, track).float()
+                track = torch.full((n,), int(cond_track), dtype=torch.long, device=self.device)
+            probs = gen(noise, roll, track).float().cpu()  # notes are drawn on the CPU with ``rng``
             if binarize == "bernoulli":
                 probs = torch.bernoulli(probs, generator=rng)
             out.append((probs > threshold).numpy())

@@ -360,7 +360,8 @@ class MusicVAEGenerator(Generator):
         if num_samples < 1:
             raise MusgenError(f"--num-samples must be at least 1, got {num_samples}")
         controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
-        z = torch.randn(num_samples, self.model.latent_dim, generator=make_generator(seed))
+        # Drawn on the CPU from the seed (same z on every device), then moved to the model's device.
+        z = torch.randn(num_samples, self.model.latent_dim, generator=make_generator(seed)).to(self.device)
         return [self.events_to_score(w) for w in self.decode_events(z, **controls, seed=seed)]
 
     # -- the latent space -------------------------------------------------------------------------
@@ -374,7 +375,7 @@ class MusicVAEGenerator(Generator):
     @torch.no_grad()
     def encode_windows(self, windows: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """windows (N, T) event ids -> mu, sigma (N, Z)."""
-        events = torch.as_tensor(np.asarray(windows), dtype=torch.long)
+        events = torch.as_tensor(np.asarray(windows), dtype=torch.long, device=self.device)
         if events.ndim != 2 or events.shape[1] != self.model.length:
             raise MusgenError(f"windows must be (N, {self.model.length}) events, got {tuple(events.shape)}")
         return self.model.encode(events)
@@ -407,7 +408,8 @@ class MusicVAEGenerator(Generator):
             def pick(logits: torch.Tensor) -> torch.Tensor:
                 return draw(warp_logits(ctl, logits.float()), gen)
 
-        events, _ = self.model.free_running(torch.as_tensor(z, dtype=torch.float32), pick)
+        latents = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        events, _ = self.model.free_running(latents, pick)
         return events.cpu().numpy()
 
     def decode(self, z: torch.Tensor, **controls: Any) -> list[Any]:

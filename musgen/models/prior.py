@@ -165,6 +165,12 @@ class PriorGenerator(Generator):
     def build_models(self) -> dict[str, nn.Module]:
         return {"model": MusicTransformer.from_config(self.vocab_size, self.cfg)}
 
+    def to(self, device: str | torch.device) -> PriorGenerator:
+        """The prior and the codec inside it move together."""
+        super().to(device)
+        self.codec.to(device)
+        return self
+
     @property
     def sample_rate(self) -> int:
         return self._sample_rate
@@ -175,7 +181,7 @@ class PriorGenerator(Generator):
 
     def level_mask(self) -> torch.Tensor:
         """(Q, V) bool: the ids allowed at each level of a frame (never BOS)."""
-        mask = torch.zeros(self.levels, self.vocab_size, dtype=torch.bool)
+        mask = torch.zeros(self.levels, self.vocab_size, dtype=torch.bool, device=self.device)
         for level in range(self.levels):
             mask[level, level * self.codebook_size : (level + 1) * self.codebook_size] = True
         return mask
@@ -217,6 +223,7 @@ class PriorGenerator(Generator):
         recommended settings."""
         from musgen.data.audio_codes import unflatten_tokens
         from musgen.generate.sampling import SamplingControls, sample_sequences
+        from musgen.progress import progress
 
         if bars is not None:
             raise MusgenError("--bars does not apply to audio: use --seconds")
@@ -248,7 +255,7 @@ class PriorGenerator(Generator):
                 ),
                 fade,
             )
-            for seq in seqs
+            for seq in progress(seqs, desc="decode audio", unit="sample")
         ]
 
     def continue_(self, prime: str | Path, num_samples: int = 1, **options: Any) -> list[np.ndarray]:

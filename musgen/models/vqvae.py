@@ -219,13 +219,14 @@ class VQVAEGenerator(Generator):
 
     @torch.no_grad()
     def encode_audio(self, wave: np.ndarray) -> torch.Tensor:
-        """Mono waveform (T,) at the codec's rate -> codes (ceil(T / hop), Q)."""
-        return self.codec.encode(torch.from_numpy(np.asarray(wave, dtype=np.float32))[None])[0]
+        """Mono waveform (T,) at the codec's rate -> codes (ceil(T / hop), Q), on the CPU."""
+        samples = torch.from_numpy(np.asarray(wave, dtype=np.float32))[None].to(self.device)
+        return self.codec.encode(samples)[0].cpu()
 
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
         """codes (F, Q) -> waveform (F * hop,) float32."""
-        return self.codec.decode(codes[None].long())[0, 0].clamp(-1, 1).numpy()
+        return self.codec.decode(codes[None].long().to(self.device))[0, 0].clamp(-1, 1).cpu().numpy()
 
     def reconstruct_audio(self, wave: np.ndarray) -> np.ndarray:
         """The round trip of a mono waveform at the codec's rate: encode, decode, same length."""

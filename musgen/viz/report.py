@@ -21,6 +21,7 @@ from typing import Any
 
 from musgen.errors import MusgenError
 from musgen.eval.report_format import SECTIONS, format_value
+from musgen.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ def build_report(
             f"<p class='note'>no samples: <code>musgen sample --checkpoint {_e(run_dir)} --out "
             f"{_e(run_dir / 'samples')} --render --plot</code> writes some</p>"
         )
-    for i, sample in enumerate(found):
+    for i, sample in enumerate(progress(found, desc="report samples", unit="sample")):
         # Captioned by the path under its samples folder: several models write sample_000.mid.
         root = next(r for r in roots if sample.is_relative_to(r))
         body.append(_sample_html(i, sample, media, make_missing, sample.relative_to(root).as_posix()))
