@@ -53,7 +53,7 @@ def compute(ckpt: Path, data: Path, split: str, max_windows: int, batch: int) ->
     require_windows(windows, data, split)
     chosen = evenly_spaced(len(windows), max_windows)
     events = np.stack([windows.window(int(i)) for i in chosen])
-    vectors = generator.attribute_vectors(events, batch_size=batch, progress=True)
+    vectors = generator.compute_attribute_vectors(events, batch_size=batch, progress=True)
     source = {
         "data": str(data),
         "data_fingerprint": data_fingerprint(data),

@@ -491,7 +491,7 @@ class MusicVAEGenerator(Generator):
         labels = [f"step {i + 1}/{steps}: {name} {amount * i / (steps - 1):+.2f}" for i in range(steps)]
         return self.write_steps(out_dir, windows, labels)
 
-    def attribute_vectors(
+    def compute_attribute_vectors(
         self, windows: np.ndarray, *, batch_size: int = 256, progress: bool = False
     ) -> dict[str, dict[str, Any]]:
         """For each attribute of ``ATTRIBUTES``: the mean latent (mu) of the windows (N, T) in the
