@@ -260,10 +260,20 @@ def set_sampling_defaults(
         raise CheckpointError(
             f"unknown sampling settings {sorted(unknown)} (known: {', '.join(SAMPLING_KEYS)})"
         )
-    meta = json.loads((ckpt_dir / META_FILE).read_text())
-    meta["sampling"] = {key: SAMPLING_KEYS[key](value) for key, value in settings.items()}
+    entries: dict[str, Any] = {
+        "sampling": {key: SAMPLING_KEYS[key](value) for key, value in settings.items()}
+    }
     if evidence is not None:
-        meta["sampling_chosen_by"] = dict(evidence)
+        entries["sampling_chosen_by"] = dict(evidence)
+    return update_meta(ckpt_dir, entries)
+
+
+def update_meta(path: Path, entries: Mapping[str, Any]) -> Path:
+    """Sets top-level ``entries`` (JSON values) in the ``musgen.json`` of the checkpoint at ``path``,
+    rewriting it atomically (a temporary file renamed over it); returns the checkpoint directory."""
+    ckpt_dir = resolve_checkpoint(path)
+    meta = json.loads((ckpt_dir / META_FILE).read_text())
+    meta.update(entries)
     tmp = ckpt_dir / f".{META_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, ckpt_dir / META_FILE)

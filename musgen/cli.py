@@ -35,7 +35,9 @@ EXAMPLES = {
     "  musgen sample --checkpoint runs/musegan --condition-track melody.mid --track soprano --out harmonised\n"
     "  musgen sample --checkpoint runs/prior --prime seed.wav --seconds 10 --out audio",
     "interpolate": "musgen interpolate a.mid b.mid --checkpoint runs/musicvae --steps 8 --out morph\n"
-    "  musgen interpolate a.mid b.mid --checkpoint runs/musicvae_2bar --steps 5 --bar-offset 4 --out morph",
+    "  musgen interpolate a.mid b.mid --checkpoint runs/musicvae_2bar --steps 5 --bar-offset 4 --out morph\n"
+    "  musgen interpolate a.mid --attribute density --amount 1.5 --steps 5 --checkpoint runs/musicvae "
+    "--out denser",
     "reconstruct": "musgen reconstruct a.mid --checkpoint runs/musicvae --out recon\n"
     "  musgen reconstruct take.wav --checkpoint runs/vqvae --out recon",
     "render": "musgen render chorale.mid --out chorale.wav\n"
@@ -243,13 +245,24 @@ def _add_interpolate(verbs: Any) -> None:
         "interpolate",
         "interpolate",
         "Morph one MIDI clip into another through a MusicVAE's latent space (slerp between the "
-        "two latent means). Writes interp_000.mid ... (--steps files, both endpoints included) "
-        "and interpolation.mid with all steps in a row. Each clip is reduced to its melody line "
-        "(the highest note at each moment) and cut to the model's window (2 or 16 bars).",
+        "two latent means), or, with --attribute, move one clip along an attribute vector (more or "
+        "fewer notes, higher or lower). Writes interp_000.mid ... (--steps files, both endpoints "
+        "included) and interpolation.mid with all steps in order, a bar of rest and a marker "
+        "between them. Each clip is reduced to its melody line (the highest note at each moment) "
+        "and cut to the model's window (2 or 16 bars).",
     )
     interp.add_argument("clip_a", metavar="A.mid", type=Path)
-    interp.add_argument("clip_b", metavar="B.mid", type=Path)
+    interp.add_argument("clip_b", metavar="B.mid", type=Path, nargs="?", help="omitted with --attribute")
     interp.add_argument("--steps", type=int, default=8, help="files to write, endpoints included (default 8)")
+    interp.add_argument(
+        "--attribute",
+        metavar="NAME",
+        help="decode z_A + t * AMOUNT * v for t from 0 to 1, v the checkpoint's attribute vector NAME "
+        "(density: note onsets per bar; pitch: mean pitch), stored by scripts/attribute_vectors.py",
+    )
+    interp.add_argument(
+        "--amount", type=float, help="how far to move along --attribute (default 1; negative lowers it)"
+    )
     _latent_arguments(interp)
     _device_arguments(interp)
 
@@ -728,12 +741,30 @@ def _decode_controls(args: argparse.Namespace) -> dict:
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> None:
-    a, b = _clips(args, ("clip_a", "clip_b"))
-    paths = _load(args).require("interpolate_to", "interpolation")(
-        args.out, a, b, args.steps, bar_offset=args.bar_offset, **_decode_controls(args)
-    )
+    if args.attribute is not None:
+        paths = _shift_along_attribute(args)
+    else:
+        if args.clip_b is None:
+            raise MusgenError("interpolate needs two clips A.mid B.mid, or one clip with --attribute NAME")
+        if args.amount is not None:
+            raise MusgenError("--amount applies only with --attribute NAME")
+        a, b = _clips(args, ("clip_a", "clip_b"))
+        paths = _load(args).require("interpolate_to", "interpolation")(
+            args.out, a, b, args.steps, bar_offset=args.bar_offset, **_decode_controls(args)
+        )
     for path in paths:
         print(path)
+
+
+def _shift_along_attribute(args: argparse.Namespace) -> list[Path]:
+    """`interpolate A.mid --attribute NAME --amount X`: one clip moved along an attribute vector."""
+    if args.clip_b is not None:
+        raise MusgenError("--attribute moves one clip: give A.mid only (drop --attribute to morph A into B)")
+    (a,) = _clips(args, ("clip_a",))
+    amount = 1.0 if args.amount is None else args.amount
+    return _load(args).require("shift_to", "--attribute")(
+        args.out, a, args.attribute, amount, args.steps, bar_offset=args.bar_offset, **_decode_controls(args)
+    )
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> None:

@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from musgen.config import TrainConfig
-from musgen.data.melody import HOLD, MelodyConfig
-from musgen.errors import ConfigError, MusgenError
+from musgen.data.melody import FIRST_PITCH_ID, HOLD, NOTE_OFF, MelodyConfig
+from musgen.errors import CheckpointError, ConfigError, MusgenError
 from musgen.generate.sampling import SamplingControls, draw, make_generator, warp_logits
 from musgen.generator import Generator
 from musgen.registry import FamilySpec
@@ -435,14 +435,105 @@ class MusicVAEGenerator(Generator):
     def interpolate_to(
         self, out_dir: str | Path, a: str | Path, b: str | Path, steps: int = 8, **kwargs: Any
     ) -> list[Path]:
-        """Writes ``interp_000.mid`` ... (``steps`` files) and ``interpolation.mid`` (all steps in a row)."""
-        from musgen.data.melody import join_windows
-
+        """Writes ``interp_000.mid`` ... (``steps`` files) and ``interpolation.mid`` (all steps in
+        order, a bar of rest between them, a marker naming each step)."""
         windows = self.interpolate(a, b, steps, **kwargs)
+        labels = [f"step {i + 1}/{steps}: {i / (steps - 1):.0%} of the way to B" for i in range(steps)]
+        return self.write_steps(out_dir, windows, labels)
+
+    # -- attribute vectors (MusicVAE section 5.3) ---------------------------------------------------
+    @property
+    def attributes(self) -> dict[str, dict[str, Any]]:
+        """The attribute vectors stored with the checkpoint (``musgen.json`` ``"attributes"``): name ->
+        {"vector": [...], "computed_from": {...}}; {} if none."""
+        return stored_attributes(self.checkpoint.meta, self.model.latent_dim)
+
+    def attribute_vector(self, name: str) -> torch.Tensor:
+        """The stored latent direction (Z,) that raises attribute ``name`` (see ``ATTRIBUTES``)."""
+        stored = self.attributes
+        if not stored:
+            raise MusgenError(f"checkpoint {self.checkpoint.path} has no attribute vectors: {HOW_TO_COMPUTE}")
+        if name not in stored:
+            raise MusgenError(
+                f"no attribute vector {name!r} in checkpoint {self.checkpoint.path} "
+                f"(it has {', '.join(sorted(stored))}): {HOW_TO_COMPUTE}"
+            )
+        return torch.tensor(stored[name]["vector"], dtype=torch.float32)
+
+    def shift(
+        self,
+        clip: str | Path | np.ndarray,
+        name: str,
+        amount: float = 1.0,
+        steps: int = 5,
+        *,
+        bar_offset: int = 0,
+        **controls: Any,
+    ) -> np.ndarray:
+        """Event windows (steps, T) decoded from ``z + t * amount * v`` for t from 0 to 1 (both ends
+        included): z the clip's latent mean, v the attribute vector ``name``."""
+        if steps < 2:
+            raise MusgenError(f"--steps must be at least 2 (the clip and the full shift), got {steps}")
+        vector = self.attribute_vector(name)
+        z = self.encode([clip], bar_offset)[0]
+        amounts = torch.linspace(0.0, float(amount), steps)
+        return self.decode_events(z[None, :] + amounts[:, None] * vector[None, :], **controls)
+
+    def shift_to(
+        self,
+        out_dir: str | Path,
+        clip: str | Path,
+        name: str,
+        amount: float = 1.0,
+        steps: int = 5,
+        **kwargs: Any,
+    ) -> list[Path]:
+        """``shift`` written as ``interpolate_to`` writes an interpolation."""
+        windows = self.shift(clip, name, amount, steps, **kwargs)
+        labels = [f"step {i + 1}/{steps}: {name} {amount * i / (steps - 1):+.2f}" for i in range(steps)]
+        return self.write_steps(out_dir, windows, labels)
+
+    def compute_attribute_vectors(
+        self, windows: np.ndarray, *, batch_size: int = 256, progress: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """For each attribute of ``ATTRIBUTES``: the mean latent (mu) of the windows (N, T) in the
+        attribute's top quartile minus that of its bottom quartile, with what it was computed from."""
+        from tqdm.auto import tqdm
+
+        mus = [
+            self.encode_windows(windows[lo : lo + batch_size])[0]
+            for lo in tqdm(
+                range(0, len(windows), batch_size),
+                desc="encoding windows",
+                unit="batch",
+                disable=not progress,
+            )
+        ]
+        mu = torch.cat(mus).numpy().astype(np.float64)
+        return {
+            name: quartile_difference(mu, measure_attribute(windows, name, self.cfg.data), attribute.unit)
+            for name, attribute in ATTRIBUTES.items()
+        }
+
+    # -- writing ------------------------------------------------------------------------------------
+    def write_steps(self, out_dir: str | Path, windows: np.ndarray, labels: Sequence[str]) -> list[Path]:
+        """Writes ``interp_000.mid`` ... (one per window) and ``interpolation.mid``: the windows in
+        order, one bar of rest between them, each starting at a marker with its label."""
         paths = self.write_all(out_dir, "interp", [self.events_to_score(w) for w in windows])
         joined = Path(out_dir) / "interpolation.mid"
-        self.events_to_score(join_windows(list(windows))).dump_midi(str(joined))
+        self.joined_score(windows, labels).dump_midi(str(joined))
         return paths + [joined]
+
+    def joined_score(self, windows: np.ndarray, labels: Sequence[str]) -> Any:
+        """One score of the windows in a row with a bar of rest after each (see ``join_with_rests``)."""
+        import symusic
+
+        rest = self.cfg.data.steps_per_bar
+        score = self.events_to_score(join_with_rests(list(windows), rest))
+        ticks = score.ticks_per_quarter // self.cfg.data.steps_per_quarter
+        for i, label in enumerate(labels):
+            score.markers.append(symusic.TextMeta(i * (self.model.length + rest) * ticks, label))
+        return score
 
     def reconstruct_to(
         self, out_dir: str | Path, midi: str | Path, *, bar_offset: int = 0, **controls: Any
@@ -506,6 +597,91 @@ def accuracy_metrics(sums: Mapping[str, float]) -> dict[str, float]:
         "accuracy": sums.get("correct", 0.0) / max(sums.get("steps", 0.0), 1.0),
         "event_accuracy": sums.get("event_correct", 0.0) / max(sums.get("event_steps", 0.0), 1.0),
     }
+
+
+def join_with_rests(windows: Sequence[np.ndarray], rest_steps: int) -> np.ndarray:
+    """Windows one after another with ``rest_steps`` of silence between them (a NOTE_OFF and HOLDs):
+    window i starts at step ``i * (T + rest_steps)``, each sounding exactly as in its own file."""
+    rest = np.full(rest_steps, HOLD, dtype=np.int64)
+    rest[:1] = NOTE_OFF
+    parts: list[np.ndarray] = []
+    for i, window in enumerate(windows):
+        if i:
+            parts.append(rest)
+        parts.append(np.asarray(window, dtype=np.int64))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+# -- attributes of melody windows, and latent directions that change them ------------------------
+@dataclass(frozen=True)
+class Attribute:
+    unit: str
+    measure: Callable[[np.ndarray, MelodyConfig], float]  # one window (T,) -> its value
+
+
+def note_density(window: np.ndarray, cfg: MelodyConfig) -> float:
+    """Note onsets per bar."""
+    return float(np.count_nonzero(window >= FIRST_PITCH_ID)) * cfg.steps_per_bar / len(window)
+
+
+def mean_pitch(window: np.ndarray, cfg: MelodyConfig) -> float:
+    """Mean MIDI pitch of the notes (by onset); NaN for a window without notes."""
+    ids = window[window >= FIRST_PITCH_ID]
+    return float(ids.mean()) - FIRST_PITCH_ID + cfg.pitch_range[0] if len(ids) else math.nan
+
+
+ATTRIBUTES = {
+    "density": Attribute("note onsets per bar", note_density),
+    "pitch": Attribute("mean MIDI pitch of the notes", mean_pitch),
+}
+HOW_TO_COMPUTE = (
+    "`python scripts/attribute_vectors.py CKPT --data DATA_DIR --write` computes them "
+    f"({', '.join(ATTRIBUTES)})"
+)
+
+
+def measure_attribute(windows: np.ndarray, name: str, cfg: MelodyConfig) -> np.ndarray:
+    """Attribute ``name`` of each window (N, T) -> (N,)."""
+    if name not in ATTRIBUTES:
+        raise MusgenError(f"unknown attribute {name!r} (known: {', '.join(ATTRIBUTES)})")
+    return np.array([ATTRIBUTES[name].measure(np.asarray(w), cfg) for w in windows], dtype=np.float64)
+
+
+def quartile_difference(mu: np.ndarray, values: np.ndarray, unit: str) -> dict[str, Any]:
+    """Mean of ``mu`` (N, Z) over the quarter of the rows with the highest ``values`` minus that over
+    the quarter with the lowest (by rank, ties in data order; NaN values left out)."""
+    known = np.flatnonzero(~np.isnan(values))
+    quarter = len(known) // 4
+    if quarter < 1:
+        raise MusgenError(f"too few windows ({len(known)}) for attribute quartiles: at least 4 are needed")
+    order = known[np.argsort(values[known], kind="stable")]
+    bottom, top = order[:quarter], order[-quarter:]
+    return {
+        "vector": [round(float(x), 6) for x in mu[top].mean(0) - mu[bottom].mean(0)],
+        "computed_from": {
+            "windows": int(len(values)),
+            "quartile_windows": int(quarter),
+            "unit": unit,
+            "bottom_quartile_mean": round(float(values[bottom].mean()), 4),
+            "top_quartile_mean": round(float(values[top].mean()), 4),
+        },
+    }
+
+
+def stored_attributes(meta: Mapping[str, Any], latent_dim: int) -> dict[str, dict[str, Any]]:
+    """The ``"attributes"`` of a checkpoint's metadata, checked: name -> {"vector": Z floats, ...}."""
+    stored = meta.get("attributes") or {}
+    if not isinstance(stored, Mapping):
+        raise CheckpointError(
+            f"the attributes in musgen.json should be a mapping, not {type(stored).__name__}"
+        )
+    for name, entry in stored.items():
+        vector = entry.get("vector") if isinstance(entry, Mapping) else None
+        if not isinstance(vector, list) or len(vector) != latent_dim:
+            raise CheckpointError(
+                f"attribute {name!r} in musgen.json has no vector of {latent_dim} numbers: {HOW_TO_COMPUTE}"
+            )
+    return {str(name): dict(entry) for name, entry in stored.items()}
 
 
 FAMILY = FamilySpec("musicvae", MusicVAEConfig, MusicVAETask, MusicVAEGenerator, evaluate)

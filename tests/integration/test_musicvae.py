@@ -4,6 +4,7 @@ melodies, and the interpolate / reconstruct / sample commands with good and bad 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -191,6 +192,20 @@ def test_bad_clips_and_misuse_are_one_line(tiny_vae_run, folk_data, folk_midi_di
             "needs a musicvae checkpoint",
         ),
         (["sample", "--checkpoint", run, "--out", out, "--prime", tune], "--prime is for language models"),
+        (
+            ["interpolate", tune, "--attribute", "density", "--checkpoint", run, "--out", out],
+            "has no attribute vectors: `python scripts/attribute_vectors.py CKPT --data DATA_DIR --write`",
+        ),
+        (["interpolate", tune, "--checkpoint", run, "--out", out], "needs two clips A.mid B.mid"),
+        (
+            ["interpolate", tune, tune, "--attribute", "pitch", "--checkpoint", run, "--out", out],
+            "--attribute moves one clip",
+        ),
+        (["interpolate", tune, tune, "--amount", "2", "--checkpoint", run, "--out", out], "--amount applies"),
+        (
+            ["interpolate", tune, "--attribute", "pitch", "--checkpoint", str(lstm.run_dir), "--out", out],
+            "--attribute needs a musicvae checkpoint",
+        ),
     ]
     for args, message in cases:
         proc = cli(*args)
@@ -203,3 +218,96 @@ def test_bad_clips_and_misuse_are_one_line(tiny_vae_run, folk_data, folk_midi_di
 def test_help_has_an_example(command):
     proc = cli(command, "--help")
     assert proc.returncode == 0 and f"musgen {command}" in proc.stdout and "example:" in proc.stdout
+
+
+def _note_tuples(score: symusic.Score, shift: int = 0) -> list[tuple[int, int, int]]:
+    return [(n.time - shift, n.duration, n.pitch) for t in score.tracks for n in t.notes]
+
+
+def test_interpolation_file_plays_the_steps_in_order_a_bar_apart(tiny_vae_run, folk_midi_dir, tmp_path):
+    generator = musgen.load(tiny_vae_run.run_dir)
+    tunes = sorted(folk_midi_dir.rglob("*.mid"))
+    paths = generator.interpolate_to(tmp_path, tunes[2], tunes[3], steps=4)
+    steps = [symusic.Score(str(p)) for p in paths[:4]]
+    joined = symusic.Score(str(paths[4]))
+    assert joined.ticks_per_quarter == steps[0].ticks_per_quarter
+    bar = joined.ticks_per_quarter * generator.cfg.data.quarters_per_bar
+    window = bar * generator.cfg.data.num_bars  # every step lasts exactly one window ...
+    offsets = [i * (window + bar) for i in range(4)]  # ... and a bar of rest follows it
+    assert [m.time for m in joined.markers] == offsets
+    assert [m.text.split(":")[0] for m in joined.markers] == [f"step {i}/4" for i in range(1, 5)]
+    notes = _note_tuples(joined)
+    for offset, step in zip(offsets, steps, strict=True):
+        assert _note_tuples(step), "every step has notes"
+        inside = [(t - offset, d, p) for t, d, p in notes if offset <= t < offset + window]
+        assert inside == _note_tuples(step)  # each step's notes, at its offset, as in its own file
+    for offset in offsets[:-1]:  # nothing sounds during the rests
+        assert all(t + d <= offset + window or t >= offset + window + bar for t, d, _ in notes)
+
+
+def test_attribute_vectors_are_stored_loaded_and_used_by_the_cli(
+    tiny_vae_run, folk_data, folk_midi_dir, tmp_path
+):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_vae_run.checkpoint, ckpt)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/attribute_vectors.py",
+            str(ckpt),
+            "--data",
+            str(folk_data),
+            "--max-windows",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0 and "not written" in proc.stdout, proc.stderr
+    assert "attributes" not in json.loads((ckpt / "musgen.json").read_text())
+    proc = subprocess.run(
+        [sys.executable, "scripts/attribute_vectors.py", str(ckpt), "--data", str(folk_data), "--write"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stored = json.loads((ckpt / "musgen.json").read_text())["attributes"]
+    assert sorted(stored) == ["density", "pitch"]
+    generator = musgen.load(ckpt)
+    for name, entry in stored.items():
+        source = entry["computed_from"]
+        assert source["split"] == "train" and source["windows"] >= 4 and source["data"] == str(folk_data)
+        assert source["top_quartile_mean"] > source["bottom_quartile_mean"]
+        vector = generator.attribute_vector(name)
+        assert vector.shape == (generator.model.latent_dim,) and vector.norm() > 0
+        assert vector.tolist() == pytest.approx(entry["vector"])
+
+    tune = sorted(folk_midi_dir.rglob("*.mid"))[0]
+    out = tmp_path / "denser"
+    proc = cli(
+        "interpolate", str(tune), "--attribute", "density", "--amount", "2", "--steps", "3",
+        "--checkpoint", str(ckpt), "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    names = [f"interp_{i:03d}.mid" for i in range(3)] + ["interpolation.mid"]
+    assert proc.stdout.split() == [str(out / n) for n in names]
+    # The files hold the decoded z_A + t * 2 * v, t = 0, 0.5, 1; step 0 is the clip's own decoding.
+    windows = generator.shift(tune, "density", 2.0, 3)
+    assert (windows[0] == generator.decode_events(generator.encode([tune]))[0]).all()
+    for i, events in enumerate(windows):
+        assert _note_tuples(symusic.Score(str(out / names[i]))) == _note_tuples(
+            generator.events_to_score(events)
+        )
+    markers = [m.text for m in symusic.Score(str(out / "interpolation.mid")).markers]
+    assert markers == ["step 1/3: density +0.00", "step 2/3: density +1.00", "step 3/3: density +2.00"]
+
+    proc = cli(
+        "interpolate", str(tune), "--attribute", "loudness", "--checkpoint", str(ckpt),
+        "--out", str(tmp_path / "x"),
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "no attribute vector 'loudness'" in lines[0] and "scripts/attribute_vectors.py" in lines[0]
+    assert not (tmp_path / "x").exists()
