@@ -23,18 +23,6 @@ from musgen.errors import MusgenError
 log = logging.getLogger(__name__)
 
 HUB_PLACEHOLDER = "ORG/NAME"
-DESCRIPTIONS = {
-    "lstm": "an LSTM language model over MIDI tokens (the MelodyRNN / PerformanceRNN lineage)",
-    "transformer": "a Music Transformer (Huang et al. 2018): a decoder-only transformer with relative "
-    "self-attention over MIDI tokens",
-    "musicvae": "a MusicVAE (Roberts et al. 2018): a recurrent variational autoencoder of melodies, for "
-    "sampling, interpolation and reconstruction",
-    "musegan": "a MuseGAN (Dong et al. 2018): a GAN of multi-track piano-roll phrases, from noise or "
-    "around a given track",
-    "vqvae": "a residual-VQ audio codec (a SoundStream-style VQ-VAE): waveform -> discrete codes -> waveform",
-    "prior": "an audio language model: a transformer over the codes of a VQ-VAE codec (inside it, in "
-    "vqvae/), decoded back to audio",
-}
 TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "lr", "warmup_steps", "mixed_precision", "seed")
 
 
@@ -87,18 +75,22 @@ def sample_media(generator: Any, media: Path, opts: CardOptions) -> list[Path]:
     media.mkdir(parents=True, exist_ok=True)
     if generator.sample_rate is None:
         return _symbolic_sample(generator, media, opts)
-    if generator.family == "vqvae":
+    if _is_codec(generator):
         return _codec_example(generator, media)
     (wave,) = generator.generate(1, seconds=opts.seconds, seed=opts.seed)
     return _audio_files(generator, media / "sample.wav", wave, "sample")
 
 
+def _is_codec(generator: Any) -> bool:
+    """An audio codec: it samples nothing by itself, it reconstructs."""
+    return hasattr(generator, "reconstruct_audio")
+
+
 def _symbolic_sample(generator: Any, media: Path, opts: CardOptions) -> list[Path]:
-    from musgen.models.lm import LanguageModelGenerator
     from musgen.viz.media import plot_png, render_wav
 
     request: dict[str, Any] = {"seed": opts.seed}
-    if isinstance(generator, LanguageModelGenerator):
+    if "min_length" in generator.options:  # a token language model: its samples' length
         request["length"] = opts.length
     (score,) = generator.generate(1, **request)
     midi = media / "sample.mid"
@@ -160,7 +152,7 @@ def card_text(generator: Any, media: list[Path], out: Path, opts: CardOptions) -
     sections = [
         _header(generator),
         f"# musgen {generator.family}: {_model_name(generator, opts.hub_id)}\n\n"
-        f"This is {DESCRIPTIONS.get(generator.family, 'a ' + generator.family + ' model')}, trained "
+        f"This is {generator.spec.description or 'a ' + generator.family + ' model'}, trained "
         "with musgen (a toolkit that trains and samples music generators; `pip install musgen`). "
         "The folder is a portable musgen checkpoint: safetensors weights and JSON/YAML settings, "
         "so loading it never runs code.",
@@ -266,20 +258,22 @@ def _media_section(generator: Any, media: list[Path], out: Path) -> str:
             lines += [f'<audio controls src="{rel}"></audio> [{path.name}]({rel})', ""]
         elif path.suffix == ".mid":
             lines += [f"MIDI: [{path.name}]({rel})", ""]
-    if generator.family == "vqvae":
+    if _is_codec(generator):
         lines.insert(2, "A codec samples nothing by itself: a short test melody and its reconstruction.\n")
     return "\n".join(lines).rstrip()
 
 
 def _use_section(generator: Any, hub_id: str) -> str:
-    cli = {
-        "vqvae": f"musgen reconstruct take.wav --checkpoint {hub_id} --out recon",
-        "musicvae": f"musgen interpolate a.mid b.mid --checkpoint {hub_id} --steps 8 --out morph",
-    }.get(generator.family, f"musgen sample --checkpoint {hub_id} --out samples --num-samples 4 --seed 0")
+    if _is_codec(generator):
+        cli = f"musgen reconstruct take.wav --checkpoint {hub_id} --out recon"
+    elif hasattr(generator, "interpolate_to"):
+        cli = f"musgen interpolate a.mid b.mid --checkpoint {hub_id} --steps 8 --out morph"
+    else:
+        cli = f"musgen sample --checkpoint {hub_id} --out samples --num-samples 4 --seed 0"
     python = (
         f'codec = musgen.load("{hub_id}")\nrecon = codec.reconstruct_audio(wave)  # mono float32 at '
         f"{generator.sample_rate} Hz"
-        if generator.family == "vqvae"
+        if _is_codec(generator)
         else f'generator = musgen.load("{hub_id}")  # device="cuda" / "auto" to run on a GPU\n'
         "samples = generator.generate(4, seed=0)"
     )

@@ -37,6 +37,7 @@ class FamilySpec:
     # (generator, data_dir, split, musgen.eval.evaluate.EvalOptions) -> (report sections, samples)
     evaluate: Callable[..., tuple[dict[str, Any], list[Any]]]
     data_kind: str = "midi"  # the kind of data set it trains and is evaluated on: midi | audio
+    description: str = ""  # one phrase for model cards ("a Music Transformer (Huang et al. 2018) ...")
 
 
 def get_family(name: str) -> FamilySpec:

@@ -84,4 +84,11 @@ class LSTMGenerator(LanguageModelGenerator):
     model_class = LSTMLanguageModel
 
 
-FAMILY = FamilySpec("lstm", LSTMConfig, LSTMTask, LSTMGenerator, evaluate_language_model)
+FAMILY = FamilySpec(
+    "lstm",
+    LSTMConfig,
+    LSTMTask,
+    LSTMGenerator,
+    evaluate_language_model,
+    description="an LSTM language model over MIDI tokens (the MelodyRNN / PerformanceRNN lineage)",
+)

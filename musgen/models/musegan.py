@@ -736,4 +736,12 @@ def evaluate(
     return report, samples
 
 
-FAMILY = FamilySpec("musegan", MuseGANConfig, MuseGANTask, MuseGANGenerator, evaluate)
+FAMILY = FamilySpec(
+    "musegan",
+    MuseGANConfig,
+    MuseGANTask,
+    MuseGANGenerator,
+    evaluate,
+    description="a MuseGAN (Dong et al. 2018): a GAN of multi-track piano-roll phrases, from noise or "
+    "around a given track",
+)

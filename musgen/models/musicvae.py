@@ -684,4 +684,12 @@ def stored_attributes(meta: Mapping[str, Any], latent_dim: int) -> dict[str, dic
     return {str(name): dict(entry) for name, entry in stored.items()}
 
 
-FAMILY = FamilySpec("musicvae", MusicVAEConfig, MusicVAETask, MusicVAEGenerator, evaluate)
+FAMILY = FamilySpec(
+    "musicvae",
+    MusicVAEConfig,
+    MusicVAETask,
+    MusicVAEGenerator,
+    evaluate,
+    description="a MusicVAE (Roberts et al. 2018): a recurrent variational autoencoder of melodies, for "
+    "sampling, interpolation and reconstruction",
+)

@@ -339,4 +339,13 @@ def evaluate_prior(
     }
 
 
-FAMILY = FamilySpec("prior", PriorConfig, PriorTask, PriorGenerator, evaluate, data_kind="audio")
+FAMILY = FamilySpec(
+    "prior",
+    PriorConfig,
+    PriorTask,
+    PriorGenerator,
+    evaluate,
+    data_kind="audio",
+    description="an audio language model: a transformer over the codes of a VQ-VAE codec (inside it, in "
+    "vqvae/), decoded back to audio",
+)

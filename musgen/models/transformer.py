@@ -173,5 +173,11 @@ class TransformerGenerator(LanguageModelGenerator):
 
 
 FAMILY = FamilySpec(
-    "transformer", TransformerConfig, TransformerTask, TransformerGenerator, evaluate_language_model
+    "transformer",
+    TransformerConfig,
+    TransformerTask,
+    TransformerGenerator,
+    evaluate_language_model,
+    description="a Music Transformer (Huang et al. 2018): a decoder-only transformer with relative "
+    "self-attention over MIDI tokens",
 )

@@ -266,4 +266,12 @@ def evaluate(
     return {"codec": codec, "frechet": audio_frechet(originals, recons, generator.sample_rate)}, []
 
 
-FAMILY = FamilySpec("vqvae", VQVAEConfig, VQVAETask, VQVAEGenerator, evaluate, data_kind="audio")
+FAMILY = FamilySpec(
+    "vqvae",
+    VQVAEConfig,
+    VQVAETask,
+    VQVAEGenerator,
+    evaluate,
+    data_kind="audio",
+    description="a VQ-VAE audio codec (Jukebox-style, at laptop scale): waveform -> discrete codes -> waveform",
+)
