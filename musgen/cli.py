@@ -47,6 +47,7 @@ EXAMPLES = {
     "plot": "musgen plot chorale.mid --out chorale.png",
     "report": "musgen report runs/transformer --out runs/transformer/report\n"
     "  musgen report runs/lstm --samples samples/lstm --eval lstm_eval.json --out report_lstm",
+    "ui": "musgen ui\n  musgen ui --checkpoints runs --port 7861",
 }
 
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(verbs)
     _add_plot(verbs)
     _add_report(verbs)
+    _add_ui(verbs)
     return parser
 
 
@@ -381,6 +383,28 @@ def _add_report(verbs: Any) -> None:
     )
     report.add_argument("--eval", type=Path, metavar="FILE", help="an eval JSON (default RUN_DIR/eval.json)")
     report.add_argument("--max-samples", type=int, default=48, help="samples shown at most (default 48)")
+
+
+def _add_ui(verbs: Any) -> None:
+    """Adds `ui`."""
+    ui = _sub(
+        verbs,
+        "ui",
+        "ui",
+        "Serve a local web page to try the checkpoints of a folder: primer upload, sampling controls, "
+        "piano roll, audio, download (needs `pip install 'musgen[ui]'`).",
+    )
+    ui.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path("checkpoints"),
+        metavar="DIR",
+        help="folder whose subfolders are portable checkpoints (default: ./checkpoints)",
+    )
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    ui.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
 
 
 def _latent_arguments(parser: argparse.ArgumentParser) -> None:
@@ -669,6 +693,14 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _cmd_ui(args: argparse.Namespace) -> None:
+    from musgen.ui import serve
+
+    if not 0 < args.port < 65536:
+        raise MusgenError(f"--port must be in 1..65535, got {args.port}")
+    serve(args.checkpoints, host=args.host, port=args.port)
+
+
 COMMANDS = {
     ("data", "build"): _cmd_data_build,
     ("train", None): _cmd_train,
@@ -679,6 +711,7 @@ COMMANDS = {
     ("eval", None): _cmd_eval,
     ("plot", None): _cmd_plot,
     ("report", None): _cmd_report,
+    ("ui", None): _cmd_ui,
 }
 
 
