@@ -409,14 +409,20 @@ def build_app(page: Page) -> Any:
     return app
 
 
+def upload_folder() -> Path:
+    """Where Gradio stores uploads (``$GRADIO_TEMP_DIR``): the only files the page reads besides
+    its checkpoints."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder())
+
+
 def serve(checkpoints: Path, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Builds the page for the checkpoints under ``checkpoints`` and serves it until interrupted."""
     import_gradio()
     if not checkpoint_names(checkpoints):
         raise MusgenError(f"no checkpoints (folders with a musgen.json) in {checkpoints}")
-    from gradio.utils import get_upload_folder
-
-    page = Page(checkpoints, Path(get_upload_folder()))
+    page = Page(checkpoints, upload_folder())
     app = build_app(page)
     app.queue(max_size=16)
     log.info("serving the checkpoints of %s on http://%s:%d", checkpoints, host, port)
