@@ -51,6 +51,7 @@ EXAMPLES = {
     "  musgen card checkpoints/prior --out cards/prior --seconds 5",
     "report": "musgen report runs/transformer --out runs/transformer/report\n"
     "  musgen report runs/lstm --samples samples/lstm --eval lstm_eval.json --out report_lstm",
+    "ui": "musgen ui\n  musgen ui --checkpoints runs --port 7861",
 }
 
 
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(verbs)
     _add_report(verbs)
     _add_card(verbs)
+    _add_ui(verbs)
     return parser
 
 
@@ -455,6 +457,28 @@ def _load(args: argparse.Namespace) -> Any:
     return load(args.checkpoint, args.device, revision=args.revision)
 
 
+def _add_ui(verbs: Any) -> None:
+    """Adds `ui`."""
+    ui = _sub(
+        verbs,
+        "ui",
+        "ui",
+        "Serve a local web page to try the checkpoints of a folder: primer upload, sampling controls, "
+        "piano roll, audio, download (needs `pip install 'musgen[ui]'`).",
+    )
+    ui.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path("checkpoints"),
+        metavar="DIR",
+        help="folder whose subfolders are portable checkpoints (default: ./checkpoints)",
+    )
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    ui.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+
+
 def _latent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", type=Path, required=True, help="a musicvae (or vqvae) " + CHECKPOINT_HELP
@@ -775,6 +799,14 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _cmd_ui(args: argparse.Namespace) -> None:
+    from musgen.ui import serve
+
+    if not 0 < args.port < 65536:
+        raise MusgenError(f"--port must be in 1..65535, got {args.port}")
+    serve(args.checkpoints, host=args.host, port=args.port)
+
+
 COMMANDS = {
     ("data", "build"): _cmd_data_build,
     ("train", None): _cmd_train,
@@ -786,6 +818,7 @@ COMMANDS = {
     ("plot", None): _cmd_plot,
     ("report", None): _cmd_report,
     ("card", None): _cmd_card,
+    ("ui", None): _cmd_ui,
 }
 
 
