@@ -266,8 +266,10 @@ def _add_render(verbs: Any) -> None:
         verbs,
         "render",
         "render",
-        "Render a MIDI file to audio (mono): FluidSynth with a General MIDI soundfont when both are "
-        "installed, else the built-in synthesizer. The format follows the --out suffix.",
+        "Render a MIDI file to audio (mono) with a General MIDI soundfont: the fluidsynth program "
+        "when it is installed, else symusic's own synthesizer; without a working soundfont "
+        "synthesizer, the built-in additive one. Every engine gives the same length (the last "
+        "note-off plus 1 s). Logs the engine used. The format follows the --out suffix.",
     )
     render.add_argument("midi", metavar="IN.mid", type=Path)
     render.add_argument("--out", type=Path, required=True, help="OUT.wav (or .flac, .ogg)")
@@ -280,9 +282,11 @@ def _add_render(verbs: Any) -> None:
     render.add_argument("--sample-rate", type=int, default=44100, metavar="HZ", help="default 44100")
     render.add_argument(
         "--engine",
-        choices=["auto", "fluidsynth", "synth"],
+        choices=["auto", "fluidsynth", "symusic", "synth"],
         default="auto",
-        help="auto (default): fluidsynth when available, else synth",
+        help="fluidsynth: the FluidSynth program with the soundfont; symusic: symusic's soundfont "
+        "synthesizer (no program to install); synth: the built-in additive synthesizer (no "
+        "soundfont); auto (default): the first of these that can run",
     )
     render.add_argument(
         "--max-seconds",
