@@ -433,27 +433,26 @@ class MusicVAEGenerator(Generator):
     def interpolate_to(
         self, out_dir: str | Path, a: str | Path, b: str | Path, steps: int = 8, **kwargs: Any
     ) -> list[Path]:
-        """Writes ``interp_000.mid`` ... (``steps`` files) and ``interpolation.mid`` (all steps in a row)."""
+        """Writes ``interp_000.mid`` ... (``steps`` files) and ``interpolation.mid`` (all steps in a row),
+        recorded in ``samples.json``; a rerun in the same folder adds files (``write_all``)."""
         from musgen.data.melody import join_windows
 
-        windows = self.interpolate(a, b, steps, **kwargs)
-        paths = self.write_all(out_dir, "interp", [self.events_to_score(w) for w in windows])
-        joined = Path(out_dir) / "interpolation.mid"
-        self.events_to_score(join_windows(list(windows))).dump_midi(str(joined))
-        return paths + [joined]
+        run = self.run_record("interpolate", {"clip_a": a, "clip_b": b, "steps": steps, **kwargs})
+        windows = self.interpolate(a, b, steps, **(kwargs | {"seed": run["seed"]}))
+        joined = self.events_to_score(join_windows(list(windows)))
+        scores = [self.events_to_score(w) for w in windows]
+        return self.write_all(out_dir, "interp", scores, run=run, named={"interpolation": joined})
 
     def reconstruct_to(
         self, out_dir: str | Path, midi: str | Path, *, bar_offset: int = 0, **controls: Any
     ) -> list[Path]:
-        """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode)."""
+        """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode),
+        recorded in ``samples.json``; a rerun in the same folder writes ``original_001.mid`` ..."""
+        run = self.run_record("reconstruct", {"clip": midi, "bar_offset": bar_offset, **controls})
         window = self.clip(midi, bar_offset)
-        recon = self.decode_events(self.encode([window]), **controls)[0]
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [out / "original.mid", out / "reconstruction.mid"]
-        for path, events in zip(paths, (window, recon), strict=True):
-            self.events_to_score(events).dump_midi(str(path))
-        return paths
+        recon = self.decode_events(self.encode([window]), **(controls | {"seed": run["seed"]}))[0]
+        named = {"original": self.events_to_score(window), "reconstruction": self.events_to_score(recon)}
+        return self.write_all(out_dir, "", [], run=run, named=named)
 
     def events_to_score(self, events: np.ndarray) -> Any:
         from musgen.data.melody import melody_to_score
