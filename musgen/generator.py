@@ -129,9 +129,6 @@ class Generator:
                 top_p=settings.get("top_p"),
             )
         seed = settings.pop("seed", None)
-        if seed is None:
-            seed = draw_seed()
-            log.info("seed %d (drawn; recorded in samples.json: --seed %d repeats this run)", seed, seed)
         return {
             "command": command,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -140,7 +137,8 @@ class Generator:
             "step": self.checkpoint.meta.get("step"),
             "family": self.family,
             "settings": settings,
-            "seed": seed,
+            "seed": draw_seed() if seed is None else seed,
+            "seed_given": seed is not None,
         }
 
     def write_all(
@@ -176,6 +174,13 @@ class Generator:
             paths.append(path)
             files.append({"file": path.name, "seed": run["seed"]})
         write_runs(out, [*runs, {**run, "files": files}])
+        if not run.get("seed_given", True):  # said once the run is written, not before an error
+            log.info(
+                "seed %d (drawn; recorded in %s: --seed %d repeats this run)",
+                run["seed"],
+                out / SAMPLES_FILE,
+                run["seed"],
+            )
         return paths
 
     def require(self, method: str, purpose: str) -> Callable[..., Any]:

@@ -4,6 +4,7 @@ and data build -> train -> sample end to end on real chorales plus broken files.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -109,12 +110,15 @@ def test_build_train_sample_end_to_end(bach_midi_dir, tmp_path):
         assert pretty_midi.PrettyMIDI(str(out / name)).instruments
 
 
-def test_samples_json_records_the_run_and_a_rerun_never_overwrites(quick_transformer_run, tmp_path, capsys):
+def test_samples_json_records_the_run_and_a_rerun_never_overwrites(
+    quick_transformer_run, tmp_path, capsys, caplog
+):
     """Without --seed a seed is drawn and recorded; sampling again into the same folder with that seed
     continues the numbering and repeats the first run's files byte for byte. Magenta's flag names work."""
     from musgen import __version__
     from musgen.cli import main
 
+    caplog.set_level(logging.INFO, logger="musgen")
     out = tmp_path / "samples"
     first = ["sample", "--checkpoint", str(quick_transformer_run.run_dir), "--output_dir", str(out)]
     assert main([*first, "--num_outputs", "3", "--length", "24"]) == 0
@@ -123,6 +127,7 @@ def test_samples_json_records_the_run_and_a_rerun_never_overwrites(quick_transfo
     run = runs[0]
     assert run["command"] == "sample" and run["family"] == "transformer" and run["musgen"] == __version__
     assert Path(run["checkpoint"]).is_dir() and run["step"] == 2 and isinstance(run["seed"], int)
+    assert run["seed_given"] is False and f"--seed {run['seed']} repeats this run" in caplog.text
     assert run["settings"] == {"length": 24, "num_samples": 3, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
     assert [f["file"] for f in run["files"]] == ["sample_000.mid", "sample_001.mid", "sample_002.mid"]
     assert {f["seed"] for f in run["files"]} == {run["seed"]} and [f["index"] for f in run["files"]] == [
@@ -135,7 +140,7 @@ def test_samples_json_records_the_run_and_a_rerun_never_overwrites(quick_transfo
     again = [*first, "--num-samples", "3", "--length", "24", "--seed", str(run["seed"])]
     assert main(again) == 0
     runs = json.loads((out / "samples.json").read_text())
-    assert len(runs) == 2 and runs[1]["seed"] == run["seed"]
+    assert len(runs) == 2 and runs[1]["seed"] == run["seed"] and runs[1]["seed_given"] is True
     assert [f["file"] for f in runs[1]["files"]] == ["sample_003.mid", "sample_004.mid", "sample_005.mid"]
     assert {p.name: p.read_bytes() for p in out.glob("sample_00[012].mid")} == before  # untouched
     for i in range(3):
