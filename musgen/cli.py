@@ -197,16 +197,35 @@ def _add_train(verbs: Any) -> None:
 
 def _add_sample(verbs: Any) -> None:
     """Adds `sample`."""
-    sample = _sub(verbs, "sample", "sample", "Sample new music from a trained checkpoint.")
+    sample = _sub(
+        verbs,
+        "sample",
+        "sample",
+        "Sample new music from a trained checkpoint. OUT_DIR/samples.json records each run: the "
+        "checkpoint and its step, musgen's version, every setting (the temperature / top-k / top-p "
+        "used included) and the seed; without --seed one is drawn, and --seed with it repeats the "
+        "run. A rerun into the same OUT_DIR never overwrites: it continues the numbering "
+        "(sample_003.mid after sample_002.mid) and adds its run to samples.json. Magenta's flag "
+        "names --primer_midi, --num_outputs and --output_dir work too.",
+    )
     sample.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
-    sample.add_argument("--out", type=Path, required=True, help="OUT_DIR for sample_000.mid ...")
+    sample.add_argument(
+        "--out",
+        "--output_dir",
+        type=Path,
+        required=True,
+        help="OUT_DIR for sample_000.mid ... and samples.json (numbering continues after files already there)",
+    )
     sample.add_argument(
         "--prime",
+        "--primer_midi",
         type=Path,
         help="a MIDI file the samples continue and start with (an audio file for the audio prior)",
     )
-    sample.add_argument("--num-samples", type=int, default=1)
-    sample.add_argument("--seed", type=int, help="random seed (default: random)")
+    sample.add_argument("--num-samples", "--num_outputs", type=int, default=1, help="default 1")
+    sample.add_argument(
+        "--seed", type=int, help="random seed (default: a fresh one, recorded in OUT_DIR/samples.json)"
+    )
     length = sample.add_mutually_exclusive_group()
     length.add_argument("--length", type=int, help="new tokens per sample (default 512)")
     length.add_argument("--bars", type=int, help="new bars per sample (tokenizers with Bar tokens)")
@@ -250,12 +269,19 @@ def _add_interpolate(verbs: Any) -> None:
         "two latent means), or, with --attribute, move one clip along an attribute vector (more or "
         "fewer notes, higher or lower). Writes interp_000.mid ... (--steps files, both endpoints "
         "included) and interpolation.mid with all steps in order, a bar of rest and a marker "
-        "between them. Each clip is reduced to its melody line (the highest note at each moment) "
-        "and cut to the model's window (2 or 16 bars).",
+        "between them, and records the run in samples.json; a rerun into the same folder adds "
+        "files, never overwrites. Each clip is reduced to its melody line (the highest note at "
+        "each moment) and cut to the model's window (2 or 16 bars).",
     )
     interp.add_argument("clip_a", metavar="A.mid", type=Path)
     interp.add_argument("clip_b", metavar="B.mid", type=Path, nargs="?", help="omitted with --attribute")
-    interp.add_argument("--steps", type=int, default=8, help="files to write, endpoints included (default 8)")
+    interp.add_argument(
+        "--steps",
+        "--num_outputs",
+        type=int,
+        default=8,
+        help="files to write, endpoints included (default 8; Magenta's --num_outputs)",
+    )
     interp.add_argument(
         "--attribute",
         metavar="NAME",
@@ -277,7 +303,8 @@ def _add_reconstruct(verbs: Any) -> None:
         "reconstruct",
         "Encode a clip and decode it again. A MusicVAE takes a MIDI file and writes original.mid (the "
         "melody window the model sees) and reconstruction.mid; a vqvae (audio codec) takes an audio "
-        "file and writes original.wav (at the codec's sample rate) and reconstruction.wav.",
+        "file and writes original.wav (at the codec's sample rate) and reconstruction.wav. The run "
+        "is recorded in samples.json; a rerun into the same folder writes original_001.mid ...",
     )
     recon.add_argument("clip_a", metavar="A.mid|A.wav", type=Path)
     _latent_arguments(recon)
@@ -290,8 +317,10 @@ def _add_render(verbs: Any) -> None:
         verbs,
         "render",
         "render",
-        "Render a MIDI file to audio (mono): FluidSynth with a General MIDI soundfont when both are "
-        "installed, else the built-in synthesizer. The format follows the --out suffix.",
+        "Render a MIDI file to audio (mono) with a General MIDI soundfont: the fluidsynth program "
+        "when it is installed, else symusic's own synthesizer; without a working soundfont "
+        "synthesizer, the built-in additive one. Every engine gives the same length (the last "
+        "note-off plus 1 s). Logs the engine used. The format follows the --out suffix.",
     )
     render.add_argument("midi", metavar="IN.mid", type=Path)
     render.add_argument("--out", type=Path, required=True, help="OUT.wav (or .flac, .ogg)")
@@ -304,9 +333,11 @@ def _add_render(verbs: Any) -> None:
     render.add_argument("--sample-rate", type=int, default=44100, metavar="HZ", help="default 44100")
     render.add_argument(
         "--engine",
-        choices=["auto", "fluidsynth", "synth"],
+        choices=["auto", "fluidsynth", "symusic", "synth"],
         default="auto",
-        help="auto (default): fluidsynth when available, else synth",
+        help="fluidsynth: the FluidSynth program with the soundfont; symusic: symusic's soundfont "
+        "synthesizer (no program to install); synth: the built-in additive synthesizer (no "
+        "soundfont); auto (default): the first of these that can run",
     )
     render.add_argument(
         "--max-seconds",
@@ -369,7 +400,12 @@ def _add_eval(verbs: Any) -> None:
         help="audio: first seconds of each held-out piece (default 10; 0 = all)",
     )
     evaluate.add_argument("--batch-size", type=int, default=16, help="held-out windows per forward pass")
-    evaluate.add_argument("--save-samples", type=Path, metavar="DIR", help="also write the samples here")
+    evaluate.add_argument(
+        "--save-samples",
+        type=Path,
+        metavar="DIR",
+        help="also write the samples here, with samples.json (numbering continues after files already there)",
+    )
     _device_arguments(evaluate)
 
 
@@ -483,7 +519,9 @@ def _latent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", type=Path, required=True, help="a musicvae (or vqvae) " + CHECKPOINT_HELP
     )
-    parser.add_argument("--out", type=Path, required=True, help="OUT_DIR for the MIDI files")
+    parser.add_argument(
+        "--out", "--output_dir", type=Path, required=True, help="OUT_DIR for the files and samples.json"
+    )
     parser.add_argument("--bar-offset", type=int, default=0, help="start the window at this bar of each clip")
     parser.add_argument(
         "--temperature",
@@ -493,7 +531,11 @@ def _latent_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--top-k", type=int, default=0, help="keep the K most likely events (0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    parser.add_argument("--seed", type=int, help="random seed when sampling (--temperature > 0)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="random seed when sampling (--temperature > 0; default: a fresh one, recorded in samples.json)",
+    )
 
 
 def _cmd_data_build(args: argparse.Namespace) -> None:

@@ -9,7 +9,13 @@ loading, the recommended sampling settings, refusing options that do not apply, 
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import re
+import secrets
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +28,10 @@ from musgen.device import resolve_device
 from musgen.errors import CheckpointError, ConfigError, MusgenError
 from musgen.registry import FamilySpec, families_with, get_family
 
+log = logging.getLogger(__name__)
+
 SAMPLING_OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # plain sampling from the model
+SAMPLES_FILE = "samples.json"  # beside the outputs: one record per run that wrote into the folder
 FLAGS = {"condition": "--condition-track"}  # generate() keyword -> command-line flag, where they differ
 
 
@@ -107,21 +116,87 @@ class Generator:
 
     def generate_to(self, out_dir: str | Path, num_samples: int = 1, **options: Any) -> list[Path]:
         """``generate`` with the options given (None: not given), writing ``out_dir/sample_000.mid``
-        (``.wav`` for audio) ...; returns the paths. A refused request writes nothing."""
+        (``.wav`` for audio) ... and recording the run in ``out_dir/samples.json`` (``write_all``);
+        returns the paths. Without a seed, one is drawn and recorded: sampling again with it
+        repeats the run. A refused request writes nothing."""
         options = {k: v for k, v in options.items() if v is not None}
         self.check_options(options)
+        run = self.run_record("sample", options | {"num_samples": num_samples})
+        if "seed" in self.options:
+            options["seed"] = run["seed"]
         outputs = self.generate(num_samples, **options)
-        return self.write_all(out_dir, "sample", outputs)
+        return self.write_all(out_dir, "sample", outputs, run=run)
 
-    def write_all(self, out_dir: str | Path, stem: str, outputs: list[Any]) -> list[Path]:
-        """Writes ``out_dir/<stem>_000<suffix>`` ... for ``outputs``; returns the paths."""
+    def run_record(self, command: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``samples.json`` says about a run: the checkpoint, musgen's version, every setting
+        (the sampling settings resolved as they are used) and the seed, drawn from the OS's entropy
+        when none is given."""
+        from musgen import __version__
+
+        settings: dict[str, Any] = {
+            k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None
+        }
+        if self.draws_tokens:
+            settings |= self.sampling_settings(
+                temperature=settings.get("temperature"),
+                top_k=settings.get("top_k"),
+                top_p=settings.get("top_p"),
+            )
+        seed = settings.pop("seed", None)
+        return {
+            "command": command,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "musgen": __version__,
+            "checkpoint": str(self.checkpoint.path),
+            "source": self.source,  # a hub id's repository and resolved revision, or the local path
+            "device": str(self.device),
+            "step": self.checkpoint.meta.get("step"),
+            "family": self.family,
+            "settings": settings,
+            "seed": draw_seed() if seed is None else seed,
+            "seed_given": seed is not None,
+        }
+
+    def write_all(
+        self,
+        out_dir: str | Path,
+        stem: str,
+        outputs: list[Any],
+        *,
+        run: dict[str, Any] | None = None,
+        named: Mapping[str, Any] | None = None,
+    ) -> list[Path]:
+        """Writes ``out_dir/<stem>_000<suffix>`` ... for ``outputs`` and ``<name><suffix>`` for each of
+        ``named``, then appends ``run`` (``run_record``) with the files to ``out_dir/samples.json``;
+        returns the paths. Nothing is overwritten: numbering continues after the files already
+        there (sample_003 after sample_002), and named files already there get a number
+        (reconstruction_001.mid)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        runs = read_runs(out)  # a samples.json that is not ours fails before anything is written
+        run = dict(run) if run is not None else self.run_record(stem, {})
+        first = next_number(out, stem) if outputs else 0
+        files: list[dict[str, Any]] = []
         paths = []
         for i, output in enumerate(outputs):
-            path = out / f"{stem}_{i:03d}{self.sample_suffix}"
+            path = out / f"{stem}_{first + i:03d}{self.sample_suffix}"
             self.write(output, path)
             paths.append(path)
+            files.append({"file": path.name, "seed": run["seed"], "index": i})
+        for path, output in zip(
+            free_names(out, list(named or {}), self.sample_suffix), (named or {}).values(), strict=True
+        ):
+            self.write(output, path)
+            paths.append(path)
+            files.append({"file": path.name, "seed": run["seed"]})
+        write_runs(out, [*runs, {**run, "files": files}])
+        if not run.get("seed_given", True):  # said once the run is written, not before an error
+            log.info(
+                "seed %d (drawn; recorded in %s: --seed %d repeats this run)",
+                run["seed"],
+                out / SAMPLES_FILE,
+                run["seed"],
+            )
         return paths
 
     def require(self, method: str, purpose: str) -> Callable[..., Any]:
@@ -135,6 +210,57 @@ class Generator:
         """The family's training Task around these (loaded) models, for its ``eval_step`` on the
         held-out data of ``data_dir`` (musgen eval)."""
         return self.spec.task_cls(self.cfg, data_dir, self.data_meta, models=self.models)
+
+
+def draw_seed() -> int:
+    """A fresh seed from the OS's entropy, small enough to type back in as --seed."""
+    return secrets.randbelow(2**31)
+
+
+def next_number(out: Path, stem: str) -> int:
+    """The number after the highest ``<stem>_NNN.*`` in ``out`` (0 when there is none)."""
+    pattern = re.compile(rf"{re.escape(stem)}_(\d+)\.")
+    numbers = [int(m.group(1)) for f in out.iterdir() if (m := pattern.match(f.name))]
+    return max(numbers, default=-1) + 1
+
+
+def free_names(out: Path, names: list[str], suffix: str) -> list[Path]:
+    """``out/<name><suffix>`` for each name, or, when any of them is taken, ``<name>_NNN<suffix>``
+    with the first number free for all of them (so that the files of one run keep one number)."""
+    for number in range(10**6):
+        tail = f"_{number:03d}" if number else ""
+        paths = [out / f"{name}{tail}{suffix}" for name in names]
+        if not any(p.exists() for p in paths):
+            return paths
+    raise MusgenError(f"{out} holds a million runs already; choose another --out")
+
+
+def read_runs(out: Path) -> list[dict[str, Any]]:
+    """The runs recorded in ``out/samples.json`` (none when it is absent)."""
+    path = out / SAMPLES_FILE
+    if not path.exists():
+        return []
+    try:
+        runs = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise MusgenError(f"{path} is unreadable ({e}); move it away or choose another --out") from None
+    if not isinstance(runs, list):
+        raise MusgenError(f"{path} is not a musgen record of runs (a list); choose another --out")
+    return runs
+
+
+def write_runs(out: Path, runs: list[dict[str, Any]]) -> None:
+    """Replaces ``out/samples.json`` atomically: an interrupted write leaves the previous record."""
+    tmp = out / f".{SAMPLES_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(runs, indent=1) + "\n")
+    os.replace(tmp, out / SAMPLES_FILE)
+
+
+def resolve_length(length: int | None, max_new_tokens: int | None) -> int | None:
+    """``length``, also spelled ``max_new_tokens`` (as in Hugging Face's ``generate``)."""
+    if max_new_tokens is not None and length is not None and max_new_tokens != length:
+        raise MusgenError(f"length={length} and max_new_tokens={max_new_tokens} disagree: give one")
+    return length if length is not None else max_new_tokens
 
 
 def checkpoint_config(ckpt: checkpoint.PortableCheckpoint, spec: FamilySpec) -> Any:

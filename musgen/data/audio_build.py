@@ -33,6 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 import soundfile as sf
+import symusic
 from tqdm import tqdm
 
 from musgen.config import validate_config
@@ -243,12 +244,15 @@ class _AudioSource(Source):
         """What shapes every render besides its own settings (also keys the render cache)."""
         if not self.render:
             return {}
-        return {
+        meta = {
             "renderer": self.renderer,
             "render_version": RENDER_VERSION,
             "soundfont": f"{self.soundfont}:{_file_stamp(self.soundfont)}" if self.soundfont else None,
             "fluidsynth": _fluidsynth_version() if self.renderer == "fluidsynth" else None,
         }
+        if self.renderer == "symusic":  # only then: the keys of the other engines' renders stay as they were
+            meta["symusic"] = symusic.__version__
+        return meta
 
     def fingerprint_meta(self) -> dict:
         return self.render_meta

@@ -1,7 +1,11 @@
-"""MIDI -> audio: FluidSynth with a General MIDI soundfont when available, else a built-in synthesizer.
+"""MIDI -> audio with a General MIDI soundfont, else a built-in synthesizer.
 
-Both engines give float32 mono of the same length for the same piece: the MIDI's last note-off
-plus ``TAIL_SECONDS`` of release, so audio and MIDI stay aligned whichever engine ran.
+``--engine auto`` takes the first that can run: the FluidSynth program with a soundfont, symusic's
+own soundfont synthesizer (no program to install; the soundfont is one on disk: $MUSGEN_SOUNDFONT,
+a system one or the TimGM6mb.sf2 that pretty_midi ships, never a download) when a two-note probe
+shows that it works and plays in tune, else the built-in additive synthesizer. Every engine gives float32 mono of the same length for the same piece: the
+MIDI's last note-off plus ``TAIL_SECONDS`` of release, so audio and MIDI stay aligned whichever
+engine ran.
 """
 
 from __future__ import annotations
@@ -13,23 +17,25 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
+import soxr
 import symusic
 
-from musgen.errors import MusgenError
+from musgen.errors import MusgenError, first_line
 
 from .audio_io import SILENCE_PEAK, AudioReadError, check_rate, normalize_loudness, read_audio
 from .tokenizers import load_score
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "fluidsynth", "synth")
+ENGINES = ("auto", "fluidsynth", "symusic", "synth")
 TAIL_SECONDS = 1.0  # release after the last note-off
-# FluidSynth's sample interpolation is not band-limited: at a 16 kHz output rate high harmonics
-# alias back into the band. Render at >= 32 kHz and let soxr low-pass and resample instead.
+# Soundfont sample interpolation (FluidSynth's, symusic's) is not band-limited: at a 16 kHz output
+# rate high harmonics alias back into the band. Render at >= 32 kHz and let soxr low-pass and resample.
 FLUIDSYNTH_MIN_RATE = 32_000
 SYSTEM_SOUNDFONTS = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
@@ -74,26 +80,100 @@ def find_soundfont(explicit: Path | str | None = None) -> Path | None:
 
 
 def resolve_engine(engine: str = "auto", soundfont: Path | str | None = None) -> tuple[str, Path | None]:
-    """("fluidsynth", soundfont) or ("synth", None) for a requested engine; errors say what is missing."""
+    """(engine, soundfont) for a requested engine: ("fluidsynth", sf2), ("symusic", sf2) or
+    ("synth", None); ``auto`` takes the first that can run. Logs the choice once per process;
+    errors say what is missing."""
+    name, sf2, why = _choose_engine(engine, soundfont)
+    _say_once(f"rendering with {ENGINE_NAMES[name]}" + (f" and {sf2}" if sf2 else "") + why)
+    return name, sf2
+
+
+ENGINE_NAMES = {
+    "fluidsynth": "fluidsynth",
+    "symusic": "symusic's synthesizer",
+    "synth": "the built-in synthesizer",
+}
+
+
+def _choose_engine(engine: str, soundfont: Path | str | None) -> tuple[str, Path | None, str]:
+    """(engine, soundfont, why auto passed over the engines before it)."""
     if engine not in ENGINES:
         raise MusgenError(f"unknown render engine {engine!r}; choose from {', '.join(ENGINES)}")
     if engine == "synth":
-        return "synth", None
+        return "synth", None, ""
     binary, sf2 = shutil.which("fluidsynth"), find_soundfont(soundfont)
     if engine == "fluidsynth":
         if binary is None:
             raise MusgenError(
                 "the fluidsynth program is not installed (apt-get install fluidsynth); "
-                "or render with --engine synth"
+                "or render with --engine symusic or --engine synth"
             )
-        if sf2 is None:
-            raise MusgenError("no soundfont found: give --soundfont FILE.sf2 or set MUSGEN_SOUNDFONT")
-        return "fluidsynth", sf2
+        return "fluidsynth", _require_soundfont(sf2), ""
+    if engine == "symusic":
+        sf2 = _require_soundfont(sf2)
+        fault = symusic_synthesizer_fault(sf2)
+        if fault:
+            raise MusgenError(f"{fault}; render with --engine fluidsynth or --engine synth")
+        return "symusic", sf2, ""
     if binary and sf2:
-        log.debug("rendering with fluidsynth and %s", sf2)
-        return "fluidsynth", sf2
-    log.debug("rendering with the built-in synthesizer (%s)", "no soundfont" if binary else "no fluidsynth")
-    return "synth", None
+        return "fluidsynth", sf2, ""
+    fault = symusic_synthesizer_fault(sf2) if sf2 else "no soundfont found"
+    if not fault:
+        return "symusic", sf2, " (no fluidsynth program)"
+    return "synth", None, f" (no fluidsynth program; {fault})"
+
+
+def _require_soundfont(sf2: Path | None) -> Path:
+    if sf2 is None:
+        raise MusgenError("no soundfont found: give --soundfont FILE.sf2 or set MUSGEN_SOUNDFONT")
+    return sf2
+
+
+@cache
+def _say_once(message: str) -> None:
+    """Logs which engine renders, once per process (a data build renders thousands of files)."""
+    log.info(message)
+
+
+@cache
+def symusic_synthesizer_fault(soundfont: Path) -> str | None:
+    """Why symusic's synthesizer cannot render with ``soundfont`` here, or None when it can.
+
+    Tried on two piano notes, whose pitch must come out right: symusic 0.6.0's ``render`` cannot
+    hand its audio to Python (TypeError "Unable to convert function return value"), and 0.5.9's
+    plays GM soundfonts out of tune (middle C 2 semitones sharp with FluidR3_GM, 20 with TimGM6mb).
+    """
+    rate = 16000
+    for pitch in (60, 69):
+        score = symusic.Score(480)
+        track = symusic.Track("probe", 0, False)
+        track.notes.append(symusic.Note(0, 960, pitch, 100))
+        score.tracks.append(track)
+        try:
+            audio = np.asarray(_synthesizer(str(soundfont), rate).render(score, stereo=False))
+        except Exception as e:  # the binding's TypeError, a soundfont it cannot read ...
+            return f"symusic {symusic.__version__}'s synthesizer does not work here ({type(e).__name__})"
+        if not plays_pitch(audio.reshape(-1), rate, pitch):
+            return f"symusic {symusic.__version__}'s synthesizer plays {soundfont.name} out of tune"
+    return None
+
+
+def plays_pitch(wave: np.ndarray, rate: int, pitch: int) -> bool:
+    """Whether the strongest frequency of ``wave``'s first 0.1-0.6 s is a harmonic (1-6) of
+    ``pitch``, within half a semitone."""
+    frame = wave[rate // 10 : rate // 10 + rate // 2].astype(np.float64)
+    if len(frame) < rate // 4 or not np.isfinite(frame).all() or np.abs(frame).max() < SILENCE_PEAK:
+        return False
+    spectrum = np.abs(np.fft.rfft(frame * np.hanning(len(frame)), n=4 * len(frame)))
+    peak = float(np.fft.rfftfreq(4 * len(frame), 1 / rate)[spectrum.argmax()])
+    harmonics = 440.0 * 2.0 ** ((pitch - 69) / 12.0) * np.arange(1, 7)
+    return peak > 0 and float(np.abs(12 * np.log2(peak / harmonics)).min()) < 0.5
+
+
+@lru_cache(maxsize=4)
+def _synthesizer(soundfont: str, rate: int) -> symusic.Synthesizer:
+    """One synthesizer per soundfont and rate, kept: it reads the soundfont when made."""
+    return symusic.Synthesizer(soundfont, rate, 0)
 
 
 def render_midi(
@@ -137,6 +217,9 @@ def render_midi(
     if name == "fluidsynth":
         assert sf2 is not None  # resolve_engine pairs fluidsynth with a soundfont
         wave = _fluidsynth(score if changed else midi_path, rate, sf2, n / rate)
+    elif name == "symusic":
+        assert sf2 is not None  # resolve_engine pairs symusic with a soundfont
+        wave = _symusic(score, rate, sf2)
     else:
         wave = synthesize(seconds, rate, n)
     wave = np.pad(wave[:n], (0, max(0, n - len(wave))))
@@ -198,6 +281,17 @@ def _fluidsynth(midi: Path | symusic.Score, rate: int, soundfont: Path, end: flo
             return read_audio(out, rate)
         except AudioReadError as e:
             raise RenderError(f"fluidsynth output unusable: {e.reason}") from None
+
+
+def _symusic(score: symusic.Score, rate: int, soundfont: Path) -> np.ndarray:
+    """symusic's soundfont synthesizer (mono), at >= 32 kHz and resampled like FluidSynth's output."""
+    synth_rate = max(rate, FLUIDSYNTH_MIN_RATE)
+    try:
+        audio = np.asarray(_synthesizer(str(soundfont), synth_rate).render(score, stereo=False))
+    except Exception as e:  # the binding raises plain RuntimeErrors on what it cannot play
+        raise RenderError(f"symusic's synthesizer failed: {first_line(e)}") from None
+    mono = audio.reshape(-1).astype(np.float32, copy=False)
+    return soxr.resample(mono, synth_rate, rate) if synth_rate != rate else mono
 
 
 # ----------------------------------------------------------------------------- built-in synthesizer

@@ -121,7 +121,10 @@ def evaluate_checkpoint(
     report.update(sections)
     if samples_dir is not None and samples:
         report["samples_dir"] = str(Path(samples_dir))
-        generator.write_all(samples_dir, "sample", samples)
+        settings = {"num_samples": opts.num_samples, "seed": opts.seed, **report.get("sampling", {})}
+        for key in ("length", "seconds", "excerpt_quarters"):
+            settings.setdefault(key, getattr(opts, key, None))
+        generator.write_all(samples_dir, "sample", samples, run=generator.run_record("eval", settings))
     report["table"] = format_report(report)
     return report
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from musgen.errors import ConfigError, MusgenError
-from musgen.generator import Generator
+from musgen.generator import Generator, resolve_length
 from musgen.training.task import Task
 
 if TYPE_CHECKING:
@@ -143,10 +143,13 @@ class LanguageModelGenerator(Generator):
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> list[Any]:
-        """``num_samples`` symusic Scores of ``length`` new tokens (default 512) or ``bars`` new bars;
-        with ``prime`` (a MIDI file) each starts with it. ``temperature``, ``top_k`` and ``top_p``
-        left at None take the checkpoint's recommended settings (``sampling_settings``)."""
+        """``num_samples`` symusic Scores of ``length`` new tokens (default 512; also spelled
+        ``max_new_tokens``) or ``bars`` new bars; with ``prime`` (a MIDI file) each starts with it.
+        ``temperature``, ``top_k`` and ``top_p`` left at None take the checkpoint's recommended
+        settings (``sampling_settings``)."""
+        length = resolve_length(length, max_new_tokens)
         controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
         seqs = self.sample_ids(
             num_samples, prime=prime, length=length, min_length=min_length, bars=bars, seed=seed, **controls

@@ -436,10 +436,12 @@ class MusicVAEGenerator(Generator):
         self, out_dir: str | Path, a: str | Path, b: str | Path, steps: int = 8, **kwargs: Any
     ) -> list[Path]:
         """Writes ``interp_000.mid`` ... (``steps`` files) and ``interpolation.mid`` (all steps in
-        order, a bar of rest between them, a marker naming each step)."""
-        windows = self.interpolate(a, b, steps, **kwargs)
+        order, a bar of rest between them, a marker naming each step), recorded in ``samples.json``;
+        a rerun in the same folder adds files (``write_all``)."""
+        run = self.run_record("interpolate", {"clip_a": a, "clip_b": b, "steps": steps, **kwargs})
+        windows = self.interpolate(a, b, steps, **(kwargs | {"seed": run["seed"]}))
         labels = [f"step {i + 1}/{steps}: {i / (steps - 1):.0%} of the way to B" for i in range(steps)]
-        return self.write_steps(out_dir, windows, labels)
+        return self.write_steps(out_dir, windows, labels, run)
 
     # -- attribute vectors (MusicVAE section 5.3) ---------------------------------------------------
     @property
@@ -489,9 +491,11 @@ class MusicVAEGenerator(Generator):
         **kwargs: Any,
     ) -> list[Path]:
         """``shift`` written as ``interpolate_to`` writes an interpolation."""
-        windows = self.shift(clip, name, amount, steps, **kwargs)
+        options = {"clip_a": clip, "attribute": name, "amount": amount, "steps": steps, **kwargs}
+        run = self.run_record("interpolate --attribute", options)
+        windows = self.shift(clip, name, amount, steps, **(kwargs | {"seed": run["seed"]}))
         labels = [f"step {i + 1}/{steps}: {name} {amount * i / (steps - 1):+.2f}" for i in range(steps)]
-        return self.write_steps(out_dir, windows, labels)
+        return self.write_steps(out_dir, windows, labels, run)
 
     def compute_attribute_vectors(
         self, windows: np.ndarray, *, batch_size: int = 256, progress: bool = False
@@ -516,13 +520,15 @@ class MusicVAEGenerator(Generator):
         }
 
     # -- writing ------------------------------------------------------------------------------------
-    def write_steps(self, out_dir: str | Path, windows: np.ndarray, labels: Sequence[str]) -> list[Path]:
+    def write_steps(
+        self, out_dir: str | Path, windows: np.ndarray, labels: Sequence[str], run: dict[str, Any]
+    ) -> list[Path]:
         """Writes ``interp_000.mid`` ... (one per window) and ``interpolation.mid``: the windows in
-        order, one bar of rest between them, each starting at a marker with its label."""
-        paths = self.write_all(out_dir, "interp", [self.events_to_score(w) for w in windows])
-        joined = Path(out_dir) / "interpolation.mid"
-        self.joined_score(windows, labels).dump_midi(str(joined))
-        return paths + [joined]
+        order, one bar of rest between them, each starting at a marker with its label; ``run`` goes
+        to samples.json."""
+        scores = [self.events_to_score(w) for w in windows]
+        joined = self.joined_score(windows, labels)
+        return self.write_all(out_dir, "interp", scores, run=run, named={"interpolation": joined})
 
     def joined_score(self, windows: np.ndarray, labels: Sequence[str]) -> Any:
         """One score of the windows in a row with a bar of rest after each (see ``join_with_rests``)."""
@@ -538,15 +544,13 @@ class MusicVAEGenerator(Generator):
     def reconstruct_to(
         self, out_dir: str | Path, midi: str | Path, *, bar_offset: int = 0, **controls: Any
     ) -> list[Path]:
-        """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode)."""
+        """Writes ``original.mid`` (the clip the model sees) and ``reconstruction.mid`` (encode, decode),
+        recorded in ``samples.json``; a rerun in the same folder writes ``original_001.mid`` ..."""
+        run = self.run_record("reconstruct", {"clip": midi, "bar_offset": bar_offset, **controls})
         window = self.clip(midi, bar_offset)
-        recon = self.decode_events(self.encode([window]), **controls)[0]
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [out / "original.mid", out / "reconstruction.mid"]
-        for path, events in zip(paths, (window, recon), strict=True):
-            self.events_to_score(events).dump_midi(str(path))
-        return paths
+        recon = self.decode_events(self.encode([window]), **(controls | {"seed": run["seed"]}))[0]
+        named = {"original": self.events_to_score(window), "reconstruction": self.events_to_score(recon)}
+        return self.write_all(out_dir, "", [], run=run, named=named)
 
     def events_to_score(self, events: np.ndarray) -> Any:
         from musgen.data.melody import melody_to_score

@@ -216,11 +216,19 @@ class PriorGenerator(Generator):
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> list[np.ndarray]:
         """``num_samples`` waveforms (float32, the codec's rate) of ``seconds`` (default 5) new audio
-        each (or ``length`` new code frames), starting with the prompt when ``prime`` (an audio file)
-        is given. ``temperature``, ``top_k`` and ``top_p`` left at None take the checkpoint's
-        recommended settings."""
+        each (or ``length`` new code frames, or ``max_new_tokens`` new tokens as Hugging Face counts
+        them: ``levels`` per frame, rounded up to whole frames), starting with the prompt when
+        ``prime`` (an audio file) is given. ``temperature``, ``top_k`` and ``top_p`` left at None
+        take the checkpoint's recommended settings."""
+        if max_new_tokens is not None:
+            if length is not None or seconds is not None:
+                raise MusgenError("give one of seconds, length (code frames) and max_new_tokens")
+            if max_new_tokens < 1:
+                raise MusgenError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+            length = math.ceil(max_new_tokens / self.levels)
         from musgen.data.audio_codes import unflatten_tokens
         from musgen.generate.sampling import SamplingControls, sample_sequences
         from musgen.progress import progress

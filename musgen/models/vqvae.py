@@ -233,18 +233,17 @@ class VQVAEGenerator(Generator):
         return self.decode_codes(self.encode_audio(wave))[: len(wave)]
 
     def reconstruct_to(self, out_dir: str | Path, audio: str | Path, **controls: Any) -> list[Path]:
-        """Writes ``original.wav`` (at the codec's rate) and ``reconstruction.wav``."""
-        from musgen.data.audio_io import AudioReadError, read_audio, write_audio
+        """Writes ``original.wav`` (at the codec's rate) and ``reconstruction.wav``, recorded in
+        ``samples.json``; a rerun in the same folder writes ``original_001.wav`` ..."""
+        from musgen.data.audio_io import AudioReadError, read_audio
 
         try:
             wave = read_audio(Path(audio), self.sample_rate)
         except AudioReadError as err:
             raise err.about(str(audio)) from None
-        out = Path(out_dir)
-        paths = [out / "original.wav", out / "reconstruction.wav"]
-        for path, samples in zip(paths, (wave, self.reconstruct_audio(wave)), strict=True):
-            write_audio(path, samples, self.sample_rate)
-        return paths
+        run = self.run_record("reconstruct", {"clip": audio, **controls})
+        named = {"original": wave, "reconstruction": self.reconstruct_audio(wave)}
+        return self.write_all(out_dir, "", [], run=run, named=named)
 
     def write(self, output: np.ndarray, path: Path) -> None:
         from musgen.data.audio_io import write_audio

@@ -206,4 +206,6 @@ def test_render_command(bach_midi_dir, tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exit_:
         main(["render", "--help"])
-    assert exit_.value.code == 0 and "example:" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert exit_.value.code == 0 and "example:" in help_text
+    assert "{auto,fluidsynth,symusic,synth}" in help_text  # the engines, in the order auto tries them

@@ -4,6 +4,7 @@ and data build -> train -> sample end to end on real chorales plus broken files.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,62 @@ def test_build_train_sample_end_to_end(bach_midi_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("sample_000.mid", "sample_001.mid"):
         assert pretty_midi.PrettyMIDI(str(out / name)).instruments
+
+
+def test_samples_json_records_the_run_and_a_rerun_never_overwrites(
+    quick_transformer_run, tmp_path, capsys, caplog
+):
+    """Without --seed a seed is drawn and recorded; sampling again into the same folder with that seed
+    continues the numbering and repeats the first run's files byte for byte. Magenta's flag names work."""
+    from musgen import __version__
+    from musgen.cli import main
+
+    caplog.set_level(logging.INFO, logger="musgen")
+    out = tmp_path / "samples"
+    first = ["sample", "--checkpoint", str(quick_transformer_run.run_dir), "--output_dir", str(out)]
+    assert main([*first, "--num_outputs", "3", "--length", "24"]) == 0
+    runs = json.loads((out / "samples.json").read_text())
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["command"] == "sample" and run["family"] == "transformer" and run["musgen"] == __version__
+    assert Path(run["checkpoint"]).is_dir() and run["step"] == 2 and isinstance(run["seed"], int)
+    assert run["seed_given"] is False and f"--seed {run['seed']} repeats this run" in caplog.text
+    assert run["settings"] == {"length": 24, "num_samples": 3, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    assert [f["file"] for f in run["files"]] == ["sample_000.mid", "sample_001.mid", "sample_002.mid"]
+    assert {f["seed"] for f in run["files"]} == {run["seed"]} and [f["index"] for f in run["files"]] == [
+        0,
+        1,
+        2,
+    ]
+    before = {p.name: p.read_bytes() for p in out.glob("*.mid")}
+
+    again = [*first, "--num-samples", "3", "--length", "24", "--seed", str(run["seed"])]
+    assert main(again) == 0
+    runs = json.loads((out / "samples.json").read_text())
+    assert len(runs) == 2 and runs[1]["seed"] == run["seed"] and runs[1]["seed_given"] is True
+    assert [f["file"] for f in runs[1]["files"]] == ["sample_003.mid", "sample_004.mid", "sample_005.mid"]
+    assert {p.name: p.read_bytes() for p in out.glob("sample_00[012].mid")} == before  # untouched
+    for i in range(3):
+        assert (out / f"sample_{i + 3:03d}.mid").read_bytes() == before[f"sample_{i:03d}.mid"]
+    printed = capsys.readouterr().out.split()
+    assert printed[-3:] == [str(out / f"sample_{i:03d}.mid") for i in (3, 4, 5)]
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "samples.json").write_text('{"mine": 1}')
+    assert main([*first[:-1], str(tmp_path / "notes"), "--length", "8"]) == 2
+    assert "not a musgen record of runs" in capsys.readouterr().err
+    assert not list((tmp_path / "notes").glob("*.mid"))
+
+
+def test_magenta_flag_names_are_listed_in_help(capsys):
+    from musgen.cli import main
+
+    for command, aliases in (
+        ("sample", ("--primer_midi", "--num_outputs", "--output_dir")),
+        ("interpolate", ("--num_outputs", "--output_dir")),
+        ("reconstruct", ("--output_dir",)),
+    ):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert all(alias in text for alias in aliases), (command, text)

@@ -176,3 +176,15 @@ def test_tiny_transformer_memorises_one_real_piece_and_samples_it_back(bach_midi
     (sampled,) = sample_sequences(model, truth[:8], 1, ctl, eos_id=special.eos, pad_id=special.pad)
     matches = sum(a == b for a, b in zip(sampled[8:], truth[8:], strict=False))
     assert matches / (window - 8) > 0.95, (sampled[:40], truth[:40])
+
+
+def test_max_new_tokens_is_length(quick_transformer_run):
+    """Hugging Face's name for the number of new tokens works in the Python API."""
+    from musgen.errors import MusgenError
+
+    generator = musgen.load(quick_transformer_run.run_dir)
+    by_length = generator.generate(2, length=20, seed=3)
+    by_hf_name = generator.generate(2, max_new_tokens=20, seed=3)
+    assert [s.dumps_midi() for s in by_hf_name] == [s.dumps_midi() for s in by_length]
+    with pytest.raises(MusgenError, match="disagree"):
+        generator.generate(1, length=20, max_new_tokens=30)

@@ -132,7 +132,7 @@ def test_interpolate_reconstruct_and_sample_commands(tiny_vae_run, folk_midi_dir
     a, b = str(tunes[0]), str(tunes[1])
     proc = cli("interpolate", a, b, "--checkpoint", run, "--steps", "5", "--out", str(tmp_path / "morph"))
     assert proc.returncode == 0, proc.stderr
-    files = sorted((tmp_path / "morph").iterdir())
+    files = sorted((tmp_path / "morph").glob("*.mid"))  # beside samples.json
     assert [f.name for f in files] == [f"interp_{i:03d}.mid" for i in range(5)] + ["interpolation.mid"]
     counts = [_notes(f) for f in files]
     assert all(c > 0 for c in counts[:5]) and counts[5] == sum(counts[:5])
@@ -157,6 +157,15 @@ def test_interpolate_reconstruct_and_sample_commands(tiny_vae_run, folk_midi_dir
     assert "polyphonic" in proc.stderr and "Traceback" not in proc.stderr
     assert _notes(tmp_path / "recon" / "original.mid") > 0
     _notes(tmp_path / "recon" / "reconstruction.mid")
+    proc = cli("reconstruct", chorale, "--checkpoint", run, "--output_dir", str(tmp_path / "recon"))
+    assert proc.returncode == 0, proc.stderr  # a rerun adds a numbered pair, the first pair stays
+    assert proc.stdout.split() == [
+        str(tmp_path / "recon" / f"{n}_001.mid") for n in ("original", "reconstruction")
+    ]
+    runs = json.loads((tmp_path / "recon" / "samples.json").read_text())
+    assert [r["command"] for r in runs] == ["reconstruct", "reconstruct"] and runs[0]["seed"] == 1
+    assert runs[0]["settings"]["temperature"] == 0.5 and runs[0]["settings"]["bar_offset"] == 2
+    assert [f["file"] for f in runs[1]["files"]] == ["original_001.mid", "reconstruction_001.mid"]
 
     proc = cli(
         "sample", "--checkpoint", run, "--out", str(tmp_path / "prior"), "--num-samples", "3", "--seed", "0"

@@ -10,15 +10,26 @@ import pretty_midi
 import pytest
 import symusic
 
+from musgen.data import render
 from musgen.data.audio_io import rms_dbfs
-from musgen.data.render import TAIL_SECONDS, find_soundfont, render_midi, resolve_engine
+from musgen.data.render import (
+    TAIL_SECONDS,
+    find_soundfont,
+    plays_pitch,
+    render_midi,
+    resolve_engine,
+    symusic_synthesizer_fault,
+)
 from musgen.errors import MusgenError
 
 RATE = 16000
 HAS_FLUIDSYNTH = shutil.which("fluidsynth") is not None
+SOUNDFONT = find_soundfont()
+SYMUSIC_FAULT = symusic_synthesizer_fault(SOUNDFONT) if SOUNDFONT else "no soundfont"
 ENGINES = [
     "synth",
     pytest.param("fluidsynth", marks=pytest.mark.skipif(not HAS_FLUIDSYNTH, reason="no fluidsynth")),
+    pytest.param("symusic", marks=pytest.mark.skipif(bool(SYMUSIC_FAULT), reason=str(SYMUSIC_FAULT))),
 ]
 
 
@@ -101,6 +112,52 @@ def test_soundfont_and_engine_choice(tmp_path, monkeypatch):
     with pytest.raises(MusgenError, match="unknown render engine"):
         resolve_engine("timidity")
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert resolve_engine("auto")[0] == "synth"
     with pytest.raises(MusgenError, match="fluidsynth program is not installed"):
         resolve_engine("fluidsynth")
+
+
+def test_auto_takes_fluidsynth_then_symusic_then_the_builtin_synth(monkeypatch):
+    """The engine order of --engine auto, each step taken when the ones before it cannot run."""
+    sf2 = find_soundfont()
+    assert sf2 is not None
+    monkeypatch.setattr(render, "symusic_synthesizer_fault", lambda sf2: None)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert resolve_engine("auto") == ("fluidsynth", sf2)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert resolve_engine("auto") == ("symusic", sf2)
+    monkeypatch.setattr(render, "symusic_synthesizer_fault", lambda sf2: "symusic is broken here")
+    assert resolve_engine("auto") == ("synth", None)
+    with pytest.raises(MusgenError, match="symusic is broken here; render with --engine"):
+        resolve_engine("symusic")
+    monkeypatch.setattr(render, "find_soundfont", lambda explicit=None: None)
+    with pytest.raises(MusgenError, match="no soundfont found"):
+        resolve_engine("symusic")
+
+
+@pytest.mark.skipif(bool(SYMUSIC_FAULT), reason=str(SYMUSIC_FAULT))
+def test_symusic_renders_a_chorale_as_long_as_the_other_engines(chorale, monkeypatch):
+    """Without the fluidsynth program, auto renders with symusic's synthesizer and the soundfont on
+    disk (nothing downloaded): real sound, not silence, of the length every engine gives."""
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert resolve_engine("auto")[0] == "symusic"
+    wave = render_midi(chorale, RATE)
+    end = float(_notes(chorale)[:, 1].max())
+    assert len(wave) == int(np.ceil((end + TAIL_SECONDS) * RATE))
+    assert len(wave) == len(render_midi(chorale, RATE, engine="synth"))
+    assert rms_dbfs(wave) > -25 and np.abs(wave).max() <= 1.0
+    # it is not the built-in synthesizer under another name
+    assert np.abs(wave - render_midi(chorale, RATE, engine="synth")).max() > 0.05
+
+
+def test_the_symusic_probe_hears_a_wrong_pitch(tmp_path):
+    """symusic_synthesizer_fault refuses a synthesizer that plays out of tune (symusic 0.5.9 with GM
+    soundfonts); its pitch check passes a right note and fails a wrong one."""
+    score = symusic.Score(480)
+    track = symusic.Track("a4", 0, False)
+    track.notes.append(symusic.Note(0, 960, 69, 100))
+    score.tracks.append(track)
+    score.dump_midi(str(tmp_path / "a4.mid"))
+    wave = render_midi(tmp_path / "a4.mid", RATE, engine="synth")
+    assert plays_pitch(wave, RATE, 69) and plays_pitch(wave, RATE, 57)  # A3: A4 is its 2nd harmonic
+    assert not plays_pitch(wave, RATE, 71) and not plays_pitch(wave, RATE, 62)
+    assert not plays_pitch(np.zeros(RATE, np.float32), RATE, 69)
