@@ -30,6 +30,9 @@ from musgen.errors import ConfigError
 T = TypeVar("T")
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+# The experiment trackers Accelerate knows (accelerate.tracking.LOGGER_TYPE_TO_CLASS) for train.log_with;
+# whether a tracker's package is installed is checked when training starts.
+TRACKERS = ("tensorboard", "wandb", "trackio", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab")
 OLD_PRESET_DIR = "configs"  # where presets lived in the source tree before they moved into the package
 
 
@@ -57,6 +60,20 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and stops when it is spent.
     stop_at: int = 0  # stop (state saved) after this step without changing the schedule; 0 = run to `steps`
     cpu: bool = False  # force CPU even where a GPU is present
+    # Accelerate experiment trackers that get the metrics too (metrics.jsonl is always written), e.g.
+    # [tensorboard]; a single name is accepted. Local ones write under RUN_DIR/tensorboard.
+    log_with: list[str] | str = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.log_with, str):  # `--set train.log_with=tensorboard`
+            self.log_with = [self.log_with] if self.log_with.strip() else []
+        elif self.log_with is None:  # `log_with: null` in a YAML file
+            self.log_with = []
+
+    @property
+    def trackers(self) -> list[str]:
+        """train.log_with as a list (a single name was made a list on construction)."""
+        return [self.log_with] if isinstance(self.log_with, str) else list(self.log_with)
 
     def validate(self) -> None:
         # fp16 needing a GPU depends on the machine, not on the config: the training loop checks it.
@@ -64,6 +81,11 @@ class TrainConfig:
             raise ConfigError(f"train.mixed_precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("train.steps, train.batch_size and train.grad_accum must be at least 1")
+        unknown = [name for name in self.trackers if name not in TRACKERS]
+        if unknown:
+            raise ConfigError(
+                f"train.log_with: unknown tracker {unknown[0]!r} (Accelerate's trackers: {', '.join(TRACKERS)})"
+            )
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -209,6 +231,24 @@ def validate_config(cfg: Any) -> None:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def flat_dict(cfg: Any) -> dict[str, Any]:
+    """The config as dotted keys with scalar values (``{"train.lr": 0.001, "train.betas": "[0.9, 0.99]"}``):
+    what experiment trackers take as a run's hyperparameters."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, f"{prefix}{key}.")
+            elif value is None or isinstance(value, bool | int | float | str):
+                flat[prefix + key] = value
+            else:
+                flat[prefix + key] = str(value)
+
+    walk(to_dict(cfg), "")
+    return flat
 
 
 def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

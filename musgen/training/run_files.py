@@ -6,6 +6,7 @@ RUN_DIR layout::
     metrics.jsonl             one JSON line per log / eval event
     state/step_000500/        Accelerate save_state (models, optimizers, RNG) + loop.json, for --resume
     checkpoints/step_000500/  portable checkpoints (see musgen.checkpoint)
+    tensorboard/RUN_NAME/     the local files of the train.log_with trackers (TensorBoard's event files)
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from musgen import checkpoint
 from musgen.errors import MusgenError, first_line
 
 LOOP_FILE = "loop.json"
+TRACKER_DIR = (
+    "tensorboard"  # Accelerate's logging_dir: local trackers write under RUN_DIR/tensorboard/RUN_NAME
+)
 
 
 def step_name(step: int) -> str:
@@ -118,19 +122,12 @@ def _file_size_limit() -> str | None:
 
 
 class MetricsLog:
-    """metrics.jsonl on the main process, plus TensorBoard when it is installed."""
+    """metrics.jsonl, written by the main process only (the experiment trackers of train.log_with get
+    the same records through Accelerate, see ``Trainer.record``)."""
 
     def __init__(self, run_dir: Path, enabled: bool):
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except Exception:  # tensorboard is optional
-                self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -140,11 +137,3 @@ class MetricsLog:
                 handle.write(json.dumps(record) + "\n")
         except OSError as err:
             raise MusgenError(f"cannot write {self.path}: {failure_reason(err)}") from None
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key != "step":
-                    self.tb.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()

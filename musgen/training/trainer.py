@@ -37,16 +37,25 @@ from typing import Any, NoReturn, cast
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object, get_int_from_env, send_to_device, set_seed
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import (
+    DistributedType,
+    ProjectConfiguration,
+    gather_object,
+    get_int_from_env,
+    send_to_device,
+    set_seed,
+)
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm.auto import tqdm
 
 from musgen import checkpoint
-from musgen.config import dump_yaml
-from musgen.errors import MusgenError
+from musgen.config import dump_yaml, flat_dict
+from musgen.errors import MusgenError, first_line
 from musgen.registry import get_family
 from musgen.training.run_files import (
     LOOP_FILE,
+    TRACKER_DIR,
     MetricsLog,
     checkpoint_complete,
     failure_reason,
@@ -135,10 +144,23 @@ def check_machine(train_cfg: Any) -> None:
     """What this machine cannot run (the values themselves were validated with the config)."""
     if train_cfg.mixed_precision == "fp16" and (train_cfg.cpu or not torch.cuda.is_available()):
         raise MusgenError("train.mixed_precision=fp16 needs a GPU; use bf16 on the CPU")
+    check_trackers(train_cfg.trackers)
 
 
-def make_accelerator(train_cfg: Any) -> Accelerator:
-    """The Accelerator for this process; refuses a launch Accelerate did not pick up and sharded setups."""
+def check_trackers(names: list[str]) -> None:
+    """Every tracker of train.log_with installed (Accelerate would silently drop a missing one)."""
+    available = {getattr(t, "value", str(t)) for t in get_available_trackers()}
+    missing = [name for name in names if name not in available]
+    if missing:
+        package = "musgen[tensorboard]" if missing[0] == "tensorboard" else missing[0].replace("_", "-")
+        raise MusgenError(
+            f"train.log_with: the {missing[0]} tracker is not installed (pip install '{package}')"
+        )
+
+
+def make_accelerator(train_cfg: Any, run_dir: Path) -> Accelerator:
+    """The Accelerator for this process, with the train.log_with trackers (not started yet); refuses a
+    launch Accelerate did not pick up and sharded setups."""
     launched = get_int_from_env(WORLD_SIZE_VARS, 1)
     # Without a GPU, Accelerate sets up several processes (gloo) only when asked for the CPU; else each
     # process would silently train alone, all of them writing the same RUN_DIR.
@@ -147,7 +169,12 @@ def make_accelerator(train_cfg: Any) -> Accelerator:
         and not torch.cuda.is_available()
         and not (hasattr(torch, "xpu") and torch.xpu.is_available())
     )
-    accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision, cpu=cpu)
+    accelerator = Accelerator(
+        mixed_precision=train_cfg.mixed_precision,
+        cpu=cpu,
+        log_with=train_cfg.trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / TRACKER_DIR)),
+    )
     if launched > 1 and accelerator.num_processes != launched:
         raise MusgenError(
             f"{launched} processes were launched but Accelerate set up {accelerator.num_processes}; "
@@ -283,6 +310,7 @@ class Trainer:
         self.set_up()
         self.restore()
         self.open_run_dir()
+        self.start_trackers()
         self.ensure_resumed_checkpoint()
         data = self.start_training()
         try:
@@ -291,8 +319,7 @@ class Trainer:
                 self.after_step(metrics)
         finally:
             self.pbar.close()
-            self.metrics_log.close()
-        self.accelerator.end_training()
+        self.accelerator.end_training()  # closes the trackers, also after a planned stop
         return FitResult(
             run_dir=self.run_dir,
             step=self.step,
@@ -317,7 +344,7 @@ class Trainer:
         set before the Task builds its models (same initial weights everywhere) and the per-process
         seed only after ``prepare``."""
         check_machine(self.train_cfg)
-        self.accelerator = make_accelerator(self.train_cfg)
+        self.accelerator = make_accelerator(self.train_cfg, self.run_dir)
         self.state_dir = self.recover()
         # Same seed on every process: identical initial weights and data order (the sampler is sharded).
         set_seed(self.train_cfg.seed)
@@ -397,6 +424,19 @@ class Trainer:
             except OSError as err:
                 raise MusgenError(f"cannot write to {self.run_dir}: {failure_reason(err)}") from None
         self.metrics_log = MetricsLog(self.run_dir, self.main)
+
+    def start_trackers(self) -> None:
+        """The train.log_with trackers, named after the run directory (a resumed run logs to the same
+        one) and given the resolved config as flat hyperparameters."""
+        if not self.train_cfg.trackers:
+            return
+        config = {"family": self.family, **flat_dict(self.cfg)}
+        try:
+            self.accelerator.init_trackers(project_name=self.run_dir.resolve().name, config=config)
+        except Exception as err:  # a tracker's own failure (no login, no server): one line, before training
+            raise MusgenError(
+                f"train.log_with: cannot start the trackers {self.train_cfg.trackers}: {first_line(err)}"
+            ) from err
 
     def ensure_resumed_checkpoint(self) -> None:
         """The portable checkpoint of the resumed state; written now for a state saved by an older
@@ -522,7 +562,11 @@ class Trainer:
         return stopping
 
     def record(self, record: dict[str, Any]) -> None:
+        """One metrics record: metrics.jsonl, the train.log_with trackers (main process) and the history."""
         self.metrics_log.write(record)
+        if self.train_cfg.trackers:
+            scalars = {k: v for k, v in record.items() if k != "step" and isinstance(v, int | float)}
+            self.accelerator.log(scalars, step=record["step"])
         self.history.append(record)
 
     # -- evaluation -------------------------------------------------------------------------------

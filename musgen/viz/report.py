@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 48
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-_SKIP_DIRS = {"state", "checkpoints", "tensorboard"}
+_SKIP_DIRS = {"state", "checkpoints", "tensorboard"}  # tensorboard: train.log_with's local tracker files
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }

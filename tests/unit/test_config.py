@@ -201,3 +201,22 @@ def test_bad_values_are_refused_on_resolve_and_on_from_dict(change, message):
 def test_building_a_dataclass_directly_does_not_validate():
     # Validation is the job of from_dict / resolve (once per tree), not of each constructor.
     assert dataclasses.replace(TrainConfig(), steps=0).steps == 0
+
+
+def test_train_log_with_takes_tracker_names_as_a_list_or_one_name():
+    def log_with(*overrides: str) -> list[str] | str:
+        return resolve(LSTMConfig, "lstm", "tiny/lstm", overrides).train.log_with
+
+    assert log_with() == []
+    assert log_with("train.log_with=[tensorboard]") == ["tensorboard"]
+    assert log_with("train.log_with=tensorboard") == ["tensorboard"]
+    assert log_with("train.log_with=[tensorboard, wandb]") == ["tensorboard", "wandb"]
+    assert log_with("train.log_with=[]") == log_with("train.log_with=") == []
+    saved = yaml.safe_load(
+        dump_yaml(resolve(LSTMConfig, "lstm", None, ["train.log_with=tensorboard"]), "lstm")
+    )
+    assert saved["train"]["log_with"] == ["tensorboard"]  # a resumed run reads it back as a list
+    with pytest.raises(ConfigError, match="train.log_with: unknown tracker 'tensorbord'"):
+        log_with("train.log_with=[tensorboard, tensorbord]")
+    with pytest.raises(ConfigError, match="unknown tracker 'all'"):  # explicit names only
+        log_with("train.log_with=all")
