@@ -4,6 +4,11 @@ The cache layout is ``<cache>/corpus/<name>/<rel>.mid`` with ``rel`` like ``bwv1
 ``Agnus`` (palestrina) or ``essenFolksong/altdeu10/X123`` (folk: one ABC file holds many tunes,
 split at ``X:`` lines). ``all`` is the union: its root is ``<cache>/corpus`` and its pieces are
 ``bach/...``, ``folk/...``, ``palestrina/...``, so it reuses the per-corpus conversions.
+
+Every converted file opens with a MIDI marker ``musgen:corpus=<CONVERTER_VERSION>`` (files without
+the current one are converted again) and, when the score starts with a pickup (anacrusis), a marker
+``musgen:pickup=<quarter notes>``: music21 writes a pickup measure from time 0 under the full time
+signature, so the MIDI file cannot show it otherwise. miditok ignores markers: the tokens are the same.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +32,7 @@ from musgen.errors import first_line
 from .workpool import mp_context
 
 if TYPE_CHECKING:
-    from music21 import stream
+    from music21 import midi, stream
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +145,62 @@ def _unshare_time_signatures(score: stream.Stream) -> None:
             seen.add(id(ts))
 
 
+PICKUP_MARK = "musgen:pickup="  # + the pickup's length in quarter notes, e.g. "musgen:pickup=1.5"
+
+
+def pickup_quarters(score: stream.Score | stream.Part) -> Fraction | None:
+    """The length in quarter notes of the pickup (anacrusis) a score starts with, or None.
+
+    music21 gives a pickup measure a duration shorter than its time signature's bar (and the missing
+    part as ``paddingLeft``), both for ABC (folk) and MusicXML (chorales); the first part with
+    measures decides (the others share its bar lines)."""
+    from music21 import meter, stream
+
+    parts = list(score.parts) if isinstance(score, stream.Score) and score.parts else [score]
+    for part in parts:
+        measures = part.getElementsByClass(stream.Measure)
+        if not measures:
+            continue
+        first = measures[0]
+        ts = first.timeSignature or first.getContextByClass(meter.TimeSignature)
+        if ts is None:
+            return None
+        length = Fraction(first.duration.quarterLength)
+        return length if 0 < length < Fraction(ts.barDuration.quarterLength) else None
+    return None
+
+
+def _pickup_marks(score: stream.Score | stream.Part) -> list[str]:
+    quarters = pickup_quarters(score)
+    if quarters is None:
+        return []
+    as_float = float(quarters)
+    text = str(as_float) if Fraction(as_float) == quarters else str(quarters)  # "1.5", "1/3"
+    return [f"{PICKUP_MARK}{text}"]
+
+
+def _add_markers(mf: midi.MidiFile, texts: list[str]) -> None:
+    """Marker meta events at time 0, first in the first track: they shift nothing else (delta 0)."""
+    from music21 import midi
+
+    track = mf.tracks[0]
+    events: list[midi.DeltaTime | midi.MidiEvent] = []
+    for text in texts:
+        marker = midi.MidiEvent(track, type=midi.MetaEvents.MARKER)
+        marker.data = text.encode("ascii")
+        events += [midi.DeltaTime(track, time=0), marker]
+    track.events[0:0] = events
+
+
+def _is_current(path: Path) -> bool:
+    """Whether ``path`` is a conversion by this converter (its first marker, within the head)."""
+    try:
+        with open(path, "rb") as handle:
+            return CONVERTED_MARK.encode("ascii") in handle.read(_HEAD_BYTES)
+    except OSError:
+        return False
+
+
 def _convert_one(piece: _Piece, out: Path) -> str | None:
     """Convert one score to MIDI at ``out`` atomically; return a failure reason or None."""
     from music21 import converter, midi, stream
@@ -156,9 +218,11 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
         if isinstance(score, stream.Opus):
             score = score.scores[0] if score.scores else None
         if score is None or not score.recurse().notes:
+            out.unlink(missing_ok=True)
             return "no notes"
         _unshare_time_signatures(score)
         mf = midi.translate.streamToMidiFile(score)
+        _add_markers(mf, [CONVERTED_MARK, *_pickup_marks(score)])
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         mf.open(str(tmp), "wb")
@@ -169,8 +233,10 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
         os.replace(tmp, out)
         return None
     except _Timeout:
+        out.unlink(missing_ok=True)  # a stale conversion from an older converter must not be used
         return f"music21 conversion exceeded {PIECE_TIMEOUT_S} s"
     except Exception as e:  # music21 raises many types on odd scores
+        out.unlink(missing_ok=True)
         return f"music21 could not convert: {type(e).__name__}: {first_line(str(e))}"
     finally:
         if use_alarm:
@@ -201,8 +267,12 @@ def _batches(pieces: list[_Piece], n_workers: int) -> list[list[_Piece]]:
     return out
 
 
-# Bumped when _convert_one learns to convert more: failures recorded by an older one are retried.
-CONVERTER_VERSION = 2
+# Bumped when _convert_one converts more or differently: failures recorded by an older one are
+# retried and files it wrote (without this version's marker) are converted again.
+# 3: the musgen:corpus and musgen:pickup markers.
+CONVERTER_VERSION = 3
+CONVERTED_MARK = f"musgen:corpus={CONVERTER_VERSION}"
+_HEAD_BYTES = 64  # MThd (14) + MTrk header (8) + the marker event (4 + text)
 
 
 def _load_failed(root: Path) -> dict[str, str]:
@@ -263,7 +333,7 @@ def corpus_midi_files(
     todo: list[_Piece] = []
     for p in pieces:
         froot, frel = fail_root(p.rel)
-        if (root / p.rel).is_file():
+        if _is_current(root / p.rel):
             continue
         if frel in failed_map(froot):
             failures.append({"path": p.rel, "reason": failed_map(froot)[frel]})
