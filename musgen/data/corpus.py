@@ -145,51 +145,66 @@ def _unshare_time_signatures(score: stream.Stream) -> None:
             seen.add(id(ts))
 
 
-PICKUP_MARK = "musgen:pickup="  # + the pickup's length in quarter notes, e.g. "musgen:pickup=1.5"
+PICKUP_MARK = "musgen:pickup="  # + a short measure's length in quarter notes, e.g. "musgen:pickup=1.5"
 
 
-def pickup_quarters(score: stream.Score | stream.Part) -> Fraction | None:
-    """The length in quarter notes of the pickup (anacrusis) a score starts with, or None.
+def short_measures(score: stream.Score | stream.Part) -> list[tuple[Fraction, Fraction]]:
+    """(offset, length) in quarter notes of the measures shorter than their time signature's bar, at
+    the offsets the MIDI writer gives them (repeats expanded); the last measure is left out.
 
-    music21 gives a pickup measure a duration shorter than its time signature's bar (and the missing
-    part as ``paddingLeft``), both for ABC (folk) and MusicXML (chorales); the first part with
-    measures decides (the others share its bar lines)."""
-    from music21 import meter, stream
+    These are the pickup (anacrusis) a score starts with, and, where a section with a pickup is
+    repeated, the short bar that ends it and the pickup again. music21 sets a pickup measure's
+    duration to its contents (and the missing part as ``paddingLeft``), both for ABC (folk) and
+    MusicXML (chorales). The first part with measures decides (the others share its bar lines)."""
+    from music21 import meter, repeat, stream
 
     parts = list(score.parts) if isinstance(score, stream.Score) and score.parts else [score]
-    for part in parts:
-        measures = part.getElementsByClass(stream.Measure)
-        if not measures:
-            continue
-        first = measures[0]
-        ts = first.timeSignature or first.getContextByClass(meter.TimeSignature)
-        if ts is None:
-            return None
-        length = Fraction(first.duration.quarterLength)
-        return length if 0 < length < Fraction(ts.barDuration.quarterLength) else None
-    return None
-
-
-def _pickup_marks(score: stream.Score | stream.Part) -> list[str]:
-    quarters = pickup_quarters(score)
-    if quarters is None:
+    part = next((p for p in parts if p.getElementsByClass(stream.Measure)), None)
+    if part is None:
         return []
-    as_float = float(quarters)
-    text = str(as_float) if Fraction(as_float) == quarters else str(quarters)  # "1.5", "1/3"
-    return [f"{PICKUP_MARK}{text}"]
+    if repeat.Expander(part).isExpandable():  # expanding copies the part: costly, so only if needed
+        part = part.expandRepeats()
+    measures = list(part.getElementsByClass(stream.Measure))
+    ts = measures[0].timeSignature or measures[0].getContextByClass(meter.TimeSignature)
+    found = []
+    for measure in measures[:-1]:
+        ts = measure.timeSignature or ts
+        length = Fraction(measure.duration.quarterLength)
+        if ts is not None and 0 < length < Fraction(ts.barDuration.quarterLength):
+            found.append((Fraction(measure.offset), length))
+    return found
 
 
-def _add_markers(mf: midi.MidiFile, texts: list[str]) -> None:
-    """Marker meta events at time 0, first in the first track: they shift nothing else (delta 0)."""
+def _pickup_marks(score: stream.Score | stream.Part, ticks_per_quarter: int) -> list[tuple[int, str]]:
+    marks = []
+    for offset, length in short_measures(score):
+        as_float = float(length)
+        text = str(as_float) if Fraction(as_float) == length else str(length)  # "1.5", "1/3"
+        marks.append((round(offset * ticks_per_quarter), f"{PICKUP_MARK}{text}"))
+    return marks
+
+
+def _add_markers(mf: midi.MidiFile, marks: list[tuple[int, str]]) -> None:
+    """Marker meta events (tick, text) into the first track, each before its other events at that
+    tick; the delta times around them are split so that no other event moves."""
     from music21 import midi
 
     track = mf.tracks[0]
+    pending = sorted(marks, key=lambda mark: mark[0])  # stable: same-tick marks keep their order
     events: list[midi.DeltaTime | midi.MidiEvent] = []
-    for text in texts:
-        marker = midi.MidiEvent(track, type=midi.MetaEvents.MARKER)
-        marker.data = text.encode("ascii")
-        events += [midi.DeltaTime(track, time=0), marker]
-    track.events[0:0] = events
+    now = 0  # the tick of the last event in ``events``
+    for delta, event in zip(track.events[::2], track.events[1::2], strict=True):
+        at = now + delta.time
+        while pending and (pending[0][0] <= at or event.type == midi.MetaEvents.END_OF_TRACK):
+            tick, text = pending.pop(0)
+            marker = midi.MidiEvent(track, type=midi.MetaEvents.MARKER)  # type: ignore[arg-type]
+            marker.data = text.encode("ascii")
+            events += [midi.DeltaTime(track, time=max(tick, now) - now), marker]
+            now = max(tick, now)
+        delta.time = max(at, now) - now  # the end of track moves after a later marker
+        events += [delta, event]
+        now = max(at, now)
+    track.events = events
 
 
 def _is_current(path: Path) -> bool:
@@ -222,7 +237,7 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
             return "no notes"
         _unshare_time_signatures(score)
         mf = midi.translate.streamToMidiFile(score)
-        _add_markers(mf, [CONVERTED_MARK, *_pickup_marks(score)])
+        _add_markers(mf, [(0, CONVERTED_MARK), *_pickup_marks(score, mf.ticksPerQuarterNote)])
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         mf.open(str(tmp), "wb")

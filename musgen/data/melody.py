@@ -13,10 +13,11 @@ note short. Pitches outside the range are folded in by octaves.
 Meters: windows are whole bars of one meter (``MelodyConfig.meter``) on the bar lines of the file's
 time signatures (``bar_runs``). A pickup (anacrusis) is seen when the file marks it: as a first time
 signature stretch shorter than a bar, as notes that start after time 0 of a full first bar, or with
-a marker ``musgen:pickup=Q`` at time 0 (``pickup_steps``), which the built-in corpora's conversion
-writes because music21 writes a pickup as notes from time 0 under the full time signature, the first
-bar line later (in a sample of 400 folk tunes, 275 start so; many Bach chorales too). A pickup
-written so in a file without the marker is not seen: the MIDI holds no trace of it.
+a marker ``musgen:pickup=Q`` where it starts (``marked_short_measures``). The built-in corpora's
+conversion writes those markers because music21 writes a pickup as notes under the full time
+signature, the next bar line later (in a sample of 400 folk tunes, 275 start so, and their repeated
+sections again; many Bach chorales too). A pickup written so in a file without the marker is not
+seen: the MIDI holds no trace of it.
 """
 
 from __future__ import annotations
@@ -207,30 +208,38 @@ def sounding_pitch_ids(events: np.ndarray) -> np.ndarray:
 def time_signature_steps(score: symusic.Score, steps_per_quarter: int) -> np.ndarray:
     """(K, 3) int64 rows (step, numerator, denominator) of a score's time signatures in time order;
     of several at one step the last counts. Before the first one (or without any) a MIDI file is in
-    4/4, the MIDI default. A pickup the file marks (``pickup_steps``) ends the first stretch: its
-    time signature is repeated where the pickup ends, the first bar line, when no other starts earlier."""
+    4/4, the MIDI default. A short measure the file marks (``marked_short_measures``: a pickup) ends
+    a stretch: the time signature in force is repeated where it ends, a bar line, unless another
+    time signature starts in the measure or at its end."""
     tpq = score.ticks_per_quarter
     rows: dict[int, tuple[int, int]] = {0: MIDI_DEFAULT_METER}
     for ts in sorted(score.time_signatures, key=lambda t: t.time):  # stable: equal times keep file order
         rows[int(round(ts.time * steps_per_quarter / tpq))] = (int(ts.numerator), int(ts.denominator))
-    pickup = pickup_steps(score, steps_per_quarter)
-    if 0 < pickup < min((step for step in rows if step > 0), default=pickup + 1):
-        rows[pickup] = rows[0]
+    for start, length in marked_short_measures(score, steps_per_quarter):
+        end = start + length
+        if length > 0 and not any(start < step <= end for step in rows):
+            rows[end] = rows[max(step for step in rows if step <= start)]
     return np.array([(step, n, d) for step, (n, d) in sorted(rows.items())], dtype=np.int64).reshape(-1, 3)
 
 
-def pickup_steps(score: symusic.Score, steps_per_quarter: int) -> int:
-    """Grid steps of the pickup (anacrusis) a file marks with a marker ``musgen:pickup=Q`` at time 0
-    (Q quarter notes, as the built-in corpora's conversion writes it); 0 without one."""
-    for marker in score.markers:
-        if marker.time == 0 and marker.text.startswith(PICKUP_MARK):
-            try:
-                quarters = Fraction(marker.text.removeprefix(PICKUP_MARK).strip())
-            except (ValueError, ZeroDivisionError):
-                log.debug("unreadable pickup marker %r", marker.text)
-                return 0
-            return max(0, round(quarters * steps_per_quarter))
-    return 0
+def marked_short_measures(score: symusic.Score, steps_per_quarter: int) -> list[tuple[int, int]]:
+    """(first step, steps) of the measures shorter than a bar that a file marks with a marker
+    ``musgen:pickup=Q`` at the measure's start (Q quarter notes), in time order: the pickup
+    (anacrusis) of a tune, and the short bars around a repeated one, as the built-in corpora's
+    conversion writes them. None in other files."""
+    tpq = score.ticks_per_quarter
+    found = []
+    for marker in sorted(score.markers, key=lambda m: m.time):
+        if not marker.text.startswith(PICKUP_MARK):
+            continue
+        try:
+            quarters = Fraction(marker.text.removeprefix(PICKUP_MARK).strip())
+        except (ValueError, ZeroDivisionError):
+            log.debug("unreadable pickup marker %r", marker.text)
+            continue
+        start = int(round(marker.time * steps_per_quarter / tpq))
+        found.append((start, round(quarters * steps_per_quarter)))
+    return found
 
 
 def bar_runs(
@@ -241,9 +250,9 @@ def bar_runs(
     Every time signature event starts a bar (MIDI's rule; music21 writes one at each measure whose
     meter differs from the previous one's, and at some section starts), and bars are counted from
     there: a stretch shorter than a bar, such as a pickup written as a short bar of its own (1/8
-    before 3/4) or a marked pickup (``time_signature_steps`` ends the first stretch there), holds no
-    bar, so windows start at the first full bar; the incomplete bar at the end of a stretch is
-    dropped. Stretches of one meter whose bar lines continue into each other (the same time signature
+    before 3/4) or a marked one (``time_signature_steps`` ends a stretch after it), holds no bar,
+    so windows start at the first full bar; the incomplete bar at the end of a stretch is dropped.
+    Stretches of one meter whose bar lines continue into each other (the same time signature
     repeated on a bar line, 2/2 after 4/4) make one run.
 
     A pickup that the file does not mark (notes from time 0, the first bar line later) cannot be

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from musgen.data.corpus import corpus_midi_files, scan_midi_dir, split_abc_tunes
+from musgen.data.corpus import CONVERTER_VERSION, corpus_midi_files, scan_midi_dir, split_abc_tunes
 
 
 def test_split_abc_tunes():
@@ -45,3 +45,14 @@ def test_scan_midi_dir(tmp_path):
             assert any(s["path"] == "locked" for s in skipped)
         finally:
             locked.chmod(0o755)
+
+
+def test_conversions_by_an_older_converter_are_redone(tmp_path):
+    root, files, _ = corpus_midi_files("folk", cache_dir=tmp_path, limit=2, workers=1)
+    current = f"musgen:corpus={CONVERTER_VERSION}".encode()
+    old = f"musgen:corpus={CONVERTER_VERSION - 1}".encode()
+    assert all(current in f.read_bytes()[:64] for f in files)
+    stale = files[0].read_bytes().replace(current, old)  # as an older converter wrote it
+    files[0].write_bytes(stale)
+    _, files2, _ = corpus_midi_files("folk", cache_dir=tmp_path, limit=2, workers=1)
+    assert files2 == files and current in files[0].read_bytes()[:64]
