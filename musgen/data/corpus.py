@@ -4,6 +4,11 @@ The cache layout is ``<cache>/corpus/<name>/<rel>.mid`` with ``rel`` like ``bwv1
 ``Agnus`` (palestrina) or ``essenFolksong/altdeu10/X123`` (folk: one ABC file holds many tunes,
 split at ``X:`` lines). ``all`` is the union: its root is ``<cache>/corpus`` and its pieces are
 ``bach/...``, ``folk/...``, ``palestrina/...``, so it reuses the per-corpus conversions.
+
+Every converted file opens with a MIDI marker ``musgen:corpus=<CONVERTER_VERSION>`` (files without
+the current one are converted again) and, when the score starts with a pickup (anacrusis), a marker
+``musgen:pickup=<quarter notes>``: music21 writes a pickup measure from time 0 under the full time
+signature, so the MIDI file cannot show it otherwise. miditok ignores markers: the tokens are the same.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +32,7 @@ from musgen.errors import first_line
 from .workpool import mp_context
 
 if TYPE_CHECKING:
-    from music21 import stream
+    from music21 import midi, stream
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +154,77 @@ def _unshare_time_signatures(score: stream.Stream) -> None:
             seen.add(id(ts))
 
 
+PICKUP_MARK = "musgen:pickup="  # + a short measure's length in quarter notes, e.g. "musgen:pickup=1.5"
+
+
+def short_measures(score: stream.Score | stream.Part) -> list[tuple[Fraction, Fraction]]:
+    """(offset, length) in quarter notes of the measures shorter than their time signature's bar, at
+    the offsets the MIDI writer gives them (repeats expanded); the last measure is left out.
+
+    These are the pickup (anacrusis) a score starts with, and, where a section with a pickup is
+    repeated, the short bar that ends it and the pickup again. music21 sets a pickup measure's
+    duration to its contents (and the missing part as ``paddingLeft``), both for ABC (folk) and
+    MusicXML (chorales). The first part with measures decides (the others share its bar lines)."""
+    from music21 import meter, repeat, stream
+
+    parts = list(score.parts) if isinstance(score, stream.Score) and score.parts else [score]
+    part = next((p for p in parts if p.getElementsByClass(stream.Measure)), None)
+    if part is None:
+        return []
+    if repeat.Expander(part).isExpandable():  # expanding copies the part: costly, so only if needed
+        part = part.expandRepeats()
+    measures = list(part.getElementsByClass(stream.Measure))
+    ts = measures[0].timeSignature or measures[0].getContextByClass(meter.TimeSignature)
+    found = []
+    for measure in measures[:-1]:
+        ts = measure.timeSignature or ts
+        length = Fraction(measure.duration.quarterLength)
+        if ts is not None and 0 < length < Fraction(ts.barDuration.quarterLength):
+            found.append((Fraction(measure.offset), length))
+    return found
+
+
+def _pickup_marks(score: stream.Score | stream.Part, ticks_per_quarter: int) -> list[tuple[int, str]]:
+    marks = []
+    for offset, length in short_measures(score):
+        as_float = float(length)
+        text = str(as_float) if Fraction(as_float) == length else str(length)  # "1.5", "1/3"
+        marks.append((round(offset * ticks_per_quarter), f"{PICKUP_MARK}{text}"))
+    return marks
+
+
+def _add_markers(mf: midi.MidiFile, marks: list[tuple[int, str]]) -> None:
+    """Marker meta events (tick, text) into the first track, each before its other events at that
+    tick; the delta times around them are split so that no other event moves."""
+    from music21 import midi
+
+    track = mf.tracks[0]
+    pending = sorted(marks, key=lambda mark: mark[0])  # stable: same-tick marks keep their order
+    events: list[midi.DeltaTime | midi.MidiEvent] = []
+    now = 0  # the tick of the last event in ``events``
+    for delta, event in zip(track.events[::2], track.events[1::2], strict=True):
+        at = now + delta.time
+        while pending and (pending[0][0] <= at or event.type == midi.MetaEvents.END_OF_TRACK):
+            tick, text = pending.pop(0)
+            marker = midi.MidiEvent(track, type=midi.MetaEvents.MARKER)  # type: ignore[arg-type]
+            marker.data = text.encode("ascii")
+            events += [midi.DeltaTime(track, time=max(tick, now) - now), marker]
+            now = max(tick, now)
+        delta.time = max(at, now) - now  # the end of track moves after a later marker
+        events += [delta, event]
+        now = max(at, now)
+    track.events = events
+
+
+def _is_current(path: Path) -> bool:
+    """Whether ``path`` is a conversion by this converter (its first marker, within the head)."""
+    try:
+        with open(path, "rb") as handle:
+            return CONVERTED_MARK.encode("ascii") in handle.read(_HEAD_BYTES)
+    except OSError:
+        return False
+
+
 def _convert_one(piece: _Piece, out: Path) -> str | None:
     """Convert one score to MIDI at ``out`` atomically; return a failure reason or None."""
     from music21 import converter, midi, stream
@@ -165,9 +242,11 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
         if isinstance(score, stream.Opus):
             score = score.scores[0] if score.scores else None
         if score is None or not score.recurse().notes:
+            out.unlink(missing_ok=True)
             return "no notes"
         _unshare_time_signatures(score)
         mf = midi.translate.streamToMidiFile(score)
+        _add_markers(mf, [(0, CONVERTED_MARK), *_pickup_marks(score, mf.ticksPerQuarterNote)])
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         mf.open(str(tmp), "wb")
@@ -178,8 +257,10 @@ def _convert_one(piece: _Piece, out: Path) -> str | None:
         os.replace(tmp, out)
         return None
     except _Timeout:
+        out.unlink(missing_ok=True)  # a stale conversion from an older converter must not be used
         return f"music21 conversion exceeded {PIECE_TIMEOUT_S} s"
     except Exception as e:  # music21 raises many types on odd scores
+        out.unlink(missing_ok=True)
         return f"music21 could not convert: {type(e).__name__}: {first_line(str(e))}"
     finally:
         if use_alarm:
@@ -210,8 +291,12 @@ def _batches(pieces: list[_Piece], n_workers: int) -> list[list[_Piece]]:
     return out
 
 
-# Bumped when _convert_one learns to convert more: failures recorded by an older one are retried.
-CONVERTER_VERSION = 2
+# Bumped when _convert_one converts more or differently: failures recorded by an older one are
+# retried and files it wrote (without this version's marker) are converted again.
+# 3: the musgen:corpus and musgen:pickup markers.
+CONVERTER_VERSION = 3
+CONVERTED_MARK = f"musgen:corpus={CONVERTER_VERSION}"
+_HEAD_BYTES = 64  # MThd (14) + MTrk header (8) + the marker event (4 + text)
 
 
 def _load_failed(root: Path) -> dict[str, str]:
@@ -276,7 +361,7 @@ def corpus_midi_files(
         known = KNOWN_FAILURES.get(froot.name, {}).get(frel)  # froot is <cache>/corpus/<its corpus>
         if known is not None:
             failures.append({"path": p.rel, "reason": known})
-        elif (root / p.rel).is_file():
+        elif _is_current(root / p.rel):
             continue
         elif frel in failed_map(froot):
             failures.append({"path": p.rel, "reason": failed_map(froot)[frel]})

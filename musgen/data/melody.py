@@ -11,17 +11,20 @@ kept, a note starting under a held higher note is dropped, a higher (or equal) o
 note short. Pitches outside the range are folded in by octaves.
 
 Meters: windows are whole bars of one meter (``MelodyConfig.meter``) on the bar lines of the file's
-time signatures (``bar_runs``). A pickup is seen when the file marks it, as a first time signature
-stretch shorter than a bar (or notes that start after time 0 of a full first bar); a pickup written
-as notes from time 0 under the full time signature, the first bar line later, is not: the MIDI holds
-no trace of it. music21's ABC conversion (the built-in folk corpus) writes most pickups so: in a
-sample of 400 folk tunes, 275 have a pickup and none of them is marked in its MIDI file.
+time signatures (``bar_runs``). A pickup (anacrusis) is seen when the file marks it: as a first time
+signature stretch shorter than a bar, as notes that start after time 0 of a full first bar, or with
+a marker ``musgen:pickup=Q`` where it starts (``marked_short_measures``). The built-in corpora's
+conversion writes those markers because music21 writes a pickup as notes under the full time
+signature, the next bar line later (in a sample of 400 folk tunes, 275 start so, and their repeated
+sections again; many Bach chorales too). A pickup written so in a file without the marker is not
+seen: the MIDI holds no trace of it.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ import symusic
 
 from musgen.errors import ConfigError, MusgenError
 
+from .corpus import PICKUP_MARK
 from .tokenizers import MidiReadError, load_score
 
 log = logging.getLogger(__name__)
@@ -204,12 +208,38 @@ def sounding_pitch_ids(events: np.ndarray) -> np.ndarray:
 def time_signature_steps(score: symusic.Score, steps_per_quarter: int) -> np.ndarray:
     """(K, 3) int64 rows (step, numerator, denominator) of a score's time signatures in time order;
     of several at one step the last counts. Before the first one (or without any) a MIDI file is in
-    4/4, the MIDI default."""
+    4/4, the MIDI default. A short measure the file marks (``marked_short_measures``: a pickup) ends
+    a stretch: the time signature in force is repeated where it ends, a bar line, unless another
+    time signature starts in the measure or at its end."""
     tpq = score.ticks_per_quarter
     rows: dict[int, tuple[int, int]] = {0: MIDI_DEFAULT_METER}
     for ts in sorted(score.time_signatures, key=lambda t: t.time):  # stable: equal times keep file order
         rows[int(round(ts.time * steps_per_quarter / tpq))] = (int(ts.numerator), int(ts.denominator))
+    for start, length in marked_short_measures(score, steps_per_quarter):
+        end = start + length
+        if length > 0 and not any(start < step <= end for step in rows):
+            rows[end] = rows[max(step for step in rows if step <= start)]
     return np.array([(step, n, d) for step, (n, d) in sorted(rows.items())], dtype=np.int64).reshape(-1, 3)
+
+
+def marked_short_measures(score: symusic.Score, steps_per_quarter: int) -> list[tuple[int, int]]:
+    """(first step, steps) of the measures shorter than a bar that a file marks with a marker
+    ``musgen:pickup=Q`` at the measure's start (Q quarter notes), in time order: the pickup
+    (anacrusis) of a tune, and the short bars around a repeated one, as the built-in corpora's
+    conversion writes them. None in other files."""
+    tpq = score.ticks_per_quarter
+    found = []
+    for marker in sorted(score.markers, key=lambda m: m.time):
+        if not marker.text.startswith(PICKUP_MARK):
+            continue
+        try:
+            quarters = Fraction(marker.text.removeprefix(PICKUP_MARK).strip())
+        except (ValueError, ZeroDivisionError):
+            log.debug("unreadable pickup marker %r", marker.text)
+            continue
+        start = int(round(marker.time * steps_per_quarter / tpq))
+        found.append((start, round(quarters * steps_per_quarter)))
+    return found
 
 
 def bar_runs(
@@ -220,12 +250,13 @@ def bar_runs(
     Every time signature event starts a bar (MIDI's rule; music21 writes one at each measure whose
     meter differs from the previous one's, and at some section starts), and bars are counted from
     there: a stretch shorter than a bar, such as a pickup written as a short bar of its own (1/8
-    before 3/4), holds no bar, so windows start at the first full bar; the incomplete bar at the
-    end of a stretch is dropped. Stretches of one meter whose bar lines continue into each other (the
-    same time signature repeated on a bar line, 2/2 after 4/4) make one run.
+    before 3/4) or a marked one (``time_signature_steps`` ends a stretch after it), holds no bar,
+    so windows start at the first full bar; the incomplete bar at the end of a stretch is dropped.
+    Stretches of one meter whose bar lines continue into each other (the same time signature
+    repeated on a bar line, 2/2 after 4/4) make one run.
 
     A pickup that the file does not mark (notes from time 0, the first bar line later) cannot be
-    seen here: music21's ABC conversion writes most folk-tune pickups so (see the module docstring).
+    seen here (see the module docstring).
     """
     ends = [*time_signatures[1:, 0].tolist(), length]
     runs: dict[str, list[list[int]]] = {}  # family -> [start, end, bar] per run

@@ -6,8 +6,9 @@ settings), so the same data directory serves the language models and MusicVAE. T
 train/valid/test split by piece carries over unchanged.
 
 Each line keeps its piece's time signatures, read from the piece's source MIDI file (the tokens keep
-only those in the tokenizer's range: 2/2 and 9/8 come back as 4/4), or from the decoded tokens when
-the source is gone. ``MelodyWindows`` cuts windows of the model's meter on those bar lines and counts
+only those in the tokenizer's range: 2/2 and 9/8 come back as 4/4, and no pickup marker), or from the
+decoded tokens when the source is gone. A pickup the source file marks (``melody.pickup_steps``: the
+built-in corpora mark theirs) is not a bar: the lines' bars start after it. ``MelodyWindows`` cuts windows of the model's meter on those bar lines and counts
 the windows every meter would give (``windows_per_meter``, logged).
 """
 
@@ -39,7 +40,7 @@ from .view_cache import cache_path, read_cache, write_cache
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: the lines' time signatures (ts, ts_offsets)
+CACHE_VERSION = 3  # 2: the lines' time signatures (ts, ts_offsets); 3: marked pickups end a stretch
 # Settings that change the extracted lines (window settings only change the index over them).
 _EXTRACTION_KEYS = ("steps_per_quarter", "pitch_range", "track")
 
@@ -130,7 +131,8 @@ def _source_files(data_dir: Path, split: str, pieces: int) -> list[Path] | None:
 
 
 def _source_time_signatures(path: Path, cfg: MelodyConfig) -> np.ndarray | None:
-    """The time signatures of a source MIDI file (as ``time_signature_steps``), None if unreadable."""
+    """The time signatures of a source MIDI file (as ``time_signature_steps``: with its pickup marker),
+    None if unreadable."""
     try:
         return time_signature_steps(symusic.Score(str(path)), cfg.steps_per_quarter)
     except Exception as err:  # symusic raises several types on a missing or damaged file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from musgen.data.corpus import corpus_midi_files, scan_midi_dir, split_abc_tunes
+from musgen.data.corpus import CONVERTER_VERSION, corpus_midi_files, scan_midi_dir, split_abc_tunes
 
 
 def test_split_abc_tunes():
@@ -74,3 +74,14 @@ def test_a_piece_known_to_stall_music21_is_skipped_with_its_reason(tmp_path, mon
         _, files, failed = corpus_midi_files(name, cache_dir=tmp_path, workers=1)
         assert failed == [{"path": rel, "reason": reason}] and len(files) == len(around) - 1
     assert len(tried) == len(around) - 1 and stalled not in tried  # converted once, the stalling one never
+
+
+def test_conversions_by_an_older_converter_are_redone(tmp_path):
+    root, files, _ = corpus_midi_files("folk", cache_dir=tmp_path, limit=2, workers=1)
+    current = f"musgen:corpus={CONVERTER_VERSION}".encode()
+    old = f"musgen:corpus={CONVERTER_VERSION - 1}".encode()
+    assert all(current in f.read_bytes()[:64] for f in files)
+    stale = files[0].read_bytes().replace(current, old)  # as an older converter wrote it
+    files[0].write_bytes(stale)
+    _, files2, _ = corpus_midi_files("folk", cache_dir=tmp_path, limit=2, workers=1)
+    assert files2 == files and current in files[0].read_bytes()[:64]

@@ -9,22 +9,27 @@ import numpy as np
 import pytest
 import symusic
 
+from musgen.data import corpus
+from musgen.data.build import DataConfig
 from musgen.data.corpus import _convert_one, _music21_corpus_root, _Piece, split_abc_tunes
 from musgen.data.melody import (
     MelodyConfig,
     bar_runs,
     clip_from_midi,
     extract_melodies,
+    marked_short_measures,
     melody_to_score,
     time_signature_steps,
     window_starts,
     windows_by_meter,
 )
+from musgen.data.tokenizers import make_tokenizer, midi_to_ids
 from musgen.errors import ConfigError, MusgenError
 
 JIG = "oneills1850/0732-0758_mh/X736.mid"  # 6/8, no pickup, the time signature repeated at sections
 WALTZ = "essenFolksong/lot/X105.mid"  # 3/4 with a stretch of 4/4 in the middle
 PICKUP = "essenFolksong/altdeu10/X241.mid"  # 4/4 with a one-quarter pickup
+JIG_PICKUP = "airdsAirs/book1/X0004.mid"  # 6/8 with an eighth-note pickup
 
 
 def _abc_tune(rel: str) -> _Piece:
@@ -83,11 +88,13 @@ def test_a_waltz_that_changes_meter_gives_3_4_windows_only_in_its_3_4_stretches(
 def test_a_marked_pickup_puts_the_first_window_on_the_first_full_bar(tmp_path):
     path, bars = convert(PICKUP, tmp_path)
     assert bars[1] == 4  # music21: a one-quarter pickup, then full bars
-    # The pickup as a file marks it: a time signature of its own length, the tune's at the first full
-    # bar (musgen's conversion writes music21's pickup measure with the full 4/4 from time 0 today).
+    # The pickup as another file may mark it: a time signature of its own length, the tune's at the
+    # first full bar (musgen's conversion writes music21's pickup measure with the full 4/4 from time 0
+    # and a pickup marker, dropped here).
     score = symusic.Score(str(path))
     tpq = score.ticks_per_quarter
     score.time_signatures = [symusic.TimeSignature(0, 1, 4), symusic.TimeSignature(tpq, 4, 4)]
+    score.markers = [m for m in score.markers if not m.text.startswith(corpus.PICKUP_MARK)]
     marked = tmp_path / "marked.mid"
     score.dump_midi(str(marked))
     cfg = MelodyConfig(num_bars=2)
@@ -97,6 +104,83 @@ def test_a_marked_pickup_puts_the_first_window_on_the_first_full_bar(tmp_path):
     # A clip's bar 0 is its first full bar too.
     assert clip_from_midi(marked, cfg).tolist() == clip_from_midi(marked, cfg, bar_offset=0).tolist()
     np.testing.assert_array_equal(clip_from_midi(marked, cfg), events[4 : 4 + 32])
+
+
+def pickup_marks(path: Path) -> list[tuple[float, str]]:
+    """(quarter notes, text) of a file's pickup markers."""
+    score = symusic.Score(str(path))
+    tpq = score.ticks_per_quarter
+    return [(m.time / tpq, m.text) for m in score.markers if m.text.startswith(corpus.PICKUP_MARK)]
+
+
+@pytest.mark.parametrize(
+    ("rel", "meter", "mark", "pickup"), [(PICKUP, "4/4", "1.0", 4), (JIG_PICKUP, "6/8", "0.5", 2)]
+)
+def test_the_conversion_marks_a_pickup_and_windows_start_after_it(tmp_path, rel, meter, mark, pickup):
+    path, bars = convert(rel, tmp_path)
+    assert bars[1] == pickup  # music21: the pickup, then full bars
+    assert pickup_marks(path)[0] == (0, f"musgen:pickup={mark}")  # (and any repeated pickups later)
+    first = symusic.Score(str(path)).time_signatures[0]  # the full bar's, from time 0: as before
+    assert (first.time, f"{first.numerator}/{first.denominator}") == (0, meter)
+    cfg = MelodyConfig(num_bars=2, meter=meter)
+    events, ts = lines_of(path, cfg)
+    starts = window_starts(events, cfg, ts)
+    assert starts[0] == pickup and set(starts.tolist()) <= set(bars)  # all on music21's bar lines
+    np.testing.assert_array_equal(clip_from_midi(path, cfg), events[pickup : pickup + cfg.window_steps])
+
+
+def test_a_repeated_section_with_a_pickup_is_marked_again(tmp_path):
+    path, bars = convert(JIG_PICKUP, tmp_path)
+    # music21's bar lines: the pickup (2 steps), full 6/8 bars, a short bar ending the section (10),
+    # the repeated pickup (2), full bars again.
+    assert bars[:11] == [0, 2, 14, 26, 38, 50, 62, 74, 86, 96, 98]
+    marks = pickup_marks(path)
+    assert (86 / 4, "musgen:pickup=2.5") in marks and (96 / 4, "musgen:pickup=0.5") in marks
+    cfg = MelodyConfig(num_bars=2, meter="6/8")
+    events, ts = lines_of(path, cfg)
+    assert 98 in window_starts(events, cfg, ts).tolist()
+
+
+def test_a_tune_without_pickup_gets_no_mark_and_its_windows_start_at_0(tmp_path):
+    path, bars = convert(JIG, tmp_path)
+    assert bars[:2] == [0, 12] and pickup_marks(path) == []
+    jig = MelodyConfig(num_bars=2, meter="6/8")
+    events, ts = lines_of(path, jig)
+    assert window_starts(events, jig, ts)[0] == 0
+
+
+def test_a_marked_short_measure_ends_its_time_signature_stretch():
+    score = symusic.Score(480)
+    score.time_signatures = [symusic.TimeSignature(0, 3, 4), symusic.TimeSignature(480 * 12, 2, 4)]
+    plain = time_signature_steps(score, 4).tolist()
+    assert plain == [[0, 3, 4], [48, 2, 4]] and marked_short_measures(score, 4) == []
+    score.markers.append(symusic.TextMeta(0, "musgen:pickup=1.5"))  # a pickup: the first bar at 6
+    score.markers.append(symusic.TextMeta(480 * 12, "musgen:pickup=1"))  # the 2/4 stretch's own
+    assert marked_short_measures(score, 4) == [(0, 6), (48, 4)]
+    assert time_signature_steps(score, 4).tolist() == [[0, 3, 4], [6, 3, 4], [48, 2, 4], [52, 2, 4]]
+    # past the next time signature, unreadable, not a pickup marker: nothing changes
+    for ignored in ("musgen:pickup=12", "musgen:pickup=x", "other"):
+        score.markers = [symusic.TextMeta(0, ignored)]
+        assert time_signature_steps(score, 4).tolist() == plain
+    score.markers = [symusic.TextMeta(480 * 10, "musgen:pickup=2.5")]  # a short bar before a repeat
+    assert time_signature_steps(score, 4).tolist() == plain  # ends on the next time signature
+
+
+def test_pickup_and_version_markers_leave_the_tokens_unchanged(tmp_path, monkeypatch):
+    from music21 import corpus as m21corpus
+
+    chorale = Path(m21corpus.getWork("bach/bwv1.6"))
+    pieces = [_abc_tune(PICKUP), _abc_tune(JIG), _Piece("bwv1.6.mid", str(chorale))]
+    tokenizers = [DataConfig().make_tokenizer(), make_tokenizer("tsd", use_programs=True)]
+    for piece in pieces:
+        marked, plain = (tmp_path / kind / Path(piece.rel).name for kind in ("marked", "plain"))
+        assert _convert_one(piece, marked) is None
+        with monkeypatch.context() as patch:
+            patch.setattr(corpus, "_add_markers", lambda mf, texts: None)  # the conversion before markers
+            assert _convert_one(piece, plain) is None
+        assert marked.read_bytes() != plain.read_bytes()
+        for tokenizer in tokenizers:
+            assert midi_to_ids(tokenizer, marked) == midi_to_ids(tokenizer, plain)
 
 
 def test_a_4_4_model_refuses_a_6_8_clip_in_one_line_and_reads_2_2_as_4_4(tmp_path):
