@@ -503,6 +503,12 @@ def _add_ui(verbs: Any) -> None:
         "piano roll, audio, download (needs `pip install 'musgen[ui]'`).",
     )
     ui.add_argument(
+        "--data",
+        type=Path,
+        metavar="DATA_DIR",
+        help="a data set whose held-out pieces the page offers as primers (by name)",
+    )
+    ui.add_argument(
         "--checkpoints",
         type=Path,
         default=Path("checkpoints"),
@@ -846,7 +852,7 @@ def _cmd_ui(args: argparse.Namespace) -> None:
 
     if not 0 < args.port < 65536:
         raise MusgenError(f"--port must be in 1..65535, got {args.port}")
-    serve(args.checkpoints, host=args.host, port=args.port)
+    serve(args.checkpoints, host=args.host, port=args.port, data_dir=args.data)
 
 
 COMMANDS = {

@@ -23,6 +23,7 @@ from musgen.errors import MusgenError
 
 log = logging.getLogger(__name__)
 
+MAX_HELD_OUT = 200  # held-out pieces offered as primers
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_SAMPLES = 4
 MAX_TOKENS = 1024  # new tokens (or audio code frames) per sample
@@ -124,8 +125,17 @@ def whole(value: float | None) -> int | None:
 class Page:
     """The page's actions over the checkpoints of one folder; one model is kept loaded at a time."""
 
-    def __init__(self, checkpoints: Path, upload_root: Path, work_dir: Path | None = None):
+    def __init__(
+        self,
+        checkpoints: Path,
+        upload_root: Path,
+        work_dir: Path | None = None,
+        data_dir: Path | None = None,
+    ):
+        """``data_dir``: a data set whose held-out pieces are offered as primers (by name only)."""
         self.root = Path(checkpoints)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self._held_out: dict[str, Path] | None = None
         self.upload_root = Path(upload_root)
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="musgen-ui-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +144,21 @@ class Page:
 
     def names(self) -> list[str]:
         return checkpoint_names(self.root)
+
+    def held_out(self) -> dict[str, Path]:
+        """Primer choices: "test 003: X0004" -> the source MIDI of a held-out piece of ``data_dir``
+        (test split, then valid; at most MAX_HELD_OUT). The page takes a name, never a path."""
+        if self._held_out is None:
+            from musgen.data.dataset import source_files
+
+            pieces: dict[str, Path] = {}
+            splits = ("test", "valid") if self.data_dir is not None else ()
+            for split in splits:
+                for i, path in enumerate(source_files(Path(str(self.data_dir)), split)):
+                    if len(pieces) < MAX_HELD_OUT and path.is_file():
+                        pieces[f"{split} {i:03d}: {path.stem}"] = path
+            self._held_out = pieces
+        return self._held_out
 
     def generator(self, name: str | None) -> Any:
         from musgen.generator import load
@@ -186,11 +211,15 @@ class Page:
         seconds: float | None = None,
         seed: float | None = None,
         num_samples: float = 1,
+        held_out: str | None = None,
     ) -> Result:
+        """``primer``: an uploaded file; ``held_out``: the name of a held-out piece (``held_out()``),
+        used when no file is uploaded."""
+
         def run(gen: Any, out: Path) -> list[Path]:
             shown = self.controls(name)["shown"]
             given = {
-                "prime": self.primer(gen, primer) if primer and shown["prime"] else None,
+                "prime": self.primer(gen, primer, held_out) if shown["prime"] else None,
                 "temperature": capped("temperature", temperature, 0.01, 10.0),
                 "top_k": whole(capped("top-k", top_k, 0, 100_000)),
                 "top_p": capped("top-p", top_p, 0.0, 1.0),
@@ -238,7 +267,16 @@ class Page:
 
         return self._run(name, "accompanied", run)
 
-    def primer(self, gen: Any, path: str) -> Path:
+    def primer(self, gen: Any, path: str | None, held_out: str | None = None) -> Path | None:
+        """The uploaded primer (checked), else the chosen held-out piece, else None."""
+        if not path:
+            if not held_out:
+                return None
+            if held_out not in self.held_out():
+                raise MusgenError(f"no held-out piece {held_out!r}")
+            if gen.sample_suffix != ".mid":
+                raise MusgenError("held-out pieces are MIDI: an audio checkpoint needs an audio primer")
+            return self.held_out()[held_out]
         if gen.sample_suffix == ".mid":
             return read_midi_upload(path, self.upload_root, "primer")
         return read_audio_upload(path, self.upload_root, gen.sample_rate, "primer")
@@ -305,7 +343,12 @@ def build_app(page: Page) -> Any:
             checkpoint = gr.Dropdown(names, value=names[0] if names else None, label="Checkpoint")
             about = gr.Markdown()
         with gr.Tab("Generate"):
-            primer = gr.File(label="Primer (MIDI, or audio for an audio checkpoint)", type="filepath")
+            with gr.Row():
+                primer = gr.File(label="Primer (MIDI, or audio for an audio checkpoint)", type="filepath")
+                pieces = list(page.held_out())
+                held_out = gr.Dropdown(
+                    pieces, value=None, label="or a held-out piece", visible=bool(pieces), elem_id="held-out"
+                )
             with gr.Row():
                 temperature = gr.Number(label="Temperature", minimum=0.01, maximum=10)
                 top_k = gr.Number(label="Top-k (0 = off)", precision=0, minimum=0)
@@ -376,10 +419,11 @@ def build_app(page: Page) -> Any:
         )
         app.load(show_controls, checkpoint, [*fields.values(), about, interpolate_tab, accompany_tab])
         generate.click(
-            lambda name, prime, t, k, p, n, b, s, sd, c: shown(
+            lambda name, prime, h, t, k, p, n, b, s, sd, c: shown(
                 page.generate(
                     name,
                     prime,
+                    held_out=h,
                     temperature=t,
                     top_k=k,
                     top_p=p,
@@ -390,7 +434,7 @@ def build_app(page: Page) -> Any:
                     num_samples=c,
                 )
             ),
-            [checkpoint, primer, temperature, top_k, top_p, length, bars, seconds, seed, count],
+            [checkpoint, primer, held_out, temperature, top_k, top_p, length, bars, seconds, seed, count],
             outputs,
             **events,
         )
@@ -417,12 +461,14 @@ def upload_folder() -> Path:
     return Path(get_upload_folder())
 
 
-def serve(checkpoints: Path, host: str = "127.0.0.1", port: int = 7860) -> None:
+def serve(checkpoints: Path, host: str = "127.0.0.1", port: int = 7860, data_dir: Path | None = None) -> None:
     """Builds the page for the checkpoints under ``checkpoints`` and serves it until interrupted."""
     import_gradio()
     if not checkpoint_names(checkpoints):
         raise MusgenError(f"no checkpoints (folders with a musgen.json) in {checkpoints}")
-    page = Page(checkpoints, upload_folder())
+    if data_dir is not None and not (Path(data_dir) / "manifest.json").is_file():
+        raise MusgenError(f"--data {data_dir} is not a musgen data set (no manifest.json)")
+    page = Page(checkpoints, upload_folder(), data_dir=data_dir)
     app = build_app(page)
     app.queue(max_size=16)
     log.info("serving the checkpoints of %s on http://%s:%d", checkpoints, host, port)

@@ -243,3 +243,22 @@ def test_ui_has_help_with_an_example(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "example:" in out and "musgen ui --checkpoints" in out and "127.0.0.1" in out
+
+
+def test_a_held_out_piece_of_a_data_set_primes_by_name_only(bach_data, tmp_path_factory):
+    page = ui.Page(
+        CHECKPOINTS, tmp_path_factory.mktemp("uploads"), tmp_path_factory.mktemp("work"), bach_data
+    )
+    names = list(page.held_out())
+    assert names and all(page.held_out()[n].is_file() for n in names)
+    result = page.generate("transformer", None, held_out=names[0], length=16, seed=0)
+    assert result.message.startswith("generated") and result.files, result.message
+    import json
+
+    runs = json.loads((result.files[0].parent / "samples.json").read_text())
+    assert runs[-1]["settings"]["prime"] == str(page.held_out()[names[0]])  # the primer that was used
+    for bad in ("../../etc/passwd", str(page.held_out()[names[0]]), "test 999: nothing"):
+        assert page.generate("transformer", None, held_out=bad, length=16).message.startswith(
+            "Error: no held-out"
+        )
+    assert not ui.Page(CHECKPOINTS, tmp_path_factory.mktemp("u2")).held_out()  # no data set: no choices
