@@ -133,9 +133,7 @@ class Generator:
         when none is given."""
         from musgen import __version__
 
-        settings: dict[str, Any] = {
-            k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None
-        }
+        settings: dict[str, Any] = {k: _recordable(v) for k, v in options.items() if v is not None}
         if self.draws_tokens:
             settings |= self.sampling_settings(
                 temperature=settings.get("temperature"),
@@ -286,3 +284,12 @@ def load(path: str | Path, device: str | torch.device = "cpu", *, revision: str 
     generator = spec.generator_cls(ckpt, checkpoint_config(ckpt, spec))
     generator.source = {**located.source, "path": str(ckpt.path)}
     return generator.to(target)
+
+
+def _recordable(value: Any) -> Any:
+    """A setting as samples.json can hold it: paths as text, arrays (a clip given as events) by shape."""
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"array {tuple(value.shape)} {value.dtype}"
+    return value

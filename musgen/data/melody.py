@@ -281,17 +281,44 @@ def bar_runs(
     }
 
 
+def runs_in_meter(
+    runs: dict[str, list[tuple[int, int]]], family: str, steps_per_quarter: int
+) -> list[tuple[int, int]]:
+    """The runs of whole bars of meter ``family``, with the bars of a meter that is exactly k of them
+    split into k (4/4 and 2/2 into two 2/4 bars, 6/8 into two 3/8): every bar line of the longer
+    meter is one of the shorter, so the conversion is exact; the reverse (which 2/4 bars pair
+    into a 4/4 bar) is not, and is never made."""
+    num, den = parse_meter(family)
+    out = list(runs.get(family, []))
+    for other, spans in runs.items():
+        o_num, o_den = parse_meter(other)
+        if other != family and o_den == den and o_num % num == 0:
+            out += [(start, bars * (o_num // num)) for start, bars in spans]
+    return sorted(out)
+
+
 def windows_by_meter(
     events: np.ndarray, cfg: MelodyConfig, time_signatures: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """For each meter of a melody line, the start steps of its windows of ``cfg.num_bars`` bars of
     that meter (see ``window_starts``); ``time_signatures`` as ``time_signature_steps`` gives them,
-    None for 4/4 throughout."""
+    None for 4/4 throughout. Each meter counts only its own bars (no conversion)."""
+    return _starts(events, cfg, time_signatures, converted=False)
+
+
+def _starts(
+    events: np.ndarray, cfg: MelodyConfig, time_signatures: np.ndarray | None, converted: bool
+) -> dict[str, np.ndarray]:
+    """Window starts per meter; with ``converted`` the model's meter also takes the bars of meters
+    that split into it exactly (``runs_in_meter``)."""
     if time_signatures is None:
         time_signatures = np.array([(0, *MIDI_DEFAULT_METER)], dtype=np.int64)
     sounding = np.concatenate([[0], np.cumsum(sounding_pitch_ids(events) >= FIRST_PITCH_ID)])
+    all_runs = bar_runs(time_signatures, len(events), cfg.steps_per_quarter)
+    if converted:
+        all_runs[cfg.family] = runs_in_meter(all_runs, cfg.family, cfg.steps_per_quarter)
     out = {}
-    for family, runs in bar_runs(time_signatures, len(events), cfg.steps_per_quarter).items():
+    for family, runs in all_runs.items():
         bar = int(bar_steps(*parse_meter(family), cfg.steps_per_quarter))
         size = cfg.num_bars * bar
         starts = [
@@ -311,7 +338,7 @@ def window_starts(
     """Start steps of the windows of a melody in the model's meter: ``cfg.num_bars`` whole bars on the
     piece's bar lines (``bar_runs``), every ``hop_bars`` bars, some note sounding and at most
     ``max_silence`` of the window silent. Without ``time_signatures``, the line is in 4/4 from step 0."""
-    return windows_by_meter(events, cfg, time_signatures).get(cfg.family, np.zeros(0, dtype=np.int64))
+    return _starts(events, cfg, time_signatures, converted=True).get(cfg.family, np.zeros(0, dtype=np.int64))
 
 
 def cut_window(events: np.ndarray, start: int, size: int) -> np.ndarray:
@@ -397,6 +424,7 @@ def clip_from_midi(path: Path | str, cfg: MelodyConfig, *, bar_offset: int = 0) 
     if polyphonic:
         log.info("%s is polyphonic: using its melody line (the highest note at each moment)", name)
     runs = bar_runs(time_signature_steps(score, cfg.steps_per_quarter), len(events), cfg.steps_per_quarter)
+    runs = {**runs, cfg.family: runs_in_meter(runs, cfg.family, cfg.steps_per_quarter)}
     if not runs.get(cfg.family):
         raise MusgenError(
             f"{name} is in {_meters_of(runs, score, cfg)}, not in {cfg.meter}: this model only reads "

@@ -33,6 +33,7 @@ from .melody import (
     extract_melodies,
     time_signature_steps,
     transpose_window,
+    window_starts,
     windows_by_meter,
 )
 from .tokenizers import MidiReadError, decode_ids, load_tokenizer
@@ -162,9 +163,10 @@ class MelodyWindows(TransposedItems):
         starts, per_meter = [], Counter[str]()
         for k in range(len(self.offsets) - 1):
             lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
-            by_meter = windows_by_meter(self.events[lo:hi], cfg, ts[ts_offsets[k] : ts_offsets[k + 1]])
+            line, line_ts = self.events[lo:hi], ts[ts_offsets[k] : ts_offsets[k + 1]]
+            by_meter = windows_by_meter(line, cfg, line_ts)  # each meter's own bars: the report
             per_meter.update({meter: len(found) for meter, found in by_meter.items()})
-            starts.append(lo + by_meter.get(cfg.family, np.zeros(0, dtype=np.int64)))
+            starts.append(lo + window_starts(line, cfg, line_ts))  # + bars that split exactly
         self.starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)  # absolute
         self.line_of = np.searchsorted(self.offsets, self.starts, side="right") - 1
         # windows of num_bars bars each meter of the split would give (0-window meters left out)

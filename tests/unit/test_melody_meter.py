@@ -223,3 +223,18 @@ def test_meter_settings_are_checked_and_written_into_midi():
     for bad in (dict(meter="4"), dict(meter="7/3"), dict(meter="5/32"), dict(quarters_per_bar=3)):
         with pytest.raises(ConfigError):
             MelodyConfig(**bad).validate()
+
+
+def test_bars_split_exactly_into_a_shorter_meter_never_the_reverse():
+    import numpy as np
+
+    from musgen.data.melody import FIRST_PITCH_ID, MelodyConfig, window_starts
+
+    line = np.full(64, FIRST_PITCH_ID + 40, dtype=np.int64)  # 64 steps of notes: 4 bars of 4/4
+    in_4_4 = np.array([(0, 4, 4)], dtype=np.int64)
+    in_2_4 = np.array([(0, 2, 4)], dtype=np.int64)
+    two_four = MelodyConfig(meter="2/4", num_bars=2)  # 16 steps per window
+    four_four = MelodyConfig(meter="4/4", num_bars=1)  # 16 steps per window
+    assert window_starts(line, two_four, in_4_4).tolist() == [0, 8, 16, 24, 32, 40, 48]  # every 2/4 bar
+    assert window_starts(line, four_four, in_4_4).tolist() == [0, 16, 32, 48]
+    assert window_starts(line, four_four, in_2_4).tolist() == []  # which 2/4 bars pair is not known
