@@ -3,7 +3,6 @@ that stay out of pipes and --quiet, and `musgen card`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -12,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -95,34 +93,14 @@ def test_an_unavailable_device_is_one_line(
     ]
 
 
-def _reference_script():
-    spec = importlib.util.spec_from_file_location(
-        "reference_samples", REPO / "scripts" / "reference_samples.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_auto_samples_exactly_the_reference(name: str, no_accelerator: None) -> None:
     """Without an accelerator, --device auto changes nothing a model writes (cpu, the default, is
     test_reference_samples itself)."""
-    script = _reference_script()
-    generator = musgen.load(CHECKPOINTS / name, device="auto")
-    assert generator.device == torch.device("cpu")
-    if name == "vqvae":
-        got = generator.reconstruct_audio(script.test_tone(generator.sample_rate))
-        np.testing.assert_array_equal(got.astype(np.float32), np.load(STORED / REFERENCE[name]["file"]))
-        return
-    kwargs = dict(REFERENCE[name]["request"])
-    outputs = generator.generate(kwargs.pop("num_samples"), **kwargs)
-    if "file" in REFERENCE[name]:
-        np.testing.assert_array_equal(
-            np.stack(outputs).astype(np.float32), np.load(STORED / REFERENCE[name]["file"])
-        )
-    else:
-        assert [script.notes(score) for score in outputs] == REFERENCE[name]["notes"]
+    from test_reference_samples import check_reference_sample
+
+    assert musgen.load(CHECKPOINTS / "lstm", device="auto").device == torch.device("cpu")
+    check_reference_sample(name, "auto")
 
 
 def test_to_moves_every_model_and_the_prior_codec() -> None:

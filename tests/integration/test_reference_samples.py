@@ -28,11 +28,16 @@ REFERENCE = json.loads((STORED / "samples.json").read_text())
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_shipped_checkpoint_samples_what_it_sampled_before(name: str) -> None:
+    check_reference_sample(name, "cpu")
+
+
+def check_reference_sample(name: str, device: str) -> None:
+    """Loads shipped checkpoint ``name`` on ``device`` and compares its samples with the stored ones."""
     script = _script()
     assert REFERENCE[name]["request"] == script.REQUESTS[name]
     import musgen
 
-    generator = musgen.load(ROOT / "checkpoints" / name)
+    generator = musgen.load(ROOT / "checkpoints" / name, device=device)
     if name == "vqvae":
         got = generator.reconstruct_audio(script.test_tone(generator.sample_rate))
         np.testing.assert_array_equal(got.astype(np.float32), np.load(STORED / REFERENCE[name]["file"]))
