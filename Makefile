@@ -9,14 +9,15 @@ DEMO_BUDGET := --set train.steps=100000 --set train.max_minutes=1 --set train.ev
 .PHONY: install demo demo-train test test-slow lint bench clean
 
 # fluidsynth (Debian package, when root with apt) renders MIDI to audio with a GM soundfont; without
-# it `musgen render` and audio data builds use the built-in synthesizer. chromium (Debian package, the
-# same way) opens the `musgen report` page in the tests; without it that test is skipped.
+# it `musgen render` and audio data builds use RustySynth (the midirenderer wheel) with the same
+# soundfont. chromium (Debian package, the same way) opens the `musgen report` page in the tests;
+# without it that test is skipped.
 # torch is pinned to the CPU wheel that ships with this machine image; a GPU user installs the
 # torch build of their choice first and the rest installs on top of it.
 $(VENV)/.installed: pyproject.toml
 	command -v fluidsynth >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 		&& (apt-get update -qq && apt-get install -y -qq fluidsynth) >/dev/null 2>&1 \
-		|| echo "note: fluidsynth not installed; musgen render uses its built-in synthesizer"; }
+		|| echo "note: fluidsynth not installed; musgen render uses RustySynth instead"; }
 	command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 		&& (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
 		|| echo "note: chromium not installed; the test of the report page in a browser is skipped"; }

@@ -318,9 +318,10 @@ def _add_render(verbs: Any) -> None:
         "render",
         "render",
         "Render a MIDI file to audio (mono) with a General MIDI soundfont: the fluidsynth program "
-        "when it is installed, else symusic's own synthesizer; without a working soundfont "
-        "synthesizer, the built-in additive one. Every engine gives the same length (the last "
-        "note-off plus 1 s). Logs the engine used. The format follows the --out suffix.",
+        "when it is installed, else RustySynth (bundled, no program to install); without a "
+        "working soundfont synthesizer, the built-in additive one. Every engine gives the same "
+        "length (the last note-off plus 1 s). Logs the engine used. The format follows the --out "
+        "suffix.",
     )
     render.add_argument("midi", metavar="IN.mid", type=Path)
     render.add_argument("--out", type=Path, required=True, help="OUT.wav (or .flac, .ogg)")
@@ -333,11 +334,11 @@ def _add_render(verbs: Any) -> None:
     render.add_argument("--sample-rate", type=int, default=44100, metavar="HZ", help="default 44100")
     render.add_argument(
         "--engine",
-        choices=["auto", "fluidsynth", "symusic", "synth"],
+        choices=["auto", "fluidsynth", "rustysynth", "synth"],
         default="auto",
-        help="fluidsynth: the FluidSynth program with the soundfont; symusic: symusic's soundfont "
-        "synthesizer (no program to install); synth: the built-in additive synthesizer (no "
-        "soundfont); auto (default): the first of these that can run",
+        help="fluidsynth: the FluidSynth program with the soundfont; rustysynth: the RustySynth "
+        "soundfont synthesizer (bundled, no program to install); synth: the built-in additive "
+        "synthesizer (no soundfont); auto (default): the first of these that can run",
     )
     render.add_argument(
         "--max-seconds",

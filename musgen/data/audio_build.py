@@ -21,6 +21,7 @@ audio lands in the same split as its tokens in a MIDI data set built from the sa
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -33,7 +34,6 @@ from typing import ClassVar
 
 import numpy as np
 import soundfile as sf
-import symusic
 from tqdm import tqdm
 
 from musgen.config import validate_config
@@ -72,7 +72,7 @@ class AudioDataConfig:
     max_seconds_per_piece: float = 0.0  # 0 = whole piece; else keep only its first N seconds
     min_seconds: float = 1.0  # shorter pieces are skipped
     soundfont: str = ""  # renders: "" = find one (see render.find_soundfont)
-    engine: str = "auto"  # renders: auto | fluidsynth | synth
+    engine: str = "auto"  # renders: auto | fluidsynth | rustysynth | synth
     random_program: bool = False  # renders: one GM program per piece from PROGRAMS (hash of its path)
     workers: int = 0  # 0 = all cores
     max_seconds_per_file: float = 120.0  # processing time limit per file (not music duration)
@@ -250,8 +250,10 @@ class _AudioSource(Source):
             "soundfont": f"{self.soundfont}:{_file_stamp(self.soundfont)}" if self.soundfont else None,
             "fluidsynth": _fluidsynth_version() if self.renderer == "fluidsynth" else None,
         }
-        if self.renderer == "symusic":  # only then: the keys of the other engines' renders stay as they were
-            meta["symusic"] = symusic.__version__
+        if (
+            self.renderer == "rustysynth"
+        ):  # only then: the keys of the other engines' renders stay as they were
+            meta["midirenderer"] = importlib.metadata.version("midirenderer")
         return meta
 
     def fingerprint_meta(self) -> dict:

@@ -1,15 +1,17 @@
 """MIDI -> audio with a General MIDI soundfont, else a built-in synthesizer.
 
-``--engine auto`` takes the first that can run: the FluidSynth program with a soundfont, symusic's
-own soundfont synthesizer (no program to install; the soundfont is one on disk: $MUSGEN_SOUNDFONT,
-a system one or the TimGM6mb.sf2 that pretty_midi ships, never a download) when a two-note probe
-shows that it works and plays in tune, else the built-in additive synthesizer. Every engine gives float32 mono of the same length for the same piece: the
-MIDI's last note-off plus ``TAIL_SECONDS`` of release, so audio and MIDI stay aligned whichever
-engine ran.
+``--engine auto`` takes the first that can run: the FluidSynth program with a soundfont, else
+RustySynth (a SoundFont synthesizer inside the ``midirenderer`` wheel, a dependency: no program to
+install) with the same soundfont when a two-note probe shows that it works and plays in tune, else
+the built-in additive synthesizer. The soundfont is one on disk ($MUSGEN_SOUNDFONT, a system one or
+the TimGM6mb.sf2 that pretty_midi ships), never a download. Every engine gives float32 mono of the
+same length for the same piece: the MIDI's last note-off plus ``TAIL_SECONDS`` of release, so audio
+and MIDI stay aligned whichever engine ran.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -22,6 +24,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import soxr
 import symusic
 
@@ -32,9 +35,9 @@ from .tokenizers import load_score
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "fluidsynth", "symusic", "synth")
+ENGINES = ("auto", "fluidsynth", "rustysynth", "synth")
 TAIL_SECONDS = 1.0  # release after the last note-off
-# Soundfont sample interpolation (FluidSynth's, symusic's) is not band-limited: at a 16 kHz output
+# Soundfont sample interpolation (FluidSynth's, RustySynth's) is not band-limited: at a 16 kHz output
 # rate high harmonics alias back into the band. Render at >= 32 kHz and let soxr low-pass and resample.
 FLUIDSYNTH_MIN_RATE = 32_000
 SYSTEM_SOUNDFONTS = (
@@ -80,7 +83,7 @@ def find_soundfont(explicit: Path | str | None = None) -> Path | None:
 
 
 def resolve_engine(engine: str = "auto", soundfont: Path | str | None = None) -> tuple[str, Path | None]:
-    """(engine, soundfont) for a requested engine: ("fluidsynth", sf2), ("symusic", sf2) or
+    """(engine, soundfont) for a requested engine: ("fluidsynth", sf2), ("rustysynth", sf2) or
     ("synth", None); ``auto`` takes the first that can run. Logs the choice once per process;
     errors say what is missing."""
     name, sf2, why = _choose_engine(engine, soundfont)
@@ -90,7 +93,7 @@ def resolve_engine(engine: str = "auto", soundfont: Path | str | None = None) ->
 
 ENGINE_NAMES = {
     "fluidsynth": "fluidsynth",
-    "symusic": "symusic's synthesizer",
+    "rustysynth": "RustySynth (midirenderer)",
     "synth": "the built-in synthesizer",
 }
 
@@ -106,20 +109,20 @@ def _choose_engine(engine: str, soundfont: Path | str | None) -> tuple[str, Path
         if binary is None:
             raise MusgenError(
                 "the fluidsynth program is not installed (apt-get install fluidsynth); "
-                "or render with --engine symusic or --engine synth"
+                "or render with --engine rustysynth or --engine synth"
             )
         return "fluidsynth", _require_soundfont(sf2), ""
-    if engine == "symusic":
+    if engine == "rustysynth":
         sf2 = _require_soundfont(sf2)
-        fault = symusic_synthesizer_fault(sf2)
+        fault = rustysynth_fault(sf2)
         if fault:
             raise MusgenError(f"{fault}; render with --engine fluidsynth or --engine synth")
-        return "symusic", sf2, ""
+        return "rustysynth", sf2, ""
     if binary and sf2:
         return "fluidsynth", sf2, ""
-    fault = symusic_synthesizer_fault(sf2) if sf2 else "no soundfont found"
+    fault = rustysynth_fault(sf2) if sf2 else "no soundfont found"
     if not fault:
-        return "symusic", sf2, " (no fluidsynth program)"
+        return "rustysynth", sf2, " (no fluidsynth program)"
     return "synth", None, f" (no fluidsynth program; {fault})"
 
 
@@ -136,13 +139,11 @@ def _say_once(message: str) -> None:
 
 
 @cache
-def symusic_synthesizer_fault(soundfont: Path) -> str | None:
-    """Why symusic's synthesizer cannot render with ``soundfont`` here, or None when it can.
-
-    Tried on two piano notes, whose pitch must come out right: symusic 0.6.0's ``render`` cannot
-    hand its audio to Python (TypeError "Unable to convert function return value"), and 0.5.9's
-    plays GM soundfonts out of tune (middle C 2 semitones sharp with FluidR3_GM, 20 with TimGM6mb).
-    """
+def rustysynth_fault(soundfont: Path) -> str | None:
+    """Why RustySynth cannot render with ``soundfont`` here, or None when it can: tried on two piano
+    notes, whose pitch must come out right (a soundfont it cannot read, midirenderer not installed)."""
+    if find_spec("midirenderer") is None:
+        return "midirenderer (RustySynth) is not installed (pip install midirenderer)"
     rate = 16000
     for pitch in (60, 69):
         score = symusic.Score(480)
@@ -150,11 +151,11 @@ def symusic_synthesizer_fault(soundfont: Path) -> str | None:
         track.notes.append(symusic.Note(0, 960, pitch, 100))
         score.tracks.append(track)
         try:
-            audio = np.asarray(_synthesizer(str(soundfont), rate).render(score, stereo=False))
-        except Exception as e:  # the binding's TypeError, a soundfont it cannot read ...
-            return f"symusic {symusic.__version__}'s synthesizer does not work here ({type(e).__name__})"
-        if not plays_pitch(audio.reshape(-1), rate, pitch):
-            return f"symusic {symusic.__version__}'s synthesizer plays {soundfont.name} out of tune"
+            audio = _rustysynth(score.to("second"), rate, soundfont)
+        except RenderError as e:
+            return e.reason
+        if not plays_pitch(audio, rate, pitch):
+            return f"RustySynth plays {soundfont.name} out of tune"
     return None
 
 
@@ -168,12 +169,6 @@ def plays_pitch(wave: np.ndarray, rate: int, pitch: int) -> bool:
     peak = float(np.fft.rfftfreq(4 * len(frame), 1 / rate)[spectrum.argmax()])
     harmonics = 440.0 * 2.0 ** ((pitch - 69) / 12.0) * np.arange(1, 7)
     return peak > 0 and float(np.abs(12 * np.log2(peak / harmonics)).min()) < 0.5
-
-
-@lru_cache(maxsize=4)
-def _synthesizer(soundfont: str, rate: int) -> symusic.Synthesizer:
-    """One synthesizer per soundfont and rate, kept: it reads the soundfont when made."""
-    return symusic.Synthesizer(soundfont, rate, 0)
 
 
 def render_midi(
@@ -217,9 +212,9 @@ def render_midi(
     if name == "fluidsynth":
         assert sf2 is not None  # resolve_engine pairs fluidsynth with a soundfont
         wave = _fluidsynth(score if changed else midi_path, rate, sf2, n / rate)
-    elif name == "symusic":
-        assert sf2 is not None  # resolve_engine pairs symusic with a soundfont
-        wave = _symusic(score, rate, sf2)
+    elif name == "rustysynth":
+        assert sf2 is not None  # resolve_engine pairs rustysynth with a soundfont
+        wave = _rustysynth(seconds, rate, sf2)
     else:
         wave = synthesize(seconds, rate, n)
     wave = np.pad(wave[:n], (0, max(0, n - len(wave))))
@@ -283,15 +278,29 @@ def _fluidsynth(midi: Path | symusic.Score, rate: int, soundfont: Path, end: flo
             raise RenderError(f"fluidsynth output unusable: {e.reason}") from None
 
 
-def _symusic(score: symusic.Score, rate: int, soundfont: Path) -> np.ndarray:
-    """symusic's soundfont synthesizer (mono), at >= 32 kHz and resampled like FluidSynth's output."""
-    synth_rate = max(rate, FLUIDSYNTH_MIN_RATE)
+def _rustysynth(score: symusic.Score, rate: int, soundfont: Path) -> np.ndarray:
+    """RustySynth's render of a score in seconds (mono), resampled from its 48 kHz like FluidSynth's.
+
+    It plays the MIDI up to its last event, so an inaudible controller (CC 110, undefined in GM) at
+    the last note-off plus ``TAIL_SECONDS`` lets the release ring out as the other engines' does."""
+    import midirenderer  # a dependency; imported here so that rustysynth_fault can report it missing
+
+    score = score.copy()
+    track = next(t for t in score.tracks if len(t.notes))  # render_midi's score has notes
+    track.controls.append(symusic.ControlChange(_note_end(score) + TAIL_SECONDS, 110, 0, ttype="second"))
     try:
-        audio = np.asarray(_synthesizer(str(soundfont), synth_rate).render(score, stereo=False))
-    except Exception as e:  # the binding raises plain RuntimeErrors on what it cannot play
-        raise RenderError(f"symusic's synthesizer failed: {first_line(e)}") from None
-    mono = audio.reshape(-1).astype(np.float32, copy=False)
+        wav = midirenderer.render_wave_from(_soundfont_bytes(str(soundfont)), score.to("tick").dumps_midi())
+        audio, synth_rate = soundfile.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+    except Exception as e:  # the binding raises ValueError/RuntimeError on what it cannot play
+        raise RenderError(f"RustySynth failed: {first_line(e)}") from None
+    mono = audio.mean(axis=1, dtype=np.float32)
     return soxr.resample(mono, synth_rate, rate) if synth_rate != rate else mono
+
+
+@lru_cache(maxsize=1)
+def _soundfont_bytes(soundfont: str) -> bytes:
+    """The soundfont file, read once per process (midirenderer takes it as bytes on each render)."""
+    return Path(soundfont).read_bytes()
 
 
 # ----------------------------------------------------------------------------- built-in synthesizer

@@ -4,6 +4,7 @@ mixed in, the training chunks read back, and `musgen render`."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_render_a_corpus(tmp_path, capsys):
     assert "audio data set in" in capsys.readouterr().out
     m = json.loads((out / "manifest.json").read_text())
     assert m["kind"] == "audio" and m["source"] == {"corpus": "bach", "render": True}
-    assert m["renderer"] in ("fluidsynth", "synth") and m["sample_rate"] == RATE
+    assert m["renderer"] in ("fluidsynth", "rustysynth", "synth") and m["sample_rate"] == RATE
     assert m["splits"]["train"]["pieces"] > 0 and m["splits"]["train"]["seconds"] > 0
     assert sum(s["pieces"] for s in m["splits"].values()) + len(m["skipped"]) == m["files_found"] == 6
     audio, offsets = np.load(out / "train.audio.npy"), np.load(out / "train.offsets.npy")
@@ -51,6 +52,27 @@ def test_render_a_corpus(tmp_path, capsys):
     m2 = json.loads((out / "manifest.json").read_text())
     assert m2["fingerprint"] != m["fingerprint"] and m2["splits"]["valid"]["pieces"] > 0
     assert {p: p.stat().st_mtime_ns for p in (out / "render-cache").glob("*.flac")} == cached
+
+
+def test_without_fluidsynth_renders_with_rustysynth_never_reusing_the_synths_renders(tmp_path, monkeypatch):
+    """A build without the fluidsynth program renders with RustySynth, and the render cache is keyed
+    by the engine that ran: the built-in synthesizer's renders of the same pieces are not reused."""
+    out = tmp_path / "bach_audio"
+    args = ["data", "build", "--corpus", "bach", "--render", "--limit", "3", "--out", str(out)]
+    args += ["--set", "max_seconds_per_piece=4", "--set", "valid_fraction=0", "--set", "test_fraction=0"]
+    assert main([*args, "--set", "engine=synth"]) == 0
+    sine = set((out / "render-cache").glob("*.flac"))
+    sine_audio = np.load(out / "train.audio.npy")
+    assert json.loads((out / "manifest.json").read_text())["renderer"] == "synth" and sine
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no fluidsynth program
+    assert main(args) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["renderer"] == "rustysynth" and m["soundfont"]
+    soundfont_renders = set((out / "render-cache").glob("*.flac"))
+    assert len(soundfont_renders) == len(sine) and not soundfont_renders & sine
+    audio = np.load(out / "train.audio.npy")
+    assert audio.shape == sine_audio.shape and np.abs(audio.astype(np.int32) - sine_audio).max() > 1000
 
 
 @pytest.fixture(scope="module")
@@ -208,4 +230,4 @@ def test_render_command(bach_midi_dir, tmp_path, capsys):
         main(["render", "--help"])
     help_text = capsys.readouterr().out
     assert exit_.value.code == 0 and "example:" in help_text
-    assert "{auto,fluidsynth,symusic,synth}" in help_text  # the engines, in the order auto tries them
+    assert "{auto,fluidsynth,rustysynth,synth}" in help_text  # the engines, in the order auto tries them

@@ -18,18 +18,17 @@ from musgen.data.render import (
     plays_pitch,
     render_midi,
     resolve_engine,
-    symusic_synthesizer_fault,
+    rustysynth_fault,
 )
 from musgen.errors import MusgenError
 
 RATE = 16000
 HAS_FLUIDSYNTH = shutil.which("fluidsynth") is not None
 SOUNDFONT = find_soundfont()
-SYMUSIC_FAULT = symusic_synthesizer_fault(SOUNDFONT) if SOUNDFONT else "no soundfont"
 ENGINES = [
     "synth",
+    "rustysynth",
     pytest.param("fluidsynth", marks=pytest.mark.skipif(not HAS_FLUIDSYNTH, reason="no fluidsynth")),
-    pytest.param("symusic", marks=pytest.mark.skipif(bool(SYMUSIC_FAULT), reason=str(SYMUSIC_FAULT))),
 ]
 
 
@@ -116,30 +115,32 @@ def test_soundfont_and_engine_choice(tmp_path, monkeypatch):
         resolve_engine("fluidsynth")
 
 
-def test_auto_takes_fluidsynth_then_symusic_then_the_builtin_synth(monkeypatch):
+def test_auto_takes_fluidsynth_then_rustysynth_then_the_builtin_synth(monkeypatch):
     """The engine order of --engine auto, each step taken when the ones before it cannot run."""
     sf2 = find_soundfont()
     assert sf2 is not None
-    monkeypatch.setattr(render, "symusic_synthesizer_fault", lambda sf2: None)
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     assert resolve_engine("auto") == ("fluidsynth", sf2)
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert resolve_engine("auto") == ("symusic", sf2)
-    monkeypatch.setattr(render, "symusic_synthesizer_fault", lambda sf2: "symusic is broken here")
+    assert resolve_engine("auto") == ("rustysynth", sf2)  # the real probe passes: it is a dependency
+    monkeypatch.setattr(render, "rustysynth_fault", lambda sf2: "rustysynth is broken here")
     assert resolve_engine("auto") == ("synth", None)
-    with pytest.raises(MusgenError, match="symusic is broken here; render with --engine"):
-        resolve_engine("symusic")
+    with pytest.raises(MusgenError, match="rustysynth is broken here; render with --engine"):
+        resolve_engine("rustysynth")
     monkeypatch.setattr(render, "find_soundfont", lambda explicit=None: None)
     with pytest.raises(MusgenError, match="no soundfont found"):
-        resolve_engine("symusic")
+        resolve_engine("rustysynth")
 
 
-@pytest.mark.skipif(bool(SYMUSIC_FAULT), reason=str(SYMUSIC_FAULT))
-def test_symusic_renders_a_chorale_as_long_as_the_other_engines(chorale, monkeypatch):
-    """Without the fluidsynth program, auto renders with symusic's synthesizer and the soundfont on
-    disk (nothing downloaded): real sound, not silence, of the length every engine gives."""
+@pytest.mark.parametrize("soundfont", ["found", "pretty_midi"])
+def test_rustysynth_renders_a_chorale_as_long_as_the_other_engines(chorale, monkeypatch, soundfont):
+    """Without the fluidsynth program, auto renders with RustySynth and the soundfont on disk
+    (nothing downloaded), the system's or the one pretty_midi ships: real sound, not silence, of the
+    length every engine gives."""
+    if soundfont == "pretty_midi":
+        monkeypatch.setenv("MUSGEN_SOUNDFONT", str(Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"))
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert resolve_engine("auto")[0] == "symusic"
+    assert resolve_engine("auto")[0] == "rustysynth"
     wave = render_midi(chorale, RATE)
     end = float(_notes(chorale)[:, 1].max())
     assert len(wave) == int(np.ceil((end + TAIL_SECONDS) * RATE))
@@ -149,8 +150,8 @@ def test_symusic_renders_a_chorale_as_long_as_the_other_engines(chorale, monkeyp
     assert np.abs(wave - render_midi(chorale, RATE, engine="synth")).max() > 0.05
 
 
-def test_the_symusic_probe_hears_a_wrong_pitch(tmp_path):
-    """symusic_synthesizer_fault refuses a synthesizer that plays out of tune (symusic 0.5.9 with GM
+def test_the_rustysynth_probe_hears_a_wrong_pitch(tmp_path):
+    """rustysynth_fault refuses a synthesizer that plays out of tune (as symusic 0.5.9's did with GM
     soundfonts); its pitch check passes a right note and fails a wrong one."""
     score = symusic.Score(480)
     track = symusic.Track("a4", 0, False)
@@ -161,3 +162,31 @@ def test_the_symusic_probe_hears_a_wrong_pitch(tmp_path):
     assert plays_pitch(wave, RATE, 69) and plays_pitch(wave, RATE, 57)  # A3: A4 is its 2nd harmonic
     assert not plays_pitch(wave, RATE, 71) and not plays_pitch(wave, RATE, 62)
     assert not plays_pitch(np.zeros(RATE, np.float32), RATE, 69)
+    assert rustysynth_fault(SOUNDFONT) is None if SOUNDFONT else True
+    (tmp_path / "junk.sf2").write_bytes(b"RIFF" + bytes(400))
+    assert "RustySynth failed" in str(rustysynth_fault(tmp_path / "junk.sf2"))
+
+
+def test_rustysynth_plays_drums_velocities_and_the_release(tmp_path):
+    """Drums (channel 10) sound, a louder velocity plays louder, and the release after the last
+    note-off rings out instead of being cut where the MIDI ends."""
+    pm = pretty_midi.PrettyMIDI()
+    drums = pretty_midi.Instrument(program=0, is_drum=True)
+    drums.notes += [
+        pretty_midi.Note(velocity=100, pitch=38, start=0.25 * i, end=0.25 * i + 0.1) for i in range(4)
+    ]
+    piano = pretty_midi.Instrument(program=0)
+    piano.notes += [
+        pretty_midi.Note(velocity=v, pitch=60, start=s, end=s + 0.5) for v, s in ((40, 1.0), (120, 2.0))
+    ]
+    pm.instruments += [drums, piano]
+    pm.write(str(tmp_path / "mix.mid"))
+    wave = render_midi(tmp_path / "mix.mid", RATE, engine="rustysynth", normalize=False)
+    assert len(wave) == int(np.ceil((2.5 + TAIL_SECONDS) * RATE))
+
+    def peak(t0: float, t1: float) -> float:
+        return float(np.abs(wave[int(t0 * RATE) : int(t1 * RATE)]).max())
+
+    assert peak(0.0, 0.9) > 0.01  # the drums
+    assert peak(2.0, 2.5) > 2 * peak(1.0, 1.5)  # velocity 120 against 40
+    assert peak(2.55, 2.7) > 1e-3  # the piano's release after the last note-off
