@@ -270,8 +270,13 @@ def bar_runs(
         family = meter_family(num, den)
         if previous is not None and previous[0] == family:
             run = previous[1]  # same family: same bar length
-            if run[1] == start and (start - run[0]) % run[2] == 0:
+            # Joined when this stretch starts on the run's bar grid less than a bar after its end:
+            # a closing short bar and the repeated pickup after it (marked stretches, less than a
+            # bar each) add up to one bar, and the bars go on across them.
+            if 0 <= start - run[1] < run[2] and (start - run[0]) % run[2] == 0:
                 run[1] = end
+                continue
+            if end - start < bar:  # a short stretch (a marked pickup) between two of the run's
                 continue
         previous = (family, [start, end, int(bar)])
         runs.setdefault(family, []).append(previous[1])

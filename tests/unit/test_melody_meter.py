@@ -238,3 +238,16 @@ def test_bars_split_exactly_into_a_shorter_meter_never_the_reverse():
     assert window_starts(line, two_four, in_4_4).tolist() == [0, 8, 16, 24, 32, 40, 48]  # every 2/4 bar
     assert window_starts(line, four_four, in_4_4).tolist() == [0, 16, 32, 48]
     assert window_starts(line, four_four, in_2_4).tolist() == []  # which 2/4 bars pair is not known
+
+
+def test_a_closing_short_bar_and_the_repeated_pickup_after_it_keep_the_bars_going():
+    import numpy as np
+
+    from musgen.data.melody import bar_runs
+
+    # 4/4 from 0; a short closing bar ends at step 40 (2.5 bars), the repeated pickup (marked,
+    # 8 steps) ends at 48: together one bar, and the bar lines go on from 48 on the same grid.
+    ts = np.array([(0, 4, 4), (40, 4, 4), (48, 4, 4)], dtype=np.int64)
+    assert bar_runs(ts, 112, 4) == {"4/4": [(0, 7)]}
+    off_grid = np.array([(0, 4, 4), (40, 4, 4), (44, 4, 4)], dtype=np.int64)  # 44: not a bar line
+    assert bar_runs(off_grid, 108, 4) == {"4/4": [(0, 2), (44, 4)]}
