@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from musgen import __version__
+from musgen.atomic import write_text_atomic
 from musgen.errors import CheckpointError, first_line
 
 log = logging.getLogger(__name__)
@@ -274,9 +275,7 @@ def update_meta(path: Path, entries: Mapping[str, Any]) -> Path:
     ckpt_dir = resolve_checkpoint(path)
     meta = json.loads((ckpt_dir / META_FILE).read_text())
     meta.update(entries)
-    tmp = ckpt_dir / f".{META_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, ckpt_dir / META_FILE)
+    write_text_atomic(ckpt_dir / META_FILE, json.dumps(meta, indent=2))
     return ckpt_dir
 
 

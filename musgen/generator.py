@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from musgen import checkpoint
+from musgen.atomic import write_text_atomic
 from musgen.config import from_dict
 from musgen.device import resolve_device
 from musgen.errors import CheckpointError, ConfigError, MusgenError
@@ -249,9 +249,7 @@ def read_runs(out: Path) -> list[dict[str, Any]]:
 
 def write_runs(out: Path, runs: list[dict[str, Any]]) -> None:
     """Replaces ``out/samples.json`` atomically: an interrupted write leaves the previous record."""
-    tmp = out / f".{SAMPLES_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(runs, indent=1) + "\n")
-    os.replace(tmp, out / SAMPLES_FILE)
+    write_text_atomic(out / SAMPLES_FILE, json.dumps(runs, indent=1) + "\n")
 
 
 def resolve_length(length: int | None, max_new_tokens: int | None) -> int | None:

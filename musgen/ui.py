@@ -310,15 +310,9 @@ class Page:
 
 def render(midi: Path) -> Path | None:
     """A WAV of a MIDI sample (cut at RENDER_SECONDS), or None for one without notes."""
-    from musgen.data.audio_io import write_audio
-    from musgen.data.render import render_midi
-    from musgen.data.tokenizers import MidiReadError
+    from musgen.viz.media import render_wav
 
-    try:
-        wave = render_midi(midi, RENDER_RATE, max_seconds=RENDER_SECONDS)
-    except MidiReadError:
-        return None
-    return write_audio(midi.with_suffix(".wav"), wave, RENDER_RATE)
+    return render_wav(midi, midi.with_suffix(".wav"), RENDER_RATE, max_seconds=RENDER_SECONDS)
 
 
 # -- the Gradio page --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from musgen.atomic import write_text_atomic
 from musgen.errors import first_line
 
 from .workpool import mp_context
@@ -315,10 +316,8 @@ def _save_failed(root: Path, failed: dict[str, str]) -> None:
     import music21
 
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{_FAILED_FILE}.{os.getpid()}.tmp"
     record = {"music21": music21.__version__, "converter": CONVERTER_VERSION, "failed": failed}
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
-    os.replace(tmp, root / _FAILED_FILE)
+    write_text_atomic(root / _FAILED_FILE, json.dumps(record, indent=1, sort_keys=True))
 
 
 def corpus_midi_files(

@@ -286,9 +286,7 @@ def bar_runs(
     }
 
 
-def runs_in_meter(
-    runs: dict[str, list[tuple[int, int]]], family: str, steps_per_quarter: int
-) -> list[tuple[int, int]]:
+def runs_in_meter(runs: dict[str, list[tuple[int, int]]], family: str) -> list[tuple[int, int]]:
     """The runs of whole bars of meter ``family``, with the bars of a meter that is exactly k of them
     split into k (4/4 and 2/2 into two 2/4 bars, 6/8 into two 3/8): every bar line of the longer
     meter is one of the shorter, so the conversion is exact; the reverse (which 2/4 bars pair
@@ -321,7 +319,7 @@ def _starts(
     sounding = np.concatenate([[0], np.cumsum(sounding_pitch_ids(events) >= FIRST_PITCH_ID)])
     all_runs = bar_runs(time_signatures, len(events), cfg.steps_per_quarter)
     if converted:
-        all_runs[cfg.family] = runs_in_meter(all_runs, cfg.family, cfg.steps_per_quarter)
+        all_runs[cfg.family] = runs_in_meter(all_runs, cfg.family)
     out = {}
     for family, runs in all_runs.items():
         bar = int(bar_steps(*parse_meter(family), cfg.steps_per_quarter))
@@ -429,7 +427,7 @@ def clip_from_midi(path: Path | str, cfg: MelodyConfig, *, bar_offset: int = 0) 
     if polyphonic:
         log.info("%s is polyphonic: using its melody line (the highest note at each moment)", name)
     runs = bar_runs(time_signature_steps(score, cfg.steps_per_quarter), len(events), cfg.steps_per_quarter)
-    runs = {**runs, cfg.family: runs_in_meter(runs, cfg.family, cfg.steps_per_quarter)}
+    runs = {**runs, cfg.family: runs_in_meter(runs, cfg.family)}
     if not runs.get(cfg.family):
         raise MusgenError(
             f"{name} is in {_meters_of(runs, score, cfg)}, not in {cfg.meter}: this model only reads "

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm import tqdm
 
+from musgen.atomic import write_bytes_atomic as atomic_write_bytes
 from musgen.errors import MusgenError
 
 from .corpus import corpus_midi_files
@@ -50,14 +51,6 @@ def split_of(rel_path: str, valid_fraction: float, test_fraction: float) -> str:
     if u < test_fraction + valid_fraction:
         return "valid"
     return "train"
-
-
-def atomic_write_bytes(path: Path, writer: Callable[[Any], Any]) -> None:
-    """``writer(f)`` into a temporary file renamed to ``path``: a killed build leaves no half file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        writer(f)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, obj: Any) -> None:

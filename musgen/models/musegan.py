@@ -589,7 +589,7 @@ class MuseGANGenerator(Generator):
                 raise MusgenError(
                     f"{flag(key)} does not apply to musegan (try --binarize bernoulli or --threshold)"
                 )
-        super().check_options({k: v for k, v in options.items() if k not in TOKEN_SAMPLING})
+        super().check_options(options)
 
     def sample_rolls(
         self,

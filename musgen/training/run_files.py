@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from musgen import checkpoint
+from musgen.atomic import write_text_atomic
 from musgen.errors import MusgenError, first_line
 
 LOOP_FILE = "loop.json"
@@ -40,12 +41,6 @@ def checkpoint_complete(path: Path) -> bool:
 def latest_state(run_dir: Path) -> Path | None:
     complete = [p for _, p in checkpoint.step_dirs(run_dir / "state") if state_complete(p)]
     return complete[-1] if complete else None
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -13,13 +13,16 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 22050  # of rendered samples: small files, and the built-in corpora fit well below 11 kHz
 
 
-def render_wav(midi: Path, wav: Path, sample_rate: int = SAMPLE_RATE) -> Path | None:
-    """Renders ``midi`` to ``wav``; None (and a log line) for a sample that cannot sound (no notes)."""
+def render_wav(
+    midi: Path, wav: Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = 0.0
+) -> Path | None:
+    """Renders ``midi`` (its first ``max_seconds``; 0 = all) to ``wav``; None (and a log line) for a
+    sample that cannot sound (no notes)."""
     from musgen.data.audio_io import write_audio
     from musgen.data.render import render_midi
 
     try:
-        wave = render_midi(midi, sample_rate)
+        wave = render_midi(midi, sample_rate, max_seconds=max_seconds)
     except MusgenError as err:
         reason = getattr(err, "reason", None)
         if reason is None:  # a setting or the soundfont: the user has to fix that
