@@ -49,7 +49,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0  # 0 disables clipping
-    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 on GPU only)
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 on GPU only) | auto (bf16 where faster, measured)
     eval_every: int = 250
     eval_batches: int = 50  # 0 = the whole validation split
     save_every: int = 500
@@ -77,8 +77,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         # fp16 needing a GPU depends on the machine, not on the config: the training loop checks it.
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"train.mixed_precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16", "auto"):
+            raise ConfigError(
+                f"train.mixed_precision must be no, bf16, fp16 or auto, not {self.mixed_precision!r}"
+            )
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("train.steps, train.batch_size and train.grad_accum must be at least 1")
         unknown = [name for name in self.trackers if name not in TRACKERS]

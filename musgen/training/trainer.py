@@ -53,6 +53,7 @@ from musgen import checkpoint
 from musgen.config import dump_yaml, flat_dict
 from musgen.errors import MusgenError, first_line
 from musgen.registry import get_family
+from musgen.training.precision import resolve_mixed_precision
 from musgen.training.run_files import (
     LOOP_FILE,
     TRACKER_DIR,
@@ -169,8 +170,13 @@ def make_accelerator(train_cfg: Any, run_dir: Path) -> Accelerator:
         and not torch.cuda.is_available()
         and not (hasattr(torch, "xpu") and torch.xpu.is_available())
     )
+    on_accelerator = not cpu and (
+        torch.cuda.is_available()
+        or (hasattr(torch, "xpu") and torch.xpu.is_available())
+        or torch.backends.mps.is_available()
+    )
     accelerator = Accelerator(
-        mixed_precision=train_cfg.mixed_precision,
+        mixed_precision=resolve_mixed_precision(train_cfg.mixed_precision, on_cpu=not on_accelerator),
         cpu=cpu,
         log_with=train_cfg.trackers or None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / TRACKER_DIR)),

@@ -179,7 +179,7 @@ def test_validation_runs_once_on_resolve_and_on_from_dict(monkeypatch):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"train": {"mixed_precision": "fp32"}}, "train.mixed_precision must be no, bf16 or fp16"),
+        ({"train": {"mixed_precision": "fp32"}}, "train.mixed_precision must be no, bf16, fp16 or auto"),
         ({"train": {"grad_accum": 0}}, "train.steps, train.batch_size and train.grad_accum"),
         ({"train": {"grad_accum": 2}}, "leave train.grad_accum at 1"),
         ({"model": {"condition_tracks": ["lute"]}}, "'lute' is not one of data.track_names"),
