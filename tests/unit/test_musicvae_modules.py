@@ -30,10 +30,12 @@ TINY = dict(
 )
 
 
-def tiny_model(decoder: str, num_bars: int = 4) -> MusicVAE:
+def tiny_model(decoder: str, num_bars: int = 4, encoder: str = "flat") -> MusicVAE:
     torch.manual_seed(0)
     return (
-        MusicVAE(MusicVAEModelConfig(decoder=decoder, **TINY), MelodyConfig(num_bars=num_bars))
+        MusicVAE(
+            MusicVAEModelConfig(decoder=decoder, encoder=encoder, **TINY), MelodyConfig(num_bars=num_bars)
+        )
         .double()
         .eval()
     )
@@ -92,14 +94,32 @@ def test_hierarchical_decoder_restarts_every_bar():
     assert not torch.allclose(changed[0, 16:32], logits[0, 16:32].detach())
 
 
-def test_encoder_reads_the_whole_window_in_both_directions():
-    model = tiny_model("flat")
+@pytest.mark.parametrize("encoder", ["flat", "hierarchical"])
+def test_encoder_reads_the_whole_window_in_both_directions(encoder):
+    model = tiny_model("flat", encoder=encoder)
     events = torch.randint(0, model.vocab_size, (1, model.length))
     mu = model.encode(events)[0]
-    for position in (0, model.length - 1):
+    for position in (0, 15, 16, model.length - 1):  # both ends, and both sides of a bar line
         other = events.clone()
         other[0, position] = (other[0, position] + 1) % model.vocab_size
         assert not torch.allclose(model.encode(other)[0], mu)
+
+
+def test_hierarchical_encoder_reads_each_bar_alone_then_the_bars_in_order():
+    """mu from the per-bar BiLSTM's final states fed through the bar-level BiLSTM, built by hand."""
+    model = tiny_model("hierarchical", encoder="hierarchical")
+    enc = model.encoder
+    events = torch.randint(0, model.vocab_size, (2, model.length))  # (B, T) = (2, 64): 4 bars of 16
+
+    def final(lstm, x):
+        out, _ = lstm(x)  # (N, L, 2H): forward state at the last step, backward state at the first
+        half = out.shape[-1] // 2
+        return torch.cat([out[:, -1, :half], out[:, 0, half:]], dim=-1)
+
+    bars = torch.stack([final(enc.lstm, enc.embed(events[:, 16 * i : 16 * (i + 1)])) for i in range(4)], 1)
+    expected = enc.to_mu(final(enc.bars_lstm, bars))
+    assert torch.allclose(model.encode(events)[0], expected, atol=1e-12)
+    assert tiny_model("flat", encoder="hierarchical").encoder.bars_lstm is not None  # any decoder
 
 
 def test_loss_is_reconstruction_plus_annealed_free_bits_kl():
