@@ -13,6 +13,14 @@ grow time (beats -> 16ths -> steps) and pitch (octaves -> semitones) separately,
 (the paper code's pitch-time / time-pitch streams). The critic mirrors it and adds a chroma stream
 (per-beat pitch classes) and an onset stream, then looks across bars.
 
+Output (``model.output``): ``multihot``, the paper's, gives each (track, step, pitch) cell its own
+probability, so a track may sound any set of pitches (drums, piano, guitar); ``voice`` gives each
+track one choice per step among its pitches and a rest (a softmax over P + 1), for voices that sing
+one note at a time (SATB). The critic gets one-hot rolls either way: in training the choice is the
+argmax (``voice_relax: straight_through``) or a Gumbel-softmax draw (``gumbel``), with the softmax's
+gradient passed straight through; at inference the argmax, so a sample depends on its noise only.
+A learned per-track bias over the pitches lets each voice settle in its own register.
+
 Track-conditional generation (the paper's accompaniment setting): with ``model.condition_tracks``
 an encoder reads a given track's bars into feature maps that every bar generator takes in; in
 training each phrase is conditioned on one of those tracks with probability ``condition_prob``
@@ -44,6 +52,8 @@ from musgen.registry import FamilySpec
 from musgen.training.task import StepContext, Task
 
 MODES = ("jamming", "composer", "hybrid")
+OUTPUTS = ("multihot", "voice")
+VOICE_RELAX = ("straight_through", "gumbel")
 
 
 @dataclass
@@ -53,6 +63,9 @@ class MuseGANModelConfig:
     gen_channels: int = 64  # width of the bar generators
     critic_channels: int = 64
     binary: str = "none"  # none | deterministic | stochastic: BinaryMuseGAN's straight-through binary output
+    output: str = "multihot"  # multihot: any pitches per track and step | voice: one pitch or a rest
+    voice_relax: str = "straight_through"  # voice training: argmax (straight_through) or gumbel draws
+    gumbel_tau: float = 1.0  # temperature of the Gumbel-softmax whose gradient the gumbel draw passes
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -61,6 +74,16 @@ class MuseGANModelConfig:
             raise ConfigError(f"model.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.binary not in ("none", "deterministic", "stochastic"):
             raise ConfigError(f"model.binary must be none, deterministic or stochastic, got {self.binary!r}")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"model.output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.voice_relax not in VOICE_RELAX:
+            raise ConfigError(
+                f"model.voice_relax must be one of {', '.join(VOICE_RELAX)}, got {self.voice_relax!r}"
+            )
+        if self.output == "voice" and self.binary != "none":
+            raise ConfigError("model.binary is for multihot output; voice output is one-hot already")
+        if self.gumbel_tau <= 0:
+            raise ConfigError(f"model.gumbel_tau must be positive, got {self.gumbel_tau}")
         if not 0 <= self.condition_prob <= 1:
             raise ConfigError(f"model.condition_prob must be in [0, 1], got {self.condition_prob}")
 
@@ -162,7 +185,15 @@ class BarGenerator(nn.Module):
     -> (N, out_tracks, steps_per_bar, pitches). Time grows beats -> 16ths -> steps, pitch octaves ->
     semitones, in both orders (the paper code's pitch-time and time-pitch streams)."""
 
-    def __init__(self, in_dim: int, out_tracks: int, grid: _Grid, width: int, cond_channels: int = 0):
+    def __init__(
+        self,
+        in_dim: int,
+        out_tracks: int,
+        grid: _Grid,
+        width: int,
+        cond_channels: int = 0,
+        rest: bool = False,
+    ):
         super().__init__()
         self.grid = grid
         w = width
@@ -181,6 +212,8 @@ class BarGenerator(nn.Module):
         self.time_pitch = nn.Sequential(
             PatchExpand(c, w // 2, grid.f2, 1), nn.Linear(w // 2, 12 * out_tracks)
         )
+        # voice output: one more logit per (track, step), "rest", from the 16th-note features
+        self.rest = nn.Linear(c, grid.f2 * out_tracks) if rest else None
 
     def forward(self, v: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         g = self.grid
@@ -190,7 +223,10 @@ class BarGenerator(nn.Module):
             h = torch.cat([h, cond], dim=-1)
         a = rearrange(self.pitch_time(h), "n t p (f k) -> n k (t f) p", f=g.f2)  # (N, K, S, P)
         b = rearrange(self.time_pitch(h), "n t o (pc k) -> n k t (o pc)", pc=12)  # (N, K, S, P)
-        return a + b
+        if self.rest is None:
+            return a + b
+        rest = rearrange(self.rest(h.mean(2)), "n t (f k) -> n k (t f) 1", f=g.f2)  # (N, K, S, 1)
+        return torch.cat([a + b, rest], dim=-1)  # (N, K, S, P + 1)
 
 
 class ConditionEncoder(nn.Module):
@@ -212,11 +248,14 @@ class ConditionEncoder(nn.Module):
 
 
 class RollGenerator(nn.Module):
-    """noise -> rolls (B, K, bars*steps, P) in [0, 1] (binary with binary neurons)."""
+    """noise -> rolls (B, K, bars*steps, P) in [0, 1] (binary with binary neurons; one-hot per track and
+    step, or all zero for a rest, with voice output)."""
 
     def __init__(self, cfg: MuseGANModelConfig, data: PianorollConfig):
         super().__init__()
         self.mode, self.binary = cfg.mode, cfg.binary
+        self.voice = cfg.output == "voice"
+        self.voice_relax, self.gumbel_tau = cfg.voice_relax, cfg.gumbel_tau
         self.num_tracks, self.bars, self.z_dim = data.num_tracks, data.num_bars, cfg.z_dim
         self.steps, self.pitches = data.steps_per_bar, data.num_pitches
         grid = _Grid.of(data)
@@ -233,11 +272,30 @@ class RollGenerator(nn.Module):
         self.encoder = ConditionEncoder(grid, self.num_tracks, cond_ch) if cond_ch else None
         width = cfg.gen_channels
         if cfg.mode == "composer":
-            self.bar_generators = nn.ModuleList([BarGenerator(in_dim, self.num_tracks, grid, width, cond_ch)])
+            self.bar_generators = nn.ModuleList(
+                [BarGenerator(in_dim, self.num_tracks, grid, width, cond_ch, rest=self.voice)]
+            )
         else:
             self.bar_generators = nn.ModuleList(
-                [BarGenerator(in_dim, 1, grid, width, cond_ch) for _ in range(self.num_tracks)]
+                [
+                    BarGenerator(in_dim, 1, grid, width, cond_ch, rest=self.voice)
+                    for _ in range(self.num_tracks)
+                ]
             )
+        # voice output: each track's learned preference over its pitches and the rest (its register)
+        self.voice_bias = nn.Parameter(torch.zeros(self.num_tracks, self.pitches + 1)) if self.voice else None
+
+    def one_voice(self, logits: torch.Tensor) -> torch.Tensor:
+        """Voice output: logits (B, K, T, P + 1) -> one-hot rolls (B, K, T, P), a rest all zero. The
+        forward pass is exactly one-hot; the gradient is the softmax's (straight-through)."""
+        assert self.voice_bias is not None
+        logits = logits.float() + self.voice_bias[:, None, :]
+        if self.training and self.voice_relax == "gumbel":  # a draw (global RNG: resume restores it)
+            chosen = F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)
+        else:
+            soft = logits.softmax(-1)
+            chosen = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype) + (soft - soft.detach())
+        return chosen[..., :-1]
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The four noise vectors (those the mode uses), from ``generator`` or the global RNG."""
@@ -282,16 +340,21 @@ class RollGenerator(nn.Module):
                 cond_roll = v.new_zeros(b, u * self.steps, self.pitches)
             bars = cond_roll.reshape(b * u, self.steps, self.pitches)
             cond = self.encoder(bars, cond_track.repeat_interleave(u))  # (B*U, C, 16ths, O)
+        p = self.pitches + self.voice  # voice output: the pitches and a rest
         if self.mode == "composer":
-            logits = self.bar_generators[0](v[:, 0].reshape(b * u, -1), cond)  # (B*U, K, S, P)
-            logits = logits.view(b, u, k, self.steps, self.pitches).transpose(1, 2)
+            logits = self.bar_generators[0](v[:, 0].reshape(b * u, -1), cond)  # (B*U, K, S, p)
+            logits = logits.view(b, u, k, self.steps, p).transpose(1, 2)
         else:
             per_track = [
-                g(v[:, i].reshape(b * u, -1), cond).view(b, u, self.steps, self.pitches)
+                g(v[:, i].reshape(b * u, -1), cond).view(b, u, self.steps, p)
                 for i, g in enumerate(self.bar_generators)
             ]
-            logits = torch.stack(per_track, dim=1)  # (B, K, U, S, P)
-        probs = torch.sigmoid(logits.reshape(b, k, u * self.steps, self.pitches))
+            logits = torch.stack(per_track, dim=1)  # (B, K, U, S, p)
+        logits = logits.reshape(b, k, u * self.steps, p)
+        if self.voice:
+            probs = self.one_voice(logits)
+        else:
+            probs = torch.sigmoid(logits)
         if self.binary != "none":  # straight-through: binary forward, sigmoid gradient backward
             hard = (
                 (probs > 0.5).to(probs.dtype)
@@ -589,6 +652,13 @@ class MuseGANGenerator(Generator):
                 raise MusgenError(
                     f"{flag(key)} does not apply to musegan (try --binarize bernoulli or --threshold)"
                 )
+        if self.cfg.model.output == "voice":
+            for key in ("binarize", "threshold"):
+                if options.get(key) is not None:
+                    raise MusgenError(
+                        f"{flag(key)} does not apply to this musegan: it writes one note (or a rest) "
+                        "per voice and step; samples differ by --seed"
+                    )
         super().check_options(options)
 
     def sample_rolls(

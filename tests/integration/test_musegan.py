@@ -185,3 +185,36 @@ def test_sample_misuse_is_one_line(tiny_gan_run, tiny_vae_run, bach_midi_dir, tm
         lines = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and message in lines[0], (args, lines)
     assert not Path(out).exists()  # nothing half-written
+
+
+def test_voice_output_trains_and_writes_one_note_per_voice(bach_data, bach_midi_dir, tmp_path, capsys):
+    """model.output=voice end to end: every generated and accompanied voice sounds at most one pitch
+    per step, and the multi-hot binarisation flags are refused with one line."""
+    from musgen.cli import main
+
+    run = tmp_path / "voice"
+    musgen.train(
+        "musegan",
+        bach_data,
+        run,
+        config=TINY,
+        overrides=["model.output=voice", "train.steps=4"],
+        progress=False,
+    )
+    generator = musgen.load(run)
+    chorale = _chorale_in_four_four(bach_midi_dir, generator.cfg.data)
+    free = generator.sample_rolls(4, bars=4, seed=0)
+    harmonised = generator.sample_rolls(2, condition=chorale, track="soprano", seed=1)
+    for roll in [*free, *harmonised]:
+        assert roll.sum(-1).max() <= 1  # (K, T, P): at most one pitch per voice and step
+    given = midi_to_roll(chorale, generator.cfg.data)[0]
+    assert np.array_equal(harmonised[0][0, : given.shape[0]], given)
+    out = tmp_path / "samples"
+    assert (
+        main(["sample", "--checkpoint", str(run), "--out", str(out), "--num-samples", "2", "--seed", "0"])
+        == 0
+    )
+    for path in sorted(out.glob("sample_*.mid")):
+        assert midi_to_roll(path, generator.cfg.data).sum(-1).max() <= 1
+    code = main(["sample", "--checkpoint", str(run), "--out", str(out), "--binarize", "bernoulli"])
+    assert code == 2 and "one note (or a rest) per voice" in capsys.readouterr().err

@@ -158,6 +158,36 @@ def test_binary_neurons_output_zeros_and_ones_and_pass_gradients(binary):
     assert gen.bar_generators[0].time_pitch[1].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("relax", ["straight_through", "gumbel"])
+def test_voice_output_sounds_at_most_one_pitch_per_track_and_step(mode, relax):
+    torch.manual_seed(0)
+    gen = RollGenerator(_model_cfg(mode, output="voice", voice_relax=relax), DATA)
+    out = gen(gen.noise(3))  # (B, K, T, P) in training mode
+    assert out.shape == (3, 4, 96, 84)
+    assert set(out.detach().unique().tolist()) <= {0.0, 1.0}
+    assert out.detach().sum(-1).max() <= 1  # one pitch or a rest
+    # The softmax's gradient reaches the pitch streams, the rest head and the register bias.
+    (out * torch.randn_like(out)).sum().backward()
+    bar = gen.bar_generators[0]
+    assert bar.time_pitch[1].weight.grad.abs().sum() > 0 and bar.rest.weight.grad.abs().sum() > 0
+    assert gen.voice_bias.grad.abs().sum() > 0
+
+
+def test_voice_output_is_the_argmax_at_inference_and_its_bias_sets_the_register():
+    torch.manual_seed(0)
+    gen = RollGenerator(_model_cfg("hybrid", output="voice", voice_relax="gumbel"), DATA).eval()
+    noise = gen.noise(2, torch.Generator().manual_seed(1))
+    assert torch.equal(gen(noise), gen(noise))  # no draw at inference: the noise decides
+    with torch.no_grad():
+        gen.voice_bias.zero_()
+        gen.voice_bias[2, 40] = 1e4  # the tenor always sings pitch index 40; the bass always rests
+        gen.voice_bias[3, -1] = 1e4
+    out = gen(noise)
+    assert (out[:, 2, :, 40] == 1).all() and out[:, 2].sum() == out[:, 2, :, 40].sum()
+    assert out[:, 3].sum() == 0
+
+
 def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
     # Checked once where every config is read (config.validate_config in resolve / from_dict).
     from musgen.config import validate_config
@@ -170,6 +200,14 @@ def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
     cfg.train.grad_accum = 2
     with pytest.raises(MusgenError, match="grad_accum"):
         validate_config(cfg)
+    for bad, message in (
+        ({"output": "poly"}, "model.output"),
+        ({"output": "voice", "binary": "deterministic"}, "one-hot already"),
+        ({"voice_relax": "soft"}, "model.voice_relax"),
+        ({"gumbel_tau": 0.0}, "gumbel_tau"),
+    ):
+        with pytest.raises(MusgenError, match=message):
+            validate_config(MuseGANConfig(model=_model_cfg("hybrid", **bad), data=DATA))
 
 
 def test_jaccard_distances_between_phrases():
