@@ -1,9 +1,10 @@
 """MusicVAE (Roberts et al. 2018): a bidirectional LSTM encoder to a Gaussian latent z, and an LSTM
 decoder, flat (one LSTM over the whole window, z at every step) or hierarchical (a conductor LSTM
-turns z into one embedding per bar; a bottom LSTM, restarted from each embedding, writes the bar).
+turns z into one embedding per segment, by default a bar; a bottom LSTM, restarted from each
+embedding, writes the segment).
 
 Both decoders run through one code path: z becomes ``U`` conditioning vectors (U = 1 for the flat
-decoder, U = num_bars for the hierarchical one) and the bottom LSTM decodes U segments of
+decoder, U = num_bars / segment_bars for the hierarchical one) and the bottom LSTM decodes U segments of
 ``T / U`` steps each, in parallel under teacher forcing, one step at a time when free-running.
 """
 
@@ -44,6 +45,7 @@ class MusicVAEModelConfig:
     decoder_layers: int = 2
     conductor_hidden: int = 512
     conductor_layers: int = 2
+    segment_bars: int = 1  # hierarchical decoder: bars per conductor step (the paper's: 1)
     dropout: float = 0.0  # between stacked LSTM layers
 
     def validate(self) -> None:
@@ -51,6 +53,8 @@ class MusicVAEModelConfig:
             raise ConfigError(f"model.decoder must be flat or hierarchical, got {self.decoder!r}")
         if self.encoder not in ("flat", "hierarchical"):
             raise ConfigError(f"model.encoder must be flat or hierarchical, got {self.encoder!r}")
+        if self.segment_bars < 1:
+            raise ConfigError(f"model.segment_bars must be at least 1, got {self.segment_bars}")
 
 
 @dataclass
@@ -67,6 +71,11 @@ class MusicVAEConfig:
     data: MelodyConfig = field(default_factory=MelodyConfig)
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        bars, per = self.data.num_bars, self.model.segment_bars
+        if self.model.decoder == "hierarchical" and bars % per:
+            raise ConfigError(f"model.segment_bars ({per}) must divide data.num_bars ({bars})")
 
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, N, hidden)
@@ -118,11 +127,11 @@ class LatentEncoder(nn.Module):
 
 
 class Conductor(nn.Module):
-    """z (B, Z) -> one embedding per bar (B, U, Hc); its inputs are zeros, its state starts from z."""
+    """z (B, Z) -> one embedding per segment (B, U, Hc); its inputs are zeros, its state starts from z."""
 
-    def __init__(self, cfg: MusicVAEModelConfig, num_bars: int):
+    def __init__(self, cfg: MusicVAEModelConfig, num_segments: int):
         super().__init__()
-        self.num_bars = num_bars
+        self.num_segments = num_segments
         self.layers, self.hidden = cfg.conductor_layers, cfg.conductor_hidden
         self.init = nn.Linear(cfg.latent_dim, 2 * self.layers * self.hidden)
         self.lstm = nn.LSTM(
@@ -131,7 +140,7 @@ class Conductor(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         state = _initial_state(self.init, z, self.layers, self.hidden)
-        out, _ = self.lstm(z.new_zeros(z.shape[0], self.num_bars, 1), state)
+        out, _ = self.lstm(z.new_zeros(z.shape[0], self.num_segments, 1), state)
         return out  # (B, U, Hc)
 
 
@@ -170,10 +179,10 @@ class MusicVAE(nn.Module):
         super().__init__()
         self.vocab_size = melody.vocab_size
         self.length = melody.window_steps
-        self.segments = melody.num_bars if cfg.decoder == "hierarchical" else 1
+        self.segments = melody.num_bars // cfg.segment_bars if cfg.decoder == "hierarchical" else 1
         self.latent_dim = cfg.latent_dim
         self.encoder = LatentEncoder(self.vocab_size, cfg, melody.num_bars)
-        self.conductor = Conductor(cfg, melody.num_bars) if cfg.decoder == "hierarchical" else None
+        self.conductor = Conductor(cfg, self.segments) if cfg.decoder == "hierarchical" else None
         cond_dim = cfg.conductor_hidden if self.conductor is not None else cfg.latent_dim
         self.decoder = SegmentDecoder(self.vocab_size, cond_dim, cfg)
 

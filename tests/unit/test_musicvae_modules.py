@@ -30,11 +30,12 @@ TINY = dict(
 )
 
 
-def tiny_model(decoder: str, num_bars: int = 4, encoder: str = "flat") -> MusicVAE:
+def tiny_model(decoder: str, num_bars: int = 4, encoder: str = "flat", segment_bars: int = 1) -> MusicVAE:
     torch.manual_seed(0)
     return (
         MusicVAE(
-            MusicVAEModelConfig(decoder=decoder, encoder=encoder, **TINY), MelodyConfig(num_bars=num_bars)
+            MusicVAEModelConfig(decoder=decoder, encoder=encoder, segment_bars=segment_bars, **TINY),
+            MelodyConfig(num_bars=num_bars),
         )
         .double()
         .eval()
@@ -63,11 +64,11 @@ def test_kl_matches_torch_distributions():
     assert torch.allclose(kl_divergence(torch.zeros(2, 3), torch.ones(2, 3)), torch.zeros(2))
 
 
-@pytest.mark.parametrize("decoder", ["flat", "hierarchical"])
-def test_teacher_forcing_equals_step_by_step_decoding(decoder):
-    """The parallel teacher-forced pass (all bars at once) and the step-by-step decoder fed the true
-    events give the same logits: the sampler decodes exactly what training optimised."""
-    model = tiny_model(decoder)
+@pytest.mark.parametrize(("decoder", "segment_bars"), [("flat", 1), ("hierarchical", 1), ("hierarchical", 2)])
+def test_teacher_forcing_equals_step_by_step_decoding(decoder, segment_bars):
+    """The parallel teacher-forced pass (all segments at once) and the step-by-step decoder fed the
+    true events give the same logits: the sampler decodes exactly what training optimised."""
+    model = tiny_model(decoder, segment_bars=segment_bars)
     events = torch.randint(0, model.vocab_size, (2, model.length))
     z = torch.randn(2, 8, dtype=torch.double)
     parallel = model.teacher_forced(z, events)
@@ -92,6 +93,27 @@ def test_hierarchical_decoder_restarts_every_bar():
     changed = model.teacher_forced(z, other).detach()
     assert torch.equal(changed[0, 32:], logits[0, 32:].detach())
     assert not torch.allclose(changed[0, 16:32], logits[0, 16:32].detach())
+
+
+def test_a_conductor_step_can_span_several_bars():
+    """segment_bars=2: the conductor gives one embedding per two bars and the bottom decoder runs
+    through both bars of a segment without restarting; a config where it does not divide is refused."""
+    from musgen.config import validate_config
+    from musgen.errors import MusgenError
+
+    model = tiny_model("hierarchical", segment_bars=2)
+    assert model.segments == 2 and model.conductor.num_segments == 2
+    events = torch.randint(0, model.vocab_size, (1, model.length))
+    z = torch.randn(1, 8, dtype=torch.double)
+    logits = model.teacher_forced(z, events).detach()
+    other = events.clone()
+    other[0, :16] = (other[0, :16] + 1) % model.vocab_size  # bar 0 changes bar 1 (same segment) ...
+    changed = model.teacher_forced(z, other).detach()
+    assert not torch.allclose(changed[0, 17:32], logits[0, 17:32])
+    assert torch.equal(changed[0, 33:], logits[0, 33:])  # ... but not past the next restart
+    bad = MusicVAEConfig(model=MusicVAEModelConfig(segment_bars=3), data=MelodyConfig(num_bars=16))
+    with pytest.raises(MusgenError, match="segment_bars"):
+        validate_config(bad)
 
 
 @pytest.mark.parametrize("encoder", ["flat", "hierarchical"])
