@@ -4,7 +4,9 @@ as code files, and cut into training windows.
 Codes of a piece are frames (F, Q) (Q codebooks per frame). The prior reads them flattened frame by
 frame, level by level, with level l's codes shifted into their own id range: token = l * K + code
 (the "flattening" pattern of MusicGen; exact, at Q times the sequence length). A BOS token (id Q * K)
-opens every piece. Cache: DATA_DIR/codes/{split}-{key}.npz with ``key`` hashing the data fingerprint
+opens every piece. With MusicGen's delay pattern (``DelayedCodeWindows``) the prior reads one row of
+Q ids per step instead: stream k's code of frame f sits in row 1 + f + k (row 0 is BOS), so a frame's
+coarse code comes k steps before its k-th residual and each row is predicted at once. Cache: DATA_DIR/codes/{split}-{key}.npz with ``key`` hashing the data fingerprint
 and the codec's weights, so a retrained codec never reuses stale codes.
 """
 
@@ -37,6 +39,17 @@ def unflatten_tokens(tokens: np.ndarray | list[int], codebook_size: int, levels:
     tokens = np.asarray(tokens, dtype=np.int64)
     frames = len(tokens) // levels
     return tokens[: frames * levels].reshape(frames, levels) - np.arange(levels) * codebook_size
+
+
+def delay_codes(codes: np.ndarray, pad_id: int, bos_id: int) -> np.ndarray:
+    """codes (F, Q) -> rows (1 + F + Q - 1, Q) in the delay pattern: row 0 BOS, stream k's frame f in
+    row 1 + f + k, ``pad_id`` before a stream starts and after it ends."""
+    frames, q = codes.shape
+    rows = np.full((frames + q, q), pad_id, dtype=np.int64)
+    rows[0] = bos_id
+    for k in range(q):
+        rows[1 + k : 1 + k + frames, k] = codes[:, k]
+    return rows
 
 
 def weights_key(checkpoint_dir: Path) -> str:
@@ -94,9 +107,17 @@ class CodeWindows(Dataset):
         index = [
             (p, start)
             for p in range(len(offsets) - 1)
-            for start in range(0, int(offsets[p + 1] - offsets[p]) + 1 - 1, seq_len)
+            for start in range(0, self.framed_length(p) - 1, seq_len)
         ]
         self.index = np.array(index, dtype=np.int64).reshape(-1, 2)
+
+    def framed(self, p: int) -> np.ndarray:
+        """Piece ``p`` as the model reads it: BOS + its tokens (L,)."""
+        lo, hi = int(self.offsets[p]), int(self.offsets[p + 1])
+        return np.concatenate([[self.bos], self.tokens[lo:hi]]).astype(np.int64)
+
+    def framed_length(self, p: int) -> int:
+        return int(self.offsets[p + 1] - self.offsets[p]) + 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -106,18 +127,56 @@ class CodeWindows(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         p, start = (int(v) for v in self.index[i])
-        lo, hi = int(self.offsets[p]), int(self.offsets[p + 1])
-        framed_len = hi - lo + 1  # with BOS
+        framed_len = self.framed_length(p)  # with BOS
         if self.jitter and start > 0:  # the first window keeps its BOS: unprimed sampling starts there
             shift = (
                 int(np.random.default_rng((self.seed, self.epoch, i)).integers(self.seq_len))
                 - self.seq_len // 2
             )
             start = int(np.clip(start + shift, 1, max(framed_len - self.seq_len - 1, 1)))
-        framed = np.concatenate([[self.bos], self.tokens[lo:hi]]).astype(np.int64)
-        chunk = framed[start : start + self.seq_len + 1]
-        window = np.zeros(self.seq_len + 1, dtype=np.int64)
+        chunk = self.framed(p)[start : start + self.seq_len + 1]
+        window = np.zeros((self.seq_len + 1, *chunk.shape[1:]), dtype=np.int64)
         window[: len(chunk)] = chunk
         labels = window[1:].copy()
         labels[max(len(chunk) - 1, 0) :] = IGNORE_INDEX
-        return {"input_ids": torch.from_numpy(window[:-1].copy()), "labels": torch.from_numpy(labels)}
+        labels[labels >= self.first_special] = IGNORE_INDEX  # BOS / delay pads are never predicted
+        return {
+            "input_ids": torch.from_numpy(window[:-1].copy()),
+            "labels": torch.from_numpy(labels.reshape(-1)),  # (T,) or (T * Q,): one per logit row
+        }
+
+    @property
+    def first_special(self) -> int:
+        return self.bos
+
+
+class DelayedCodeWindows(CodeWindows):
+    """``CodeWindows`` over the delay pattern: windows of ``seq_len`` rows (T, Q) of ids (codes,
+    ``codebook_size`` for a delay pad, ``codebook_size + 1`` for BOS); labels (T * Q,) with BOS and
+    pads ignored. ``tokens``/``offsets``: the flattened codes of ``encoded_split``."""
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        offsets: np.ndarray,
+        seq_len: int,
+        codebook_size: int,
+        levels: int,
+        *,
+        jitter: bool = False,
+        seed: int = 0,
+    ):
+        self.codebook_size, self.levels = codebook_size, levels
+        super().__init__(tokens, offsets, seq_len, codebook_size + 1, jitter=jitter, seed=seed)
+
+    def framed(self, p: int) -> np.ndarray:
+        lo, hi = int(self.offsets[p]), int(self.offsets[p + 1])
+        codes = unflatten_tokens(self.tokens[lo:hi], self.codebook_size, self.levels)
+        return delay_codes(codes, self.codebook_size, self.bos)
+
+    def framed_length(self, p: int) -> int:
+        return int(self.offsets[p + 1] - self.offsets[p]) // self.levels + self.levels
+
+    @property
+    def first_special(self) -> int:
+        return self.codebook_size

@@ -90,6 +90,38 @@ def warp_logits(ctl: SamplingControls, logits: torch.Tensor) -> torch.Tensor:
     return procs(no_ids, logits) if len(procs) else logits
 
 
+class IncrementalDecoder:
+    """Runs ``model(ids (B, T, ...), state) -> (logits (B, T, ...), state)`` over a growing sequence:
+    the primer once, then each new step alone with the state (an LSTM's (h, c), a transformer's KV
+    cache). A model with a ``context`` attribute (the length it was trained on) sees at most that many
+    steps: when the cache is full the window slides, i.e. the last 3/4 of the context is run again
+    without its cache and decoding goes on from there. ``use_cache=False`` reruns the whole window for
+    every step (the slow reference that benchmarks and tests compare against)."""
+
+    def __init__(self, model: nn.Module, use_cache: bool = True):
+        self.model, self.use_cache = model, use_cache
+        self.context: int | None = getattr(model, "context", None) or None  # None: unbounded (recurrent)
+        self.state: object = None
+        self.cached = 0  # positions in the state
+
+    def start(self, seqs: torch.Tensor) -> torch.Tensor:
+        """The logits after the primer ``seqs`` (B, T, ...): (B, ...) in float32."""
+        window = seqs if self.context is None else seqs[:, -self.context :]
+        out, self.state = self.model(window)
+        self.cached = window.shape[1]
+        return out[:, -1].float()
+
+    def advance(self, seqs: torch.Tensor) -> torch.Tensor:
+        """The logits after ``seqs``, whose last step is new since the previous call."""
+        if not self.use_cache:
+            return self.start(seqs)
+        if self.context is not None and self.cached >= self.context:  # slide
+            return self.start(seqs[:, -max(1, self.context - self.context // 4) :])
+        out, self.state = self.model(seqs[:, -1:], self.state)
+        self.cached += 1
+        return out[:, -1].float()
+
+
 @torch.no_grad()
 def sample_sequences(
     model: nn.Module,
@@ -103,16 +135,10 @@ def sample_sequences(
     use_cache: bool = True,
     allowed: torch.Tensor | None = None,
 ) -> list[list[int]]:
-    """Continues ``prime_ids`` ``n`` times. ``model(ids (B, T), state) -> (logits (B, T, V), state)``.
-
-    The primer runs once through the model; each new token is then fed alone with the state (for an
-    LSTM its (h, c), for a transformer its KV cache). A sample ends at EOS, after ``ctl.bars`` new
-    bars, or after ``ctl.length`` new tokens. Returns the primer + continuation of each sample.
-
-    A model with a ``context`` attribute (the length it was trained on) sees at most that many
-    tokens: when the cache is full the window slides, i.e. the last 3/4 of the context is run again
-    without its cache and decoding goes on from there. ``use_cache=False`` reruns the whole window for
-    every token (the slow reference that benchmarks and tests compare against).
+    """Continues ``prime_ids`` ``n`` times. ``model(ids (B, T), state) -> (logits (B, T, V), state)``,
+    decoded incrementally (``IncrementalDecoder``: the KV cache or recurrent state, a sliding window
+    past the model's ``context``). A sample ends at EOS, after ``ctl.bars`` new bars, or after
+    ``ctl.length`` new tokens. Returns the primer + continuation of each sample.
 
     ``allowed`` (P, V) bool restricts new token i to the ids of row i % P (e.g. the id range of each
     codebook level of a flattened audio frame); ``eos_id`` None: samples run to their length.
@@ -125,16 +151,9 @@ def sample_sequences(
     gen = make_generator(ctl.seed)
     procs = _processors(ctl, len(prime_ids), eos_id, device)
     bar_set = torch.tensor(bar_ids or [], dtype=torch.long, device=device)
-
-    context: int | None = getattr(model, "context", None) or None  # None: unbounded (recurrent models)
-
-    def run_window(ids: torch.Tensor):  # (B, T) -> logits of the window's last position, new state
-        window = ids if context is None else ids[:, -context:]
-        out, new_state = model(window)
-        return out[:, -1].float(), new_state, window.shape[1]
-
+    decoder = IncrementalDecoder(model, use_cache)
     seqs = torch.tensor([prime_ids] * n, dtype=torch.long, device=device)  # (B, T0)
-    next_logits, state, cached = run_window(seqs)  # (B, V); ``cached``: positions in the state
+    next_logits = decoder.start(seqs)  # (B, V)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     bars_seen = torch.zeros(n, dtype=torch.long, device=device)
     if allowed is not None:
@@ -158,15 +177,66 @@ def sample_sequences(
             done |= token == eos_id
         if bool(done.all()):
             break
-        if not use_cache:
-            next_logits, state, cached = run_window(seqs)
-        elif context is not None and cached >= context:  # slide: re-run the last 3/4 of the context
-            keep = max(1, context - context // 4)
-            next_logits, state, cached = run_window(seqs[:, -keep:])
-        else:
-            logits, state = model(token[:, None], state)
-            next_logits, cached = logits[:, -1].float(), cached + 1
+        next_logits = decoder.advance(seqs)
     bar.close()
     if was_training:
         model.train()
     return seqs.tolist()
+
+
+@torch.no_grad()
+def sample_delayed(
+    model: nn.Module,
+    prime: torch.Tensor,
+    n: int,
+    frames: int,
+    controls: list[SamplingControls],
+    *,
+    pad_id: int,
+    bos_id: int,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Continues the code frames ``prime`` (F0, Q) by ``frames`` new frames, ``n`` times, with a model
+    over MusicGen's delay pattern: ``model(ids (B, T, Q), state) -> (logits (B, T, Q, C), state)``,
+    where row r holds stream k's code of frame r - 1 - k (row 0 is BOS; cells before a stream starts
+    or after it ends are ``pad_id``). One model step per row, all Q streams drawn at once, each with
+    its own controls (``controls[k]``; the first one's seed seeds every draw); cells the prompt
+    already fixes are kept. Returns the frames (B, F0 + frames, Q), prompt included."""
+    if n < 1:
+        raise MusgenError(f"--num-samples must be at least 1, got {n}")
+    q = prime.shape[1]
+    if len(controls) != q:
+        raise MusgenError(f"sampling controls for {len(controls)} codebook levels, the model has {q}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    gen = make_generator(controls[0].seed)
+    procs = [_processors(ctl, 0, None, device) for ctl in controls]
+    f0, total = prime.shape[0], prime.shape[0] + frames
+    rows = torch.full((total + q, q), pad_id, dtype=torch.long, device=device)  # the delayed grid
+    fixed = torch.ones_like(rows, dtype=torch.bool)  # cells not drawn: BOS, pads, the prompt
+    rows[0] = bos_id
+    for k in range(q):
+        rows[1 + k : 1 + k + f0, k] = prime[:, k].to(device)
+        fixed[1 + k + f0 : 1 + k + total, k] = False
+    decoder = IncrementalDecoder(model, use_cache)
+    seqs = rows[: 1 + f0].expand(n, -1, -1)  # (B, 1 + F0, Q): every cell known
+    next_logits = decoder.start(seqs)  # (B, Q, C)
+    bar = progress(total=total + q - 1 - f0, desc=f"sample {n}" if n > 1 else "sample", unit="frame")
+    for r in range(1 + f0, total + q):
+        bar.update()
+        drawn = torch.stack(
+            [
+                draw(p(seqs[:, :, k], next_logits[:, k]) if len(p) else next_logits[:, k], gen)
+                for k, p in enumerate(procs)
+            ],
+            dim=1,
+        )  # (B, Q)
+        row = torch.where(fixed[r], rows[r], drawn)
+        seqs = torch.cat([seqs, row[:, None]], dim=1)
+        if r < total + q - 1:
+            next_logits = decoder.advance(seqs)
+    bar.close()
+    if was_training:
+        model.train()
+    return torch.stack([seqs[:, 1 + k : 1 + k + total, k] for k in range(q)], dim=-1)  # (B, F, Q)

@@ -1,6 +1,11 @@
 """The audio prior (Jukebox's top-level prior at laptop scale): the Music Transformer (relative
 attention, KV-cached sampling) over the codes of a frozen VQ-VAE.
 
+``pattern`` says how a frame's Q codes (one per residual level) are read: ``flat``, one token after
+another (Q steps per frame, exact); ``delay``, MusicGen's delay pattern: one step per frame, stream k
+delayed by k frames, the Q streams' embeddings summed at the input and Q output heads
+(``DelayedCodeTransformer``), so sampling takes one step per frame whatever Q is.
+
 ``musgen train prior --set vqvae=RUN_DIR`` encodes the data set's audio once with that codec (cached
 code files, musgen.data.audio_codes), then trains next-token prediction on windows of code tokens.
 The codec travels inside every prior checkpoint (``vqvae/``), so sampling needs only the prior;
@@ -24,7 +29,7 @@ from torch.utils.data import Dataset
 
 from musgen import checkpoint
 from musgen.config import TrainConfig
-from musgen.errors import MusgenError
+from musgen.errors import ConfigError, MusgenError
 from musgen.generator import Generator
 from musgen.models.lm import LanguageModelTask
 from musgen.models.transformer import MusicTransformer, TransformerModelConfig
@@ -36,15 +41,55 @@ CROSSFADE_SECONDS = 0.01
 
 @dataclass
 class PriorDataConfig:
-    seq_len: int = 512  # code tokens per training window (frames * codebooks)
+    seq_len: int = (
+        512  # steps per training window: code tokens (flat: frames * codebooks), rows (delay: frames)
+    )
+
+
+PATTERNS = ("flat", "delay")
 
 
 @dataclass
 class PriorConfig:
     vqvae: str = ""  # the codec: a vqvae RUN_DIR or checkpoint directory
+    pattern: str = "flat"  # flat: Q tokens per code frame | delay: one step per frame (MusicGen)
     model: TransformerModelConfig = field(default_factory=TransformerModelConfig)
     data: PriorDataConfig = field(default_factory=PriorDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if self.pattern not in PATTERNS:
+            raise ConfigError(f"pattern must be one of {', '.join(PATTERNS)}, got {self.pattern!r}")
+        if self.pattern == "delay" and self.model.tie_weights:
+            raise ConfigError("pattern=delay has one output head per codebook: set model.tie_weights=false")
+
+
+class DelayedCodeTransformer(MusicTransformer):
+    """The Music Transformer over code rows in the delay pattern: ids (B, T, Q) -> logits (B, T, Q, C).
+    Stream k's ids (its C codes, a delay pad C, BOS C + 1) have their own embedding table; a row's Q
+    embeddings are summed. Q heads give each stream's next code (pads and BOS are never predicted)."""
+
+    offsets: torch.Tensor  # (Q,): where each stream's table starts in self.embed
+
+    def __init__(self, codebook_size: int, levels: int, cfg: TransformerModelConfig, context: int):
+        super().__init__(levels * (codebook_size + 2), cfg, context)  # self.embed: the Q tables in one
+        self.codebook_size, self.levels = codebook_size, levels
+        self.head = nn.Linear(cfg.d_model, levels * codebook_size, bias=False)
+        nn.init.normal_(self.head.weight, std=0.02)
+        self.register_buffer("offsets", torch.arange(levels) * (codebook_size + 2), persistent=False)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(input_ids + self.offsets).sum(-2)  # (B, T, Q) -> (B, T, D)
+
+    def output(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden).unflatten(-1, (self.levels, self.codebook_size))  # (B, T, Q, C)
+
+
+def build_prior(cfg: PriorConfig, codebook_size: int, levels: int) -> MusicTransformer:
+    """The prior's transformer for its pattern (flat: one vocabulary of Q * C codes + BOS)."""
+    if cfg.pattern == "delay":
+        return DelayedCodeTransformer(codebook_size, levels, cfg.model, context=cfg.data.seq_len)
+    return MusicTransformer.from_config(codebook_size * levels + 1, cfg)
 
 
 def load_codec(path: Path) -> VQVAEGenerator:
@@ -82,6 +127,13 @@ class PriorTask(LanguageModelTask):
         self.bos = self.codebook_size * self.levels
         super().__init__(cfg, data_dir, meta, models)
 
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"model": build_prior(self.cfg, self.codebook_size, self.levels)}
+
+    def _logits(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logits = super()._logits(batch)  # flat (B, T, V); delay (B, T, Q, C)
+        return logits.flatten(1, 2) if logits.dim() == 4 else logits  # rows as the labels: (B, T * Q, C)
+
     @staticmethod
     def _codec(cfg: PriorConfig, meta: Mapping[str, Any]) -> tuple[Path, VQVAEGenerator]:
         if not cfg.vqvae:
@@ -96,20 +148,24 @@ class PriorTask(LanguageModelTask):
         return codec_dir, codec
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
-        from musgen.data.audio_codes import CodeWindows, encoded_split, weights_key
+        from musgen.data.audio_codes import encoded_split, weights_key
 
         assert self.codec is not None and self.codec_dir is not None
         key = weights_key(self.codec_dir)
-        seq_len = self.cfg.data.seq_len
-        train = CodeWindows(
-            *encoded_split(self.data_path, "train", self.codec, key),
-            seq_len,
-            self.bos,
-            jitter=True,
-            seed=self.cfg.train.seed,
-        )
-        valid = CodeWindows(*encoded_split(self.data_path, "valid", self.codec, key), seq_len, self.bos)
+        train = self.code_windows(*encoded_split(self.data_path, "train", self.codec, key), jitter=True)
+        valid = self.code_windows(*encoded_split(self.data_path, "valid", self.codec, key))
         return train, valid
+
+    def code_windows(self, tokens: np.ndarray, offsets: np.ndarray, jitter: bool = False) -> Dataset:
+        """Training windows of encoded pieces in this prior's pattern."""
+        from musgen.data.audio_codes import CodeWindows, DelayedCodeWindows
+
+        seq_len, seed = self.cfg.data.seq_len, self.cfg.train.seed
+        if self.cfg.pattern == "delay":
+            return DelayedCodeWindows(
+                tokens, offsets, seq_len, self.codebook_size, self.levels, jitter=jitter, seed=seed
+            )
+        return CodeWindows(tokens, offsets, seq_len, self.bos, jitter=jitter, seed=seed)
 
     def checkpoint_extra_files(self) -> dict[str, Path]:
         assert self.codec_dir is not None
@@ -163,7 +219,7 @@ class PriorGenerator(Generator):
         return codec
 
     def build_models(self) -> dict[str, nn.Module]:
-        return {"model": MusicTransformer.from_config(self.vocab_size, self.cfg)}
+        return {"model": build_prior(self.cfg, self.codebook_size, self.levels)}
 
     def to(self, device: str | torch.device) -> PriorGenerator:
         """The prior and the codec inside it move together."""
@@ -186,13 +242,12 @@ class PriorGenerator(Generator):
             mask[level, level * self.codebook_size : (level + 1) * self.codebook_size] = True
         return mask
 
-    def _prompt(self, prime: Any) -> tuple[np.ndarray, list[int]]:
-        """The prompt's samples (whole code frames only) and its tokens (BOS first)."""
-        from musgen.data.audio_codes import flatten_codes
+    def _prompt(self, prime: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The prompt's samples (whole code frames only) and its codes (F0, Q)."""
         from musgen.data.audio_io import AudioReadError, read_audio
 
         if prime is None:
-            return np.zeros(0, np.float32), [self.bos]
+            return np.zeros(0, np.float32), np.zeros((0, self.levels), np.int64)
         try:
             wave = read_audio(Path(prime), self.sample_rate)
         except AudioReadError as err:
@@ -200,9 +255,8 @@ class PriorGenerator(Generator):
         frames = len(wave) // self.hop
         if frames < 1:
             raise MusgenError(f"--prime {prime} is shorter than one code frame ({self.hop} samples)")
-        wave = wave[: frames * self.hop]  # the model sees the last seq_len tokens of a longer prompt
-        codes = self.codec.encode_audio(wave).numpy()
-        return wave, [self.bos, *flatten_codes(codes, self.codebook_size).tolist()]
+        wave = wave[: frames * self.hop]  # the model sees the last seq_len steps of a longer prompt
+        return wave, self.codec.encode_audio(wave).numpy().astype(np.int64)
 
     def generate(
         self,
@@ -222,15 +276,14 @@ class PriorGenerator(Generator):
         each (or ``length`` new code frames, or ``max_new_tokens`` new tokens as Hugging Face counts
         them: ``levels`` per frame, rounded up to whole frames), starting with the prompt when
         ``prime`` (an audio file) is given. ``temperature``, ``top_k`` and ``top_p`` left at None
-        take the checkpoint's recommended settings."""
+        take the checkpoint's recommended settings; with the delay pattern each may also be a list
+        with one value per codebook level."""
         if max_new_tokens is not None:
             if length is not None or seconds is not None:
                 raise MusgenError("give one of seconds, length (code frames) and max_new_tokens")
             if max_new_tokens < 1:
                 raise MusgenError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
             length = math.ceil(max_new_tokens / self.levels)
-        from musgen.data.audio_codes import unflatten_tokens
-        from musgen.generate.sampling import SamplingControls, sample_sequences
         from musgen.progress import progress
 
         if bars is not None:
@@ -242,29 +295,66 @@ class PriorGenerator(Generator):
             if length is not None
             else math.ceil((5.0 if seconds is None else seconds) * self.code_rate)
         )
-        controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
-        ctl = SamplingControls(length=frames * self.levels, min_length=0, seed=seed, **controls)
-        prompt, prime_ids = self._prompt(prime)
-        seqs = sample_sequences(
-            self.models["model"],
-            prime_ids,
-            num_samples,
-            ctl,
-            eos_id=None,
-            pad_id=self.bos,
-            allowed=self.level_mask(),
-        )
+        prompt, prime_codes = self._prompt(prime)
+        settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        if self.cfg.pattern == "delay":
+            codes = self._sample_delayed(prime_codes, num_samples, frames, settings, seed)
+        else:
+            codes = self._sample_flat(prime_codes, num_samples, frames, settings, seed)
         fade = round(CROSSFADE_SECONDS * self.sample_rate)
         return [
-            _splice(
-                prompt,
-                self.codec.decode_codes(
-                    torch.from_numpy(unflatten_tokens(seq[1:], self.codebook_size, self.levels))
-                ),
-                fade,
-            )
-            for seq in progress(seqs, desc="decode audio", unit="sample")
+            _splice(prompt, self.codec.decode_codes(torch.from_numpy(c)), fade)
+            for c in progress(codes, desc="decode audio", unit="sample")
         ]
+
+    def _sample_flat(
+        self, prime_codes: np.ndarray, n: int, frames: int, settings: dict[str, Any], seed: int | None
+    ) -> list[np.ndarray]:
+        """Codes (F0 + frames, Q) of each sample, one token per code (the flattening pattern)."""
+        from musgen.data.audio_codes import flatten_codes, unflatten_tokens
+        from musgen.generate.sampling import SamplingControls, sample_sequences
+
+        if any(isinstance(v, (list, tuple)) for v in settings.values()):
+            raise MusgenError("per-level sampling settings need a prior trained with pattern=delay")
+        ctl = SamplingControls(
+            length=frames * self.levels, min_length=0, seed=seed, **self.sampling_settings(**settings)
+        )
+        prime_ids = [self.bos, *flatten_codes(prime_codes, self.codebook_size).tolist()]
+        seqs = sample_sequences(
+            self.models["model"], prime_ids, n, ctl, eos_id=None, pad_id=self.bos, allowed=self.level_mask()
+        )
+        return [unflatten_tokens(seq[1:], self.codebook_size, self.levels) for seq in seqs]
+
+    def _sample_delayed(
+        self, prime_codes: np.ndarray, n: int, frames: int, settings: dict[str, Any], seed: int | None
+    ) -> list[np.ndarray]:
+        """Codes (F0 + frames, Q) of each sample, one model step per frame (the delay pattern), each
+        level with its own temperature / top-k / top-p (a value for all, or a list of Q)."""
+        from musgen.generate.sampling import SamplingControls, sample_delayed
+
+        per_level: list[dict[str, Any]] = [{} for _ in range(self.levels)]
+        for key, value in settings.items():
+            values = list(value) if isinstance(value, (list, tuple)) else [value] * self.levels
+            if len(values) != self.levels:
+                raise MusgenError(
+                    f"{key}: give one value or {self.levels} (one per codebook level), got {len(values)}"
+                )
+            for level, v in enumerate(values):
+                per_level[level][key] = v
+        controls = [
+            SamplingControls(length=frames, min_length=0, seed=seed, **self.sampling_settings(**level))
+            for level in per_level
+        ]
+        codes = sample_delayed(
+            self.models["model"],
+            torch.from_numpy(prime_codes),
+            n,
+            frames,
+            controls,
+            pad_id=self.codebook_size,
+            bos_id=self.codebook_size + 1,
+        )
+        return list(codes.cpu().numpy())
 
     def continue_(self, prime: str | Path, num_samples: int = 1, **options: Any) -> list[np.ndarray]:
         """``generate`` continuing the audio file ``prime`` (each sample starts with it)."""
@@ -321,14 +411,14 @@ def evaluate_prior(
     """NLL of the split's code tokens (nats and bits per token, bits per second of audio) next to a
     unigram baseline (train code frequencies): the prior Task's own ``eval_step`` over windows of the
     split's codes (encoded once with the checkpoint's codec). ``generator``: a loaded prior."""
-    from musgen.data.audio_codes import CodeWindows, encoded_split, weights_key
+    from musgen.data.audio_codes import encoded_split, weights_key
     from musgen.eval.evaluate import task_metrics
 
     key = weights_key(generator.checkpoint.path / "vqvae")
     tokens, offsets = encoded_split(data_dir, split, generator.codec, key)
     train_tokens, _ = encoded_split(data_dir, "train", generator.codec, key)
-    windows = CodeWindows(tokens, offsets, generator.cfg.data.seq_len, generator.bos)
-    metrics = task_metrics(generator.evaluation_task(data_dir), windows, batch_size)
+    task = generator.evaluation_task(data_dir)
+    metrics = task_metrics(task, task.code_windows(tokens, offsets), batch_size)
     # Unigram baseline: add-one smoothed code frequencies of the training split.
     freq = np.bincount(train_tokens, minlength=generator.vocab_size).astype(np.float64) + 1
     logp = np.log(freq / freq.sum())
@@ -343,7 +433,8 @@ def evaluate_prior(
         "bits_per_second": nll / math.log(2) * tokens_per_second,
         "unigram_nll": unigram,
         "uniform_nll": math.log(generator.codebook_size),
-        "context_seconds": generator.cfg.data.seq_len / tokens_per_second,
+        "context_seconds": generator.cfg.data.seq_len
+        / (generator.code_rate if generator.cfg.pattern == "delay" else tokens_per_second),
     }
 
 

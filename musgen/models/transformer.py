@@ -146,7 +146,7 @@ class MusicTransformer(nn.Module):
     ) -> tuple[torch.Tensor, TransformerState]:
         """input_ids (B, T) -> logits (B, T, V) and the KV cache including these T positions."""
         past = 0 if state is None else cache_length(state[0])
-        x = self.embed(input_ids)  # (B, T, D)
+        x = self.embed_tokens(input_ids)  # (B, T, D)
         if self.pos_embed is not None:
             end = past + input_ids.shape[1]
             if end > self.context:
@@ -161,7 +161,15 @@ class MusicTransformer(nn.Module):
             else:
                 x, cache = block(x, cache)
             new_state.append(cache)
-        return self.head(self.norm(x)), new_state  # (B, T, V)
+        return self.output(self.norm(x)), new_state  # (B, T, V)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, T) -> (B, T, D) (subclasses read other inputs, e.g. several code streams)."""
+        return self.embed(input_ids)
+
+    def output(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, T, D) -> logits (B, T, V)."""
+        return self.head(hidden)
 
 
 class TransformerTask(LanguageModelTask):
