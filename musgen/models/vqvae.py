@@ -3,8 +3,8 @@
 The encoder is a stack of dilated residual units and strided convolutions (musgen.modules.conv_blocks)
 with total hop prod(model.strides) samples per code frame; the quantizer (musgen.modules.quantizer)
 is an EMA codebook with k-means init and dead-code restarts (or residual VQ / FSQ). Training minimises
-multi-resolution STFT distance + L1 on the waveform + the commitment loss on random segments of the
-training audio. Codebook usage and perplexity are logged on every step and evaluation, since collapse
+multi-resolution STFT distance + L1 on the waveform (+ log-mel L1 with ``loss.mel_weight``) + the
+commitment loss on random segments of the training audio. Codebook usage and perplexity are logged on every step and evaluation, since collapse
 onto a few codes is the main failure at small scale.
 """
 
@@ -63,6 +63,7 @@ class AudioSegmentConfig:
 class VQVAELossConfig:
     stft_weight: float = 1.0
     wave_l1_weight: float = 0.1
+    mel_weight: float = 0.0  # log-mel L1 (80 mels, 1024-point FFT), EnCodec's spectral term
     fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
 
 
@@ -146,10 +147,15 @@ class VQVAETask(Task):
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         x, recon, codes, aux = self._reconstruct(batch)
+        weights = self.cfg.loss
         stft = self.stft_loss(recon, x)
         l1 = (recon - x).abs().mean()
-        loss = self.cfg.loss.stft_weight * stft + self.cfg.loss.wave_l1_weight * l1 + aux
+        loss = weights.stft_weight * stft + weights.wave_l1_weight * l1 + aux
         metrics = {"stft": float(stft.detach()), "wave_l1": float(l1.detach()), "commit": float(aux.detach())}
+        if weights.mel_weight:
+            mel = log_mel_l1(recon, x, self.sample_rate).mean()
+            loss = loss + weights.mel_weight * mel
+            metrics["log_mel_l1"] = float(mel.detach())
         metrics.update(code_statistics(code_counts(codes, self.cfg.model.quantizer.codes)))  # this batch
         return loss, metrics
 

@@ -108,11 +108,19 @@ class Quantizer(nn.Module):
 
 def code_statistics(counts: torch.Tensor) -> dict[str, float]:
     """Usage (share of codes used at least once) and perplexity (exp of the code entropy) from
-    assignment counts (Q, K), averaged over the Q codebooks."""
+    assignment counts (Q, K), averaged over the Q codebooks; with several codebooks (residual VQ)
+    also each level's, as ``code_usage_l0``, ``code_perplexity_l0``, ... (a dead residual level
+    hides in the mean)."""
     counts = counts.double().reshape(-1, counts.shape[-1])
     probs = counts / counts.sum(-1, keepdim=True).clamp(min=1)
-    entropy = -(probs * probs.clamp(min=1e-12).log()).sum(-1)
-    return {"code_usage": float((counts > 0).double().mean()), "code_perplexity": float(entropy.exp().mean())}
+    usage = (counts > 0).double().mean(-1)  # (Q,)
+    perplexity = (-(probs * probs.clamp(min=1e-12).log()).sum(-1)).exp()  # (Q,)
+    stats = {"code_usage": float(usage.mean()), "code_perplexity": float(perplexity.mean())}
+    if len(counts) > 1:
+        for level in range(len(counts)):
+            stats[f"code_usage_l{level}"] = float(usage[level])
+            stats[f"code_perplexity_l{level}"] = float(perplexity[level])
+    return stats
 
 
 def code_counts(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:

@@ -253,16 +253,26 @@ def test_audio_misuse_is_one_line(
 
 
 def test_delay_pattern_prior_over_a_residual_codec(tmp_path, bach_audio_data):
-    """A 2-level residual codec and a prior in MusicGen's delay pattern: one step per code frame, each
-    level its own head; it learns, samples seeded WAVs that keep the prompt, and evaluates."""
+    """A 2-level residual codec (with the log-mel loss) and a prior in MusicGen's delay pattern: one
+    step per code frame, each level its own head; it learns, samples seeded WAVs that keep the
+    prompt, and evaluates."""
     codec = musgen.train(
         "vqvae",
         bach_audio_data,
         tmp_path / "rvq",
         config="tiny/vqvae",
-        overrides=["model.quantizer.kind=rvq", "model.quantizer.num_quantizers=2", "train.steps=20"],
+        overrides=[
+            "model.quantizer.kind=rvq",
+            "model.quantizer.num_quantizers=2",
+            "loss.mel_weight=1.0",
+            "train.steps=20",
+        ],
         progress=False,
     )
+    # The log-mel term trains with the others; each residual level's codebook health is logged.
+    assert all(math.isfinite(v) for v in _history(codec, "log_mel_l1"))
+    assert {"valid_code_usage_l0", "valid_code_usage_l1", "valid_code_perplexity_l1"} <= set(codec.metrics)
+    assert _history(codec, "code_perplexity_l1")  # every training step too
     prior = musgen.train(
         "prior",
         bach_audio_data,

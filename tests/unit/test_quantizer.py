@@ -84,6 +84,11 @@ def test_code_statistics():
     assert counts.tolist() == [[1, 2, 0, 1]]
     stats = code_statistics(torch.tensor([[5, 5, 0, 0]]))
     assert stats["code_usage"] == 0.5 and stats["code_perplexity"] == pytest.approx(2.0)
+    assert set(stats) == {"code_usage", "code_perplexity"}  # one codebook: no per-level entries
+    levels = code_statistics(torch.tensor([[5, 5, 5, 5], [9, 0, 0, 0]]))  # residual VQ, 2 levels
+    assert levels["code_usage_l0"] == 1.0 and levels["code_perplexity_l0"] == pytest.approx(4.0)
+    assert levels["code_usage_l1"] == 0.25 and levels["code_perplexity_l1"] == pytest.approx(1.0)
+    assert levels["code_usage"] == pytest.approx(0.625) and levels["code_perplexity"] == pytest.approx(2.5)
 
 
 def test_bad_quantizer_settings():
