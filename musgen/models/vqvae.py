@@ -11,7 +11,7 @@ onto a few codes is the main failure at small scale.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,15 @@ from musgen.errors import ConfigError, MusgenError
 from musgen.generator import Generator
 from musgen.modules.audio_losses import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
 from musgen.modules.conv_blocks import WaveDecoder, WaveEncoder
+from musgen.modules.discriminators import (
+    MultiScaleSTFTDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+)
 from musgen.modules.quantizer import Quantizer, QuantizerConfig, code_counts, code_statistics
 from musgen.registry import FamilySpec
-from musgen.training.task import Task
+from musgen.training.task import StepContext, Task
 
 
 @dataclass
@@ -65,6 +71,23 @@ class VQVAELossConfig:
     wave_l1_weight: float = 0.1
     mel_weight: float = 0.0  # log-mel L1 (80 mels, 1024-point FFT), EnCodec's spectral term
     fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+    # EnCodec's multi-scale STFT discriminator: on when adversarial_weight > 0 (hinge loss, plus
+    # feature matching with feature_matching_weight), from step adversarial_start on.
+    adversarial_weight: float = 0.0
+    feature_matching_weight: float = 0.0
+    adversarial_start: int = 0
+    discriminator_fft_sizes: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    discriminator_channels: int = 32
+
+    def validate(self) -> None:
+        if min(self.adversarial_weight, self.feature_matching_weight, self.adversarial_start) < 0:
+            raise ConfigError(
+                "loss.adversarial_weight, feature_matching_weight and adversarial_start must be >= 0"
+            )
+        if self.feature_matching_weight and not self.adversarial_weight:
+            raise ConfigError(
+                "loss.feature_matching_weight needs the discriminator: set loss.adversarial_weight > 0"
+            )
 
 
 @dataclass
@@ -73,6 +96,10 @@ class VQVAEConfig:
     data: AudioSegmentConfig = field(default_factory=AudioSegmentConfig)
     loss: VQVAELossConfig = field(default_factory=VQVAELossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        if self.loss.adversarial_weight and self.train.grad_accum != 1:
+            raise ConfigError("the adversarial codec takes one batch per step: leave train.grad_accum at 1")
 
 
 class VQVAE(nn.Module):
@@ -125,7 +152,22 @@ class VQVAETask(Task):
         super().__init__(cfg, data_dir, meta, models)
 
     def build_models(self) -> dict[str, nn.Module]:
-        return {"model": VQVAE(self.cfg.model)}
+        models: dict[str, nn.Module] = {"model": VQVAE(self.cfg.model)}
+        loss = self.cfg.loss
+        if loss.adversarial_weight:
+            models["discriminator"] = MultiScaleSTFTDiscriminator(
+                tuple(loss.discriminator_fft_sizes), loss.discriminator_channels
+            )
+        return models
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        optimizers = super().optimizers()
+        if "discriminator" in self.models:
+            train = self.cfg.train
+            optimizers["discriminator"] = torch.optim.Adam(
+                self.models["discriminator"].parameters(), lr=train.lr, betas=tuple(train.betas)
+            )
+        return optimizers
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.audio_data import AudioChunks
@@ -146,7 +188,11 @@ class VQVAETask(Task):
         return x, recon.float(), codes, aux
 
     def loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        x, recon, codes, aux = self._reconstruct(batch)
+        return self._reconstruction_loss(*self._reconstruct(batch))
+
+    def _reconstruction_loss(
+        self, x: torch.Tensor, recon: torch.Tensor, codes: torch.Tensor, aux: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         weights = self.cfg.loss
         stft = self.stft_loss(recon, x)
         l1 = (recon - x).abs().mean()
@@ -158,6 +204,44 @@ class VQVAETask(Task):
             metrics["log_mel_l1"] = float(mel.detach())
         metrics.update(code_statistics(code_counts(codes, self.cfg.model.quantizer.codes)))  # this batch
         return loss, metrics
+
+    def train_step(
+        self, micro_batches: Sequence[Mapping[str, torch.Tensor]], ctx: StepContext
+    ) -> dict[str, float]:
+        """With the discriminator: one discriminator update on the batch and its (detached)
+        reconstruction, then one codec update with the adversarial and feature-matching terms added
+        to the reconstruction loss. Without it: the base Task's step."""
+        if "discriminator" not in self.models:
+            return super().train_step(micro_batches, ctx)
+        (batch,) = micro_batches  # grad_accum 1 (validated)
+        model, disc, weights = self.models["model"], self.models["discriminator"], self.cfg.loss
+        x, recon, codes, aux = self._reconstruct(batch)
+        loss, metrics = self._reconstruction_loss(x, recon, codes, aux)
+        if ctx.step >= weights.adversarial_start:
+            d_loss = discriminator_hinge_loss(disc(x), disc(recon.detach()))
+            ctx.optimizers["discriminator"].zero_grad(set_to_none=True)  # the codec step left grads here
+            ctx.backward(d_loss)
+            ctx.clip_and_step("discriminator", disc.parameters())
+            with ctx.accelerator.no_sync(disc):  # its gradients from the codec's loss are discarded
+                with torch.no_grad():
+                    real = disc(x)
+                fake = disc(recon)
+                adversarial = generator_hinge_loss(fake)
+                matching = feature_matching_loss(real, fake)
+                loss = loss + weights.adversarial_weight * adversarial
+                loss = loss + weights.feature_matching_weight * matching
+                ctx.backward(loss)
+            metrics.update(
+                d_loss=float(d_loss.detach()),
+                g_adversarial=float(adversarial.detach()),
+                feature_matching=float(matching.detach()),
+            )
+        else:
+            ctx.backward(loss)
+        norm = ctx.clip_and_step("model", model.parameters())
+        if norm is not None:
+            metrics["grad_norm"] = norm
+        return {"loss": float(loss.detach()), **metrics}
 
     def eval_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, recon, codes, _ = self._reconstruct(batch)

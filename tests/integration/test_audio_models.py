@@ -43,8 +43,26 @@ def test_tiny_codec_trains_without_collapse(tiny_codec_run):
     assert (tiny_codec_run.checkpoint / "model.safetensors").is_file()
 
 
-def test_codec_resume_is_exact(tmp_path, bach_audio_data):
-    """6 steps straight equal 3 steps, a fresh process resuming, 3 more (EMA codebook included)."""
+ADVERSARIAL = [
+    "--set",
+    "loss.adversarial_weight=1",
+    "--set",
+    "loss.feature_matching_weight=1",
+    "--set",
+    "loss.adversarial_start=2",
+    "--set",
+    "loss.discriminator_fft_sizes=[256,128]",
+    "--set",
+    "loss.discriminator_channels=8",
+    "--set",
+    "train.log_every=1",
+]
+
+
+@pytest.mark.parametrize("extra", [[], ADVERSARIAL], ids=["plain", "adversarial"])
+def test_codec_resume_is_exact(tmp_path, bach_audio_data, extra):
+    """6 steps straight equal 3 steps, a fresh process resuming, 3 more (EMA codebook included; with
+    the discriminator, which joins at step 2, its weights and optimizer too)."""
     common = [
         "train",
         "vqvae",
@@ -59,6 +77,7 @@ def test_codec_resume_is_exact(tmp_path, bach_audio_data):
         "train.save_every=3",
         "--set",
         "train.eval_every=100",
+        *extra,
     ]
     assert main([*common, "--out", str(tmp_path / "straight")]) == 0
     assert main([*common, "--out", str(tmp_path / "split"), "--set", "train.stop_at=3"]) == 0
@@ -72,6 +91,19 @@ def test_codec_resume_is_exact(tmp_path, bach_audio_data):
     assert a.keys() == b.keys() and any("embed" in k for k in a)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    if extra:
+        a = load_file(str(tmp_path / "straight/checkpoints/step_0000006/discriminator.safetensors"))
+        b = load_file(str(tmp_path / "split/checkpoints/step_0000006/discriminator.safetensors"))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+        history = [
+            json.loads(line) for line in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()
+        ]
+        steps = [r for r in history if "loss" in r and "valid_stft" not in r]
+        assert "d_loss" not in steps[0] and "d_loss" in steps[-1]  # the discriminator joins at step 2
+        assert all(math.isfinite(r["g_adversarial"] + r["feature_matching"]) for r in steps if "d_loss" in r)
+        codec = musgen.load(tmp_path / "straight")  # the codec alone: its discriminator is not loaded
+        assert set(codec.models) == {"model"}
 
 
 def test_reconstruct_a_stereo_44k_recording(tmp_path, bach_audio_data, tiny_codec_run, capsys):
