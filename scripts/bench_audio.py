@@ -72,19 +72,9 @@ def main() -> None:
 
     new_seconds = 5.0
     frames = int(np.ceil(new_seconds * prior.code_rate))
-    from musgen.generate.sampling import SamplingControls, sample_sequences
 
-    def sample_codes(n: int) -> None:
-        ctl = SamplingControls(length=frames * prior.levels, min_length=0, seed=0)
-        sample_sequences(
-            prior.models["model"],
-            [prior.bos],
-            n,
-            ctl,
-            eos_id=None,
-            pad_id=prior.bos,
-            allowed=prior.level_mask(),
-        )
+    def sample_codes(n: int) -> None:  # the prior's own sampler for its pattern (flat or delay)
+        prior.sample_codes(n, frames, seed=0)
 
     t_prior1 = timed(lambda: sample_codes(1), args.repeats)
     t_prior4 = timed(lambda: sample_codes(4), args.repeats)
@@ -115,6 +105,8 @@ def main() -> None:
             "checkpoint": str(args.prior),
             "params": sum(p.numel() for p in prior.models["model"].parameters()),
             "new_seconds": new_seconds,
+            "pattern": prior.cfg.pattern,
+            "model_steps": frames * (prior.levels if prior.cfg.pattern == "flat" else 1),
             "tokens": frames * prior.levels,
             "sample_s_batch1": t_prior1,
             "sample_x_realtime_batch1": new_seconds / t_prior1,

@@ -296,16 +296,29 @@ class PriorGenerator(Generator):
             else math.ceil((5.0 if seconds is None else seconds) * self.code_rate)
         )
         prompt, prime_codes = self._prompt(prime)
-        settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-        if self.cfg.pattern == "delay":
-            codes = self._sample_delayed(prime_codes, num_samples, frames, settings, seed)
-        else:
-            codes = self._sample_flat(prime_codes, num_samples, frames, settings, seed)
+        codes = self.sample_codes(
+            num_samples, frames, prime_codes, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         fade = round(CROSSFADE_SECONDS * self.sample_rate)
         return [
             _splice(prompt, self.codec.decode_codes(torch.from_numpy(c)), fade)
             for c in progress(codes, desc="decode audio", unit="sample")
         ]
+
+    def sample_codes(
+        self,
+        n: int,
+        frames: int,
+        prime_codes: np.ndarray | None = None,
+        seed: int | None = None,
+        **settings: Any,
+    ) -> list[np.ndarray]:
+        """Codes (F0 + frames, Q) of ``n`` samples continuing ``prime_codes`` (F0, Q) (none: from BOS),
+        in this prior's pattern; ``settings``: temperature, top_k, top_p (None: recommended)."""
+        prime = np.zeros((0, self.levels), np.int64) if prime_codes is None else prime_codes
+        if self.cfg.pattern == "delay":
+            return self._sample_delayed(prime, n, frames, settings, seed)
+        return self._sample_flat(prime, n, frames, settings, seed)
 
     def _sample_flat(
         self, prime_codes: np.ndarray, n: int, frames: int, settings: dict[str, Any], seed: int | None
