@@ -19,17 +19,8 @@ L=pretrained/lstm
 common=(--set train.eval_batches=0 --set train.save_every=100000 --set train.log_every=10 --set train.max_minutes=12)
 
 # name | family | data | preset | overrides (steps sized for ~6 min of one core, measured step times)
-run() {
-    local name=$1 family=$2 data=$3 preset=$4
-    shift 4
-    [ -f "$RUNS/$name/done" ] && { echo "== $name: done"; return; }
-    rm -rf "${RUNS:?}/$name"
-    echo "== $name: $BIN/musgen train $family --data $data --config $preset $*"
-    "$BIN/musgen" train "$family" --data "$data" --out "$RUNS/$name" --config "$preset" "${common[@]}" "$@" \
-        > "$RUNS.$name.log" 2>&1
-    echo "$data" > "$RUNS/$name/data"
-    touch "$RUNS/$name/done"
-}
+# shellcheck source=scripts/sweep_lib.sh
+source scripts/sweep_lib.sh
 
 mkdir -p "$RUNS"
 for name in "$@"; do
