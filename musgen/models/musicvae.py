@@ -47,12 +47,18 @@ class MusicVAEModelConfig:
     conductor_layers: int = 2
     segment_bars: int = 1  # hierarchical decoder: bars per conductor step (the paper's: 1)
     dropout: float = 0.0  # between stacked LSTM layers
+    # on the encoder's and the bottom decoder's inputs and on the decoder's outputs: a regulariser for
+    # small data, where the latent + decoder memorise training windows (16 bars on 17k folk windows:
+    # train recon 144 vs held-out 250 nats at 12,000 steps without it)
+    io_dropout: float = 0.0
 
     def validate(self) -> None:
         if self.decoder not in ("flat", "hierarchical"):
             raise ConfigError(f"model.decoder must be flat or hierarchical, got {self.decoder!r}")
         if self.encoder not in ("flat", "hierarchical"):
             raise ConfigError(f"model.encoder must be flat or hierarchical, got {self.encoder!r}")
+        if not 0 <= self.io_dropout < 1:
+            raise ConfigError(f"model.io_dropout must be in [0, 1), got {self.io_dropout}")
         if self.segment_bars < 1:
             raise ConfigError(f"model.segment_bars must be at least 1, got {self.segment_bars}")
 
@@ -116,10 +122,11 @@ class LatentEncoder(nn.Module):
         )
         self.to_mu = nn.Linear(2 * cfg.encoder_hidden, cfg.latent_dim)
         self.to_sigma = nn.Linear(2 * cfg.encoder_hidden, cfg.latent_dim)
+        self.drop = nn.Dropout(cfg.io_dropout)
 
     def forward(self, events: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, t = events.shape
-        x = self.embed(events.reshape(b * self.segments, t // self.segments))  # (B*U, T/U, E)
+        x = self.drop(self.embed(events.reshape(b * self.segments, t // self.segments)))  # (B*U, T/U, E)
         final = _final_states(self.lstm, x)  # (B*U, 2H)
         if self.bars_lstm is not None:
             final = _final_states(self.bars_lstm, final.view(b, self.segments, -1))  # (B, 2H)
@@ -161,6 +168,7 @@ class SegmentDecoder(nn.Module):
             dropout=cfg.dropout if self.layers > 1 else 0.0,
         )
         self.head = nn.Linear(self.hidden, vocab_size)
+        self.drop = nn.Dropout(cfg.io_dropout)
 
     def initial_state(self, cond: torch.Tensor) -> LSTMState:
         return _initial_state(self.init, cond, self.layers, self.hidden)
@@ -170,8 +178,8 @@ class SegmentDecoder(nn.Module):
     ) -> tuple[torch.Tensor, LSTMState]:
         """prev (N, S) previous events, cond (N, C) -> logits (N, S, V) and the new state."""
         x = torch.cat([self.embed(prev), cond[:, None, :].expand(-1, prev.shape[1], -1)], dim=-1)
-        out, state = self.lstm(x, state)
-        return self.head(out), state
+        out, state = self.lstm(self.drop(x), state)
+        return self.head(self.drop(out)), state
 
 
 class MusicVAE(nn.Module):

@@ -144,6 +144,20 @@ def test_hierarchical_encoder_reads_each_bar_alone_then_the_bars_in_order():
     assert tiny_model("flat", encoder="hierarchical").encoder.bars_lstm is not None  # any decoder
 
 
+def test_io_dropout_acts_in_training_only_and_adds_no_weights():
+    torch.manual_seed(0)
+    cfg = MusicVAEModelConfig(decoder="hierarchical", io_dropout=0.5, **TINY)
+    model = MusicVAE(cfg, MelodyConfig(num_bars=4)).double()
+    plain = MusicVAE(MusicVAEModelConfig(decoder="hierarchical", **TINY), MelodyConfig(num_bars=4))
+    assert model.state_dict().keys() == plain.state_dict().keys()  # old checkpoints load unchanged
+    events = torch.randint(0, model.vocab_size, (2, model.length))
+    z = torch.randn(2, 8, dtype=torch.double)
+    model.train()
+    assert not torch.allclose(model.teacher_forced(z, events), model.teacher_forced(z, events))
+    model.eval()
+    assert torch.equal(model.teacher_forced(z, events), model.teacher_forced(z, events))
+
+
 def test_loss_is_reconstruction_plus_annealed_free_bits_kl():
     cfg = MusicVAEConfig(
         model=MusicVAEModelConfig(decoder="flat", **TINY),
