@@ -32,11 +32,12 @@ install: $(VENV)/.installed
 # The demo on the pretrained checkpoints (checkpoints/, see checkpoints/README.md), a few minutes on
 # a 2-core CPU: builds the built-in Bach data set and 200 folk tunes (for held-out primers), then
 # samples every family: Music Transformer (chorales and folk tunes) and LSTM pieces, each with the
-# sampling settings its checkpoint recommends, a transformer continuation of a held-out
-# chorale, MusicVAE samples and an interpolation between two held-out folk tunes, MuseGAN four-voice
-# phrases and a harmonisation of a held-out soprano, a codec round trip of a rendered chorale and two
-# audio-prior continuations of it; renders and plots the samples, evaluates the transformer (held-out
-# NLL, musical statistics of its samples next to the held-out pieces') and writes one report page.
+# sampling settings its checkpoint recommends, a transformer continuation of a held-out chorale,
+# 16-bar MusicVAE samples and an interpolation between two held-out 16-bar folk phrases, MuseGAN
+# four-voice phrases and a harmonisation of a held-out soprano, a codec round trip of a rendered
+# chorale and two audio-prior continuations of it; renders and plots the samples, evaluates the
+# transformer (held-out NLL, musical statistics of its samples next to the held-out pieces') and
+# writes one report page.
 CKPT ?= checkpoints
 SOURCE = $(BIN)/python -c "import sys; from musgen.data.dataset import source_file; print(source_file(sys.argv[1], 'test', int(sys.argv[2])))"
 MEDIA = --render --plot

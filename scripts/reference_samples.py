@@ -25,6 +25,7 @@ REQUESTS: dict[str, dict] = {
     "transformer-folk": {"num_samples": 2, "length": 48, "seed": 1},
     "lstm": {"num_samples": 2, "length": 48, "seed": 2},
     "musicvae": {"num_samples": 2, "seed": 3, "temperature": 0.5},
+    "musicvae-2bar": {"num_samples": 2, "seed": 3, "temperature": 0.5},
     "musegan": {"num_samples": 2, "seed": 4, "bars": 4},
     "prior": {"num_samples": 1, "seed": 5, "seconds": 0.25},
     "vqvae": {"reconstruct": "two sines, 0.25 s"},

@@ -5,11 +5,12 @@
 #   scripts/train_checkpoints.sh                  all of them, the codec before the prior
 #   scripts/train_checkpoints.sh lstm transformer only these (two shells can train two at once)
 #
-# Names: lstm transformer transformer-folk musicvae musegan vqvae prior (transformer-folk is the
-# transformer family on the whole folk corpus). Presets: pretrained/NAME (musgen/presets/; the codec uses
-# the default preset vqvae). A run that was interrupted resumes from its last complete state; a
-# finished one is only packed again. Runs that keep several saves are packed from the save with the
-# best validation NLL (PICK=last packs the last one).
+# Names: lstm transformer transformer-folk musicvae musicvae-2bar musegan vqvae prior (transformer-folk
+# is the transformer family on the whole folk corpus; musicvae-2bar the 2-bar MusicVAE). Presets:
+# pretrained/NAME (musgen/presets/); the codec and the 16-bar MusicVAE use their default presets vqvae
+# and musicvae. A run that was interrupted resumes from its last complete state; a finished one is
+# only packed again. Runs that keep several saves are packed from the save with the best validation
+# NLL (PICK=last packs the last one).
 # Environment: DATA (default data), RUNS (default runs/pretrained), OUT (default checkpoints),
 # BIN (default .venv/bin). Times on a 2-core CPU are in checkpoints/README.md.
 set -euo pipefail
@@ -20,32 +21,33 @@ OUT=${OUT:-checkpoints}
 BIN=${BIN:-.venv/bin}
 PICK=${PICK:-best}
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(lstm transformer transformer-folk musicvae musegan vqvae prior)
+[ ${#families[@]} -gt 0 ] || families=(lstm transformer transformer-folk musicvae musicvae-2bar musegan vqvae prior)
 
 data_for() {  # the data set a family trains on, built when missing (a matching build is reused)
     case $1 in
         lstm | transformer | musegan)
             "$BIN/musgen" data build --corpus bach --out "$DATA/bach" >&2
             echo "$DATA/bach" ;;
-        transformer-folk)  # the whole folk corpus: ~17 min of music21 conversion on one core
+        transformer-folk | musicvae)  # the whole folk corpus: ~17 min of music21 conversion on one core
             "$BIN/musgen" data build --corpus folk --out "$DATA/folk-all" >&2
             echo "$DATA/folk-all" ;;
-        musicvae)  # 1,500 tunes: music21 converts about 4 ABC tunes per second on 2 cores
+        musicvae-2bar)  # 1,500 tunes: music21 converts about 4 ABC tunes per second on 2 cores
             "$BIN/musgen" data build --corpus folk --limit 1500 --out "$DATA/folk" >&2
             echo "$DATA/folk" ;;
         vqvae | prior)
             "$BIN/musgen" data build --corpus bach --render --out "$DATA/bach_audio" >&2
             echo "$DATA/bach_audio" ;;
-        *) echo "unknown name $1 (lstm transformer transformer-folk musicvae musegan vqvae prior)" >&2; exit 2 ;;
+        *) echo "unknown name $1 (lstm transformer transformer-folk musicvae musicvae-2bar musegan vqvae prior)" >&2; exit 2 ;;
     esac
 }
 
 for name in "${families[@]}"; do
     data=$(data_for "$name")
     family=${name%-folk}
+    family=${family%-2bar}
     config=pretrained/$name
     extra=()
-    [ "$name" = vqvae ] && config=vqvae
+    case $name in vqvae | musicvae) config=$name ;; esac  # their default presets
     [ "$name" = prior ] && extra=(--set "vqvae=$RUNS/vqvae")
     [ -d "$RUNS/$name/state" ] && extra+=(--resume)
     echo "== $name: $BIN/musgen train $family --data $data --out $RUNS/$name --config $config ${extra[*]}"

@@ -76,8 +76,14 @@ def test_an_unavailable_device_is_one_line(
     args = {
         "sample": ["sample", "--checkpoint", str(CHECKPOINTS / "transformer"), "--out", str(tmp_path)],
         "eval": ["eval", "--checkpoint", str(CHECKPOINTS / "transformer"), "--data", str(tmp_path)],
-        "interpolate": ["interpolate", str(clip), str(clip), "--checkpoint", str(CHECKPOINTS / "musicvae")],
-        "reconstruct": ["reconstruct", str(clip), "--checkpoint", str(CHECKPOINTS / "musicvae")],
+        "interpolate": [
+            "interpolate",
+            str(clip),
+            str(clip),
+            "--checkpoint",
+            str(CHECKPOINTS / "musicvae-2bar"),
+        ],
+        "reconstruct": ["reconstruct", str(clip), "--checkpoint", str(CHECKPOINTS / "musicvae-2bar")],
     }[command]
     if command == "eval":
         (tmp_path / "manifest.json").write_text("{}")
@@ -135,12 +141,12 @@ def test_only_an_explicit_missing_org_name_reaches_the_hub(
         assert set(kwargs["allow_patterns"]) == {"*.json", "*.yaml", "*.safetensors"}  # no pickle, no code
         snapshot = tmp_path / "snapshots" / COMMIT
         if not snapshot.exists():
-            shutil.copytree(CHECKPOINTS / "musicvae", snapshot)
+            shutil.copytree(CHECKPOINTS / "musicvae-2bar", snapshot)
         return str(snapshot)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    local = musgen.load(CHECKPOINTS / "musicvae")  # a local path: never looked up
-    assert asked == [] and local.source == {"path": str(CHECKPOINTS / "musicvae")}
+    local = musgen.load(CHECKPOINTS / "musicvae-2bar")  # a local path: never looked up
+    assert asked == [] and local.source == {"path": str(CHECKPOINTS / "musicvae-2bar")}
     with pytest.raises(MusgenError, match="does not exist"):
         musgen.load(tmp_path / "missing" / "ckpt")  # an absolute path is never an id
     assert asked == []
@@ -148,7 +154,7 @@ def test_only_an_explicit_missing_org_name_reaches_the_hub(
     assert asked == [("someone/musicvae", "v1")]
     assert generator.source["hub_id"] == "someone/musicvae" and generator.source["revision"] == COMMIT
     with pytest.raises(MusgenError, match="--revision applies to a hub id"):
-        musgen.load(CHECKPOINTS / "musicvae", revision="v1")
+        musgen.load(CHECKPOINTS / "musicvae-2bar", revision="v1")
 
 
 @pytest.fixture
@@ -311,7 +317,7 @@ def test_card_of_an_audio_checkpoint(name: str, tmp_path: Path) -> None:
 
 def test_card_refuses_a_folder_inside_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ckpt = tmp_path / "ckpt"
-    shutil.copytree(CHECKPOINTS / "musicvae", ckpt)
+    shutil.copytree(CHECKPOINTS / "musicvae-2bar", ckpt)
     assert main(["card", str(ckpt), "--out", str(ckpt / "card")]) == 2
     assert "inside the checkpoint" in capsys.readouterr().err
     assert main(["card", str(ckpt), "--out", str(ckpt)]) == 0  # the checkpoint folder itself: fine
