@@ -36,10 +36,10 @@ def melody(path: Path, bars: int = 8) -> Path:
     return path
 
 
-def upload(page: ui.Page, name: str, data: bytes | None = None) -> Path:
+def upload(page: ui.Page, name: str, data: bytes | None = None, bars: int = 8) -> Path:
     path = page.upload_root / name
     if data is None:
-        melody(path)
+        melody(path, bars)
     else:
         path.write_bytes(data)
     return path
@@ -179,7 +179,9 @@ def test_generate_from_an_uploaded_primer(page):
 
 
 def test_interpolate_two_uploaded_clips(page):
-    a, b = upload(page, "a.mid"), upload(page, "b.mid")
+    short = upload(page, "short.mid")  # 8 bars: the shipped MusicVAE reads 16
+    assert "too short" in page.interpolate("musicvae", str(short), str(short)).message
+    a, b = upload(page, "a.mid", bars=16), upload(page, "b.mid", bars=16)
     result = page.interpolate("musicvae", str(a), str(b), steps=3, seed=0)
     assert result.message.startswith("interpolated with musicvae"), result
     assert [p.name for p in result.files[:4]] == [
