@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -213,11 +214,13 @@ def sample_delayed(
     gen = make_generator(controls[0].seed)
     procs = [_processors(ctl, 0, None, device) for ctl in controls]
     f0, total = prime.shape[0], prime.shape[0] + frames
-    rows = torch.full((total + q, q), pad_id, dtype=torch.long, device=device)  # the delayed grid
+    from musgen.data.audio_codes import delay_codes
+
+    frames_grid = np.full((total, q), pad_id, dtype=np.int64)  # the prompt, then cells to draw
+    frames_grid[:f0] = prime.cpu().numpy()
+    rows = torch.from_numpy(delay_codes(frames_grid, pad_id, bos_id)).to(device)  # (total + Q, Q)
     fixed = torch.ones_like(rows, dtype=torch.bool)  # cells not drawn: BOS, pads, the prompt
-    rows[0] = bos_id
     for k in range(q):
-        rows[1 + k : 1 + k + f0, k] = prime[:, k].to(device)
         fixed[1 + k + f0 : 1 + k + total, k] = False
     decoder = IncrementalDecoder(model, use_cache)
     seqs = rows[: 1 + f0].expand(n, -1, -1)  # (B, 1 + F0, Q): every cell known
