@@ -42,6 +42,9 @@ for name in "$@"; do
             --set model.critic_channels=48 ;;
         voice-2bar) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set data.num_bars=2 ;;
         voice-composer) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.mode=composer ;;
+        voice16) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.time_grid=sixteenth ;;
+        voice16-gumbel) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.time_grid=sixteenth \
+            --set model.voice_relax=gumbel ;;
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac

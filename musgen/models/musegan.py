@@ -54,6 +54,7 @@ from musgen.training.task import StepContext, Task
 MODES = ("jamming", "composer", "hybrid")
 OUTPUTS = ("multihot", "voice")
 VOICE_RELAX = ("straight_through", "gumbel")
+TIME_GRIDS = ("full", "sixteenth")
 
 
 @dataclass
@@ -66,6 +67,9 @@ class MuseGANModelConfig:
     output: str = "multihot"  # multihot: any pitches per track and step | voice: one pitch or a rest
     voice_relax: str = "straight_through"  # voice training: argmax (straight_through) or gumbel draws
     gumbel_tau: float = 1.0  # temperature of the Gumbel-softmax whose gradient the gumbel draw passes
+    # full: a value per step | sixteenth: one per 16th note, held for its steps (no note shorter than
+    # a 16th, the chorales' shortest; triplet steps are then out of reach)
+    time_grid: str = "full"
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -79,6 +83,10 @@ class MuseGANModelConfig:
         if self.voice_relax not in VOICE_RELAX:
             raise ConfigError(
                 f"model.voice_relax must be one of {', '.join(VOICE_RELAX)}, got {self.voice_relax!r}"
+            )
+        if self.time_grid not in TIME_GRIDS:
+            raise ConfigError(
+                f"model.time_grid must be one of {', '.join(TIME_GRIDS)}, got {self.time_grid!r}"
             )
         if self.output == "voice" and self.binary != "none":
             raise ConfigError("model.binary is for multihot output; voice output is one-hot already")
@@ -193,9 +201,12 @@ class BarGenerator(nn.Module):
         width: int,
         cond_channels: int = 0,
         rest: bool = False,
+        sixteenths_only: bool = False,
     ):
         super().__init__()
         self.grid = grid
+        # sub-steps written per 16th: all of them, or one held for the 16th (time_grid: sixteenth)
+        self.sub = 1 if sixteenths_only else grid.f2
         w = width
         self.project = nn.Sequential(
             nn.Linear(in_dim, 4 * w * grid.beats), nn.BatchNorm1d(4 * w * grid.beats), nn.ReLU()
@@ -207,13 +218,13 @@ class BarGenerator(nn.Module):
         # full-resolution maps merged by a 1x1 conv): no hidden layer at full resolution, where most
         # of the generator's time and memory went.
         self.pitch_time = nn.Sequential(
-            PatchExpand(c, w // 2, 1, 12), nn.Linear(w // 2, grid.f2 * out_tracks)
+            PatchExpand(c, w // 2, 1, 12), nn.Linear(w // 2, self.sub * out_tracks)
         )
         self.time_pitch = nn.Sequential(
-            PatchExpand(c, w // 2, grid.f2, 1), nn.Linear(w // 2, 12 * out_tracks)
+            PatchExpand(c, w // 2, self.sub, 1), nn.Linear(w // 2, 12 * out_tracks)
         )
         # voice output: one more logit per (track, step), "rest", from the 16th-note features
-        self.rest = nn.Linear(c, grid.f2 * out_tracks) if rest else None
+        self.rest = nn.Linear(c, self.sub * out_tracks) if rest else None
 
     def forward(self, v: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         g = self.grid
@@ -221,12 +232,14 @@ class BarGenerator(nn.Module):
         h = self.sixteenths(self.octaves(h))  # (N, 16ths, O, w)
         if cond is not None:
             h = torch.cat([h, cond], dim=-1)
-        a = rearrange(self.pitch_time(h), "n t p (f k) -> n k (t f) p", f=g.f2)  # (N, K, S, P)
-        b = rearrange(self.time_pitch(h), "n t o (pc k) -> n k t (o pc)", pc=12)  # (N, K, S, P)
-        if self.rest is None:
-            return a + b
-        rest = rearrange(self.rest(h.mean(2)), "n t (f k) -> n k (t f) 1", f=g.f2)  # (N, K, S, 1)
-        return torch.cat([a + b, rest], dim=-1)  # (N, K, S, P + 1)
+        a = rearrange(self.pitch_time(h), "n t p (f k) -> n k (t f) p", f=self.sub)  # (N, K, S', P)
+        b = rearrange(self.time_pitch(h), "n t o (pc k) -> n k t (o pc)", pc=12)  # (N, K, S', P)
+        out = a + b
+        if self.rest is not None:
+            rest = rearrange(self.rest(h.mean(2)), "n t (f k) -> n k (t f) 1", f=self.sub)  # (N, K, S', 1)
+            out = torch.cat([out, rest], dim=-1)  # (N, K, S', P + 1)
+        # S' = S, or the 16ths (S / f2) each held for f2 steps
+        return out if self.sub == g.f2 else out.repeat_interleave(g.f2 // self.sub, dim=2)
 
 
 class ConditionEncoder(nn.Module):
@@ -270,15 +283,15 @@ class RollGenerator(nn.Module):
         in_dim = cfg.z_dim * (2 * shared + 2 * private)
         cond_ch = cfg.gen_channels // 2 if cfg.condition_tracks else 0
         self.encoder = ConditionEncoder(grid, self.num_tracks, cond_ch) if cond_ch else None
-        width = cfg.gen_channels
+        width, sixteenths = cfg.gen_channels, cfg.time_grid == "sixteenth"
         if cfg.mode == "composer":
             self.bar_generators = nn.ModuleList(
-                [BarGenerator(in_dim, self.num_tracks, grid, width, cond_ch, rest=self.voice)]
+                [BarGenerator(in_dim, self.num_tracks, grid, width, cond_ch, self.voice, sixteenths)]
             )
         else:
             self.bar_generators = nn.ModuleList(
                 [
-                    BarGenerator(in_dim, 1, grid, width, cond_ch, rest=self.voice)
+                    BarGenerator(in_dim, 1, grid, width, cond_ch, self.voice, sixteenths)
                     for _ in range(self.num_tracks)
                 ]
             )

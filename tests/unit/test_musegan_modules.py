@@ -188,6 +188,20 @@ def test_voice_output_is_the_argmax_at_inference_and_its_bias_sets_the_register(
     assert out[:, 3].sum() == 0
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("output", ["multihot", "voice"])
+def test_sixteenth_time_grid_holds_each_value_for_the_steps_of_its_16th(mode, output):
+    torch.manual_seed(0)
+    gen = RollGenerator(_model_cfg(mode, output=output, time_grid="sixteenth"), DATA)
+    out = gen(gen.noise(2))  # (B, K, T, P); 48 steps per bar = 16 sixteenths x 3 steps
+    assert out.shape == (2, 4, 96, 84)
+    held = out.detach().view(2, 4, 32, 3, 84)
+    assert torch.equal(held, held[:, :, :, :1].expand_as(held))
+    assert not torch.equal(held[:, :, 0], held[:, :, 1])  # the 16ths themselves differ
+    out.sum().backward()
+    assert gen.bar_generators[0].pitch_time[1].weight.grad.abs().sum() > 0
+
+
 def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
     # Checked once where every config is read (config.validate_config in resolve / from_dict).
     from musgen.config import validate_config
