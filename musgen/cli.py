@@ -239,6 +239,13 @@ def _add_sample(verbs: Any) -> None:
     )
     _sampling_arguments(sample)
     _device_arguments(sample)
+    sample.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,  # not given: None, so families without the option do not refuse it
+        help="transformers and the audio prior: decode with a static cache and a compiled step "
+        "(faster per token; compiling takes seconds to a minute, cached on disk after)",
+    )
     sample.add_argument("--render", action="store_true", help="also write sample_000.wav ... (rendered MIDI)")
     sample.add_argument("--plot", action="store_true", help="also write sample_000.png ... (piano rolls)")
     gan = sample.add_argument_group("piano-roll models (accompaniment)")
@@ -705,6 +712,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         binarize=args.binarize,
         threshold=args.threshold,
         seconds=args.seconds,
+        compile=args.compile,
     )
     if generator.draws_tokens:  # e.g. MuseGAN's controls are --binarize / --threshold
         _log_sampling(generator, args)

@@ -3,8 +3,10 @@ warpers), priming, a batch of samples, a seed, a length in tokens or bars, incre
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +14,11 @@ from torch import nn
 
 from musgen.errors import MusgenError
 from musgen.progress import progress
+
+if TYPE_CHECKING:
+    from musgen.generate.static_decode import CompiledDecoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,6 +30,9 @@ class SamplingControls:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1.0 = off
     seed: int | None = None
+    # Decode with a static key/value cache and a torch.compile'd one-token step (transformers; other
+    # models decode as without it). Same samples; pays once it has compiled (seconds to a minute).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.length < 1:
@@ -123,6 +133,21 @@ class IncrementalDecoder:
         return out[:, -1].float()
 
 
+def make_decoder(
+    model: nn.Module, use_cache: bool, compile: bool, positions: int
+) -> IncrementalDecoder | CompiledDecoder:
+    """The decoder for ``positions`` steps at most (primer included): ``CompiledDecoder`` when asked
+    and the model has a static-cache step, else ``IncrementalDecoder``."""
+    from musgen.generate.static_decode import CompiledDecoder, supports_static_cache
+
+    if compile and use_cache:
+        if supports_static_cache(model):
+            # capacity rounded up to 256 positions: few distinct shapes, so few compilations
+            return CompiledDecoder(model, capacity=-(-positions // 256) * 256)
+        log.info("no compiled decoding step for %s: decoding without compiling", type(model).__name__)
+    return IncrementalDecoder(model, use_cache)
+
+
 @torch.no_grad()
 def sample_sequences(
     model: nn.Module,
@@ -152,7 +177,7 @@ def sample_sequences(
     gen = make_generator(ctl.seed)
     procs = _processors(ctl, len(prime_ids), eos_id, device)
     bar_set = torch.tensor(bar_ids or [], dtype=torch.long, device=device)
-    decoder = IncrementalDecoder(model, use_cache)
+    decoder = make_decoder(model, use_cache, ctl.compile, len(prime_ids) + ctl.length)
     seqs = torch.tensor([prime_ids] * n, dtype=torch.long, device=device)  # (B, T0)
     next_logits = decoder.start(seqs)  # (B, V)
     done = torch.zeros(n, dtype=torch.bool, device=device)
@@ -222,7 +247,7 @@ def sample_delayed(
     fixed = torch.ones_like(rows, dtype=torch.bool)  # cells not drawn: BOS, pads, the prompt
     for k in range(q):
         fixed[1 + k + f0 : 1 + k + total, k] = False
-    decoder = IncrementalDecoder(model, use_cache)
+    decoder = make_decoder(model, use_cache, controls[0].compile, total + q)
     seqs = rows[: 1 + f0].expand(n, -1, -1)  # (B, 1 + F0, Q): every cell known
     next_logits = decoder.start(seqs)  # (B, Q, C)
     bar = progress(total=total + q - 1 - f0, desc=f"sample {n}" if n > 1 else "sample", unit="frame")

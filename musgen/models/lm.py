@@ -110,7 +110,7 @@ class LanguageModelGenerator(Generator):
     """Samples token sequences (optionally continuing a MIDI primer) and decodes them to Scores with
     the checkpoint's own tokenizer."""
 
-    options = ("prime", "length", "min_length", "bars", "temperature", "top_k", "top_p", "seed")
+    options = ("prime", "length", "min_length", "bars", "temperature", "top_k", "top_p", "seed", "compile")
     model_class: Any  # the family's nn.Module class, with ``from_config(vocab_size, cfg)``
 
     def build_models(self) -> dict[str, torch.nn.Module]:
@@ -144,15 +144,24 @@ class LanguageModelGenerator(Generator):
         top_p: float | None = None,
         seed: int | None = None,
         max_new_tokens: int | None = None,
+        compile: bool | None = None,
     ) -> list[Any]:
         """``num_samples`` symusic Scores of ``length`` new tokens (default 512; also spelled
         ``max_new_tokens``) or ``bars`` new bars; with ``prime`` (a MIDI file) each starts with it.
         ``temperature``, ``top_k`` and ``top_p`` left at None take the checkpoint's recommended
-        settings (``sampling_settings``)."""
+        settings (``sampling_settings``). ``compile``: decode with a static cache and a compiled step
+        (``SamplingControls.compile``)."""
         length = resolve_length(length, max_new_tokens)
         controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
         seqs = self.sample_ids(
-            num_samples, prime=prime, length=length, min_length=min_length, bars=bars, seed=seed, **controls
+            num_samples,
+            prime=prime,
+            length=length,
+            min_length=min_length,
+            bars=bars,
+            seed=seed,
+            compile=bool(compile),
+            **controls,
         )
         return [self.ids_to_score(ids) for ids in seqs]
 

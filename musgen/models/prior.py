@@ -191,7 +191,7 @@ class PriorGenerator(Generator):
     inside the checkpoint (``vqvae/``)."""
 
     sample_suffix = ".wav"
-    options = ("prime", "seconds", "length", "bars", "temperature", "top_k", "top_p", "seed")
+    options = ("prime", "seconds", "length", "bars", "temperature", "top_k", "top_p", "seed", "compile")
 
     def __init__(self, ckpt: Any, cfg: PriorConfig):
         meta = ckpt.meta.get("data", {})
@@ -271,13 +271,14 @@ class PriorGenerator(Generator):
         top_p: float | None = None,
         seed: int | None = None,
         max_new_tokens: int | None = None,
+        compile: bool | None = None,
     ) -> list[np.ndarray]:
         """``num_samples`` waveforms (float32, the codec's rate) of ``seconds`` (default 5) new audio
         each (or ``length`` new code frames, or ``max_new_tokens`` new tokens as Hugging Face counts
         them: ``levels`` per frame, rounded up to whole frames), starting with the prompt when
         ``prime`` (an audio file) is given. ``temperature``, ``top_k`` and ``top_p`` left at None
         take the checkpoint's recommended settings; with the delay pattern each may also be a list
-        with one value per codebook level."""
+        with one value per codebook level. ``compile``: decode with a static cache and a compiled step."""
         if max_new_tokens is not None:
             if length is not None or seconds is not None:
                 raise MusgenError("give one of seconds, length (code frames) and max_new_tokens")
@@ -297,7 +298,14 @@ class PriorGenerator(Generator):
         )
         prompt, prime_codes = self._prompt(prime)
         codes = self.sample_codes(
-            num_samples, frames, prime_codes, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p
+            num_samples,
+            frames,
+            prime_codes,
+            seed=seed,
+            compile=bool(compile),
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
         )
         fade = round(CROSSFADE_SECONDS * self.sample_rate)
         return [
@@ -311,17 +319,20 @@ class PriorGenerator(Generator):
         frames: int,
         prime_codes: np.ndarray | None = None,
         seed: int | None = None,
+        compile: bool = False,
         **settings: Any,
     ) -> list[np.ndarray]:
         """Codes (F0 + frames, Q) of ``n`` samples continuing ``prime_codes`` (F0, Q) (none: from BOS),
-        in this prior's pattern; ``settings``: temperature, top_k, top_p (None: recommended)."""
+        in this prior's pattern; ``settings``: temperature, top_k, top_p (None: recommended);
+        ``compile``: a static cache and a compiled decoding step."""
         prime = np.zeros((0, self.levels), np.int64) if prime_codes is None else prime_codes
+        fixed = {"seed": seed, "compile": compile}
         if self.cfg.pattern == "delay":
-            return self._sample_delayed(prime, n, frames, settings, seed)
-        return self._sample_flat(prime, n, frames, settings, seed)
+            return self._sample_delayed(prime, n, frames, settings, fixed)
+        return self._sample_flat(prime, n, frames, settings, fixed)
 
     def _sample_flat(
-        self, prime_codes: np.ndarray, n: int, frames: int, settings: dict[str, Any], seed: int | None
+        self, prime_codes: np.ndarray, n: int, frames: int, settings: dict[str, Any], fixed: dict[str, Any]
     ) -> list[np.ndarray]:
         """Codes (F0 + frames, Q) of each sample, one token per code (the flattening pattern)."""
         from musgen.data.audio_codes import flatten_codes, unflatten_tokens
@@ -330,7 +341,7 @@ class PriorGenerator(Generator):
         if any(isinstance(v, (list, tuple)) for v in settings.values()):
             raise MusgenError("per-level sampling settings need a prior trained with pattern=delay")
         ctl = SamplingControls(
-            length=frames * self.levels, min_length=0, seed=seed, **self.sampling_settings(**settings)
+            length=frames * self.levels, min_length=0, **fixed, **self.sampling_settings(**settings)
         )
         prime_ids = [self.bos, *flatten_codes(prime_codes, self.codebook_size).tolist()]
         seqs = sample_sequences(
@@ -339,7 +350,7 @@ class PriorGenerator(Generator):
         return [unflatten_tokens(seq[1:], self.codebook_size, self.levels) for seq in seqs]
 
     def _sample_delayed(
-        self, prime_codes: np.ndarray, n: int, frames: int, settings: dict[str, Any], seed: int | None
+        self, prime_codes: np.ndarray, n: int, frames: int, settings: dict[str, Any], fixed: dict[str, Any]
     ) -> list[np.ndarray]:
         """Codes (F0 + frames, Q) of each sample, one model step per frame (the delay pattern), each
         level with its own temperature / top-k / top-p (a value for all, or a list of Q)."""
@@ -355,7 +366,7 @@ class PriorGenerator(Generator):
             for level, v in enumerate(values):
                 per_level[level][key] = v
         controls = [
-            SamplingControls(length=frames, min_length=0, seed=seed, **self.sampling_settings(**level))
+            SamplingControls(length=frames, min_length=0, **fixed, **self.sampling_settings(**level))
             for level in per_level
         ]
         codes = sample_delayed(
