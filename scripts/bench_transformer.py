@@ -14,7 +14,9 @@ Speeds are measured in this one process, round-robin over the models (the machin
 noisy, so the ratios are what to read). Peak memory is the peak resident set size (VmHWM) of a fresh
 child process running the same steps, minus its size before the first step.
 
-Sampling: new tokens/s from a 1-token primer, cached vs uncached, and GPT-2 ``generate()``.
+Sampling: new tokens/s from a 1-token primer: the eager KV cache (relative_cached), the static cache
+with the torch.compile'd step (relative_compiled, compiled in an untimed warm-up), no cache, and
+GPT-2 ``generate()``; vs_gpt2 is each one's speed over GPT-2's at the same size.
 """
 
 from __future__ import annotations
@@ -252,8 +254,9 @@ def sample_once(name: str, model: torch.nn.Module, length: int, batch: int) -> N
             eos_token_id=None,
         )
         return
-    ctl = SamplingControls(length=length, min_length=length, seed=0)  # no early EOS: full length
-    sample_sequences(model, [1], batch, ctl, eos_id=2, pad_id=0, use_cache=name.endswith("_cached"))
+    # no early EOS: full length; relative_compiled: the static cache and the compiled step
+    ctl = SamplingControls(length=length, min_length=length, seed=0, compile=name.endswith("_compiled"))
+    sample_sequences(model, [1], batch, ctl, eos_id=2, pad_id=0, use_cache=not name.endswith("_uncached"))
 
 
 @torch.no_grad()
@@ -264,11 +267,20 @@ def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int)
     relative = build("relative", 2048).eval()
     models = {
         "relative_cached": relative,
+        "relative_compiled": relative,
         "relative_uncached": relative,
         "gpt2_generate": build("gpt2", 2048).eval(),
     }
     for name, model in models.items():  # warm-up: first calls pay for lazy imports and set-up
         sample_once(name, model, 8, 2)
+    for length in lengths:  # compile the step once per batch size and cache capacity, untimed
+        for batch in batches:
+            start = time.perf_counter()
+            sample_once("relative_compiled", relative, length, batch)
+            print(
+                f"compiled sampler warm-up {length} x {batch}: {time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
     for length in lengths:
         for batch in batches:
             for name, model in models.items():
@@ -295,6 +307,15 @@ def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int)
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
+    for row in rows:  # speed relative to GPT-2's generate() at the same size
+        gpt2 = next(
+            r
+            for r in rows
+            if r["sampler"] == "gpt2_generate"
+            and (r["new_tokens"], r["batch"]) == (row["new_tokens"], row["batch"])
+        )
+        if "tokens_per_s" in row:
+            row["vs_gpt2"] = round(row["tokens_per_s"] / gpt2["tokens_per_s"], 2)
     return rows
 
 
@@ -319,13 +340,20 @@ def markdown(result: dict) -> str:
             f"| {row['precision']} | {row['seq_len']} x {row['batch']} | {row['tokens_per_s']:,.0f} | "
             f"{row['time_vs_fp32']:.1f} |"
         )
-    lines += ["", "| sampler | new tokens x batch | tokens/s | seconds |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| sampler | new tokens x batch | tokens/s | vs GPT-2 generate() | seconds |",
+        "|---|---|---|---|---|",
+    ]
     for row in result.get("sampling", []):
         size = f"{row['new_tokens']} x {row['batch']}"
         if "skipped" in row:
-            lines.append(f"| {row['sampler']} | {size} | not run: {row['skipped']} | |")
+            lines.append(f"| {row['sampler']} | {size} | not run: {row['skipped']} | | |")
         else:
-            lines.append(f"| {row['sampler']} | {size} | {row['tokens_per_s']:,.0f} | {row['seconds']} |")
+            lines.append(
+                f"| {row['sampler']} | {size} | {row['tokens_per_s']:,.0f} | {row.get('vs_gpt2', '')} | "
+                f"{row['seconds']} |"
+            )
     return "\n".join(lines)
 
 

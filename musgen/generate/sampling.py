@@ -16,7 +16,7 @@ from musgen.errors import MusgenError
 from musgen.progress import progress
 
 if TYPE_CHECKING:
-    from musgen.generate.static_decode import CompiledDecoder
+    from musgen.generate.static_decode import CompiledDecoder, CompiledLSTMDecoder
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +135,16 @@ class IncrementalDecoder:
 
 def make_decoder(
     model: nn.Module, use_cache: bool, compile: bool, positions: int
-) -> IncrementalDecoder | CompiledDecoder:
-    """The decoder for ``positions`` steps at most (primer included): ``CompiledDecoder`` when asked
-    and the model has a static-cache step, else ``IncrementalDecoder``."""
-    from musgen.generate.static_decode import CompiledDecoder, supports_static_cache
+) -> IncrementalDecoder | CompiledDecoder | CompiledLSTMDecoder:
+    """The decoder for ``positions`` steps at most (primer included): a compiled one
+    (``musgen.generate.static_decode``) when asked and the model has one, else ``IncrementalDecoder``."""
+    from musgen.generate.static_decode import static_decoder
 
     if compile and use_cache:
-        if supports_static_cache(model):
-            # capacity rounded up to 256 positions: few distinct shapes, so few compilations
-            return CompiledDecoder(model, capacity=-(-positions // 256) * 256)
+        # a transformer's cache capacity rounded up to 256 positions: few shapes, so few compilations
+        decoder = static_decoder(model, capacity=-(-positions // 256) * 256)
+        if decoder is not None:
+            return decoder
         log.info("no compiled decoding step for %s: decoding without compiling", type(model).__name__)
     return IncrementalDecoder(model, use_cache)
 

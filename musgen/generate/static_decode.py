@@ -11,23 +11,28 @@ over caches of ``capacity`` = the model's context positions, every key beyond p 
 shapes let ``torch.compile`` (inductor) fuse the step into a few kernels, compiled once per model
 and batch size. The primer and a slid window still run the model's ordinary forward (its KV cache
 is copied into the static one), so only the one-token step is new code, checked against the eager
-decoder by the tests.
+decoder by the tests. ``CompiledLSTMDecoder`` does the same for the LSTM: its cells written out
+(gates, state update) so that the compiler fuses them, the (h, c) state updated in place.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from musgen.models.lstm import LSTMLanguageModel
 from musgen.models.transformer import MusicTransformer, cache_length
 
 log = logging.getLogger(__name__)
 
 
-def _step(
+def _transformer_step(
     model: MusicTransformer,
     ids: torch.Tensor,
     pos: torch.Tensor,
@@ -63,23 +68,70 @@ def _step(
     return model.output(model.norm(x))
 
 
+def lstm_weights(model: LSTMLanguageModel) -> dict[str, Any]:
+    """The tensors ``_lstm_step`` reads (dynamo refuses to trace into an nn.LSTM module itself)."""
+    lstm = model.lstm
+    names = ("weight_ih_l{}", "weight_hh_l{}", "bias_ih_l{}", "bias_hh_l{}")
+    return {
+        "embed": model.embed.weight,
+        "layers": [tuple(getattr(lstm, n.format(k)) for n in names) for k in range(lstm.num_layers)],
+        "proj": None if model.proj is None else (model.proj.weight, model.proj.bias),
+        "head": (model.head.weight, model.head.bias),
+    }
+
+
+def _lstm_step(weights: dict[str, Any], ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """One token through the LSTM's cells written out (so inductor fuses the gate arithmetic):
+    ids (B, 1) -> logits (B, 1, V); the state h, c (layers, B, H) is updated in place."""
+    x = F.embedding(ids[:, 0], weights["embed"])  # (B, E)
+    for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights["layers"]):
+        gates = F.linear(x, w_ih, b_ih) + F.linear(h[layer], w_hh, b_hh)  # (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=-1)  # (B, H) each, PyTorch's gate order
+        c_new = f.sigmoid() * c[layer] + i.sigmoid() * g.tanh()
+        x = o.sigmoid() * c_new.tanh()
+        c[layer].copy_(c_new)
+        h[layer].copy_(x)
+    if weights["proj"] is not None:
+        x = F.linear(x, *weights["proj"])
+    return F.linear(x, *weights["head"])[:, None]  # (B, 1, V)
+
+
+class _Step:
+    """A step function compiled by inductor (fixed shapes, one graph) with the eager function as the
+    fallback: a step that fails to compile (e.g. no C++ compiler) warns once and runs eagerly."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], compile: bool):
+        self.eager = fn
+        self.compiled = compile
+        self.fn = torch.compile(fn, dynamic=False, fullgraph=True) if compile else fn
+
+    def __call__(self, *args: Any) -> torch.Tensor:
+        try:
+            return self.fn(*args)
+        except Exception as err:  # noqa: BLE001 - any compiler failure: the eager step gives the same
+            if not self.compiled:
+                raise
+            log.warning("compiled decoding failed (%s); decoding without compiling", str(err).split("\n")[0])
+            self.compiled, self.fn = False, self.eager
+            return self.fn(*args)
+
+
 class CompiledDecoder:
     """``IncrementalDecoder``'s interface over a static cache and a compiled one-token step (see the
     module doc). ``capacity`` positions are kept (default and at most: the model's context; fewer when
     the whole sample fits, so short samples attend over fewer masked keys); past it the window slides
     as ``IncrementalDecoder``'s does. ``compile=False`` runs the same step eagerly (the reference for
-    the tests); a step that fails to compile (e.g. no C++ compiler) falls back to it with a warning."""
+    the tests)."""
 
     def __init__(self, model: MusicTransformer, capacity: int | None = None, compile: bool = True):
-        if not supports_static_cache(model):
+        if not isinstance(model, MusicTransformer):
             raise TypeError(f"a static cache needs a MusicTransformer, not {type(model).__name__}")
         self.model = model
         self.context = min(model.context, capacity or model.context)
         self.keys: list[torch.Tensor] = []  # per layer (B, H, capacity, D_h)
         self.values: list[torch.Tensor] = []
         self.cached = 0
-        self.compiled = compile
-        self.step = torch.compile(_step, dynamic=False, fullgraph=True) if compile else _step
+        self.step = _Step(_transformer_step, compile)
 
     def start(self, seqs: torch.Tensor) -> torch.Tensor:
         """The logits after the primer ``seqs`` (B, T, ...): (B, ...) in float32 (the eager forward)."""
@@ -102,18 +154,36 @@ class CompiledDecoder:
             return self.start(seqs[:, -max(1, self.context - self.context // 4) :])
         pos = torch.tensor(self.cached, device=seqs.device)
         ids = seqs[:, -1:].clone(memory_format=torch.contiguous_format)  # fixed strides: no recompiles
-        try:
-            out = self.step(self.model, ids, pos, self.keys, self.values)
-        except Exception as err:  # noqa: BLE001 - any compiler failure: the eager step gives the same
-            if not self.compiled:
-                raise
-            log.warning("compiled decoding failed (%s); decoding without compiling", str(err).split("\n")[0])
-            self.compiled, self.step = False, _step
-            out = self.step(self.model, ids, pos, self.keys, self.values)
+        out = self.step(self.model, ids, pos, self.keys, self.values)
         self.cached += 1
         return out[:, -1].float()
 
 
-def supports_static_cache(model: nn.Module) -> bool:
-    """Whether ``CompiledDecoder`` can run ``model`` (a transformer with a bounded context)."""
-    return isinstance(model, MusicTransformer) and bool(getattr(model, "context", 0))
+class CompiledLSTMDecoder:
+    """The same for the LSTM: the primer through the model's forward, then the compiled cell step on
+    its (h, c) state, updated in place."""
+
+    def __init__(self, model: LSTMLanguageModel, compile: bool = True):
+        self.model = model
+        self.weights = lstm_weights(model)
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.step = _Step(_lstm_step, compile)
+
+    def start(self, seqs: torch.Tensor) -> torch.Tensor:
+        out, (h, c) = self.model(seqs)
+        self.state = (h.contiguous(), c.contiguous())
+        return out[:, -1].float()
+
+    def advance(self, seqs: torch.Tensor) -> torch.Tensor:
+        assert self.state is not None, "start() first"
+        ids = seqs[:, -1:].clone(memory_format=torch.contiguous_format)
+        return self.step(self.weights, ids, *self.state)[:, -1].float()
+
+
+def static_decoder(model: nn.Module, capacity: int) -> CompiledDecoder | CompiledLSTMDecoder | None:
+    """A compiled decoder for ``model`` when it has one (transformers, the LSTM), else None."""
+    if isinstance(model, MusicTransformer) and getattr(model, "context", 0):
+        return CompiledDecoder(model, capacity=capacity)
+    if isinstance(model, LSTMLanguageModel):
+        return CompiledLSTMDecoder(model)
+    return None

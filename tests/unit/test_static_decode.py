@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from musgen.generate.sampling import IncrementalDecoder, SamplingControls, sample_delayed, sample_sequences
-from musgen.generate.static_decode import CompiledDecoder
+from musgen.generate.static_decode import CompiledDecoder, static_decoder
 from musgen.models.prior import DelayedCodeTransformer
 from musgen.models.transformer import MusicTransformer, TransformerModelConfig
 
@@ -71,13 +71,13 @@ def test_a_step_that_fails_to_compile_falls_back_to_eager(caplog):
     def broken(*args):
         raise RuntimeError("no C++ compiler\nsecond line")
 
-    decoder.step = broken
+    decoder.step.fn = broken
     primer = torch.randint(0, 37, (1, 4))
     expected = _greedy_logits(IncrementalDecoder(model), primer, 6)
     with caplog.at_level(logging.WARNING), torch.no_grad():
         got = _greedy_logits(decoder, primer, 6)
     assert "compiled decoding failed (no C++ compiler); decoding without compiling" in caplog.text
-    assert not decoder.compiled
+    assert not decoder.step.compiled
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -94,13 +94,22 @@ def test_delay_pattern_prior_decodes_the_same_with_the_static_step():
     assert torch.equal(sample_delayed(model, prime, 2, 10, controls, **kw), eager)
 
 
-def test_models_without_a_static_step_decode_as_before(caplog):
+@pytest.mark.parametrize("tie", [False, True])
+def test_lstm_compiled_cell_step_gives_the_eager_samples(tie, caplog):
     from musgen.models.lstm import LSTMLanguageModel, LSTMModelConfig
 
     torch.manual_seed(0)
-    model = LSTMLanguageModel(37, LSTMModelConfig(embed_dim=8, hidden_size=16, num_layers=1)).eval()
-    ctl = dict(length=12, min_length=12, seed=1)
+    cfg = LSTMModelConfig(embed_dim=8, hidden_size=16, num_layers=2, tie_weights=tie)
+    model = LSTMLanguageModel(37, cfg).eval()
+    ctl = dict(length=30, min_length=30, seed=1, temperature=0.9)
+    eager = sample_sequences(model, [1, 3], 2, SamplingControls(**ctl), eos_id=2, pad_id=0)
     with caplog.at_level(logging.INFO):
-        compiled = sample_sequences(model, [1], 2, SamplingControls(**ctl, compile=True), eos_id=2, pad_id=0)
-    assert compiled == sample_sequences(model, [1], 2, SamplingControls(**ctl), eos_id=2, pad_id=0)
-    assert "no compiled decoding step for LSTMLanguageModel" in caplog.text
+        compiled = sample_sequences(
+            model, [1, 3], 2, SamplingControls(**ctl, compile=True), eos_id=2, pad_id=0
+        )
+    assert compiled == eager
+    assert "decoding without compiling" not in caplog.text
+
+
+def test_models_without_a_static_step_get_none():
+    assert static_decoder(torch.nn.Linear(3, 3), capacity=256) is None
