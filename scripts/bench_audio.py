@@ -3,8 +3,9 @@
     python scripts/bench_audio.py [--codec runs/vqvae] [--prior runs/prior] [--data data/bach_audio]
 
 Codec: encode and decode 30 s of audio (a held-out piece of --data, else noise), one call each.
-Prior: sample 5 s of new audio codes with the KV cache (batch 1, and 4 at once), then the whole
-path (codes sampled and decoded to a waveform), unprimed and with a 2-s prompt. --codec and --prior
+Prior: sample 5 s of new audio codes with the KV cache (batch 1, and 4 at once), eagerly and with
+the static cache and compiled step (``compile=True``, compiled in an untimed warm-up), then the
+whole path (codes sampled and decoded to a waveform), unprimed and with a 2-s prompt. --codec and --prior
 default to the shipped checkpoints (checkpoints/vqvae, checkpoints/prior).
 Times are medians of --repeats runs in this one process; x real time = audio seconds / wall seconds.
 """
@@ -73,12 +74,20 @@ def main() -> None:
     new_seconds = 5.0
     frames = int(np.ceil(new_seconds * prior.code_rate))
 
-    def sample_codes(n: int) -> None:  # the prior's own sampler for its pattern (flat or delay)
-        prior.sample_codes(n, frames, seed=0)
+    def sample_codes(n: int, compile: bool = False) -> None:  # the prior's own sampler (flat or delay)
+        prior.sample_codes(n, frames, seed=0, compile=compile)
 
     t_prior1 = timed(lambda: sample_codes(1), args.repeats)
     t_prior4 = timed(lambda: sample_codes(4), args.repeats)
     t_path = timed(lambda: prior.generate(1, seconds=new_seconds, seed=0), args.repeats)
+    # The static cache and compiled step: compiled once per batch size in an untimed warm-up.
+    warm = time.perf_counter()
+    sample_codes(1, compile=True)
+    sample_codes(4, compile=True)
+    t_warm = time.perf_counter() - warm
+    t_prior1_c = timed(lambda: sample_codes(1, compile=True), args.repeats)
+    t_prior4_c = timed(lambda: sample_codes(4, compile=True), args.repeats)
+    t_path_c = timed(lambda: prior.generate(1, seconds=new_seconds, seed=0, compile=True), args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         prompt = Path(tmp) / "prompt.wav"
         write_audio(prompt, wave[: 2 * RATE], RATE)
@@ -113,10 +122,17 @@ def main() -> None:
             "sample_s_batch4": t_prior4,
             "sample_x_realtime_batch4": 4 * new_seconds / t_prior4,
             "tokens_per_s_batch1": frames * prior.levels / t_prior1,
+            "compile_warmup_s": t_warm,
+            "compiled_sample_s_batch1": t_prior1_c,
+            "compiled_sample_x_realtime_batch1": new_seconds / t_prior1_c,
+            "compiled_sample_s_batch4": t_prior4_c,
+            "compiled_sample_x_realtime_batch4": 4 * new_seconds / t_prior4_c,
         },
         "generation_path": {
             "unprimed_s": t_path,
             "unprimed_x_realtime": new_seconds / t_path,
+            "compiled_unprimed_s": t_path_c,
+            "compiled_unprimed_x_realtime": new_seconds / t_path_c,
             "primed_2s_s": t_primed,
             "primed_x_realtime": new_seconds / t_primed,
         },

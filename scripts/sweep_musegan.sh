@@ -45,6 +45,10 @@ for name in "$@"; do
         voice16) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.time_grid=sixteenth ;;
         voice16-gumbel) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.time_grid=sixteenth \
             --set model.voice_relax=gumbel ;;
+        voice16-paired1) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.time_grid=sixteenth \
+            --set loss.paired_weight=1.0 ;;
+        voice16-gumbel-paired1) run "$name" musegan "$DATA/bach" musegan "${V[@]}" \
+            --set model.time_grid=sixteenth --set model.voice_relax=gumbel --set loss.paired_weight=1.0 ;;
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac

@@ -100,10 +100,16 @@ class MuseGANModelConfig:
 class GANLossConfig:
     n_critic: int = 5  # critic updates per generator update (each on a fresh real batch)
     gp_weight: float = 10.0  # gradient penalty weight (Gulrajani et al. 2017)
+    # Accompaniment: a conditioned phrase's generated tracks are also scored against the phrase's
+    # real ones (cross-entropy per voice and step, binary cross-entropy for multihot), as pix2pix
+    # adds L1 to its GAN loss, so the harmony is learned from the pairs and not the critic alone.
+    paired_weight: float = 0.0
 
     def validate(self) -> None:
         if self.n_critic < 1:
             raise ConfigError(f"loss.n_critic must be at least 1, got {self.n_critic}")
+        if self.paired_weight < 0:
+            raise ConfigError(f"loss.paired_weight must be >= 0, got {self.paired_weight}")
 
 
 @dataclass
@@ -299,10 +305,9 @@ class RollGenerator(nn.Module):
         self.voice_bias = nn.Parameter(torch.zeros(self.num_tracks, self.pitches + 1)) if self.voice else None
 
     def one_voice(self, logits: torch.Tensor) -> torch.Tensor:
-        """Voice output: logits (B, K, T, P + 1) -> one-hot rolls (B, K, T, P), a rest all zero. The
-        forward pass is exactly one-hot; the gradient is the softmax's (straight-through)."""
-        assert self.voice_bias is not None
-        logits = logits.float() + self.voice_bias[:, None, :]
+        """Voice output: logits (B, K, T, P + 1), register bias added -> one-hot rolls (B, K, T, P), a
+        rest all zero. The forward pass is exactly one-hot; the gradient is the softmax's
+        (straight-through)."""
         if self.training and self.voice_relax == "gumbel":  # a draw (global RNG: resume restores it)
             chosen = F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)
         else:
@@ -330,9 +335,12 @@ class RollGenerator(nn.Module):
         noise: Mapping[str, torch.Tensor],
         cond_roll: torch.Tensor | None = None,
         cond_track: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        with_logits: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """noise from ``noise(B)``; cond_roll (B, T, P) the given track, cond_track (B,) its index
-        (K = none). Returns probabilities (B, K, T, P); a given track is copied into the output."""
+        (K = none). Returns probabilities (B, K, T, P); a given track is copied into the output.
+        ``with_logits``: also the logits (B, K, T, P (+ 1: the rest, voice output)), register bias
+        included."""
         b, k, u = next(iter(noise.values())).shape[0], self.num_tracks, self.bars
         parts = []  # per-bar inputs, each (B, U, ·) or (B, K, U, ·)
         if self.shared:
@@ -365,6 +373,8 @@ class RollGenerator(nn.Module):
             logits = torch.stack(per_track, dim=1)  # (B, K, U, S, p)
         logits = logits.reshape(b, k, u * self.steps, p)
         if self.voice:
+            assert self.voice_bias is not None
+            logits = logits.float() + self.voice_bias[:, None, :]
             probs = self.one_voice(logits)
         else:
             probs = torch.sigmoid(logits)
@@ -378,7 +388,7 @@ class RollGenerator(nn.Module):
         if cond_roll is not None and cond_track is not None:
             given = F.one_hot(cond_track, k + 1)[:, :k].to(probs.dtype)[:, :, None, None]  # (B, K, 1, 1)
             probs = probs * (1 - given) + cond_roll[:, None] * given
-        return probs
+        return (probs, logits) if with_logits else probs
 
 
 class Critic(nn.Module):
@@ -532,6 +542,33 @@ class MuseGANTask(Task):
         cond_roll, cond_track = self._condition(real)
         return self.models["generator"](self._gen().noise(real.shape[0]), cond_roll, cond_track)
 
+    def _generator_loss(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generator's WGAN loss on fresh fakes and, for conditioned phrases, the paired loss of
+        the tracks it wrote against the phrase's real ones (``loss.paired_weight``)."""
+        cond_roll, cond_track = self._condition(real)
+        fake, logits = self.models["generator"](
+            self._gen().noise(real.shape[0]), cond_roll, cond_track, with_logits=True
+        )
+        g_loss = -self.models["critic"](fake).float().mean(0).sum()
+        paired = torch.zeros((), device=real.device)
+        if self.cfg.loss.paired_weight > 0 and cond_track is not None:
+            b, k = real.shape[:2]
+            written = F.one_hot(cond_track, k + 1)[:, :k] == 0  # (B, K): tracks the generator wrote
+            written &= (cond_track < k)[:, None]  # of conditioned phrases only
+            if written.any():
+                if self._gen().voice:  # the real pitch per voice and step, or the rest (index P)
+                    target = torch.where(real.amax(-1) > 0, real.argmax(-1), real.shape[-1])  # (B, K, T)
+                    per_cell = F.cross_entropy(
+                        logits.transpose(1, -1), target.transpose(1, -1), reduction="none"
+                    )
+                    per_track = per_cell.transpose(1, -1).mean(-1)  # (B, K)
+                else:
+                    per_track = F.binary_cross_entropy_with_logits(
+                        logits.float(), real.float(), reduction="none"
+                    ).mean(dim=(2, 3))
+                paired = per_track[written].mean()
+        return g_loss + self.cfg.loss.paired_weight * paired, paired
+
     def train_step(
         self, micro_batches: Sequence[Mapping[str, torch.Tensor]], ctx: StepContext
     ) -> dict[str, float]:
@@ -555,10 +592,12 @@ class MuseGANTask(Task):
         # Generator update, on fresh noise (and conditions from the last real batch).
         ctx.optimizers["generator"].zero_grad(set_to_none=True)
         with ctx.accelerator.no_sync(critic):  # the critic's gradients here are discarded: no all-reduce
-            g_loss = -critic(self._fake(real)).float().mean(0).sum()
+            g_loss, paired = self._generator_loss(real)
             ctx.backward(g_loss)
         ctx.clip_and_step("generator", gen.parameters())
         metrics["g_loss"] = float(g_loss.detach())
+        if self.cfg.loss.paired_weight > 0:
+            metrics["paired"] = float(paired.detach())
         metrics["loss"] = metrics["d_loss"]
         return metrics
 

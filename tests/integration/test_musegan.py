@@ -198,15 +198,26 @@ def test_voice_output_trains_and_writes_one_note_per_voice(bach_data, bach_midi_
         bach_data,
         run,
         config=TINY,
-        overrides=["model.output=voice", "train.steps=4"],
+        # the 16th-note grid and the paired accompaniment loss (issue 20's recipe) on the way
+        overrides=[
+            "model.output=voice",
+            "model.time_grid=sixteenth",
+            "loss.paired_weight=1.0",
+            "train.steps=4",
+        ],
         progress=False,
     )
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    paired = [row["paired"] for row in logged if "paired" in row]
+    assert paired and all(np.isfinite(paired)) and min(paired) > 0
     generator = musgen.load(run)
     chorale = _chorale_in_four_four(bach_midi_dir, generator.cfg.data)
     free = generator.sample_rolls(4, bars=4, seed=0)
     harmonised = generator.sample_rolls(2, condition=chorale, track="soprano", seed=1)
     for roll in [*free, *harmonised]:
         assert roll.sum(-1).max() <= 1  # (K, T, P): at most one pitch per voice and step
+    held = free[0].reshape(4, -1, 3, free[0].shape[-1])  # (K, 16ths, 3 steps, P) at 48 steps a bar
+    assert (held == held[:, :, :1]).all()  # one value per 16th note
     given = midi_to_roll(chorale, generator.cfg.data)[0]
     assert np.array_equal(harmonised[0][0, : given.shape[0]], given)
     out = tmp_path / "samples"

@@ -202,6 +202,17 @@ def test_sixteenth_time_grid_holds_each_value_for_the_steps_of_its_16th(mode, ou
     assert gen.bar_generators[0].pitch_time[1].weight.grad.abs().sum() > 0
 
 
+def test_with_logits_returns_the_logits_the_voices_are_the_argmax_of():
+    torch.manual_seed(0)
+    gen = RollGenerator(_model_cfg("hybrid", output="voice"), DATA).eval()
+    probs, logits = gen(gen.noise(2), with_logits=True)  # (B, K, T, P), (B, K, T, P + 1)
+    assert logits.shape == (2, 4, 96, 85)
+    chosen = logits.argmax(-1)  # the rest is index P
+    assert torch.equal(probs.amax(-1) > 0, chosen < 84)
+    sounding = chosen < 84
+    assert torch.equal(probs.argmax(-1)[sounding], chosen[sounding])
+
+
 def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
     # Checked once where every config is read (config.validate_config in resolve / from_dict).
     from musgen.config import validate_config
