@@ -49,8 +49,8 @@ for name in "$@"; do
             --set loss.paired_weight=1.0 ;;
         voice16-gumbel-paired1) run "$name" musegan "$DATA/bach" musegan "${V[@]}" \
             --set model.time_grid=sixteenth --set model.voice_relax=gumbel --set loss.paired_weight=1.0 ;;
-        voice16-paired03) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.time_grid=sixteenth \
-            --set loss.paired_weight=0.3 --set train.save_every=250 ;;
+        voice16r-paired03) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.time_grid=sixteenth \
+            --set model.voice_range=data --set loss.paired_weight=0.3 --set train.save_every=250 ;;
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac

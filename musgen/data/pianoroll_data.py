@@ -133,6 +133,26 @@ class RollPhrases(TransposedItems):
 
     item = phrase
 
+    def pitch_ranges(self, share: float = 0.005) -> tuple[list[int], list[int]]:
+        """Per track the pitch indices below and above which ``share`` of its sounding steps lie in this
+        split (untransposed; a few stray notes do not widen a voice); (0, P - 1) for a silent track."""
+        k, steps, _ = self.packed.shape
+        counts = np.zeros((k, self.cfg.num_pitches))
+        for a in range(0, steps, 50_000):  # unpacked in chunks: (K, 50k, P) bools at a time
+            counts += np.unpackbits(self.packed[:, a : a + 50_000], axis=-1, count=self.cfg.num_pitches).sum(
+                1
+            )
+        lowest, highest = [], []
+        for row in counts:
+            if not row.any():
+                lowest.append(0)
+                highest.append(self.cfg.num_pitches - 1)
+                continue
+            cdf = np.cumsum(row) / row.sum()
+            lowest.append(int(np.searchsorted(cdf, share)))
+            highest.append(int(np.searchsorted(cdf, 1 - share)))
+        return lowest, highest
+
     def shift(self, roll: np.ndarray, semitones: int) -> np.ndarray | None:
         return transpose_roll(roll, semitones, self.drums)
 

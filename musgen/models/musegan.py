@@ -30,6 +30,7 @@ critic judges the whole. One model thus both composes from scratch and accompani
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +53,11 @@ from musgen.registry import FamilySpec
 from musgen.training.task import StepContext, Task
 
 MODES = ("jamming", "composer", "hybrid")
+log = logging.getLogger(__name__)
 OUTPUTS = ("multihot", "voice")
 VOICE_RELAX = ("straight_through", "gumbel")
 TIME_GRIDS = ("full", "sixteenth")
+VOICE_RANGES = ("full", "data")
 
 
 @dataclass
@@ -70,6 +73,9 @@ class MuseGANModelConfig:
     # full: a value per step | sixteenth: one per 16th note, held for its steps (no note shorter than
     # a 16th, the chorales' shortest; triplet steps are then out of reach)
     time_grid: str = "full"
+    # full: every track may use every pitch | data: each track only the pitches between the lowest and
+    # highest it has in the training phrases, widened by data.transpose (stored with the model)
+    voice_range: str = "full"
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -87,6 +93,10 @@ class MuseGANModelConfig:
         if self.time_grid not in TIME_GRIDS:
             raise ConfigError(
                 f"model.time_grid must be one of {', '.join(TIME_GRIDS)}, got {self.time_grid!r}"
+            )
+        if self.voice_range not in VOICE_RANGES:
+            raise ConfigError(
+                f"model.voice_range must be one of {', '.join(VOICE_RANGES)}, got {self.voice_range!r}"
             )
         if self.output == "voice" and self.binary != "none":
             raise ConfigError("model.binary is for multihot output; voice output is one-hot already")
@@ -303,6 +313,19 @@ class RollGenerator(nn.Module):
             )
         # voice output: each track's learned preference over its pitches and the rest (its register)
         self.voice_bias = nn.Parameter(torch.zeros(self.num_tracks, self.pitches + 1)) if self.voice else None
+        # voice_range data: (K, P) the pitches each track may write, set from the training data
+        self.pitch_allowed: torch.Tensor | None
+        if cfg.voice_range == "data":
+            self.register_buffer("pitch_allowed", torch.ones(self.num_tracks, self.pitches, dtype=torch.bool))
+        else:
+            self.pitch_allowed = None
+
+    def set_pitch_ranges(self, lowest: Sequence[int], highest: Sequence[int]) -> None:
+        """Each track k may write pitch indices lowest[k]..highest[k] only (voice_range: data)."""
+        assert self.pitch_allowed is not None, "model.voice_range is not data"
+        index = torch.arange(self.pitches)
+        lo, hi = torch.as_tensor(list(lowest))[:, None], torch.as_tensor(list(highest))[:, None]
+        self.pitch_allowed.copy_((index >= lo) & (index <= hi))
 
     def one_voice(self, logits: torch.Tensor) -> torch.Tensor:
         """Voice output: logits (B, K, T, P + 1), register bias added -> one-hot rolls (B, K, T, P), a
@@ -372,6 +395,11 @@ class RollGenerator(nn.Module):
             ]
             logits = torch.stack(per_track, dim=1)  # (B, K, U, S, p)
         logits = logits.reshape(b, k, u * self.steps, p)
+        if self.pitch_allowed is not None:  # out-of-range pitches never sound (the rest stays allowed)
+            outside = ~self.pitch_allowed[:, None, :]  # (K, 1, P)
+            if self.voice:
+                outside = F.pad(outside, (0, 1), value=False)
+            logits = logits.masked_fill(outside, float("-inf"))
         if self.voice:
             assert self.voice_bias is not None
             logits = logits.float() + self.voice_bias[:, None, :]
@@ -511,6 +539,20 @@ class MuseGANTask(Task):
         data = self.cfg.data
         train = RollPhrases(self.data_path, "train", data, transpose=data.transpose, seed=self.cfg.train.seed)
         require_phrases(train, self.data_path, "train")
+        if self.cfg.model.voice_range == "data":
+            lowest, highest = train.pitch_ranges()
+            t = data.transpose
+            lowest = [max(0, lo - t) for lo in lowest]
+            highest = [min(data.num_pitches - 1, hi + t) for hi in highest]
+            self._gen().set_pitch_ranges(lowest, highest)
+            names = data.track_names
+            log.info(
+                "pitch ranges from the training data: %s",
+                ", ".join(
+                    f"{n} {lo + data.lowest_pitch}-{hi + data.lowest_pitch}"
+                    for n, lo, hi in zip(names, lowest, highest, strict=True)
+                ),
+            )
         return train, RollPhrases(self.data_path, "valid", data)
 
     def batches_per_step(self) -> int:

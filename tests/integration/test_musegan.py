@@ -198,10 +198,11 @@ def test_voice_output_trains_and_writes_one_note_per_voice(bach_data, bach_midi_
         bach_data,
         run,
         config=TINY,
-        # the 16th-note grid and the paired accompaniment loss (issue 20's recipe) on the way
+        # the 16th-note grid, data ranges and the paired accompaniment loss (issue 20's recipe) on the way
         overrides=[
             "model.output=voice",
             "model.time_grid=sixteenth",
+            "model.voice_range=data",
             "loss.paired_weight=1.0",
             "train.steps=4",
         ],
@@ -218,6 +219,10 @@ def test_voice_output_trains_and_writes_one_note_per_voice(bach_data, bach_midi_
         assert roll.sum(-1).max() <= 1  # (K, T, P): at most one pitch per voice and step
     held = free[0].reshape(4, -1, 3, free[0].shape[-1])  # (K, 16ths, 3 steps, P) at 48 steps a bar
     assert (held == held[:, :, :1]).all()  # one value per 16th note
+    allowed = generator.models["generator"].pitch_allowed.numpy()  # (K, P) from the training data
+    assert 10 < allowed.sum(-1).min() and allowed.sum(-1).max() < 45  # a voice's range, not 84 pitches
+    for roll in free:
+        assert not (roll.any(axis=1) & ~allowed).any()
     given = midi_to_roll(chorale, generator.cfg.data)[0]
     assert np.array_equal(harmonised[0][0, : given.shape[0]], given)
     out = tmp_path / "samples"

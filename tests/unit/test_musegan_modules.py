@@ -213,6 +213,19 @@ def test_with_logits_returns_the_logits_the_voices_are_the_argmax_of():
     assert torch.equal(probs.argmax(-1)[sounding], chosen[sounding])
 
 
+@pytest.mark.parametrize("output", ["multihot", "voice"])
+def test_voice_range_keeps_each_track_within_its_pitches(output):
+    torch.manual_seed(0)
+    gen = RollGenerator(_model_cfg("hybrid", output=output, voice_range="data"), DATA).eval()
+    gen.set_pitch_ranges([40, 30, 20, 0], [60, 50, 40, 25])
+    out = gen(gen.noise(8))  # (B, K, T, P)
+    for k, (lo, hi) in enumerate([(40, 60), (30, 50), (20, 40), (0, 25)]):
+        sounding = out[:, k].sum(dim=(0, 1)) > 0  # (P,)
+        assert sounding.any() and sounding[:lo].sum() == 0 and sounding[hi + 1 :].sum() == 0
+    assert "pitch_allowed" in gen.state_dict()  # saved with the model
+    assert "pitch_allowed" not in RollGenerator(_model_cfg("hybrid", output=output), DATA).state_dict()
+
+
 def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
     # Checked once where every config is read (config.validate_config in resolve / from_dict).
     from musgen.config import validate_config
