@@ -155,6 +155,25 @@ def test_samples_json_records_the_run_and_a_rerun_never_overwrites(
     assert not list((tmp_path / "notes").glob("*.mid"))
 
 
+def test_compile_flag_writes_the_same_samples_and_is_refused_where_it_does_not_apply(
+    quick_transformer_run, tiny_gan_run, tmp_path, capsys
+):
+    from musgen.cli import main
+
+    base = ["sample", "--checkpoint", str(quick_transformer_run.run_dir), "--length", "24", "--seed", "3"]
+    assert main([*base, "--out", str(tmp_path / "eager")]) == 0
+    assert main([*base, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
+    eager = sorted((tmp_path / "eager").glob("*.mid"))
+    assert eager and [p.read_bytes() for p in eager] == [
+        (tmp_path / "compiled" / p.name).read_bytes() for p in eager
+    ]
+    settings = json.loads((tmp_path / "compiled" / "samples.json").read_text())[0]["settings"]
+    assert settings["compile"] is True
+    gan = ["sample", "--checkpoint", str(tiny_gan_run.run_dir), "--out", str(tmp_path / "gan"), "--compile"]
+    assert main(gan) == 2
+    assert "--compile does not apply to a musegan checkpoint" in capsys.readouterr().err
+
+
 def test_magenta_flag_names_are_listed_in_help(capsys):
     from musgen.cli import main
 
