@@ -76,6 +76,9 @@ class MuseGANModelConfig:
     # full: every track may use every pitch | data: each track only the pitches between the lowest and
     # highest it has in the training phrases, widened by data.transpose (stored with the model)
     voice_range: str = "full"
+    # the critic also reads each track's melodic motion from one 16th note to the next (the interval,
+    # its size, which steps sound: musgen.models.musegan.melodic_motion), so leaps are visible to it
+    critic_intervals: bool = False
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -419,11 +422,27 @@ class RollGenerator(nn.Module):
         return (probs, logits) if with_logits else probs
 
 
+MOTION_FEATURES = 4  # melodic_motion's features per track and step
+
+
+def melodic_motion(x: torch.Tensor) -> torch.Tensor:
+    """How each track moves from one step to the next: x (B, K, T, P) -> (B, K, T, 4): the interval
+    in octaves (where both steps sound), its size, whether step t sounds, whether both do. The pitch
+    of a step is its mean sounding pitch index (a voice's one pitch), so the features are
+    differentiable in x: the critic's gradient tells the generator which way a leap should shrink."""
+    sounding = x.sum(-1)  # (B, K, T)
+    pitch = (x * torch.arange(x.shape[-1], device=x.device, dtype=x.dtype)).sum(-1) / sounding.clamp(min=1)
+    next_sounding, next_pitch = F.pad(sounding[..., 1:], (0, 1)), F.pad(pitch[..., 1:], (0, 1))
+    both = sounding * next_sounding
+    step = (next_pitch - pitch) * both / 12  # (B, K, T)
+    return torch.stack([step, step.abs(), sounding, both], dim=-1)
+
+
 class Critic(nn.Module):
     """rolls (B, C, bars*steps, P) -> scores (B,): the paper code's critic, per bar (pitch-time and
     time-pitch streams, a per-beat chroma stream, an onset stream), then across bars. No normalisation."""
 
-    def __init__(self, in_tracks: int, data: PianorollConfig, width: int):
+    def __init__(self, in_tracks: int, data: PianorollConfig, width: int, intervals: bool = False):
         super().__init__()
         g = _Grid.of(data)
         self.grid, self.bars, self.steps = g, data.num_bars, data.steps_per_bar
@@ -445,8 +464,16 @@ class Critic(nn.Module):
             PatchMerge(in_tracks, c // 4, g.f2, 1), PatchMerge(c // 4, c // 2, g.f1, 1)
         )
         self.onsets_bar = nn.Sequential(nn.Linear(g.beats * (c // 2), c), nn.LeakyReLU(0.2))
+        self.intervals = None
+        if intervals:  # (N, 16ths, 1, K * MOTION_FEATURES) -> per beat (N, beats, 1, c/2) -> (N, c)
+            self.intervals = nn.Sequential(
+                PatchMerge(in_tracks * MOTION_FEATURES, c // 4, 1, 1),
+                PatchMerge(c // 4, c // 2, g.f1, 1),
+            )
+            self.intervals_bar = nn.Sequential(nn.Linear(g.beats * (c // 2), c), nn.LeakyReLU(0.2))
+        streams = 7 if intervals else 6  # widths: 4c (bar) + c (chroma) + c (onsets) [+ c (intervals)]
         self.across_bars = nn.Sequential(
-            nn.Linear(self.bars * 6 * c, 8 * c), nn.LeakyReLU(0.2), nn.Linear(8 * c, 1)
+            nn.Linear(self.bars * streams * c, 8 * c), nn.LeakyReLU(0.2), nn.Linear(8 * c, 1)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -462,7 +489,12 @@ class Critic(nn.Module):
         level = bars.sum(2, keepdim=True)  # notes sounding per step (N, S, 1, K)
         flux = level - F.pad(level, (0, 0, 0, 0, 1, 0))[:, :-1]  # onsets - offsets (N, S, 1, K)
         o = self.onsets_bar(self.onsets(flux).reshape(n, -1))  # (N, c)
-        return self.across_bars(torch.cat([h, c, o], dim=-1).view(b, -1)).squeeze(-1)  # (B,)
+        streams = [h, c, o]
+        if self.intervals is not None:
+            motion = melodic_motion(x[:, :, :: g.f2])  # (B, K, 16ths, D) at the first step of each 16th
+            motion = rearrange(motion, "b k (u t) d -> (b u) t 1 (k d)", u=self.bars)  # (N, 16ths, 1, K*D)
+            streams.append(self.intervals_bar(self.intervals(motion).reshape(n, -1)))  # (N, c)
+        return self.across_bars(torch.cat(streams, dim=-1).view(b, -1)).squeeze(-1)  # (B,)
 
 
 class Critics(nn.Module):
@@ -473,7 +505,9 @@ class Critics(nn.Module):
         self.per_track = cfg.mode == "jamming"
         heads = data.num_tracks if self.per_track else 1
         in_tracks = 1 if self.per_track else data.num_tracks
-        self.critics = nn.ModuleList([Critic(in_tracks, data, cfg.critic_channels) for _ in range(heads)])
+        self.critics = nn.ModuleList(
+            [Critic(in_tracks, data, cfg.critic_channels, cfg.critic_intervals) for _ in range(heads)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.per_track:

@@ -226,6 +226,35 @@ def test_voice_range_keeps_each_track_within_its_pitches(output):
     assert "pitch_allowed" not in RollGenerator(_model_cfg("hybrid", output=output), DATA).state_dict()
 
 
+def test_melodic_motion_measures_each_voices_intervals():
+    from musgen.models.musegan import melodic_motion
+
+    x = torch.zeros(1, 2, 5, 40)  # (B, K, T, P)
+    for t, p in enumerate([10, 12, 12, 30, 29]):  # voice 0: up 2, same, up 18, down 1
+        x[0, 0, t, p] = 1
+    x[0, 1, 0, 5] = 1  # voice 1: one note, then rests
+    m = melodic_motion(x.requires_grad_())  # (B, K, T, 4): interval / 12, its size, sounding, both
+    assert m.shape == (1, 2, 5, 4)
+    torch.testing.assert_close(m[0, 0, :, 0], torch.tensor([2, 0, 18, -1, 0]) / 12)
+    torch.testing.assert_close(m[0, 0, :, 1], torch.tensor([2, 0, 18, 1, 0]) / 12)
+    assert m[0, 0, :, 2].tolist() == [1, 1, 1, 1, 1] and m[0, 0, :, 3].tolist() == [1, 1, 1, 1, 0]
+    assert (
+        m[0, 1, :, 2].tolist() == [1, 0, 0, 0, 0] and m[0, 1, :, :2].abs().sum() == 0
+    )  # no interval to a rest
+    m[0, 0, 0, 0].backward()  # the first leap grows with the second note's pitch, shrinks with the first's
+    assert x.grad[0, 0, 1, 13] > x.grad[0, 0, 1, 12] and x.grad[0, 0, 0, 11] < x.grad[0, 0, 0, 10]
+
+
+def test_critic_with_intervals_scores_and_passes_gradients():
+    torch.manual_seed(0)
+    critic = Critics(_model_cfg("hybrid", critic_intervals=True), DATA)
+    x = torch.rand(3, 4, 96, 84, requires_grad=True)
+    out = critic(x)
+    assert out.shape == (3, 1)
+    out.sum().backward()
+    assert critic.critics[0].intervals[0].linear.weight.grad.abs().sum() > 0
+
+
 def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
     # Checked once where every config is read (config.validate_config in resolve / from_dict).
     from musgen.config import validate_config
