@@ -79,6 +79,10 @@ class MuseGANModelConfig:
     # the critic also reads each track's melodic motion from one 16th note to the next (the interval,
     # its size, which steps sound: musgen.models.musegan.melodic_motion), so leaps are visible to it
     critic_intervals: bool = False
+    # voice output on the 16th grid: each 16th's choice also gets a learned bias from the one before
+    # (a transition table per voice over pitch + rest, chosen 16th by 16th in order), so how a voice
+    # moves on is learned, not left to independent per-step choices
+    voice_leading: bool = False
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -101,6 +105,8 @@ class MuseGANModelConfig:
             raise ConfigError(
                 f"model.voice_range must be one of {', '.join(VOICE_RANGES)}, got {self.voice_range!r}"
             )
+        if self.voice_leading and (self.output != "voice" or self.time_grid != "sixteenth"):
+            raise ConfigError("model.voice_leading needs model.output=voice and model.time_grid=sixteenth")
         if self.output == "voice" and self.binary != "none":
             raise ConfigError("model.binary is for multihot output; voice output is one-hot already")
         if self.gumbel_tau <= 0:
@@ -316,6 +322,13 @@ class RollGenerator(nn.Module):
             )
         # voice output: each track's learned preference over its pitches and the rest (its register)
         self.voice_bias = nn.Parameter(torch.zeros(self.num_tracks, self.pitches + 1)) if self.voice else None
+        # voice_leading: (K, P + 1, P + 1) bias on the next 16th's pitch or rest given this one's
+        self.transition = (
+            nn.Parameter(torch.zeros(self.num_tracks, self.pitches + 1, self.pitches + 1))
+            if cfg.voice_leading
+            else None
+        )
+        self.sub_steps = grid.f2  # steps per 16th note
         # voice_range data: (K, P) the pitches each track may write, set from the training data
         self.pitch_allowed: torch.Tensor | None
         if cfg.voice_range == "data":
@@ -334,12 +347,32 @@ class RollGenerator(nn.Module):
         """Voice output: logits (B, K, T, P + 1), register bias added -> one-hot rolls (B, K, T, P), a
         rest all zero. The forward pass is exactly one-hot; the gradient is the softmax's
         (straight-through)."""
+        return self.one_voice_full(logits)[..., :-1]
+
+    def one_voice_full(self, logits: torch.Tensor) -> torch.Tensor:
+        """``one_voice`` with the rest kept as the last entry: (..., P + 1) -> one-hot (..., P + 1)."""
         if self.training and self.voice_relax == "gumbel":  # a draw (global RNG: resume restores it)
-            chosen = F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)
-        else:
-            soft = logits.softmax(-1)
-            chosen = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype) + (soft - soft.detach())
-        return chosen[..., :-1]
+            return F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)
+        soft = logits.softmax(-1)
+        return F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype) + (soft - soft.detach())
+
+    def lead_voices(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """voice_leading: the 16ths chosen in order, each 16th's logits plus the transition bias from
+        the previous choice. logits (B, K, T, P + 1), each 16th's value repeated over its steps ->
+        (the biased logits, the one-hot rolls (B, K, T, P)), both at every step."""
+        assert self.transition is not None
+        per_16th = logits[:, :, :: self.sub_steps]  # (B, K, T16, P + 1)
+        biased, chosen, prev = [], [], None
+        for t in range(per_16th.shape[2]):
+            step = per_16th[:, :, t]  # (B, K, P + 1)
+            if prev is not None:
+                step = step + torch.einsum("bkp,kpq->bkq", prev, self.transition)
+            pick = self.one_voice_full(step)  # (B, K, P + 1) one-hot, rest included
+            biased.append(step)
+            chosen.append(pick)
+            prev = pick
+        out = torch.stack(biased, 2).repeat_interleave(self.sub_steps, dim=2)
+        return out, torch.stack(chosen, 2)[..., :-1].repeat_interleave(self.sub_steps, dim=2)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The four noise vectors (those the mode uses), from ``generator`` or the global RNG."""
@@ -406,7 +439,10 @@ class RollGenerator(nn.Module):
         if self.voice:
             assert self.voice_bias is not None
             logits = logits.float() + self.voice_bias[:, None, :]
-            probs = self.one_voice(logits)
+            if self.transition is not None:
+                logits, probs = self.lead_voices(logits)
+            else:
+                probs = self.one_voice(logits)
         else:
             probs = torch.sigmoid(logits)
         if self.binary != "none":  # straight-through: binary forward, sigmoid gradient backward
@@ -634,6 +670,11 @@ class MuseGANTask(Task):
             if written.any():
                 if self._gen().voice:  # the real pitch per voice and step, or the rest (index P)
                     target = torch.where(real.amax(-1) > 0, real.argmax(-1), real.shape[-1])  # (B, K, T)
+                    allowed = self._gen().pitch_allowed
+                    if allowed is not None:  # a real note outside the voice's range is not scored
+                        ok = F.pad(allowed, (0, 1), value=True)  # (K, P + 1): the rest is always allowed
+                        inside = ok[torch.arange(k, device=real.device)[None, :, None], target]  # (B, K, T)
+                        target = target.masked_fill(~inside, -100)  # cross_entropy's ignore_index
                     per_cell = F.cross_entropy(
                         logits.transpose(1, -1), target.transpose(1, -1), reduction="none"
                     )

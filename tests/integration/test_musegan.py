@@ -203,6 +203,8 @@ def test_voice_output_trains_and_writes_one_note_per_voice(bach_data, bach_midi_
             "model.output=voice",
             "model.time_grid=sixteenth",
             "model.voice_range=data",
+            "model.voice_leading=true",
+            "model.critic_intervals=true",
             "loss.paired_weight=1.0",
             "train.steps=4",
         ],

@@ -255,6 +255,25 @@ def test_critic_with_intervals_scores_and_passes_gradients():
     assert critic.critics[0].intervals[0].linear.weight.grad.abs().sum() > 0
 
 
+def test_voice_leading_chooses_16ths_in_order_with_the_learned_transition():
+    torch.manual_seed(0)
+    cfg = _model_cfg("hybrid", output="voice", time_grid="sixteenth", voice_leading=True)
+    gen = RollGenerator(cfg, DATA)
+    out, logits = gen(gen.noise(2), with_logits=True)  # training mode: straight-through
+    assert out.shape == (2, 4, 96, 84) and out.detach().sum(-1).max() <= 1
+    (out * torch.randn_like(out)).sum().backward()
+    assert gen.transition.grad.abs().sum() > 0  # the transition is learned through the choices
+    with torch.no_grad():  # a strong "stay" bias: every voice holds its first choice
+        gen.transition.copy_(1e4 * torch.eye(85).expand(4, -1, -1))
+    held = gen.eval()(gen.noise(2))
+    assert torch.equal(held, held[:, :, :1].expand_as(held))
+    bad = _model_cfg("hybrid", output="voice", voice_leading=True)  # the full grid: refused
+    from musgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="voice_leading"):
+        bad.validate()
+
+
 def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
     # Checked once where every config is read (config.validate_config in resolve / from_dict).
     from musgen.config import validate_config
