@@ -411,7 +411,11 @@ def main() -> None:
         lengths = [32, 64] if args.quick else [256, 1024]
         result["sampling"] = bench_sampling(lengths, [1, 8], uncached_budget=64 if args.quick else 2048)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**previous, **result}, indent=1) + "\n")  # --only updates its sections
+    if previous:  # --only updates its sections; the machine they ran on is kept beside them
+        for section in only:
+            result[f"machine_{section}"] = result["machine"]
+        result["machine"] = previous.get("machine", result["machine"])
+    out.write_text(json.dumps({**previous, **result}, indent=1) + "\n")
     print(f"wrote {out}")
 
 

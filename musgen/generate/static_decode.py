@@ -98,16 +98,21 @@ def _lstm_step(weights: dict[str, Any], ids: torch.Tensor, h: torch.Tensor, c: t
 
 class _Step:
     """A step function compiled by inductor (fixed shapes, one graph) with the eager function as the
-    fallback: a step that fails to compile (e.g. no C++ compiler) warns once and runs eagerly."""
+    fallback: a step that fails to compile (e.g. no C++ compiler) warns once and runs eagerly. On a
+    GPU the step is also captured as a CUDA graph (``reduce-overhead``: one launch per token)."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor], compile: bool):
+    def __init__(self, fn: Callable[..., torch.Tensor], compile: bool, device: torch.device):
         self.eager = fn
         self.compiled = compile
-        self.fn = torch.compile(fn, dynamic=False, fullgraph=True) if compile else fn
+        self.graphs = compile and device.type == "cuda"
+        mode = "reduce-overhead" if self.graphs else None
+        self.fn = torch.compile(fn, dynamic=False, fullgraph=True, mode=mode) if compile else fn
 
     def __call__(self, *args: Any) -> torch.Tensor:
         try:
-            return self.fn(*args)
+            out = self.fn(*args)
+            # a CUDA graph's output is overwritten by its next replay: the caller keeps a copy
+            return out.clone() if self.graphs else out
         except Exception as err:  # noqa: BLE001 - any compiler failure: the eager step gives the same
             if not self.compiled:
                 raise
@@ -131,7 +136,7 @@ class CompiledDecoder:
         self.keys: list[torch.Tensor] = []  # per layer (B, H, capacity, D_h)
         self.values: list[torch.Tensor] = []
         self.cached = 0
-        self.step = _Step(_transformer_step, compile)
+        self.step = _Step(_transformer_step, compile, next(model.parameters()).device)
 
     def start(self, seqs: torch.Tensor) -> torch.Tensor:
         """The logits after the primer ``seqs`` (B, T, ...): (B, ...) in float32 (the eager forward)."""
@@ -167,7 +172,7 @@ class CompiledLSTMDecoder:
         self.model = model
         self.weights = lstm_weights(model)
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.step = _Step(_lstm_step, compile)
+        self.step = _Step(_lstm_step, compile, next(model.parameters()).device)
 
     def start(self, seqs: torch.Tensor) -> torch.Tensor:
         out, (h, c) = self.model(seqs)
