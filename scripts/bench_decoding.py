@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from functools import partial
@@ -26,17 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import musgen  # noqa: E402
+from bench_audio import timed  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 NAMES = ("lstm", "transformer", "transformer-folk", "prior")
-
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
