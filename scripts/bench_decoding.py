@@ -24,8 +24,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import musgen  # noqa: E402
 from bench_audio import timed  # noqa: E402  (scripts/ is on sys.path when a script runs)
+
+import musgen  # noqa: E402
 
 NAMES = ("lstm", "transformer", "transformer-folk", "prior")
 
