@@ -51,8 +51,9 @@ for name in "$@"; do
             --set model.time_grid=sixteenth --set model.voice_relax=gumbel --set loss.paired_weight=1.0 ;;
         voice16r-paired03) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.time_grid=sixteenth \
             --set model.voice_range=data --set loss.paired_weight=0.3 --set train.save_every=250 ;;
-        pretrained-intervals) run "$name" musegan "$DATA/bach" pretrained/musegan --set model.critic_intervals=true \
-            --set train.save_every=250 ;;  # the pretrained recipe with the critic's interval stream
+        voices) run "$name" musegan "$DATA/bach" musegan_voices ;;  # the candidate recipe (55 min)
+        pretrained-intervals) run "$name" musegan "$DATA/bach" musegan_voices --set model.voice_leading=false \
+            --set train.save_every=250 ;;  # musegan_voices without voice leading
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac
