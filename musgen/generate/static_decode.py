@@ -20,14 +20,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from musgen.models.lstm import LSTMLanguageModel
-from musgen.models.transformer import MusicTransformer, cache_length
+from musgen.models.transformer import Block, MusicTransformer, cache_length
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def _transformer_step(
     capacity = keys[0].shape[2]
     j = torch.arange(capacity, device=ids.device)
     visible = j <= pos  # (C,): keys written so far, this one included
-    for block, k_cache, v_cache in zip(model.blocks, keys, values, strict=True):
+    for layer, k_cache, v_cache in zip(model.blocks, keys, values, strict=True):
+        block = cast(Block, layer)
         attn = block.attn
         b = x.shape[0]
         q, k, v = attn.qkv(block.norm1(x)).view(b, 1, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
@@ -187,7 +188,7 @@ class CompiledLSTMDecoder:
 
 def static_decoder(model: nn.Module, capacity: int) -> CompiledDecoder | CompiledLSTMDecoder | None:
     """A compiled decoder for ``model`` when it has one (transformers, the LSTM), else None."""
-    if isinstance(model, MusicTransformer) and getattr(model, "context", 0):
+    if isinstance(model, MusicTransformer) and model.context > 0:
         return CompiledDecoder(model, capacity=capacity)
     if isinstance(model, LSTMLanguageModel):
         return CompiledLSTMDecoder(model)
