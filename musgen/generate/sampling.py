@@ -30,8 +30,8 @@ class SamplingControls:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1.0 = off
     seed: int | None = None
-    # Decode with a static key/value cache and a torch.compile'd one-token step (transformers; other
-    # models decode as without it). Same samples; pays once it has compiled (seconds to a minute).
+    # Decode with a torch.compile'd one-token step (transformers and the audio prior over a static
+    # key/value cache, the LSTM's cells; other models decode as without it). Same samples.
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -101,6 +101,11 @@ def warp_logits(ctl: SamplingControls, logits: torch.Tensor) -> torch.Tensor:
     return procs(no_ids, logits) if len(procs) else logits
 
 
+def slid_window(context: int) -> int:
+    """Positions kept when a full window slides: the last 3/4 of the context (at least one)."""
+    return max(1, context - context // 4)
+
+
 class IncrementalDecoder:
     """Runs ``model(ids (B, T, ...), state) -> (logits (B, T, ...), state)`` over a growing sequence:
     the primer once, then each new step alone with the state (an LSTM's (h, c), a transformer's KV
@@ -127,7 +132,7 @@ class IncrementalDecoder:
         if not self.use_cache:
             return self.start(seqs)
         if self.context is not None and self.cached >= self.context:  # slide
-            return self.start(seqs[:, -max(1, self.context - self.context // 4) :])
+            return self.start(seqs[:, -slid_window(self.context) :])
         out, self.state = self.model(seqs[:, -1:], self.state)
         self.cached += 1
         return out[:, -1].float()

@@ -1,8 +1,8 @@
 """Decoding one token at a time with a preallocated key/value cache and a compiled step.
 
-``IncrementalDecoder`` runs the model's own forward for every new token: at batch 1 a token of the
-6 x 256 Music Transformer is ~10 MFLOP but ~2.4 ms, almost all of it per-operation overhead of some
-hundred small eager kernels. ``CompiledDecoder`` keeps the same interface (``start``, ``advance``)
+``IncrementalDecoder`` runs the model's own forward for every new token: some hundred small eager
+kernels per token, whose fixed costs are most of a token's time when the weights stay in cache (the
+shipped 2.2-2.4M-parameter models; docs/measured.md). ``CompiledDecoder`` keeps the same interface (``start``, ``advance``)
 and the same window sliding, but each new token runs one function of fixed shapes:
 
     token (B, 1, ...), position p () -> logits (B, ...), writing keys/values at p in place
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musgen.generate.sampling import slid_window
 from musgen.models.lstm import LSTMLanguageModel
 from musgen.models.transformer import Block, MusicTransformer, cache_length
 
@@ -157,7 +158,7 @@ class CompiledDecoder:
     def advance(self, seqs: torch.Tensor) -> torch.Tensor:
         """The logits after ``seqs``, whose last step is new since the previous call."""
         if self.cached >= self.context:  # slide as IncrementalDecoder does
-            return self.start(seqs[:, -max(1, self.context - self.context // 4) :])
+            return self.start(seqs[:, -slid_window(self.context) :])
         pos = torch.tensor(self.cached, device=seqs.device)
         ids = seqs[:, -1:].clone(memory_format=torch.contiguous_format)  # fixed strides: no recompiles
         out = self.step(self.model, ids, pos, self.keys, self.values)

@@ -52,8 +52,9 @@ from musgen.generator import Generator, flag
 from musgen.registry import FamilySpec
 from musgen.training.task import StepContext, Task
 
-MODES = ("jamming", "composer", "hybrid")
 log = logging.getLogger(__name__)
+
+MODES = ("jamming", "composer", "hybrid")
 OUTPUTS = ("multihot", "voice")
 VOICE_RELAX = ("straight_through", "gumbel")
 TIME_GRIDS = ("full", "sixteenth")
@@ -668,10 +669,11 @@ class MuseGANTask(Task):
             written = F.one_hot(cond_track, k + 1)[:, :k] == 0  # (B, K): tracks the generator wrote
             written &= (cond_track < k)[:, None]  # of conditioned phrases only
             if written.any():
+                # pitches outside a track's range (voice_range: data) have -inf logits: not scored
+                allowed = self._gen().pitch_allowed  # (K, P) or None
                 if self._gen().voice:  # the real pitch per voice and step, or the rest (index P)
                     target = torch.where(real.amax(-1) > 0, real.argmax(-1), real.shape[-1])  # (B, K, T)
-                    allowed = self._gen().pitch_allowed
-                    if allowed is not None:  # a real note outside the voice's range is not scored
+                    if allowed is not None:
                         ok = F.pad(allowed, (0, 1), value=True)  # (K, P + 1): the rest is always allowed
                         inside = ok[torch.arange(k, device=real.device)[None, :, None], target]  # (B, K, T)
                         target = target.masked_fill(~inside, -100)  # cross_entropy's ignore_index
@@ -680,9 +682,12 @@ class MuseGANTask(Task):
                     )
                     per_track = per_cell.transpose(1, -1).mean(-1)  # (B, K)
                 else:
-                    per_track = F.binary_cross_entropy_with_logits(
+                    per_cell = F.binary_cross_entropy_with_logits(
                         logits.float(), real.float(), reduction="none"
-                    ).mean(dim=(2, 3))
+                    )
+                    if allowed is not None:  # (B, K, T, P)
+                        per_cell = torch.where(allowed[None, :, None, :], per_cell, 0.0)
+                    per_track = per_cell.mean(dim=(2, 3))
                 paired = per_track[written].mean()
         return g_loss + self.cfg.loss.paired_weight * paired, paired
 

@@ -187,6 +187,21 @@ def test_sample_misuse_is_one_line(tiny_gan_run, tiny_vae_run, bach_midi_dir, tm
     assert not Path(out).exists()  # nothing half-written
 
 
+def test_paired_loss_is_finite_for_multihot_tracks_with_data_ranges(bach_data, tmp_path):
+    """Real notes outside a track's range (logits -inf there) are left out of the paired loss."""
+    run = tmp_path / "multihot"
+    overrides = [
+        "model.voice_range=data",
+        "loss.paired_weight=1.0",
+        "model.condition_prob=1.0",
+        "train.steps=3",
+    ]
+    musgen.train("musegan", bach_data, run, config=TINY, overrides=overrides, progress=False)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    paired = [row["paired"] for row in logged if "paired" in row]
+    assert paired and all(np.isfinite(paired)) and min(paired) > 0
+
+
 def test_voice_output_trains_and_writes_one_note_per_voice(bach_data, bach_midi_dir, tmp_path, capsys):
     """model.output=voice end to end: every generated and accompanied voice sounds at most one pitch
     per step, and the multi-hot binarisation flags are refused with one line."""
