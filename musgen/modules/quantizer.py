@@ -41,12 +41,17 @@ class QuantizerConfig:
     # Restart codes whose EMA count of assignments per batch falls below this (0 = never).
     dead_code_threshold: float = 0.25
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
+    # rvq: train with a random number of levels per batch (SoundStream's quantizer dropout), so that
+    # the first n levels alone decode to usable audio: one codec, several bitrates.
+    quantize_dropout: bool = False
 
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"quantizer.kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.codebook_size < 2 or self.num_quantizers < 1:
             raise ConfigError("quantizer.codebook_size must be >= 2 and quantizer.num_quantizers >= 1")
+        if self.quantize_dropout and self.kind != "rvq":
+            raise ConfigError("quantizer.quantize_dropout needs quantizer.kind: rvq")
         if self.kind == "fsq" and (not self.fsq_levels or min(self.fsq_levels) < 2):
             raise ConfigError("quantizer.fsq_levels must be a list of integers >= 2")
 
@@ -82,7 +87,9 @@ class Quantizer(nn.Module):
         if cfg.kind == "vq":
             self.vq = VectorQuantize(**common, channel_last=False)
         elif cfg.kind == "rvq":
-            self.vq = ResidualVQ(**common, num_quantizers=cfg.num_quantizers)  # channels-last only
+            self.vq = ResidualVQ(  # channels-last only
+                **common, num_quantizers=cfg.num_quantizers, quantize_dropout=cfg.quantize_dropout
+            )
         else:
             self.vq = FSQ(levels=list(cfg.fsq_levels), dim=dim, channel_first=True)
 
@@ -98,7 +105,8 @@ class Quantizer(nn.Module):
         return quantized, codes[..., None], aux.sum()
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, T, Q) -> quantized latents (B, D, T)."""
+        """codes (B, T, Q) -> quantized latents (B, D, T). A codec trained with quantize_dropout also
+        decodes its first n < Q levels alone (codes (B, T, n))."""
         if self.cfg.kind == "fsq":
             return self.vq.indices_to_codes(codes[..., 0])
         if self.cfg.kind == "vq":

@@ -79,6 +79,23 @@ def test_codes_decode_to_the_quantized_latents(kind):
     torch.testing.assert_close(q.decode_codes(codes), quantized)
 
 
+def test_quantize_dropout_decodes_the_first_levels_alone():
+    torch.manual_seed(0)
+    cfg = QuantizerConfig(kind="rvq", codebook_size=32, num_quantizers=3, quantize_dropout=True)
+    q = Quantizer(6, cfg)
+    q(torch.randn(64, 6, 40))  # k-means init
+    q.eval()
+    z = torch.randn(2, 6, 7)
+    quantized, codes, _ = q(z)
+    errors = []
+    for n in (1, 2, 3):
+        coarse = q.decode_codes(codes[..., :n])  # (B, D, T) from the first n levels
+        assert coarse.shape == z.shape
+        errors.append(float((coarse - z).pow(2).mean()))
+    torch.testing.assert_close(q.decode_codes(codes), quantized)
+    assert errors[0] > errors[1] > errors[2], errors  # every residual level refines the latent
+
+
 def test_code_statistics():
     counts = code_counts(torch.tensor([[[0], [1], [1], [3]]]), 4)  # (B=1, T=4, Q=1)
     assert counts.tolist() == [[1, 2, 0, 1]]
@@ -96,3 +113,5 @@ def test_bad_quantizer_settings():
         from_dict(QuantizerConfig, {"kind": "pq"})
     with pytest.raises(ConfigError):
         from_dict(QuantizerConfig, {"kind": "fsq", "fsq_levels": [1, 4]})
+    with pytest.raises(ConfigError, match="quantize_dropout"):
+        from_dict(QuantizerConfig, {"kind": "vq", "quantize_dropout": True})
