@@ -118,7 +118,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return _SCALARS[tp](value, where)
     if origin in (list, tuple):
         return _to_list(value, tp, where)
-    if origin is dict:
+    if origin is dict or tp is dict:  # a bare ``dict`` field holds YAML values: --set's parsed ones
         return _to_dict(value, tp, where)
     return value  # Any, or a type without a rule: as read
 

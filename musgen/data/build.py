@@ -80,6 +80,9 @@ class DataConfig:
     beat_res: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BEAT_RES))
     pitch_range: list[int] = field(default_factory=lambda: [21, 109])
     tokenizer_params: dict = field(default_factory=dict)  # extra miditok TokenizerConfig kwargs
+    # Named tracks kept apart, bar by bar (musgen.data.track_layout; [] = all tracks in one stream),
+    # e.g. [soprano, alto, tenor, bass]: what infilling and regenerating one voice need.
+    tracks: list[str] = field(default_factory=list)
     bpe_vocab_size: int = 0  # 0 = no BPE; > base vocab trains BPE on the train split
     valid_fraction: float = 0.05
     test_fraction: float = 0.05
@@ -96,6 +99,7 @@ class DataConfig:
             num_velocities=self.num_velocities,
             pitch_range=(self.pitch_range[0], self.pitch_range[1]),
             extra=self.tokenizer_params,
+            tracks=self.tracks,
         )
 
     def validate(self) -> None:
@@ -113,6 +117,11 @@ class DataConfig:
             raise ConfigError("max_seconds_per_file and max_file_mb must be finite numbers > 0")
         if self.min_notes < 0 or self.workers < 0 or self.bpe_vocab_size < 0:
             raise ConfigError("min_notes, workers and bpe_vocab_size must be >= 0")
+        names = [str(n).lower() for n in self.tracks]
+        if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
+            raise ConfigError(f"tracks must be distinct names (letters, digits, _), got {self.tracks}")
+        if self.tracks and self.bpe_vocab_size:
+            raise ConfigError("the tracks layout cannot be BPE-encoded: leave bpe_vocab_size at 0")
 
 
 # ----------------------------------------------------------------------------- workers
@@ -295,6 +304,7 @@ class _TokenSource(Source):
             "vocab_size": len(self.tokenizer),
             "base_vocab_size": len(self.tokenizer.vocab),
             "bpe": self.bpe,
+            **({"tracks": [str(n).lower() for n in self.cfg.tracks]} if self.cfg.tracks else {}),
         }
 
     def summary_extra(self) -> str:

@@ -248,6 +248,57 @@ class TokenWindows(Dataset):
         return {"input_ids": torch.from_numpy(window[:-1].copy()), "labels": torch.from_numpy(labels)}
 
 
+class InfillWindows(TokenWindows):
+    """``TokenWindows`` over a tracks-layout data set where a share ``infill`` of the training windows
+    is rewritten to fill-in-the-middle form (``musgen.data.track_layout``): a random mask of whole
+    bars or of one track over some bars, its cells' contents moved behind the rest of the window.
+    The rest stays next-token prediction, so the model still continues music; the ``Fill`` and
+    ``FillStart`` tokens are never labels (the model must not write them unasked). When the
+    rewritten window is longer than the original, the tail of the part after the gap is cut."""
+
+    def __init__(self, data_dir: Path, split: str, seq_len: int, *, infill: float, **kwargs) -> None:
+        from musgen.data.track_layout import layout_of
+
+        super().__init__(data_dir, split, seq_len, **kwargs)
+        layout = layout_of(load_tokenizer(self.data_dir / "tokenizer.json"))
+        if layout is None:
+            raise MusgenError(
+                f"data.infill needs a data set built with named tracks (musgen data build ... --set "
+                f"tracks=[soprano,alto,tenor,bass]); {self.data_dir} has one token stream"
+            )
+        self.layout = layout
+        self.infill = float(infill)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        from musgen.data.track_layout import choose_mask, fill_in_the_middle, find_cells
+
+        if i < 0:
+            i += len(self)
+        rng = np.random.default_rng((self.seed, self.epoch, i, 1))
+        if not rng.random() < self.infill:
+            return super().__getitem__(i)
+        window, n = self._framed_window(i)
+        if self.shift_tables is not None or self.vel_ids is not None:
+            window = self._augment(window, n, np.random.default_rng((self.seed, self.epoch, i)))
+        ids = window[:n]
+        cells, complete = find_cells(ids, self.layout)
+        masked = choose_mask(cells, complete, len(self.layout.names), rng)
+        if not masked:
+            return super().__getitem__(i)
+        context, suffix, answer = fill_in_the_middle(ids, masked, self.layout)
+        excess = len(context) + len(suffix) + len(answer) - (self.seq_len + 1)
+        if excess > 0:
+            suffix = suffix[: max(len(suffix) - excess, 0)]
+        seq = np.array((context + suffix + answer)[: self.seq_len + 1], dtype=np.int64)
+        m = len(seq)
+        out = np.full(self.seq_len + 1, self.special.pad, dtype=np.int64)
+        out[:m] = seq
+        labels = out[1:].copy()
+        labels[max(m - 1, 0) :] = IGNORE_INDEX
+        labels[(labels == self.layout.fill) | (labels == self.layout.fill_start)] = IGNORE_INDEX
+        return {"input_ids": torch.from_numpy(out[:-1].copy()), "labels": torch.from_numpy(labels)}
+
+
 def _label_counts(tokens: np.ndarray, offsets: np.ndarray, eos: int, vocab: int) -> np.ndarray:
     """Counts of the tokens a model predicts: every piece's ids plus its EOS (BOS is never a label)."""
     counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab).astype(np.float64)

@@ -6,6 +6,8 @@ Every tokenizer here produces ONE token sequence per file:
 * ``use_programs=False``: miditok 3.1 would return one sequence per track, so we merge all
   non-drum tracks into a single piano track first (drum tracks are dropped: their notes are not
   pitches). A 4-voice chorale becomes one polyphonic piano stream.
+* ``tracks=[...]``: the tracks layout (``musgen.data.track_layout``): named tracks kept apart, bar
+  by bar, with density controls and fill-in-the-middle tokens (REMI only).
 """
 
 from __future__ import annotations
@@ -69,19 +71,27 @@ def make_tokenizer(
     num_velocities: int = 32,
     pitch_range: tuple[int, int] = (21, 109),
     extra: dict | None = None,
+    tracks: list[str] | None = None,
 ) -> miditok.MusicTokenizer:
-    """Build a miditok tokenizer with PAD/BOS/EOS/MASK; ``extra`` goes to ``TokenizerConfig``."""
+    """Build a miditok tokenizer with PAD/BOS/EOS/MASK; ``extra`` goes to ``TokenizerConfig``;
+    ``tracks`` (names) makes it a tracks-layout tokenizer (``musgen.data.track_layout``)."""
+    from musgen.data.track_layout import layout_special_tokens
+
     key = name.lower()
     if key not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {name!r}; choose from {sorted(TOKENIZERS)}")
+    if tracks and (key != "remi" or use_programs):
+        raise ConfigError("the tracks layout (tracks=[...]) needs tokenizer remi without use_programs")
     params = {
         "pitch_range": tuple(pitch_range),
         "beat_res": _parse_beat_res(beat_res),
         "num_velocities": num_velocities,
-        "special_tokens": list(SPECIAL_TOKENS),
+        "special_tokens": list(SPECIAL_TOKENS) + (layout_special_tokens(tracks) if tracks else []),
         "use_programs": use_programs,
         "one_token_stream_for_programs": True,
     }
+    if tracks:  # bars follow the piece's metre; the bar's time signature is the layout's bar header
+        params["use_time_signatures"] = True
     params.update(extra or {})
     return TOKENIZERS[key](miditok.TokenizerConfig(**params))
 
@@ -162,6 +172,16 @@ def encode_score(
     tokenizer: miditok.MusicTokenizer, score: symusic.Score, encode_ids: bool = True
 ) -> miditok.TokSequence:
     """Tokenize an already loaded score into one ``TokSequence``."""
+    from musgen.data.track_layout import encode_tracks, layout_of
+
+    if layout_of(tokenizer) is not None:
+        try:
+            ids = encode_tracks(tokenizer, score)
+        except Exception as e:
+            raise MidiReadError(f"tokenizer failed: {type(e).__name__}: {e}".splitlines()[0]) from None
+        if not ids:
+            raise MidiReadError("no notes in any track of the layout")
+        return miditok.TokSequence(ids=ids)
     score = prepare_score(tokenizer, score)
     try:
         seq = tokenizer.encode(score, encode_ids=encode_ids)
@@ -187,6 +207,10 @@ def special_token_ids(tokenizer: miditok.MusicTokenizer) -> set[int]:
 
 def decode_ids(tokenizer: miditok.MusicTokenizer, ids: list[int]) -> symusic.Score:
     """miditok decoding of one flat id stream (BPE ids included); raises on ill-formed input."""
+    from musgen.data.track_layout import decode_tracks, layout_of
+
+    if layout_of(tokenizer) is not None:
+        return decode_tracks(tokenizer, ids)
     arg = ids if tokenizer.one_token_stream else [ids]
     return tokenizer.decode(arg)
 

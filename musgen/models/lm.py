@@ -31,10 +31,15 @@ class SequenceDataConfig:
     seq_len: int = 256  # tokens per training window
     transpose: int = 5  # random transposition in [-transpose, +transpose] semitones (0 = off)
     velocity_jitter: int = 0  # random velocity shift in [-k, +k] velocity bins (0 = off)
+    # Share of training windows rewritten for infilling (fill-in-the-middle; a data set with named
+    # tracks: musgen.data.track_layout); the others train plain continuation, as do all at 0.
+    infill: float = 0.0
 
     def validate(self) -> None:
         if self.seq_len < 1 or self.transpose < 0 or self.velocity_jitter < 0:
             raise ConfigError("data.seq_len must be at least 1, data.transpose and data.velocity_jitter >= 0")
+        if not 0 <= self.infill <= 1:
+            raise ConfigError(f"data.infill is a share of windows in [0, 1], got {self.infill}")
 
 
 class LanguageModelTask(Task):
@@ -57,17 +62,14 @@ class LanguageModelTask(Task):
         return {"model": self.model_class.from_config(self.vocab_size, self.cfg)}
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
-        from musgen.data.dataset import TokenWindows
+        from musgen.data.dataset import InfillWindows, TokenWindows
 
         data = self.cfg.data
-        train = TokenWindows(
-            self.data_path,
-            "train",
-            data.seq_len,
-            transpose=data.transpose,
-            velocity_jitter=data.velocity_jitter,
-            seed=self.cfg.train.seed,
-        )
+        augment = dict(transpose=data.transpose, velocity_jitter=data.velocity_jitter, seed=self.cfg.train.seed)
+        if data.infill > 0:
+            train: Dataset = InfillWindows(self.data_path, "train", data.seq_len, infill=data.infill, **augment)
+        else:
+            train = TokenWindows(self.data_path, "train", data.seq_len, **augment)
         valid = TokenWindows(self.data_path, "valid", data.seq_len)
         return train, valid
 

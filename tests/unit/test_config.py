@@ -73,6 +73,15 @@ def test_string_overrides_keep_their_text():
     assert (cfg.mixed_precision, cfg.steps, cfg.lr) == ("no", 7, 3e-4)
 
 
+def test_free_form_dict_overrides_are_yaml_values():
+    # a bare dict field (miditok's extra settings) takes --set values as YAML: false is False
+    from musgen.config import from_dict, parse_overrides
+    from musgen.data.build import DataConfig
+
+    cfg = from_dict(DataConfig, parse_overrides(["tokenizer_params.use_velocities=false", "tracks=[a, b]"]))
+    assert cfg.tokenizer_params == {"use_velocities": False} and cfg.tracks == ["a", "b"]
+
+
 def _family_of(preset: str) -> str:
     return read_yaml(preset_path(preset))["family"]
 

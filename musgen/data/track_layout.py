@@ -1,0 +1,289 @@
+"""The tracks layout: one token stream, bar by bar, each bar's tracks (voices) one after another.
+
+A data set built with ``--set tracks=[soprano,alto,tenor,bass]`` keeps the voices apart (MMM's idea,
+bar-major so that a left-to-right model still continues music in time order)::
+
+    Bar_None TimeSig_4/4
+      Track_soprano Density_mid  Position_0 Pitch_69 Duration_1.0.8  Position_8 Pitch_71 ...
+      Track_alto    Density_low  Position_0 Pitch_64 Duration_2.0.8  ...
+      Track_tenor ... Track_bass ...
+    Bar_None TimeSig_4/4 ...
+
+The cell contents are miditok REMI tokens of that track alone (``Position``/``Pitch``/``Duration``,
+``Velocity`` when the tokenizer keeps velocities); ``Density_*`` is an attribute control: the cell's
+note onsets per beat in four classes (``density_class``), so a user can ask for busier or calmer bars.
+
+Fill-in-the-middle form (``fill_in_the_middle``; training share ``data.infill``, ``musgen infill``):
+the masked cells keep their ``Track`` token and get a ``Fill`` placeholder; their contents follow the
+rest of the sequence, each closed by ``FillEnd``::
+
+    ... Track_alto Fill_None Track_tenor ... (the rest) FillStart_None Density_low Position_0 ... FillEnd_None
+
+The tokenizer alone describes the layout (its ``Track_<name>`` tokens, in id order), so every reader of
+a tokenizer (data build, primers, decoding, ``musgen eval``) finds it without other metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import symusic
+
+TRACK_PREFIX = "Track_"
+DENSITIES = ("rest", "low", "mid", "high")
+# Onsets per beat (quarter note of the bar's metre): below 1 is "low" (held notes), from 1 below
+# 1.5 "mid" (a note a beat), from 1.5 "high" (running eighths). 4/4: low <= 3, mid 4-5, high >= 6.
+DENSITY_EDGES = (1.0, 1.5)
+FILL, FILL_START, FILL_END = "Fill_None", "FillStart_None", "FillEnd_None"
+_HEADER_PREFIXES = ("TimeSig_",)  # bar-level tokens every track's bar shares
+
+
+def layout_special_tokens(tracks: Sequence[str]) -> list[str]:
+    """The special tokens a tracks-layout tokenizer adds to PAD/BOS/EOS/MASK (names lower-cased)."""
+    return [
+        *(TRACK_PREFIX + name.lower() for name in tracks),
+        *(f"Density_{d}" for d in DENSITIES),
+        FILL,
+        FILL_START,
+        FILL_END,
+    ]
+
+
+def density_class(onsets: int, beats: float) -> int:
+    """Index into ``DENSITIES`` of a cell with ``onsets`` note onsets in a bar of ``beats`` beats."""
+    if onsets == 0:
+        return 0
+    rate = onsets / max(beats, 1e-9)
+    return 1 if rate < DENSITY_EDGES[0] else 2 if rate < DENSITY_EDGES[1] else 3
+
+
+def _beats(time_sig: str) -> float:
+    """Quarter-note beats of a ``TimeSig_3/4`` token."""
+    num, den = time_sig.partition("_")[2].split("/")
+    return int(num) * 4 / int(den)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The token ids of a tracks-layout tokenizer."""
+
+    names: tuple[str, ...]  # track names, in layout order
+    bar: int
+    tracks: tuple[int, ...]  # Track_<name> ids, in layout order
+    densities: tuple[int, ...]  # Density_<rest|low|mid|high> ids
+    fill: int
+    fill_start: int
+    fill_end: int
+    eos: int
+    pad: int
+    header: frozenset[int]  # bar-level tokens (TimeSig)
+    content: np.ndarray  # (V,) bool: ids that may stand inside a cell after its density token
+    tokens: tuple[str, ...]  # id -> token
+
+    def track_of(self, token: int) -> int | None:
+        return self.tracks.index(token) if token in self.tracks else None
+
+
+_LAYOUTS: dict[int, tuple[Any, Layout | None]] = {}
+
+
+def layout_of(tokenizer: Any) -> Layout | None:
+    """The tokenizer's tracks layout, or None for a one-stream tokenizer (cached per tokenizer)."""
+    cached = _LAYOUTS.get(id(tokenizer))
+    if cached is not None and cached[0] is tokenizer:
+        return cached[1]
+    vocab: dict[str, int] = tokenizer.vocab
+    track_tokens = sorted((i, t) for t, i in vocab.items() if t.startswith(TRACK_PREFIX))
+    layout = None
+    if track_tokens:
+        tokens = [""] * len(vocab)
+        for t, i in vocab.items():
+            tokens[i] = t
+        structural = {"Bar", "TimeSig", "Track", "Density", "Fill", "FillStart", "FillEnd"}
+        structural |= {"PAD", "BOS", "EOS", "MASK"}
+        content = np.array([t.partition("_")[0] not in structural for t in tokens])
+        layout = Layout(
+            names=tuple(t[len(TRACK_PREFIX) :] for _, t in track_tokens),
+            bar=vocab["Bar_None"],
+            tracks=tuple(i for i, _ in track_tokens),
+            densities=tuple(vocab[f"Density_{d}"] for d in DENSITIES),
+            fill=vocab[FILL],
+            fill_start=vocab[FILL_START],
+            fill_end=vocab[FILL_END],
+            eos=vocab["EOS_None"],
+            pad=vocab["PAD_None"],
+            header=frozenset(i for t, i in vocab.items() if t.startswith(_HEADER_PREFIXES)),
+            content=content,
+            tokens=tuple(tokens),
+        )
+    _LAYOUTS[id(tokenizer)] = (tokenizer, layout)
+    return layout
+
+
+# ----------------------------------------------------------------------------- MIDI <-> ids
+
+
+def voice_tracks(score: symusic.Score, names: Sequence[str]) -> list[list[int]]:
+    """Indices into ``score.tracks`` of the MIDI tracks that make up each named track: tracks named
+    after it (``Soprano`` ...), else the busiest pitched tracks by mean pitch, highest first
+    (``musgen.data.pianoroll.assign_tracks``, the rule MuseGAN's voices use)."""
+    from musgen.data.pianoroll import PianorollConfig, assign_tracks
+
+    groups = assign_tracks(score, PianorollConfig(track_names=list(names)))
+    index = {id(t): k for k, t in enumerate(score.tracks)}
+    ids = [[index.get(id(t)) for t in group] for group in groups]
+    if any(i is None for group in ids for i in group):  # symusic returned copies: match by content
+        ids = [[_track_index(score, t) for t in group] for group in groups]
+    return [[i for i in group if i is not None] for group in ids]
+
+
+def _track_index(score: symusic.Score, track: symusic.Track) -> int | None:
+    for k, t in enumerate(score.tracks):
+        if t.name == track.name and t.note_num() == track.note_num() and t.program == track.program:
+            if t.note_num() == 0 or t.notes[0] == track.notes[0]:
+                return k
+    return None
+
+
+def _track_bars(tokenizer: Any, score: symusic.Score, tracks: list[symusic.Track]) -> list[list[str]]:
+    """The REMI tokens of ``tracks`` merged into one, split at Bar tokens: one list per bar."""
+    if not tracks or sum(t.note_num() for t in tracks) == 0:
+        return []
+    from miditok.utils import merge_tracks
+
+    single = score.copy()
+    merged = merge_tracks(list(tracks)) if len(tracks) > 1 else tracks[0].copy()
+    merged.program, merged.is_drum = 0, False
+    single.tracks = [merged]
+    seq = tokenizer.encode(single, encode_ids=False)
+    seq = seq[0] if isinstance(seq, list) else seq
+    bars: list[list[str]] = []
+    for token in seq.tokens:
+        if token == "Bar_None":
+            bars.append([])
+        elif bars:
+            bars[-1].append(token)
+    return bars
+
+
+def encode_tracks(tokenizer: Any, score: symusic.Score) -> list[int]:
+    """A score as ids of the tokenizer's tracks layout (no BOS/EOS)."""
+    layout = layout_of(tokenizer)
+    assert layout is not None, "not a tracks-layout tokenizer"
+    groups = voice_tracks(score, layout.names)
+    per_track = [_track_bars(tokenizer, score, [score.tracks[i] for i in group]) for group in groups]
+    n_bars = max((len(b) for b in per_track), default=0)
+    longest = max(per_track, key=len) if per_track else []
+    vocab = tokenizer.vocab
+    out: list[str] = []
+    beats = 4.0
+    for b in range(n_bars):
+        header = [t for t in longest[b] if t.startswith(_HEADER_PREFIXES)]
+        if header:
+            beats = _beats(header[0])
+        out += ["Bar_None", *header]
+        for name, bars in zip(layout.names, per_track, strict=True):
+            cell = [t for t in bars[b] if not t.startswith(_HEADER_PREFIXES)] if b < len(bars) else []
+            onsets = sum(t.startswith("Pitch_") for t in cell)
+            out += [TRACK_PREFIX + name, f"Density_{DENSITIES[density_class(onsets, beats)]}", *cell]
+    return [vocab[t] for t in out]
+
+
+def decode_tracks(tokenizer: Any, ids: Sequence[int]) -> symusic.Score:
+    """Ids of the tracks layout (fill-in-the-middle tokens ignored) -> a Score with one track per
+    named track (named ``Soprano`` ...); raises where miditok cannot decode."""
+    layout = layout_of(tokenizer)
+    assert layout is not None, "not a tracks-layout tokenizer"
+    per_track: list[list[int]] = [[] for _ in layout.names]
+    current: int | None = None
+    for token in ids:
+        token = int(token)
+        if token == layout.bar or token in layout.header:
+            current = None if token == layout.bar else current
+            for seq in per_track:
+                seq.append(token)
+        elif token in layout.tracks:
+            current = layout.tracks.index(token)
+        elif current is not None and per_track[current] and layout.content[token]:
+            per_track[current].append(token)
+    score = tokenizer.decode([seq or [layout.bar] for seq in per_track])
+    for track, name in zip(score.tracks, layout.names, strict=False):
+        track.name = name.title()
+    return score
+
+
+# ----------------------------------------------------------------------------- cells and infilling
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One track's part of one bar: ids[start] is its Track token, ids[start + 1] its density,
+    ids[start + 2 : end] its notes."""
+
+    bar: int  # 0-based, counted from the first Bar token of the ids
+    track: int
+    start: int
+    end: int
+
+
+def find_cells(ids: Sequence[int], layout: Layout) -> tuple[list[Cell], int]:
+    """The cells of ``ids`` and the number of complete bars (bars whose end is inside ``ids``: the next
+    Bar token or EOS follows them). Cells before the first Bar token (a window that starts inside a
+    bar) are not counted."""
+    cells: list[Cell] = []
+    bar, start, track = -1, -1, -1
+    complete = 0
+    for pos, token in enumerate(ids):
+        token = int(token)
+        ends_bar = token == layout.bar or token == layout.eos or token == layout.pad
+        if (token in layout.tracks or ends_bar) and start >= 0:
+            cells.append(Cell(bar, track, start, pos))
+            start = -1
+        if ends_bar:
+            if bar >= 0:
+                complete = bar + 1
+            if token != layout.bar:
+                break
+            bar += 1
+        elif token in layout.tracks and bar >= 0:
+            start, track = pos, layout.tracks.index(token)
+    if start >= 0:  # the last cell runs to the end of the ids: incomplete
+        cells.append(Cell(bar, track, start, len(ids)))
+    return cells, complete
+
+
+def fill_in_the_middle(
+    ids: Sequence[int], masked: Sequence[Cell], layout: Layout
+) -> tuple[list[int], list[int], list[int]]:
+    """(context, suffix, answer): ``ids`` with the ``masked`` cells' contents replaced by ``Fill`` up to
+    the last masked cell (context), the ids after it (suffix), and ``FillStart`` followed by each
+    masked cell's density and notes, each closed by ``FillEnd`` (answer). The training sequence is
+    context + suffix + answer."""
+    context: list[int] = []
+    answer = [layout.fill_start]
+    pos = 0
+    for cell in sorted(masked, key=lambda c: c.start):
+        context += [int(t) for t in ids[pos : cell.start + 1]]  # up to and with its Track token
+        context.append(layout.fill)
+        answer += [int(t) for t in ids[cell.start + 1 : cell.end]]
+        answer.append(layout.fill_end)
+        pos = cell.end
+    return context, [int(t) for t in ids[pos:]], answer
+
+
+def choose_mask(cells: list[Cell], complete: int, n_tracks: int, rng: np.random.Generator) -> list[Cell]:
+    """A random training mask among the complete bars: half the time 1-8 whole bars (every track),
+    half the time one track over 1 bar to all of them. Empty when no bar is complete."""
+    if complete < 1:
+        return []
+    if rng.random() < 0.5:
+        length = int(rng.integers(1, min(8, complete) + 1))
+        first = int(rng.integers(0, complete - length + 1))
+        return [c for c in cells if first <= c.bar < first + length]
+    track = int(rng.integers(0, n_tracks))
+    length = int(rng.integers(1, complete + 1))
+    first = int(rng.integers(0, complete - length + 1))
+    return [c for c in cells if c.track == track and first <= c.bar < first + length]
