@@ -40,6 +40,10 @@ EXAMPLES = {
     "--out denser",
     "reconstruct": "musgen reconstruct a.mid --checkpoint runs/musicvae --out recon\n"
     "  musgen reconstruct take.wav --checkpoint runs/vqvae --out recon",
+    "infill": "musgen infill chorale.mid --bars 9-12 --checkpoint checkpoints/transformer-infill --out filled\n"
+    "  musgen infill chorale.mid --bars 1-8 --track alto --checkpoint checkpoints/transformer-infill "
+    "--out new_alto --num-samples 4 --render\n"
+    "  musgen infill chorale.mid --bars 5-6 --density high --seed 1 --checkpoint runs/infill --out busier",
     "render": "musgen render chorale.mid --out chorale.wav\n"
     "  musgen render chorale.mid --out chorale.flac --soundfont ~/sf2/GeneralUser.sf2 --sample-rate 16000\n"
     "  musgen render chorale.mid --out organ.wav --engine synth --program 19",
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(verbs)
     _add_interpolate(verbs)
     _add_reconstruct(verbs)
+    _add_infill(verbs)
     _add_render(verbs)
     _add_eval(verbs)
     _add_plot(verbs)
@@ -246,6 +251,12 @@ def _add_sample(verbs: Any) -> None:
         help="transformers, the LSTM and the audio prior: decode with a compiled one-token step "
         "(the same samples, faster at batch 1; compiling takes seconds, cached on disk after)",
     )
+    sample.add_argument(
+        "--density",
+        choices=["rest", "low", "mid", "high"],
+        help="models trained on named tracks: notes per beat in every new bar of every track "
+        "(low: fewer than one, mid: one, high: 1.5 or more)",
+    )
     sample.add_argument("--render", action="store_true", help="also write sample_000.wav ... (rendered MIDI)")
     sample.add_argument("--plot", action="store_true", help="also write sample_000.png ... (piano rolls)")
     gan = sample.add_argument_group("piano-roll models (accompaniment)")
@@ -316,6 +327,44 @@ def _add_reconstruct(verbs: Any) -> None:
     recon.add_argument("clip_a", metavar="A.mid|A.wav", type=Path)
     _latent_arguments(recon)
     _device_arguments(recon)
+
+
+def _add_infill(verbs: Any) -> None:
+    """Adds `infill`."""
+    infill = _sub(
+        verbs,
+        "infill",
+        "infill",
+        "Regenerate bars of a piece (every track, or one with --track) with a token model trained to "
+        "infill (a data set with named tracks and data.infill > 0, e.g. checkpoints/transformer-infill): "
+        "the model sees the music before and after the bars. Everything outside the selection is kept "
+        "exactly. Writes OUT_DIR/infill_000.mid ... and records the run in samples.json (a rerun adds "
+        "files, never overwrites).",
+    )
+    infill.add_argument("piece", metavar="PIECE.mid", type=Path)
+    infill.add_argument("--bars", required=True, help="the bars to regenerate, counted from 1: 9-12, or 5")
+    infill.add_argument(
+        "--track", metavar="NAME", help="regenerate only this track (e.g. alto) in those bars"
+    )
+    infill.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
+    infill.add_argument(
+        "--out", type=Path, required=True, help="OUT_DIR for infill_000.mid ... and samples.json"
+    )
+    infill.add_argument(
+        "--density",
+        choices=["rest", "low", "mid", "high"],
+        help="notes per beat in each regenerated bar of each track: low (fewer than one), mid (one), "
+        "high (1.5 or more) or rest (none); default: the model chooses",
+    )
+    infill.add_argument("--num-samples", type=int, default=1, help="versions to write (default 1)")
+    infill.add_argument(
+        "--seed", type=int, help="random seed (default: a fresh one, recorded in samples.json)"
+    )
+    _sampling_arguments(infill)
+    _device_arguments(infill)
+    infill.add_argument("--compile", action="store_true", default=None, help="decode with a compiled step")
+    infill.add_argument("--render", action="store_true", help="also write infill_000.wav ... (rendered MIDI)")
+    infill.add_argument("--plot", action="store_true", help="also write infill_000.png ... (piano rolls)")
 
 
 def _add_render(verbs: Any) -> None:
@@ -713,9 +762,15 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         threshold=args.threshold,
         seconds=args.seconds,
         compile=args.compile,
+        density=args.density,
     )
     if generator.draws_tokens:  # e.g. MuseGAN's controls are --binarize / --threshold
         _log_sampling(generator, args)
+    _print_with_media(paths, args)
+
+
+def _print_with_media(paths: list[Path], args: argparse.Namespace) -> None:
+    """Prints the paths written, with their renderings / piano rolls when --render / --plot ask."""
     for path in paths:
         print(path)
     if args.render or args.plot:
@@ -725,6 +780,27 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         for path in progress(paths, desc="render" if args.render else "plot", unit="sample"):
             for extra in sample_media(path, render=args.render, plot=args.plot):
                 print(extra)
+
+
+def _cmd_infill(args: argparse.Namespace) -> None:
+    if not args.piece.is_file():
+        raise MusgenError(f"{args.piece} is not a file")
+    generator = _load(args)
+    paths = generator.require("infill_to", "infilling")(
+        args.out,
+        args.piece,
+        args.bars,
+        args.num_samples,
+        track=args.track,
+        density=args.density,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        compile=args.compile,
+    )
+    _log_sampling(generator, args)
+    _print_with_media(paths, args)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -870,6 +946,7 @@ COMMANDS = {
     ("sample", None): _cmd_sample,
     ("interpolate", None): _cmd_interpolate,
     ("reconstruct", None): _cmd_reconstruct,
+    ("infill", None): _cmd_infill,
     ("render", None): _cmd_render,
     ("eval", None): _cmd_eval,
     ("plot", None): _cmd_plot,

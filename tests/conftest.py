@@ -160,3 +160,31 @@ def tiny_prior_run(tmp_path_factory: pytest.TempPathFactory, bach_audio_data: Pa
         overrides=[f"vqvae={tiny_codec_run.run_dir}"],
         progress=False,
     )
+
+
+@pytest.fixture(scope="session")
+def bach_tracks_data(tmp_path_factory: pytest.TempPathFactory, bach_midi_dir: Path) -> Path:
+    """The real chorales with the voices kept apart (the tracks layout of musgen.data.track_layout)."""
+    from musgen.data import DataConfig, build
+
+    out = tmp_path_factory.mktemp("bach_tracks")
+    config = DataConfig(
+        valid_fraction=0.25,
+        test_fraction=0.1,
+        tracks=["soprano", "alto", "tenor", "bass"],
+        tokenizer_params={"use_velocities": False},
+    )
+    build(out, midi_dir=bach_midi_dir, config=config)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_infill_run(tmp_path_factory: pytest.TempPathFactory, bach_tracks_data: Path):
+    """The tiny Music Transformer trained briefly for infilling (half of its windows) on the voices."""
+    import musgen
+
+    run = tmp_path_factory.mktemp("runs") / "tiny_infill"
+    overrides = ["data.seq_len=384", "model.max_relative_position=384", "data.infill=0.5", "train.steps=30"]
+    return musgen.train(
+        "transformer", bach_tracks_data, run, config="tiny/transformer", progress=False, overrides=overrides
+    )

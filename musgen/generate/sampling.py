@@ -166,6 +166,7 @@ def sample_sequences(
     bar_ids: list[int] | None = None,
     use_cache: bool = True,
     allowed: torch.Tensor | None = None,
+    follow: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """Continues ``prime_ids`` ``n`` times. ``model(ids (B, T), state) -> (logits (B, T, V), state)``,
     decoded incrementally (``IncrementalDecoder``: the KV cache or recurrent state, a sliding window
@@ -174,6 +175,8 @@ def sample_sequences(
 
     ``allowed`` (P, V) bool restricts new token i to the ids of row i % P (e.g. the id range of each
     codebook level of a flattened audio frame); ``eos_id`` None: samples run to their length.
+    ``follow`` (V,) long: the token written after token t when ``follow[t] >= 0`` (an attribute
+    control asked for, e.g. a density after each track token), else -1.
     """
     if n < 1:
         raise MusgenError(f"--num-samples must be at least 1, got {n}")
@@ -190,6 +193,8 @@ def sample_sequences(
     bars_seen = torch.zeros(n, dtype=torch.long, device=device)
     if allowed is not None:
         allowed = allowed.to(device)
+    if follow is not None:
+        follow = follow.to(device)
     bar = progress(total=ctl.length, desc=f"sample {n}" if n > 1 else "sample", unit="token")
     for i in range(ctl.length):
         bar.update()
@@ -197,6 +202,9 @@ def sample_sequences(
             next_logits = next_logits.masked_fill(~allowed[i % allowed.shape[0]], float("-inf"))
         scores = procs(seqs, next_logits) if len(procs) else next_logits
         token = draw(scores, gen)  # (B,)
+        if follow is not None:
+            forced = follow[seqs[:, -1]]  # (B,)
+            token = torch.where(forced >= 0, forced, token)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         seqs = torch.cat([seqs, token[:, None]], dim=1)
         if ctl.bars is not None and len(bar_set):

@@ -65,9 +65,13 @@ class LanguageModelTask(Task):
         from musgen.data.dataset import InfillWindows, TokenWindows
 
         data = self.cfg.data
-        augment = dict(transpose=data.transpose, velocity_jitter=data.velocity_jitter, seed=self.cfg.train.seed)
+        augment = dict(
+            transpose=data.transpose, velocity_jitter=data.velocity_jitter, seed=self.cfg.train.seed
+        )
         if data.infill > 0:
-            train: Dataset = InfillWindows(self.data_path, "train", data.seq_len, infill=data.infill, **augment)
+            train: Dataset = InfillWindows(
+                self.data_path, "train", data.seq_len, infill=data.infill, **augment
+            )
         else:
             train = TokenWindows(self.data_path, "train", data.seq_len, **augment)
         valid = TokenWindows(self.data_path, "valid", data.seq_len)
@@ -112,7 +116,18 @@ class LanguageModelGenerator(Generator):
     """Samples token sequences (optionally continuing a MIDI primer) and decodes them to Scores with
     the checkpoint's own tokenizer."""
 
-    options = ("prime", "length", "min_length", "bars", "temperature", "top_k", "top_p", "seed", "compile")
+    options = (
+        "prime",
+        "length",
+        "min_length",
+        "bars",
+        "temperature",
+        "top_k",
+        "top_p",
+        "seed",
+        "compile",
+        "density",
+    )
     model_class: Any  # the family's nn.Module class, with ``from_config(vocab_size, cfg)``
 
     def build_models(self) -> dict[str, torch.nn.Module]:
@@ -147,9 +162,12 @@ class LanguageModelGenerator(Generator):
         seed: int | None = None,
         max_new_tokens: int | None = None,
         compile: bool | None = None,
+        density: str | None = None,
     ) -> list[Any]:
         """``num_samples`` symusic Scores of ``length`` new tokens (default 512; also spelled
         ``max_new_tokens``) or ``bars`` new bars; with ``prime`` (a MIDI file) each starts with it.
+        ``density`` (rest | low | mid | high; models trained on named tracks): the notes per beat
+        of every new bar of every track.
         ``temperature``, ``top_k`` and ``top_p`` left at None take the checkpoint's recommended
         settings (``sampling_settings``). ``compile``: decode with a static cache and a compiled step
         (``SamplingControls.compile``)."""
@@ -163,6 +181,7 @@ class LanguageModelGenerator(Generator):
             bars=bars,
             seed=seed,
             compile=bool(compile),
+            density=density,
             **controls,
         )
         return [self.ids_to_score(ids) for ids in seqs]
@@ -171,11 +190,85 @@ class LanguageModelGenerator(Generator):
         """``generate`` continuing the MIDI file ``prime`` (each sample starts with it)."""
         return self.generate(num_samples, prime=prime, **options)
 
-    def sample_ids(self, n: int, prime: Any = None, **controls: Any) -> list[list[int]]:
+    # -- infilling (a model trained on named tracks with data.infill > 0) ------------------------
+
+    def infill(
+        self,
+        piece: str | Path | Any,
+        bars: str | tuple[int, int],
+        num_samples: int = 1,
+        *,
+        track: str | None = None,
+        density: str | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        compile: bool | None = None,
+    ) -> list[Any]:
+        """``num_samples`` copies of ``piece`` (a MIDI path or symusic Score) with ``bars`` ("9-12" or
+        (9, 12), 1-based, inclusive) regenerated, of ``track`` alone or of every track; ``density``
+        (rest | low | mid | high) asks for that many notes per beat in each regenerated bar. Notes
+        that start outside the bars, and the other tracks, are kept exactly."""
+        from musgen.data.dataset import special_ids
+        from musgen.data.tokenizers import MidiReadError, load_score
+        from musgen.data.track_layout import DENSITIES
+        from musgen.generate.infill import Infiller, merge_into, select
+        from musgen.generate.sampling import SamplingControls
+
+        layout = self.layout()
+        if density is not None and density not in DENSITIES:
+            raise MusgenError(f"--density must be one of {', '.join(DENSITIES)}, not {density!r}")
+        if num_samples < 1:
+            raise MusgenError(f"--num-samples must be at least 1, got {num_samples}")
+        try:
+            score = load_score(piece)
+        except MidiReadError as err:
+            raise MusgenError(f"{piece}: {err.reason}") from None
+        infiller = Infiller(self.models["model"], self.tokenizer, layout, special_ids(self.tokenizer).bos)
+        framed, n_bars = infiller.frame(score)
+        sel = select(layout, bars, track, n_bars)
+        controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
+        outputs = []
+        for i in range(num_samples):
+            ctl = SamplingControls(seed=None if seed is None else seed + i, compile=bool(compile), **controls)
+            filled = infiller.fill(framed, sel, ctl, density)
+            outputs.append(merge_into(score, framed, filled, sel, self.tokenizer, layout))
+        return outputs
+
+    def infill_to(
+        self, out_dir: str | Path, piece: str | Path, bars: str, num_samples: int = 1, **options: Any
+    ) -> list[Path]:
+        """``infill`` writing ``out_dir/infill_000.mid`` ... and recording the run in samples.json."""
+        options = {k: v for k, v in options.items() if v is not None}
+        run = self.run_record(
+            "infill", options | {"piece": str(piece), "bars": str(bars), "num_samples": num_samples}
+        )
+        options["seed"] = run["seed"]
+        outputs = self.infill(piece, bars, num_samples, **options)
+        return self.write_all(out_dir, "infill", outputs, run=run)
+
+    def layout(self) -> Any:
+        """The checkpoint's tracks layout; an error when it was not trained to infill."""
+        from musgen.data.track_layout import layout_of
+
+        layout = layout_of(self.tokenizer)
+        if layout is None or not getattr(self.cfg.data, "infill", 0):
+            raise MusgenError(
+                f"{self.checkpoint.path} was not trained to infill: that needs a data set built with "
+                "named tracks (musgen data build ... --set tracks=[soprano,alto,tenor,bass]) and "
+                "--set data.infill=0.5 when training"
+            )
+        return layout
+
+    def sample_ids(
+        self, n: int, prime: Any = None, density: str | None = None, **controls: Any
+    ) -> list[list[int]]:
         """Token id sequences (primer included, BOS/EOS/PAD stripped) for ``n`` samples; ``controls``
-        as ``musgen.generate.sampling.SamplingControls``."""
+        as ``musgen.generate.sampling.SamplingControls``; ``density`` as in ``generate``."""
         from musgen.data.dataset import special_ids
         from musgen.data.tokenizers import MidiReadError, midi_to_ids
+        from musgen.data.track_layout import layout_of
         from musgen.generate.sampling import SamplingControls, sample_sequences
 
         if controls.get("length") is None:
@@ -196,9 +289,32 @@ class LanguageModelGenerator(Generator):
                 f"--bars needs a tokenizer with Bar tokens ({type(self.tokenizer).__name__} has none); use --length"
             )
         model = self.models["model"]
-        seqs = sample_sequences(model, prime_ids, n, ctl, eos_id=eos, pad_id=pad, bar_ids=bar_ids)
+        allowed = follow = None
+        layout = layout_of(self.tokenizer)
+        if layout is not None:  # continuing: the infilling tokens are never the model's to write
+            allowed = torch.ones(1, self.vocab_size, dtype=torch.bool)
+            allowed[0, [layout.fill, layout.fill_start, layout.fill_end]] = False
+        if density is not None:
+            follow = self._density_follow(layout, density)
+        seqs = sample_sequences(
+            model, prime_ids, n, ctl, eos_id=eos, pad_id=pad, bar_ids=bar_ids, allowed=allowed, follow=follow
+        )
         drop = {bos, eos, pad}
         return [[t for t in seq if t not in drop] for seq in seqs]
+
+    def _density_follow(self, layout: Any, density: str) -> torch.Tensor:
+        """(V,) the density token to write after each track token (-1 after any other token)."""
+        from musgen.data.track_layout import DENSITIES
+
+        if layout is None:
+            raise MusgenError(
+                "--density needs a model trained on named tracks (a data set built with --set tracks=[...])"
+            )
+        if density not in DENSITIES:
+            raise MusgenError(f"--density must be one of {', '.join(DENSITIES)}, not {density!r}")
+        follow = torch.full((self.vocab_size,), -1, dtype=torch.long)
+        follow[list(layout.tracks)] = layout.densities[DENSITIES.index(density)]
+        return follow
 
     def ids_to_score(self, ids: list[int]) -> Any:
         from musgen.data.tokenizers import ids_to_score

@@ -206,7 +206,16 @@ def read_data_meta(data_dir: Path) -> dict[str, Any]:
         meta = json.loads(manifest.read_text())
     except json.JSONDecodeError as err:
         raise MusgenError(f"{manifest} is not valid JSON: {err}") from None
-    keep = ("format_version", "kind", "tokenizer", "vocab_size", "sample_rate", "source", "fingerprint", "tracks")
+    keep = (
+        "format_version",
+        "kind",
+        "tokenizer",
+        "vocab_size",
+        "sample_rate",
+        "source",
+        "fingerprint",
+        "tracks",
+    )
     return {k: meta[k] for k in keep if k in meta} if isinstance(meta, Mapping) else {}
 
 

@@ -23,7 +23,8 @@ def musgen(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["data"], ["data", "build"], ["train"], ["sample"], ["eval"], ["plot"], ["report"]]
+    "command",
+    [[], ["data"], ["data", "build"], ["train"], ["sample"], ["infill"], ["eval"], ["plot"], ["report"]],
 )
 def test_every_command_has_help_with_an_example(command):
     proc = musgen(*command, "--help")

@@ -1,0 +1,136 @@
+"""Infilling end to end on real chorales: a tiny model trained on the voices with half of its windows
+rewritten, `musgen infill` and the API; what lies outside the selection is kept exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import symusic
+
+import musgen
+from musgen.data.dataset import source_files
+from musgen.errors import MusgenError
+
+
+def _notes(track: symusic.Track) -> list[tuple[int, int, int, int]]:
+    return sorted((n.time, n.duration, n.pitch, n.velocity) for n in track.notes)
+
+
+@pytest.fixture(scope="module")
+def piece(bach_tracks_data) -> Path:
+    return source_files(bach_tracks_data, "valid")[0]
+
+
+@pytest.fixture(scope="module")
+def infiller(tiny_infill_run):
+    return musgen.load(tiny_infill_run.checkpoint)
+
+
+def test_infilled_bars_replace_only_the_selection(infiller, piece):
+    original = symusic.Score(str(piece))
+    tpq = original.ticks_per_quarter
+    out = infiller.infill(piece, "2-3", seed=1)[0]
+    sig = original.time_signatures[0]
+    bar = round(sig.numerator * 4 / sig.denominator * tpq)
+    lo, hi = bar, 3 * bar  # bars 2-3
+    assert [t.name for t in out.tracks] == [t.name for t in original.tracks]
+    assert out.time_signatures == original.time_signatures and out.tempos == original.tempos
+    changed = 0
+    for before, after in zip(original.tracks, out.tracks, strict=True):
+        outside = [n for n in _notes(before) if not lo <= n[0] < hi]
+        assert [n for n in _notes(after) if not lo <= n[0] < hi] == outside  # bit-identical
+        new = [n for n in _notes(after) if lo <= n[0] < hi]
+        assert all(n[0] + n[1] <= hi for n in new)  # clipped to the selection
+        changed += new != [n for n in _notes(before) if lo <= n[0] < hi]
+    assert changed  # the model wrote something else than the original there
+    again = infiller.infill(piece, (2, 3), seed=1)[0]
+    assert [_notes(t) for t in again.tracks] == [_notes(t) for t in out.tracks]  # seeded
+
+
+def test_regenerating_one_voice_keeps_the_others(infiller, piece):
+    original = symusic.Score(str(piece))
+    out = infiller.infill(piece, "1-4", track="alto", seed=2)[0]
+    for before, after in zip(original.tracks, out.tracks, strict=True):
+        if before.name != "Alto":
+            assert _notes(after) == _notes(before)
+
+
+def test_density_is_written_for_the_model(infiller, piece):
+    from musgen.data.dataset import special_ids
+    from musgen.generate.infill import Infiller, Selection
+    from musgen.generate.sampling import SamplingControls
+
+    layout = infiller.layout()
+    engine = Infiller(
+        infiller.models["model"], infiller.tokenizer, layout, special_ids(infiller.tokenizer).bos
+    )
+    framed, bars = engine.frame(symusic.Score(str(piece)))
+    filled = engine.fill(framed, Selection(2, 3, 1), SamplingControls(seed=0), density="high")
+    assert len(filled) == 2 and all(ids[0] == layout.densities[3] for ids in filled.values())
+    assert all(layout.content[t] for ids in filled.values() for t in ids[1:])  # only note tokens
+
+
+def test_continuation_never_writes_the_infilling_tokens(infiller):
+    layout = infiller.layout()
+    ids = infiller.sample_ids(2, length=200, seed=0, temperature=1.5)
+    assert not {layout.fill, layout.fill_start, layout.fill_end} & {t for seq in ids for t in seq}
+
+
+def test_selections_it_cannot_do_are_refused(infiller, piece, quick_transformer_run):
+    with pytest.raises(MusgenError, match="reaches past the piece"):
+        infiller.infill(piece, "2-400")
+    with pytest.raises(MusgenError, match="no such track"):
+        infiller.infill(piece, "2-3", track="violin")
+    with pytest.raises(MusgenError, match="counted from 1|count from 1"):
+        infiller.infill(piece, "0-2")
+    with pytest.raises(MusgenError, match="not trained to infill"):
+        musgen.load(quick_transformer_run.checkpoint).infill(piece, "2-3")
+
+
+def test_musgen_infill_command(tiny_infill_run, piece, tmp_path, tiny_gan_run):
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "musgen.cli", *args], capture_output=True, text=True)
+
+    out = tmp_path / "filled"
+    ckpt = str(tiny_infill_run.checkpoint)
+    proc = cli(
+        "infill",
+        str(piece),
+        "--bars",
+        "2-3",
+        "--track",
+        "tenor",
+        "--checkpoint",
+        ckpt,
+        "--out",
+        str(out),
+        "--num-samples",
+        "2",
+        "--seed",
+        "5",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["infill_000.mid", "infill_001.mid", "samples.json"]
+    run = json.loads((out / "samples.json").read_text())[0]
+    assert run["command"] == "infill" and run["seed"] == 5 and run["settings"]["track"] == "tenor"
+    for args, message in (
+        (["--bars", "3-2"], "must not run backwards"),
+        (["--bars", "2-3", "--track", "violin"], "no such track"),
+        (["--bars", "2-3", "--checkpoint", str(tiny_gan_run.checkpoint)], "needs a lstm checkpoint or"),
+    ):
+        base = ["infill", str(piece), "--checkpoint", ckpt, "--out", str(tmp_path / "x")]
+        proc = cli(*base, *args)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_continuation_takes_a_density(infiller, quick_transformer_run):
+    layout = infiller.layout()
+    for seq in infiller.sample_ids(2, length=200, seed=0, density="low"):
+        after_track = [b for a, b in zip(seq, seq[1:]) if a in layout.tracks]
+        assert after_track and set(after_track) == {layout.densities[1]}
+    with pytest.raises(MusgenError, match="named tracks"):
+        musgen.load(quick_transformer_run.checkpoint).generate(1, length=8, density="low")

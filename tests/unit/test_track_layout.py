@@ -1,0 +1,89 @@
+"""The tracks layout: voices kept apart bar by bar, density controls, fill-in-the-middle windows."""
+
+import numpy as np
+import pytest
+import symusic
+import torch
+
+from musgen.data.dataset import InfillWindows, load_split
+from musgen.data.tokenizers import load_score, load_tokenizer, midi_to_ids
+from musgen.data.track_layout import (
+    DENSITIES,
+    choose_mask,
+    decode_tracks,
+    density_class,
+    fill_in_the_middle,
+    find_cells,
+    layout_of,
+)
+
+
+def _notes(track: symusic.Track, tpq: int) -> list[tuple[float, int]]:
+    return sorted((round(n.time / tpq * 8) / 8, n.pitch) for n in track.notes)
+
+
+def test_density_classes():
+    assert [density_class(n, 4.0) for n in (0, 2, 3, 4, 5, 6, 8)] == [0, 1, 1, 2, 2, 3, 3]
+    assert [density_class(n, 3.0) for n in (2, 3, 4, 5)] == [1, 2, 2, 3]  # 3/4: by onsets per beat
+
+
+def test_round_trip_keeps_each_voice(bach_tracks_data, bach_midi_dir):
+    tok = load_tokenizer(bach_tracks_data / "tokenizer.json")
+    layout = layout_of(tok)
+    assert layout is not None and layout.names == ("soprano", "alto", "tenor", "bass")
+    for path in sorted(bach_midi_dir.rglob("*.mid"))[:4]:
+        score = load_score(path)
+        decoded = decode_tracks(tok, midi_to_ids(tok, score))
+        assert [t.name for t in decoded.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
+        by_name = {t.name.lower(): t for t in score.tracks if t.note_num()}
+        for track in decoded.tracks:  # every voice's notes back, on the tokenizer's grid
+            assert _notes(track, decoded.ticks_per_quarter) == _notes(
+                by_name[track.name.lower()], score.ticks_per_quarter
+            )
+
+
+def test_cells_and_fill_in_the_middle_put_every_token_back(bach_tracks_data):
+    tok = load_tokenizer(bach_tracks_data / "tokenizer.json")
+    layout = layout_of(tok)
+    tokens, offsets = load_split(bach_tracks_data, "train")
+    ids = [1, *np.asarray(tokens[offsets[0] : offsets[1]]).tolist(), layout.eos]
+    cells, complete = find_cells(ids, layout)
+    bars = ids.count(layout.bar)
+    assert complete == bars and len(cells) == 4 * bars
+    assert all(ids[c.start] == layout.tracks[c.track] and ids[c.start + 1] in layout.densities for c in cells)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        masked = choose_mask(cells, complete, 4, rng)
+        assert masked and (len({c.track for c in masked}) == 1 or len({c.bar for c in masked}) <= 8)
+        context, suffix, answer = fill_in_the_middle(ids, masked, layout)
+        assert context.count(layout.fill) == len(masked) == answer.count(layout.fill_end)
+        # put the answer's cells back in place of the Fill tokens: the original ids
+        parts = iter(" ".join(map(str, answer[1:])).split(f" {layout.fill_end}"))
+        rebuilt = []
+        for t in context:
+            rebuilt += [int(x) for x in next(parts).split()] if t == layout.fill else [t]
+        assert rebuilt + suffix == ids
+
+
+def test_infill_windows_never_teach_the_fill_tokens(bach_tracks_data):
+    windows = InfillWindows(bach_tracks_data, "train", 256, infill=0.5, transpose=2, seed=3)
+    layout = windows.layout
+    rewritten = 0
+    for i in range(len(windows)):
+        item = windows[i]
+        assert item["input_ids"].shape == item["labels"].shape == (256,)
+        labels = item["labels"]
+        assert not torch.isin(labels, torch.tensor([layout.fill, layout.fill_start])).any()
+        rewritten += bool((item["input_ids"] == layout.fill_start).any())
+        assert windows[i]["input_ids"].equal(item["input_ids"])  # reproducible (exact resume)
+    assert 0.25 < rewritten / len(windows) < 0.75
+
+
+def test_infill_needs_named_tracks(bach_data):
+    with pytest.raises(Exception, match="named tracks"):
+        InfillWindows(bach_data, "train", 64, infill=0.5)
+
+
+def test_every_density_has_a_token(bach_tracks_data):
+    tok = load_tokenizer(bach_tracks_data / "tokenizer.json")
+    assert all(f"Density_{d}" in tok.vocab for d in DENSITIES)
