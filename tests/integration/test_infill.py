@@ -130,7 +130,7 @@ def test_musgen_infill_command(tiny_infill_run, piece, tmp_path, tiny_gan_run):
 def test_continuation_takes_a_density(infiller, quick_transformer_run):
     layout = infiller.layout()
     for seq in infiller.sample_ids(2, length=200, seed=0, density="low"):
-        after_track = [b for a, b in zip(seq, seq[1:]) if a in layout.tracks]
+        after_track = [b for a, b in zip(seq, seq[1:], strict=False) if a in layout.tracks]
         assert after_track and set(after_track) == {layout.densities[1]}
     with pytest.raises(MusgenError, match="named tracks"):
         musgen.load(quick_transformer_run.checkpoint).generate(1, length=8, density="low")
