@@ -33,6 +33,13 @@ def main() -> None:
     parser.add_argument("--prior", type=Path, help="a prior RUN_DIR or checkpoint")
     parser.add_argument("--split", default="test")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="per piece, for the codec")
+    parser.add_argument(
+        "--levels",
+        type=int,
+        nargs="*",
+        help="also evaluate the codec from its first N residual levels alone, for each N given "
+        "(a codec trained with quantizer.quantize_dropout): quality against bitrate",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     result: dict = {"data": str(args.data)}
@@ -46,6 +53,13 @@ def main() -> None:
             "eval_seconds": round(time.time() - start, 1),
         }
         print(json.dumps(result["codec"], indent=1))
+        for n in args.levels or []:
+            start = time.time()
+            result[f"codec_{n}_levels"] = {
+                **evaluate_codec(codec, args.data, args.split, args.max_seconds, levels=n),
+                "eval_seconds": round(time.time() - start, 1),
+            }
+            print(json.dumps(result[f"codec_{n}_levels"], indent=1))
     if args.prior:
         start = time.time()
         prior = musgen.load(args.prior)

@@ -5,8 +5,9 @@
 #   scripts/train_checkpoints.sh                  all of them, the codec before the prior
 #   scripts/train_checkpoints.sh lstm transformer only these (two shells can train two at once)
 #
-# Names: lstm transformer transformer-folk musicvae musicvae-2bar musegan vqvae prior (transformer-folk
-# is the transformer family on the whole folk corpus; musicvae-2bar the 2-bar MusicVAE). Presets:
+# Names: lstm transformer transformer-folk transformer-infill musicvae musicvae-2bar musegan vqvae prior
+# (transformer-folk is the transformer family on the whole folk corpus; transformer-infill the one that
+# also infills, on the chorales with their voices kept apart; musicvae-2bar the 2-bar MusicVAE). Presets:
 # pretrained/NAME (musgen/presets/); the codec and the 16-bar MusicVAE use their default presets vqvae
 # and musicvae. A run that was interrupted resumes from its last complete state; a finished one is
 # only packed again. Runs that keep several saves are packed from the save with the best validation
@@ -21,13 +22,17 @@ OUT=${OUT:-checkpoints}
 BIN=${BIN:-.venv/bin}
 PICK=${PICK:-best}
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(lstm transformer transformer-folk musicvae musicvae-2bar musegan vqvae prior)
+[ ${#families[@]} -gt 0 ] || families=(lstm transformer transformer-folk transformer-infill musicvae musicvae-2bar musegan vqvae prior)
 
 data_for() {  # the data set a family trains on, built when missing (a matching build is reused)
     case $1 in
         lstm | transformer | musegan)
             "$BIN/musgen" data build --corpus bach --out "$DATA/bach" >&2
             echo "$DATA/bach" ;;
+        transformer-infill)  # the voices kept apart, bar by bar (musgen.data.track_layout)
+            "$BIN/musgen" data build --corpus bach --out "$DATA/bach-tracks" \
+                --set "tracks=[soprano,alto,tenor,bass]" --set tokenizer_params.use_velocities=false >&2
+            echo "$DATA/bach-tracks" ;;
         transformer-folk | musicvae)  # the whole folk corpus: ~17 min of music21 conversion on one core
             "$BIN/musgen" data build --corpus folk --out "$DATA/folk-all" >&2
             echo "$DATA/folk-all" ;;
@@ -37,7 +42,7 @@ data_for() {  # the data set a family trains on, built when missing (a matching 
         vqvae | prior)
             "$BIN/musgen" data build --corpus bach --render --out "$DATA/bach_audio" >&2
             echo "$DATA/bach_audio" ;;
-        *) echo "unknown name $1 (lstm transformer transformer-folk musicvae musicvae-2bar musegan vqvae prior)" >&2; exit 2 ;;
+        *) echo "unknown name $1 (lstm transformer transformer-folk transformer-infill musicvae musicvae-2bar musegan vqvae prior)" >&2; exit 2 ;;
     esac
 }
 
@@ -45,6 +50,7 @@ for name in "${families[@]}"; do
     data=$(data_for "$name")
     family=${name%-folk}
     family=${family%-2bar}
+    family=${family%-infill}
     config=pretrained/$name
     extra=()
     case $name in vqvae | musicvae) config=$name ;; esac  # their default presets

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from musgen.errors import MusgenError
 from musgen.eval.audio_metrics import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
 from musgen.modules.quantizer import code_counts, code_statistics
 
@@ -25,19 +26,28 @@ def evaluate_codec(
     split: str = "test",
     max_seconds: float = 10.0,
     reconstructions: list | None = None,
+    levels: int | None = None,
 ) -> dict[str, Any]:
     """``generator``: ``musgen.load`` of a vqvae checkpoint. ``reconstructions``, when given, receives
-    an (original, reconstruction) pair of waveforms per piece."""
+    an (original, reconstruction) pair of waveforms per piece. ``levels``: decode from the first
+    ``levels`` residual codebooks only (a codec trained with quantizer.quantize_dropout): the codec at
+    a lower bitrate."""
     from musgen.data.audio_data import audio_pieces
 
     rate = generator.sample_rate
     stft_loss = MultiResolutionSTFTLoss()
     q = generator.cfg.model.quantizer
-    counts = torch.zeros(q.levels, q.codes, dtype=torch.float64)
+    kept = q.levels if levels is None else levels
+    if not 1 <= kept <= q.levels or (kept < q.levels and not q.quantize_dropout):
+        raise MusgenError(
+            f"levels={kept}: this codec decodes {q.levels} codebook level(s)"
+            + ("" if q.quantize_dropout else " (fewer need a codec trained with quantizer.quantize_dropout)")
+        )
+    counts = torch.zeros(kept, q.codes, dtype=torch.float64)
     rows = []
     for wave in tqdm(audio_pieces(data_dir, split), desc=f"codec {split}", unit="piece"):
         wave = wave[: round(max_seconds * rate)]
-        codes = generator.encode_audio(wave)  # (F, Q)
+        codes = generator.encode_audio(wave)[:, :kept]  # (F, Q')
         recon = torch.from_numpy(generator.decode_codes(codes)[: len(wave)])[None]
         ref = torch.from_numpy(wave)[None]
         counts += code_counts(codes[None], q.codes).double()
@@ -62,7 +72,7 @@ def evaluate_codec(
         "si_sdr_db_median": float(np.median(sdr)),
         **code_statistics(counts),
         "codebook_size": q.codes,
-        "codebooks": q.levels,
+        "codebooks": kept,
         "code_rate_hz": generator.code_rate,
-        "bitrate_bps": generator.bitrate,
+        "bitrate_bps": generator.bitrate * kept / q.levels,
     }
