@@ -296,6 +296,7 @@ def test_delay_pattern_prior_over_a_residual_codec(tmp_path, bach_audio_data):
         overrides=[
             "model.quantizer.kind=rvq",
             "model.quantizer.num_quantizers=2",
+            "model.quantizer.quantize_dropout=true",
             "loss.mel_weight=1.0",
             "train.steps=20",
         ],
@@ -305,6 +306,16 @@ def test_delay_pattern_prior_over_a_residual_codec(tmp_path, bach_audio_data):
     assert all(math.isfinite(v) for v in _history(codec, "log_mel_l1"))
     assert {"valid_code_usage_l0", "valid_code_usage_l1", "valid_code_perplexity_l1"} <= set(codec.metrics)
     assert _history(codec, "code_perplexity_l1")  # every training step too
+    # Trained with quantizer dropout, the first level alone decodes: the codec at half the bitrate.
+    from musgen.eval.audio import evaluate_codec
+
+    both, first = (
+        evaluate_codec(musgen.load(codec.run_dir), bach_audio_data, "valid", 0.5, levels=n) for n in (2, 1)
+    )
+    assert first["bitrate_bps"] * 2 == both["bitrate_bps"] and first["codebooks"] == 1
+    assert math.isfinite(first["si_sdr_db"]) and math.isfinite(first["log_mel_l1"])
+    with pytest.raises(MusgenError, match="levels=3"):
+        evaluate_codec(musgen.load(codec.run_dir), bach_audio_data, "valid", 0.5, levels=3)
     prior = musgen.train(
         "prior",
         bach_audio_data,
