@@ -29,15 +29,10 @@ import torch
 
 import musgen
 from musgen.data.dataset import source_files, special_ids
-from musgen.data.track_layout import Cell, fill_in_the_middle
+from musgen.data.track_layout import bar_positions
 from musgen.eval.distributions import compare_sets
 from musgen.eval.midi_stats import piece_features
 from musgen.generate.infill import Infiller, Selection, _bar_starts
-
-
-def gap_tokens(framed: list[int], cells: list[Cell]) -> list[int]:
-    """The scored tokens of the cells: each cell's density and notes, in order."""
-    return [t for c in cells for t in framed[c.start + 1 : c.end]]
 
 
 @torch.no_grad()
@@ -52,21 +47,20 @@ def token_nll(model: torch.nn.Module, ids: list[int], scored: list[int]) -> floa
 
 
 def nll_both_and_left(infiller: Infiller, framed: list[int], sel: Selection) -> tuple[float, float, int]:
-    """(NLL given both sides, NLL given the left side, scored tokens) of the selection's notes."""
+    """(NLL given both sides, NLL given the left side, scored tokens) of the selected cells' density
+    and note tokens: after the infilling prompt, and in the piece read left to right (both cut on the
+    left to the model's context)."""
     layout, context = infiller.layout, infiller.context or 10**9
     masked = infiller.selected(framed, sel)
-    answer_len = sum(c.end - c.start for c in masked) + 1
-    prompt, _ = infiller.prompt(framed, sel, reserve=answer_len)
-    _, _, answer = fill_in_the_middle(framed, masked, layout)
-    both = prompt + answer[1:]  # the prompt ends with FillStart
-    scored_both = [len(prompt) + i for i, t in enumerate(answer[1:]) if t != layout.fill_end]
-    # left only: the piece up to the end of the selection, cut on the left to the context
-    end = masked[-1].end
-    start = max(0, end - context)
-    left = framed[start:end]
-    scored_left = [c_pos - start for c in masked for c_pos in range(c.start + 1, c.end)]
+    bars = bar_positions(framed, layout)
+    lo, hi = bars[sel.first - 1], bars[sel.last]
+    prompt, _ = infiller.prompt(framed, sel, reserve=hi - lo)
+    both = prompt + framed[lo:hi]
+    scored_both = [len(prompt) + p - lo for c in masked for p in range(c.start + 1, c.end)]
+    start = max(0, hi - context)
+    left = framed[start:hi]
+    scored_left = [p - start for c in masked for p in range(c.start + 1, c.end)]
     n = len(scored_left)
-    assert n == len(scored_both), (n, len(scored_both))
     return token_nll(infiller.model, both, scored_both), token_nll(infiller.model, left, scored_left), n
 
 

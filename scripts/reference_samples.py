@@ -23,6 +23,7 @@ OUT = ROOT / "tests" / "data" / "reference_samples"
 REQUESTS: dict[str, dict] = {
     "transformer": {"num_samples": 2, "length": 48, "seed": 0},
     "transformer-folk": {"num_samples": 2, "length": 48, "seed": 1},
+    "transformer-infill": {"num_samples": 2, "length": 48, "seed": 6},
     "lstm": {"num_samples": 2, "length": 48, "seed": 2},
     "musicvae": {"num_samples": 2, "seed": 3, "temperature": 0.5},
     "musicvae-2bar": {"num_samples": 2, "seed": 3, "temperature": 0.5},

@@ -250,11 +250,12 @@ class TokenWindows(Dataset):
 
 class InfillWindows(TokenWindows):
     """``TokenWindows`` over a tracks-layout data set where a share ``infill`` of the training windows
-    is rewritten to fill-in-the-middle form (``musgen.data.track_layout``): a random mask of whole
-    bars or of one track over some bars, its cells' contents moved behind the rest of the window.
-    The rest stays next-token prediction, so the model still continues music; the ``Fill`` and
-    ``FillStart`` tokens are never labels (the model must not write them unasked). When the
-    rewritten window is longer than the original, the tail of the part after the gap is cut."""
+    is rewritten to infilling form (``musgen.data.track_layout.infill_sequence``): a random mask of
+    whole bars or of one track over some bars; the window from the gap on with the masked cells
+    replaced by ``Fill``, ``FillStart``, then the window up to the end of the gap in full. All is
+    next-token prediction, so the model still continues music; the ``Fill`` and ``FillStart`` tokens
+    are never labels (the model must not write them unasked). When the rewritten window is longer than
+    the original, the bars after the gap are cut from the end, then the bars before it from the start."""
 
     def __init__(self, data_dir: Path, split: str, seq_len: int, *, infill: float, **kwargs) -> None:
         from musgen.data.track_layout import layout_of
@@ -270,7 +271,7 @@ class InfillWindows(TokenWindows):
         self.infill = float(infill)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        from musgen.data.track_layout import choose_mask, fill_in_the_middle, find_cells
+        from musgen.data.track_layout import choose_mask, find_cells, fit_infill_sequence, infill_sequence
 
         if i < 0:
             i += len(self)
@@ -285,11 +286,12 @@ class InfillWindows(TokenWindows):
         masked = choose_mask(cells, complete, len(self.layout.names), rng)
         if not masked:
             return super().__getitem__(i)
-        context, suffix, answer = fill_in_the_middle(ids, masked, self.layout)
-        excess = len(context) + len(suffix) + len(answer) - (self.seq_len + 1)
-        if excess > 0:
-            suffix = suffix[: max(len(suffix) - excess, 0)]
-        seq = np.array((context + suffix + answer)[: self.seq_len + 1], dtype=np.int64)
+        view, prefix, middle = infill_sequence(ids, masked, self.layout)
+        gap_in_view = len(middle) - sum(c.end - c.start - 2 for c in masked)  # the gap's bars, Fills in
+        seq = np.array(
+            fit_infill_sequence(view, prefix, middle, gap_in_view, self.seq_len + 1, self.layout),
+            dtype=np.int64,
+        )
         m = len(seq)
         out = np.full(self.seq_len + 1, self.special.pad, dtype=np.int64)
         out[:m] = seq

@@ -1,11 +1,12 @@
 """Infilling with a token model trained on the tracks layout (``musgen.data.track_layout``, data.infill):
 regenerate bars A-B of a piece, or one track within them, and keep everything else exactly.
 
-The piece is tokenized, the selected cells (track x bar) become ``Fill`` placeholders, the rest of the
-piece follows, then ``FillStart``; the model writes each selected cell's density and notes up to
-``FillEnd``, cell by cell (only note tokens and ``FillEnd`` are allowed there; a density asked for
-is written for the model). The notes it wrote replace the selection's notes in a copy of the original
-score: notes that start outside the selected bars, and every unselected track, are left untouched.
+The piece is tokenized; the prompt is the bars from the selection on with the selected cells (track x
+bar) as ``Fill`` placeholders, ``FillStart``, then the bars before the selection; the model then
+writes the selected bars as a continuation: unselected cells copied, each selected cell's density
+(written for it when asked) and notes drawn (only note tokens, until it moves on to the next cell).
+The notes it wrote replace the selection's notes in a copy of the original score: notes that start
+outside the selected bars, and every unselected track, are left untouched.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from musgen.data.track_layout import (
     Cell,
     Layout,
     _beats,
+    bar_positions,
     encode_tracks,
-    fill_in_the_middle,
     find_cells,
+    infill_sequence,
     voice_tracks,
 )
 from musgen.errors import MusgenError
@@ -34,7 +36,7 @@ from musgen.generate.sampling import SamplingControls, _processors, draw, make_d
 
 log = logging.getLogger(__name__)
 
-MAX_CELL_TOKENS = 96  # a cell's notes stop here (a bar of 32nd notes); FillEnd is then written for it
+MAX_CELL_TOKENS = 96  # a cell's notes stop here (a bar of 32nd notes)
 
 
 @dataclass
@@ -89,28 +91,39 @@ def _bar_starts(ids: Sequence[int], layout: Layout) -> tuple[list[int], list[flo
     return positions, quarters
 
 
-def _window(framed: list[int], layout: Layout, sel: Selection, budget: int) -> tuple[int, int]:
-    """The bars [lo, hi) around the selection whose tokens fit ``budget`` (the whole piece if it fits),
-    growing a bar at a time on the left, then on the right."""
-    positions, _ = _bar_starts(framed, layout)
-    n = len(positions)
+def _crop(view: list[int], prefix: list[int], gap_bars: int, budget: int, layout: Layout) -> list[int]:
+    """view + [FillStart] + prefix cut to whole bars so that it fits ``budget``: the view keeps its
+    first ``gap_bars`` bars (the gap) and as many bars after them as fit, the prefix its last bars;
+    bars are added a bar at a time, before the gap first."""
+    view_bars = bar_positions(view, layout)  # Bar positions, then the end (EOS)
+    prefix_bars = [p for p, t in enumerate(prefix) if t == layout.bar]
+    kept_view = gap_bars  # bars of the view kept
+    kept_prefix = 0  # bars of the prefix kept, from its end
 
-    def size(lo: int, hi: int) -> int:  # BOS is kept with the first bar, EOS with the last
-        return (positions[hi] if hi < n else len(framed)) - (0 if lo == 0 else positions[lo])
+    def view_len(k: int) -> int:
+        return len(view) if k >= len(view_bars) - 1 else view_bars[k]
 
-    lo, hi = sel.first - 1, sel.last
-    if size(lo, hi) > budget:
+    def prefix_len(k: int) -> int:  # its last k bars; all of them with BOS
+        if k == 0:
+            return 0
+        return len(prefix) if k >= len(prefix_bars) else len(prefix) - prefix_bars[len(prefix_bars) - k]
+
+    def size(kv: int, kp: int) -> int:
+        return view_len(kv) + 1 + prefix_len(kp)
+
+    if size(kept_view, 0) > budget:
         raise MusgenError(
-            f"bars {sel.first}-{sel.last} take {size(lo, hi)} tokens, more than the model's context "
-            f"leaves for them ({budget}): select fewer bars"
+            f"the selected bars take {view_len(kept_view)} tokens, more than the model's context leaves "
+            f"for them ({budget}): select fewer bars"
         )
     grew = True
     while grew:
         grew = False
-        for lo2, hi2 in ((lo - 1, hi), (lo, hi + 1)):
-            if 0 <= lo2 and hi2 <= n and size(lo2, hi2) <= budget:
-                lo, hi, grew = lo2, hi2, True
-    return lo, hi
+        if kept_prefix < len(prefix_bars) and size(kept_view, kept_prefix + 1) <= budget:
+            kept_prefix, grew = kept_prefix + 1, True
+        if kept_view < len(view_bars) - 1 and size(kept_view + 1, kept_prefix) <= budget:
+            kept_view, grew = kept_view + 1, True
+    return view[: view_len(kept_view)] + [layout.fill_start] + prefix[len(prefix) - prefix_len(kept_prefix) :]
 
 
 class Infiller:
@@ -130,20 +143,13 @@ class Infiller:
         return [c for c in cells if sel.first - 1 <= c.bar < sel.last and sel.track in (None, c.track)]
 
     def prompt(self, framed: list[int], sel: Selection, reserve: int = 0) -> tuple[list[int], list[Cell]]:
-        """The fill-in-the-middle prompt (up to and with FillStart) for the selection, cropped to whole
-        bars around it so that ``reserve`` more tokens fit the model's context; the selected cells."""
-        layout = self.layout
+        """The infilling prompt (``musgen.data.track_layout.infill_sequence``: the bars from the
+        selection on with its cells as ``Fill``, ``FillStart``, the bars before it), cut to whole bars
+        so that ``reserve`` more tokens fit the model's context; and the selected cells."""
         masked = self.selected(framed, sel)
-        positions, _ = _bar_starts(framed, layout)
-        lo, hi = 0, len(positions)
-        if self.context is not None:  # the selection's notes leave the prompt: Fill stands for them
-            selected = sum(c.end - c.start - 1 for c in masked)
-            lo, hi = _window(framed, layout, sel, self.context - reserve - 2 * len(masked) - 1 + selected)
-        start = 0 if lo == 0 else positions[lo]
-        stop = len(framed) if hi >= len(positions) else positions[hi]
-        local = [Cell(c.bar, c.track, c.start - start, c.end - start) for c in masked]
-        context, suffix, _ = fill_in_the_middle(framed[start:stop], local, layout)
-        return context + suffix + [layout.fill_start], masked
+        view, prefix, _ = infill_sequence(framed, masked, self.layout)
+        budget = (self.context - reserve) if self.context is not None else 10**9
+        return _crop(view, prefix, sel.last - sel.first + 1, budget, self.layout), masked
 
     @torch.no_grad()
     def fill(
@@ -153,26 +159,33 @@ class Infiller:
         ctl: SamplingControls,
         density: str | None = None,
     ) -> dict[Cell, list[int]]:
-        """Each selected cell of ``framed`` -> the ids the model wrote for it (density first)."""
+        """Each selected cell of ``framed`` -> the ids the model wrote for it (density first). The
+        selection's bars are written after the prompt as a continuation: the tokens of unselected
+        cells and the bar and track tokens copied, the selected cells' density (unless given) and
+        notes drawn, a cell ending when the model writes what comes after a cell."""
         layout = self.layout
-        # room for the answer: the selection's own length and a quarter more
-        reserve = sum(c.end - c.start + 1 for c in self.selected(framed, sel)) * 5 // 4 + 8
-        prompt, masked = self.prompt(framed, sel, reserve)
+        bars = bar_positions(framed, layout)
+        lo, hi = bars[sel.first - 1], bars[sel.last]
+        masked = self.selected(framed, sel)
+        drawn = sum(c.end - c.start for c in masked)
+        reserve = (hi - lo) + drawn // 4 + 8  # the selection's bars, with room for busier cells
+        prompt, _ = self.prompt(framed, sel, reserve)
         gen = make_generator(ctl.seed)
         procs = _processors(ctl, len(prompt), None)
-        total = len(prompt) + len(masked) * (MAX_CELL_TOKENS + 2)
+        total = len(prompt) + reserve
         if self.context is not None:
             total = min(total, self.context)
         decoder = make_decoder(self.model, True, ctl.compile, total)
         device = next(self.model.parameters()).device
         seq = torch.tensor([prompt], dtype=torch.long, device=device)
         logits = decoder.start(seq)  # (1, V)
-        density_ids = torch.tensor(layout.densities, device=device)
-        note_ok = torch.from_numpy(layout.content).to(device).clone()
-        note_ok[layout.fill_end] = True
-        only_density = torch.zeros_like(note_ok)
-        only_density[density_ids] = True
+        enders = [*layout.tracks, layout.bar, layout.eos]  # what may follow a cell
+        note_or_end = torch.from_numpy(layout.content).to(device).clone()
+        note_or_end[enders] = True
+        only_density = torch.zeros_like(note_or_end)
+        only_density[list(layout.densities)] = True
         forced_density = None if density is None else layout.densities[DENSITIES.index(density)]
+        starts = {c.start: c for c in masked}
         out: dict[Cell, list[int]] = {}
 
         def step(token: int) -> torch.Tensor:
@@ -185,16 +198,23 @@ class Infiller:
             scores = procs(seq, scores) if len(procs) else scores
             return int(draw(scores, gen)[0])
 
-        for cell in masked:
+        pos = lo
+        while pos < hi:
+            cell = starts.get(pos)
+            logits = step(framed[pos])  # a copied token (a selected cell's Track token too)
+            if cell is None:
+                pos += 1
+                continue
             written = [forced_density if forced_density is not None else sample(only_density)]
             logits = step(written[0])
-            while True:
-                token = layout.fill_end if len(written) > MAX_CELL_TOKENS else sample(note_ok)
-                logits = step(token)
-                if token == layout.fill_end:
+            while len(written) <= MAX_CELL_TOKENS:
+                token = sample(note_or_end)
+                if not layout.content[token]:  # the model ends the cell
                     break
                 written.append(token)
+                logits = step(token)
             out[cell] = written
+            pos = cell.end
         return out
 
 

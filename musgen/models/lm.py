@@ -293,7 +293,7 @@ class LanguageModelGenerator(Generator):
         layout = layout_of(self.tokenizer)
         if layout is not None:  # continuing: the infilling tokens are never the model's to write
             allowed = torch.ones(1, self.vocab_size, dtype=torch.bool)
-            allowed[0, [layout.fill, layout.fill_start, layout.fill_end]] = False
+            allowed[0, [layout.fill, layout.fill_start]] = False
         if density is not None:
             follow = self._density_follow(layout, density)
         seqs = sample_sequences(

@@ -21,6 +21,7 @@ FAMILIES = ("lstm", "transformer", "musicvae", "musegan", "vqvae", "prior")
 CHECKPOINTS = {
     **{family: family for family in FAMILIES},
     "transformer-folk": "transformer",
+    "transformer-infill": "transformer",
     "musicvae-2bar": "musicvae",
 }  # folder -> family
 LANGUAGE_MODELS = ("lstm", "transformer", "transformer-folk")
@@ -119,3 +120,26 @@ def test_pretrained_codec_and_prior_make_audio(bach_midi_dir):
     (audio,) = prior.generate(1, seconds=0.5, seed=0)
     assert abs(len(audio) - prior.sample_rate // 2) < 200
     assert np.isfinite(audio).all() and audio.std() > 1e-3
+
+
+def test_pretrained_infilling_transformer_fills_a_chorale(bach_midi_dir):
+    """checkpoints/transformer-infill regenerates bars of a chorale (every voice writes notes there),
+    keeps the rest, and follows the density asked for one voice (high above low)."""
+    model = musgen.load(ROOT / "transformer-infill")
+    piece = sorted(bach_midi_dir.rglob("*.mid"))[0]
+    original = symusic.Score(str(piece))
+    tpq = original.ticks_per_quarter
+    sig = original.time_signatures[0]
+    bar = round(sig.numerator * 4 / sig.denominator * tpq)
+    filled = model.infill(piece, "3-4", seed=0)[0]
+    for before, after in zip(original.tracks, filled.tracks, strict=True):
+        keep = [(n.time, n.duration, n.pitch) for n in before.notes if not 2 * bar <= n.time < 4 * bar]
+        assert [(n.time, n.duration, n.pitch) for n in after.notes if not 2 * bar <= n.time < 4 * bar] == keep
+        if before.note_num():
+            assert any(2 * bar <= n.time < 4 * bar for n in after.notes), before.name
+    onsets = {}
+    for density in ("low", "high"):
+        out = model.infill(piece, "3-4", track="alto", density=density, seed=1)[0]
+        alto = next(t for t in out.tracks if t.name == "Alto")
+        onsets[density] = sum(1 for n in alto.notes if 2 * bar <= n.time < 4 * bar)
+    assert onsets["high"] > onsets["low"]

@@ -12,8 +12,9 @@ from musgen.data.track_layout import (
     choose_mask,
     decode_tracks,
     density_class,
-    fill_in_the_middle,
     find_cells,
+    fit_infill_sequence,
+    infill_sequence,
     layout_of,
 )
 
@@ -42,7 +43,7 @@ def test_round_trip_keeps_each_voice(bach_tracks_data, bach_midi_dir):
             )
 
 
-def test_cells_and_fill_in_the_middle_put_every_token_back(bach_tracks_data):
+def test_cells_and_infill_sequences(bach_tracks_data):
     tok = load_tokenizer(bach_tracks_data / "tokenizer.json")
     layout = layout_of(tok)
     tokens, offsets = load_split(bach_tracks_data, "train")
@@ -55,14 +56,30 @@ def test_cells_and_fill_in_the_middle_put_every_token_back(bach_tracks_data):
     for _ in range(20):
         masked = choose_mask(cells, complete, 4, rng)
         assert masked and (len({c.track for c in masked}) == 1 or len({c.bar for c in masked}) <= 8)
-        context, suffix, answer = fill_in_the_middle(ids, masked, layout)
-        assert context.count(layout.fill) == len(masked) == answer.count(layout.fill_end)
-        # put the answer's cells back in place of the Fill tokens: the original ids
-        parts = iter(" ".join(map(str, answer[1:])).split(f" {layout.fill_end}"))
-        rebuilt = []
-        for t in context:
-            rebuilt += [int(x) for x in next(parts).split()] if t == layout.fill else [t]
-        assert rebuilt + suffix == ids
+        view, prefix, middle = infill_sequence(ids, masked, layout)
+        assert view.count(layout.fill) == len(masked) and layout.fill not in prefix + middle
+        # the prefix and middle are the piece up to the end of the gap; the view is the piece from the
+        # gap on with each masked cell's contents (density and notes) as one Fill
+        assert ids[: len(prefix) + len(middle)] == prefix + middle
+        rebuilt, starts = [], {c.start - len(prefix): c for c in masked}
+        rest = ids[len(prefix) :]
+        pos = 0
+        while pos < len(rest):
+            cell = starts.get(pos)
+            rebuilt.append(rest[pos])
+            if cell is not None:
+                rebuilt.append(layout.fill)
+                pos = cell.end - len(prefix)
+            else:
+                pos += 1
+        assert rebuilt == view
+        gap = len(middle) - sum(c.end - c.start - 2 for c in masked)  # the gap's part of the view
+        whole = view + [layout.fill_start] + prefix + middle
+        assert fit_infill_sequence(view, prefix, middle, gap, 10**6, layout) == whole
+        tight = gap + 1 + len(middle) + 10  # cut: the bars after the gap, then most of the prefix
+        fitted = fit_infill_sequence(view, prefix, middle, gap, tight, layout)
+        assert len(fitted) == min(tight, len(whole)) and fitted[:gap] == view[:gap]
+        assert fitted[-len(middle) :] == middle
 
 
 def test_infill_windows_never_teach_the_fill_tokens(bach_tracks_data):
