@@ -34,7 +34,8 @@ install: $(VENV)/.installed
 # samples every family: Music Transformer (chorales and folk tunes) and LSTM pieces, each with the
 # sampling settings its checkpoint recommends, a transformer continuation of a held-out chorale,
 # 16-bar MusicVAE samples and an interpolation between two held-out 16-bar folk phrases, MuseGAN
-# four-voice phrases and a harmonisation of a held-out soprano, a codec round trip of a rendered
+# four-voice phrases and a harmonisation of a held-out soprano, two bars of a held-out chorale
+# infilled and its alto regenerated (the infilling transformer), a codec round trip of a rendered
 # chorale and two audio-prior continuations of it; renders and plots the samples, evaluates the
 # transformer (held-out NLL, musical statistics of its samples next to the held-out pieces') and
 # writes one report page.
@@ -61,6 +62,10 @@ demo: install
 		--num-samples 3 --bars 8 --seed 0 $(MEDIA)
 	$(BIN)/musgen sample --checkpoint $(CKPT)/musegan --out $(DEMO)/samples/musegan-harmonised \
 		--condition-track $$($(SOURCE) $(DEMO)/data/bach 0) --track soprano --num-samples 2 --seed 0 $(MEDIA)
+	$(BIN)/musgen infill $$($(SOURCE) $(DEMO)/data/bach 1) --bars 5-6 --checkpoint $(CKPT)/transformer-infill \
+		--out $(DEMO)/samples/infill-bars --seed 0 $(MEDIA)
+	$(BIN)/musgen infill $$($(SOURCE) $(DEMO)/data/bach 1) --bars 1-8 --track alto \
+		--checkpoint $(CKPT)/transformer-infill --out $(DEMO)/samples/infill-alto --seed 0 $(MEDIA)
 	$(BIN)/musgen render $$($(SOURCE) $(DEMO)/data/bach 0) --out $(DEMO)/samples/audio/prompt.wav \
 		--sample-rate 16000 --max-seconds 4
 	$(BIN)/musgen reconstruct $(DEMO)/samples/audio/prompt.wav --checkpoint $(CKPT)/vqvae \
