@@ -28,7 +28,7 @@ import symusic
 import torch
 
 import musgen
-from musgen.data.dataset import source_files, special_ids
+from musgen.data.dataset import source_files
 from musgen.data.track_layout import bar_positions
 from musgen.eval.distributions import compare_sets
 from musgen.eval.midi_stats import piece_features
@@ -55,8 +55,14 @@ def nll_both_and_left(infiller: Infiller, framed: list[int], sel: Selection) -> 
     bars = bar_positions(framed, layout)
     lo, hi = bars[sel.first - 1], bars[sel.last]
     prompt, _ = infiller.prompt(framed, sel, reserve=hi - lo)
-    both = prompt + framed[lo:hi]
-    scored_both = [len(prompt) + p - lo for c in masked for p in range(c.start + 1, c.end)]
+    both, scored_both = list(prompt), []
+    for item in infiller.plan(framed, sel):  # the selected bars in the model's order
+        if isinstance(item, int):
+            both.append(item)
+            continue
+        content = framed[item.start + 1 : item.end]
+        scored_both += range(len(both), len(both) + len(content))
+        both += content
     start = max(0, hi - context)
     left = framed[start:hi]
     scored_left = [p - start for c in masked for p in range(c.start + 1, c.end)]
@@ -105,7 +111,7 @@ def main() -> None:
     t0 = time.time()
     gen = musgen.load(args.checkpoint)
     layout = gen.layout()
-    infiller = Infiller(gen.models["model"], gen.tokenizer, layout, special_ids(gen.tokenizer).bos)
+    infiller = gen.infiller()
     files = source_files(args.data, args.split)
     pieces = [symusic.Score(str(f)) for f in files]
     framed = [infiller.frame(p) for p in pieces]

@@ -257,7 +257,17 @@ class InfillWindows(TokenWindows):
     are never labels (the model must not write them unasked). When the rewritten window is longer than
     the original, the bars after the gap are cut from the end, then the bars before it from the start."""
 
-    def __init__(self, data_dir: Path, split: str, seq_len: int, *, infill: float, **kwargs) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        split: str,
+        seq_len: int,
+        *,
+        infill: float,
+        order: str = "suffix_first",
+        lookahead: int = 4,
+        **kwargs,
+    ) -> None:
         from musgen.data.track_layout import layout_of
 
         super().__init__(data_dir, split, seq_len, **kwargs)
@@ -269,9 +279,17 @@ class InfillWindows(TokenWindows):
             )
         self.layout = layout
         self.infill = float(infill)
+        self.order, self.lookahead = order, int(lookahead)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        from musgen.data.track_layout import choose_mask, find_cells, fit_infill_sequence, infill_sequence
+        from musgen.data.track_layout import (
+            choose_mask,
+            find_cells,
+            fit_infill_sequence,
+            fit_nearby_sequence,
+            infill_sequence,
+            nearby_sequence,
+        )
 
         if i < 0:
             i += len(self)
@@ -286,12 +304,14 @@ class InfillWindows(TokenWindows):
         masked = choose_mask(cells, complete, len(self.layout.names), rng)
         if not masked:
             return super().__getitem__(i)
-        view, prefix, middle = infill_sequence(ids, masked, self.layout)
-        gap_in_view = len(middle) - sum(c.end - c.start - 2 for c in masked)  # the gap's bars, Fills in
-        seq = np.array(
-            fit_infill_sequence(view, prefix, middle, gap_in_view, self.seq_len + 1, self.layout),
-            dtype=np.int64,
-        )
+        if self.order == "nearby":
+            prefix, after, middle = nearby_sequence(ids, masked, self.layout, self.lookahead)
+            fitted = fit_nearby_sequence(prefix, after, middle, self.seq_len + 1, self.layout)
+        else:
+            view, prefix, middle = infill_sequence(ids, masked, self.layout)
+            gap_in_view = len(middle) - sum(c.end - c.start - 2 for c in masked)  # the gap's bars, Fills in
+            fitted = fit_infill_sequence(view, prefix, middle, gap_in_view, self.seq_len + 1, self.layout)
+        seq = np.array(fitted, dtype=np.int64)
         m = len(seq)
         out = np.full(self.seq_len + 1, self.special.pad, dtype=np.int64)
         out[:m] = seq

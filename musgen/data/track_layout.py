@@ -305,6 +305,45 @@ def fit_infill_sequence(
     return (view + [layout.fill_start] + prefix + middle)[:length]
 
 
+def nearby_sequence(
+    ids: Sequence[int], masked: Sequence[Cell], layout: Layout, lookahead: int
+) -> tuple[list[int], list[int], list[int]]:
+    """(prefix, after, middle) of ``ids`` for the ``masked`` cells in the ``nearby`` order: the ids
+    before the first masked bar, the (at most ``lookahead``) bars after the last one, and the masked
+    bars with, in each bar, the unmasked cells first and the masked ones last. The sequence is
+    prefix + [Fill] + after + [FillStart] + middle: what follows the gap and the bar's other tracks
+    are a few hundred tokens back at most when the masked cells are written."""
+    bars = bar_positions(ids, layout)
+    first = min(c.bar for c in masked)
+    last = max(c.bar for c in masked)
+    start, stop = bars[first], bars[last + 1]
+    after = [int(t) for t in ids[stop : bars[min(last + 1 + lookahead, len(bars) - 1)]]]
+    middle: list[int] = []
+    for b in range(first, last + 1):
+        cells = [c for c in masked if c.bar == b]
+        lo, hi = bars[b], bars[b + 1]
+        skip = {p for c in cells for p in range(c.start, c.end)}
+        middle += [int(ids[p]) for p in range(lo, hi) if p not in skip]
+        for c in sorted(cells, key=lambda c: c.start):
+            middle += [int(t) for t in ids[c.start : c.end]]
+    return [int(t) for t in ids[:start]], after, middle
+
+
+def fit_nearby_sequence(
+    prefix: list[int], after: list[int], middle: list[int], length: int, layout: Layout
+) -> list[int]:
+    """prefix + [Fill] + after + [FillStart] + middle in at most ``length`` ids: the prefix's head is
+    cut first, then the tail of ``after``, then the middle's end."""
+    excess = len(prefix) + len(after) + 2 + len(middle) - length
+    if excess > 0:
+        cut = min(excess, len(prefix))
+        prefix = prefix[cut:]
+        excess -= cut
+    if excess > 0:
+        after = after[: max(len(after) - excess, 0)]
+    return (prefix + [layout.fill] + after + [layout.fill_start] + middle)[:length]
+
+
 def choose_mask(cells: list[Cell], complete: int, n_tracks: int, rng: np.random.Generator) -> list[Cell]:
     """A random training mask among the complete bars: half the time 1-8 whole bars (every track),
     half the time one track over 1 bar to all of them. Empty when no bar is complete."""

@@ -29,6 +29,7 @@ from musgen.data.track_layout import (
     encode_tracks,
     find_cells,
     infill_sequence,
+    nearby_sequence,
     voice_tracks,
 )
 from musgen.errors import MusgenError
@@ -91,6 +92,36 @@ def _bar_starts(ids: Sequence[int], layout: Layout) -> tuple[list[int], list[flo
     return positions, quarters
 
 
+def _crop_nearby(prefix: list[int], after: list[int], budget: int, layout: Layout) -> list[int]:
+    """prefix + [Fill] + after + [FillStart] cut to whole bars to fit ``budget``: the prefix keeps its
+    last bars, ``after`` its first ones, a bar at a time, before the gap first."""
+    prefix_bars = [p for p, t in enumerate(prefix) if t == layout.bar]
+    after_bars = [p for p, t in enumerate(after) if t == layout.bar][1:] + [len(after)]
+    kp = ka = 0
+
+    def prefix_len(k: int) -> int:  # its last k bars; all of them with BOS
+        if k == 0:
+            return 0
+        return len(prefix) if k >= len(prefix_bars) else len(prefix) - prefix_bars[len(prefix_bars) - k]
+
+    def size(kp: int, ka: int) -> int:
+        return prefix_len(kp) + 2 + (after_bars[ka - 1] if ka else 0)
+
+    grew = True
+    while grew:
+        grew = False
+        if kp < len(prefix_bars) and size(kp + 1, ka) <= budget:
+            kp, grew = kp + 1, True
+        if ka < len(after_bars) and size(kp, ka + 1) <= budget:
+            ka, grew = ka + 1, True
+    return (
+        prefix[len(prefix) - prefix_len(kp) :]
+        + [layout.fill]
+        + after[: after_bars[ka - 1] if ka else 0]
+        + [layout.fill_start]
+    )
+
+
 def _crop(view: list[int], prefix: list[int], gap_bars: int, budget: int, layout: Layout) -> list[int]:
     """view + [FillStart] + prefix cut to whole bars so that it fits ``budget``: the view keeps its
     first ``gap_bars`` bars (the gap) and as many bars after them as fit, the prefix its last bars;
@@ -129,8 +160,17 @@ def _crop(view: list[int], prefix: list[int], gap_bars: int, budget: int, layout
 class Infiller:
     """Fills selections of pieces with a tracks-layout token model (one sample at a time)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, layout: Layout, bos: int):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        layout: Layout,
+        bos: int,
+        order: str = "suffix_first",
+        lookahead: int = 4,
+    ):
         self.model, self.tokenizer, self.layout, self.bos = model, tokenizer, layout, bos
+        self.order, self.lookahead = order, lookahead  # as the model was trained (data.infill_order)
         self.context = int(getattr(model, "context", 0) or 0) or None
 
     def frame(self, score: symusic.Score) -> tuple[list[int], int]:
@@ -143,13 +183,39 @@ class Infiller:
         return [c for c in cells if sel.first - 1 <= c.bar < sel.last and sel.track in (None, c.track)]
 
     def prompt(self, framed: list[int], sel: Selection, reserve: int = 0) -> tuple[list[int], list[Cell]]:
-        """The infilling prompt (``musgen.data.track_layout.infill_sequence``: the bars from the
-        selection on with its cells as ``Fill``, ``FillStart``, the bars before it), cut to whole bars
-        so that ``reserve`` more tokens fit the model's context; and the selected cells."""
+        """The infilling prompt in the model's order (``musgen.data.track_layout``), cut to whole bars
+        so that ``reserve`` more tokens fit the model's context; and the selected cells.
+        suffix_first: the bars from the selection on with its cells as ``Fill``, ``FillStart``, the
+        bars before it. nearby: the bars before it, ``Fill``, the next bars, ``FillStart``."""
         masked = self.selected(framed, sel)
-        view, prefix, _ = infill_sequence(framed, masked, self.layout)
         budget = (self.context - reserve) if self.context is not None else 10**9
+        if self.order == "nearby":
+            prefix, after, _ = nearby_sequence(framed, masked, self.layout, self.lookahead)
+            return _crop_nearby(prefix, after, budget, self.layout), masked
+        view, prefix, _ = infill_sequence(framed, masked, self.layout)
         return _crop(view, prefix, sel.last - sel.first + 1, budget, self.layout), masked
+
+    def plan(self, framed: list[int], sel: Selection) -> list[int | Cell]:
+        """What follows the prompt: ids to copy and, where a selected cell's density and notes go,
+        the cell (after its copied Track token): the selected bars as they are (suffix_first), or
+        each bar's unselected cells first (nearby)."""
+        bars = bar_positions(framed, self.layout)
+        masked = self.selected(framed, sel)
+        steps: list[int | Cell] = []
+        for b in range(sel.first - 1, sel.last):
+            cells = sorted((c for c in masked if c.bar == b), key=lambda c: c.start)
+            starts = {c.start: c for c in cells}
+            pos, late = bars[b], []
+            while pos < bars[b + 1]:
+                cell = starts.get(pos)
+                if cell is None:
+                    steps.append(framed[pos])
+                    pos += 1
+                    continue
+                (late if self.order == "nearby" else steps).extend([framed[cell.start], cell])
+                pos = cell.end
+            steps += late
+        return steps
 
     @torch.no_grad()
     def fill(
@@ -166,8 +232,7 @@ class Infiller:
         layout = self.layout
         bars = bar_positions(framed, layout)
         lo, hi = bars[sel.first - 1], bars[sel.last]
-        masked = self.selected(framed, sel)
-        drawn = sum(c.end - c.start for c in masked)
+        drawn = sum(c.end - c.start for c in self.selected(framed, sel))
         reserve = (hi - lo) + drawn // 4 + 8  # the selection's bars, with room for busier cells
         prompt, _ = self.prompt(framed, sel, reserve)
         gen = make_generator(ctl.seed)
@@ -185,7 +250,6 @@ class Infiller:
         only_density = torch.zeros_like(note_or_end)
         only_density[list(layout.densities)] = True
         forced_density = None if density is None else layout.densities[DENSITIES.index(density)]
-        starts = {c.start: c for c in masked}
         out: dict[Cell, list[int]] = {}
 
         def step(token: int) -> torch.Tensor:
@@ -198,12 +262,9 @@ class Infiller:
             scores = procs(seq, scores) if len(procs) else scores
             return int(draw(scores, gen)[0])
 
-        pos = lo
-        while pos < hi:
-            cell = starts.get(pos)
-            logits = step(framed[pos])  # a copied token (a selected cell's Track token too)
-            if cell is None:
-                pos += 1
+        for item in self.plan(framed, sel):
+            if not isinstance(item, Cell):
+                logits = step(item)  # a copied token (a selected cell's Track token too)
                 continue
             written = [forced_density if forced_density is not None else sample(only_density)]
             logits = step(written[0])
@@ -213,8 +274,7 @@ class Infiller:
                     break
                 written.append(token)
                 logits = step(token)
-            out[cell] = written
-            pos = cell.end
+            out[item] = written
         return out
 
 

@@ -34,12 +34,19 @@ class SequenceDataConfig:
     # Share of training windows rewritten for infilling (fill-in-the-middle; a data set with named
     # tracks: musgen.data.track_layout); the others train plain continuation, as do all at 0.
     infill: float = 0.0
+    # The rewritten windows' order (musgen.data.track_layout): suffix_first (the bars from the gap on,
+    # then the bars before it, then the gap) or nearby (the bars before, up to infill_lookahead bars
+    # after, then the gap with each bar's masked tracks last).
+    infill_order: str = "suffix_first"
+    infill_lookahead: int = 4
 
     def validate(self) -> None:
         if self.seq_len < 1 or self.transpose < 0 or self.velocity_jitter < 0:
             raise ConfigError("data.seq_len must be at least 1, data.transpose and data.velocity_jitter >= 0")
         if not 0 <= self.infill <= 1:
             raise ConfigError(f"data.infill is a share of windows in [0, 1], got {self.infill}")
+        if self.infill_order not in ("suffix_first", "nearby") or self.infill_lookahead < 1:
+            raise ConfigError("data.infill_order must be suffix_first or nearby, data.infill_lookahead >= 1")
 
 
 class LanguageModelTask(Task):
@@ -210,10 +217,9 @@ class LanguageModelGenerator(Generator):
         (9, 12), 1-based, inclusive) regenerated, of ``track`` alone or of every track; ``density``
         (rest | low | mid | high) asks for that many notes per beat in each regenerated bar. Notes
         that start outside the bars, and the other tracks, are kept exactly."""
-        from musgen.data.dataset import special_ids
         from musgen.data.tokenizers import MidiReadError, load_score
         from musgen.data.track_layout import DENSITIES
-        from musgen.generate.infill import Infiller, merge_into, select
+        from musgen.generate.infill import merge_into, select
         from musgen.generate.sampling import SamplingControls
 
         layout = self.layout()
@@ -225,7 +231,7 @@ class LanguageModelGenerator(Generator):
             score = load_score(piece)
         except MidiReadError as err:
             raise MusgenError(f"{piece}: {err.reason}") from None
-        infiller = Infiller(self.models["model"], self.tokenizer, layout, special_ids(self.tokenizer).bos)
+        infiller = self.infiller()
         framed, n_bars = infiller.frame(score)
         sel = select(layout, bars, track, n_bars)
         controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
@@ -247,6 +253,21 @@ class LanguageModelGenerator(Generator):
         options["seed"] = run["seed"]
         outputs = self.infill(piece, bars, num_samples, **options)
         return self.write_all(out_dir, "infill", outputs, run=run)
+
+    def infiller(self) -> Any:
+        """The ``musgen.generate.infill.Infiller`` of this model, in the order it was trained on."""
+        from musgen.data.dataset import special_ids
+        from musgen.generate.infill import Infiller
+
+        data = self.cfg.data
+        return Infiller(
+            self.models["model"],
+            self.tokenizer,
+            self.layout(),
+            special_ids(self.tokenizer).bos,
+            order=data.infill_order,
+            lookahead=data.infill_lookahead,
+        )
 
     def layout(self) -> Any:
         """The checkpoint's tracks layout; an error when it was not trained to infill."""

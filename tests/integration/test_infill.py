@@ -134,3 +134,26 @@ def test_continuation_takes_a_density(infiller, quick_transformer_run):
         assert after_track and set(after_track) == {layout.densities[1]}
     with pytest.raises(MusgenError, match="named tracks"):
         musgen.load(quick_transformer_run.checkpoint).generate(1, length=8, density="low")
+
+
+def test_the_nearby_order_trains_and_infills(bach_tracks_data, piece, tmp_path):
+    run = musgen.train(
+        "transformer",
+        bach_tracks_data,
+        tmp_path / "nearby",
+        config="tiny/transformer",
+        progress=False,
+        overrides=[
+            "data.seq_len=384",
+            "model.max_relative_position=384",
+            "data.infill=0.5",
+            "data.infill_order=nearby",
+            "train.steps=10",
+        ],
+    )
+    model = musgen.load(run.checkpoint)
+    original = symusic.Score(str(piece))
+    out = model.infill(piece, "2-3", track="tenor", density="high", seed=0)[0]
+    for before, after in zip(original.tracks, out.tracks, strict=True):
+        if before.name != "Tenor":
+            assert _notes(after) == _notes(before)

@@ -104,3 +104,25 @@ def test_infill_needs_named_tracks(bach_data):
 def test_every_density_has_a_token(bach_tracks_data):
     tok = load_tokenizer(bach_tracks_data / "tokenizer.json")
     assert all(f"Density_{d}" in tok.vocab for d in DENSITIES)
+
+
+def test_nearby_order_puts_each_bars_masked_tracks_last(bach_tracks_data):
+    from musgen.data.track_layout import fit_nearby_sequence, nearby_sequence
+
+    tok = load_tokenizer(bach_tracks_data / "tokenizer.json")
+    layout = layout_of(tok)
+    tokens, offsets = load_split(bach_tracks_data, "train")
+    ids = [1, *np.asarray(tokens[offsets[0] : offsets[1]]).tolist(), layout.eos]
+    cells, complete = find_cells(ids, layout)
+    alto = [c for c in cells if c.track == 1 and c.bar in (2, 3)]
+    prefix, after, middle = nearby_sequence(ids, alto, layout, lookahead=2)
+    assert ids[: len(prefix)] == prefix and after.count(layout.bar) == 2 and after[0] == layout.bar
+    # each of the two bars: soprano, tenor, bass, then the alto
+    order = [layout.tracks.index(t) for t in middle if t in layout.tracks]
+    assert order == [0, 2, 3, 1, 0, 2, 3, 1] and sorted(middle) == sorted(
+        ids[len(prefix) : len(prefix) + len(middle)]
+    )
+    seq = fit_nearby_sequence(prefix, after, middle, 10**6, layout)
+    assert seq == prefix + [layout.fill] + after + [layout.fill_start] + middle
+    short = fit_nearby_sequence(prefix, after, middle, len(middle) + 40, layout)
+    assert len(short) == len(middle) + 40 and short[-len(middle) :] == middle  # the prefix is cut first
