@@ -3,10 +3,10 @@
     python scripts/eval_infill.py --checkpoint checkpoints/transformer-infill --data data/bach-tracks \
         --baseline checkpoints/transformer --baseline-data data/bach --out scripts/results/eval_infill.json
 
-1. gap NLL: for gaps of 2, 4 and 8 bars (all tracks) in every held-out piece, the NLL of the gap's
-   notes (each cell's density and note tokens) given both sides (the fill-in-the-middle prompt) and
-   given only the left side (the same model continuing the piece); per scored token, and the share
-   of gaps where both sides do better.
+1. gap NLL: for gaps of 2, 4 and 8 bars (all tracks), and of the alto alone over 1 and 4 bars, in
+   every held-out piece, the NLL of the gap's notes (each cell's density and note tokens) given both
+   sides (the infilling prompt) and given only the left side (the same model continuing the piece);
+   per scored token, and the share of gaps where both sides do better.
 2. infilled vs true bars: ``--gaps`` gaps of ``--stats-bars`` bars (4) (every track) infilled with the checkpoint's sampling
    settings; the musical statistics (``musgen eval``'s features, overlap area per feature) of the
    infilled bars against the true bars they replace, next to true-vs-true (two halves of true gaps).
@@ -126,22 +126,25 @@ def main() -> None:
 
     if "nll" not in args.skip:
         report["gap_nll"] = {}
-        for size in (2, 4, 8):
+        alto = layout.names.index("alto") if "alto" in layout.names else 1
+        kinds = {"2_bars": (2, None), "4_bars": (4, None), "8_bars": (8, None)}
+        kinds |= {"alto_1_bar": (1, alto), "alto_4_bars": (4, alto)}  # one voice, the others kept
+        for name, (size, track) in kinds.items():
             both_sum = left_sum = tokens = wins = gaps = 0
             for ids, n_bars in framed:
                 for first in range(2, n_bars - size, size):  # gaps with music on both sides
-                    b, lt, n = nll_both_and_left(infiller, ids, Selection(first, first + size - 1, None))
+                    b, lt, n = nll_both_and_left(infiller, ids, Selection(first, first + size - 1, track))
                     both_sum, left_sum, tokens = both_sum + b, left_sum + lt, tokens + n
                     wins += b < lt
                     gaps += 1
-            report["gap_nll"][f"{size}_bars"] = {
+            report["gap_nll"][name] = {
                 "gaps": gaps,
                 "tokens": tokens,
                 "both_sides_nll_per_token": both_sum / tokens,
                 "left_only_nll_per_token": left_sum / tokens,
                 "share_of_gaps_both_better": wins / gaps,
             }
-            print(size, report["gap_nll"][f"{size}_bars"], flush=True)
+            print(name, report["gap_nll"][name], flush=True)
 
     def trials(size: int) -> list[tuple[int, int]]:
         """``--gaps`` (piece, first bar) pairs, spread over the pieces."""
