@@ -299,7 +299,7 @@ class InfillWindows(TokenWindows):
         window, n = self._framed_window(i)
         if self.shift_tables is not None or self.vel_ids is not None:
             window = self._augment(window, n, np.random.default_rng((self.seed, self.epoch, i)))
-        ids = window[:n]
+        ids = window[:n].tolist()
         cells, complete = find_cells(ids, self.layout)
         masked = choose_mask(cells, complete, len(self.layout.names), rng)
         if not masked:

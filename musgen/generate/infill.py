@@ -205,7 +205,8 @@ class Infiller:
         for b in range(sel.first - 1, sel.last):
             cells = sorted((c for c in masked if c.bar == b), key=lambda c: c.start)
             starts = {c.start: c for c in cells}
-            pos, late = bars[b], []
+            pos = bars[b]
+            late: list[int | Cell] = []
             while pos < bars[b + 1]:
                 cell = starts.get(pos)
                 if cell is None:
