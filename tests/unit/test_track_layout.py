@@ -23,6 +23,13 @@ def _notes(track: symusic.Track, tpq: int) -> list[tuple[float, int]]:
     return sorted((round(n.time / tpq * 8) / 8, n.pitch) for n in track.notes)
 
 
+def _first_piece(data_dir):
+    """The layout and the framed ids (BOS ... EOS) of the first training piece."""
+    layout = layout_of(load_tokenizer(data_dir / "tokenizer.json"))
+    tokens, offsets = load_split(data_dir, "train")
+    return layout, [1, *np.asarray(tokens[offsets[0] : offsets[1]]).tolist(), layout.eos]
+
+
 def test_density_classes():
     assert [density_class(n, 4.0) for n in (0, 2, 3, 4, 5, 6, 8)] == [0, 1, 1, 2, 2, 3, 3]
     assert [density_class(n, 3.0) for n in (2, 3, 4, 5)] == [1, 2, 2, 3]  # 3/4: by onsets per beat
@@ -44,10 +51,7 @@ def test_round_trip_keeps_each_voice(bach_tracks_data, bach_midi_dir):
 
 
 def test_cells_and_infill_sequences(bach_tracks_data):
-    tok = load_tokenizer(bach_tracks_data / "tokenizer.json")
-    layout = layout_of(tok)
-    tokens, offsets = load_split(bach_tracks_data, "train")
-    ids = [1, *np.asarray(tokens[offsets[0] : offsets[1]]).tolist(), layout.eos]
+    layout, ids = _first_piece(bach_tracks_data)
     cells, complete = find_cells(ids, layout)
     bars = ids.count(layout.bar)
     assert complete == bars and len(cells) == 4 * bars
@@ -109,10 +113,7 @@ def test_every_density_has_a_token(bach_tracks_data):
 def test_nearby_order_puts_each_bars_masked_tracks_last(bach_tracks_data):
     from musgen.data.track_layout import fit_nearby_sequence, nearby_sequence
 
-    tok = load_tokenizer(bach_tracks_data / "tokenizer.json")
-    layout = layout_of(tok)
-    tokens, offsets = load_split(bach_tracks_data, "train")
-    ids = [1, *np.asarray(tokens[offsets[0] : offsets[1]]).tolist(), layout.eos]
+    layout, ids = _first_piece(bach_tracks_data)
     cells, complete = find_cells(ids, layout)
     alto = [c for c in cells if c.track == 1 and c.bar in (2, 3)]
     prefix, after, middle = nearby_sequence(ids, alto, layout, lookahead=2)
