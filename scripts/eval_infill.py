@@ -32,7 +32,7 @@ from musgen.data.dataset import source_files
 from musgen.data.track_layout import bar_positions
 from musgen.eval.distributions import compare_sets
 from musgen.eval.midi_stats import piece_features
-from musgen.generate.infill import Infiller, Selection, _bar_starts
+from musgen.generate.infill import Infiller, Selection, _bar_quarters
 
 
 @torch.no_grad()
@@ -163,7 +163,7 @@ def main() -> None:
             sel = Selection(first, first + args.stats_bars - 1, None)
             ids, _ = framed[k]
             result = gen.infill(pieces[k], (sel.first, sel.last), seed=args.seed + i, **controls)[0]
-            _, quarters = _bar_starts(ids, layout)
+            quarters = _bar_quarters(ids, layout)
             lo_q, hi_q = quarters[sel.first - 1], quarters[sel.last]
             true.append(gap_region(pieces[k], lo_q, hi_q))
             filled.append(gap_region(result, lo_q, hi_q))
@@ -187,7 +187,7 @@ def main() -> None:
         for i, (k, first) in enumerate(trials(2)):
             voice = layout.names[int(rng.integers(len(layout.names)))]
             ids, _ = framed[k]
-            _, quarters = _bar_starts(ids, layout)
+            quarters = _bar_quarters(ids, layout)
             lo_q, hi_q = quarters[first - 1], quarters[first + 1]
             rates = {}
             for density in ("high", "low"):

@@ -237,15 +237,23 @@ class TokenWindows(Dataset):
             window[:n][is_vel] = self.vel_ids[new]
         return window
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if i < 0:
-            i += len(self)
+    def _augmented_window(self, i: int) -> tuple[np.ndarray, int]:
+        """``_framed_window`` transposed / velocity-jittered as item ``i`` of this epoch."""
         window, n = self._framed_window(i)
         if self.shift_tables is not None or self.vel_ids is not None:
             window = self._augment(window, n, np.random.default_rng((self.seed, self.epoch, i)))
+        return window, n
+
+    def _as_item(self, window: np.ndarray, n: int) -> dict[str, torch.Tensor]:
+        """Inputs and next-token labels of a PAD-padded window whose first ``n`` ids are real."""
         labels = window[1:].copy()
         labels[max(n - 1, 0) :] = IGNORE_INDEX
         return {"input_ids": torch.from_numpy(window[:-1].copy()), "labels": torch.from_numpy(labels)}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if i < 0:
+            i += len(self)
+        return self._as_item(*self._augmented_window(i))
 
 
 class InfillWindows(TokenWindows):
@@ -296,9 +304,7 @@ class InfillWindows(TokenWindows):
         rng = np.random.default_rng((self.seed, self.epoch, i, 1))
         if not rng.random() < self.infill:
             return super().__getitem__(i)
-        window, n = self._framed_window(i)
-        if self.shift_tables is not None or self.vel_ids is not None:
-            window = self._augment(window, n, np.random.default_rng((self.seed, self.epoch, i)))
+        window, n = self._augmented_window(i)
         ids = window[:n].tolist()
         cells, complete = find_cells(ids, self.layout)
         masked = choose_mask(cells, complete, len(self.layout.names), rng)
@@ -311,14 +317,12 @@ class InfillWindows(TokenWindows):
             view, prefix, middle = infill_sequence(ids, masked, self.layout)
             gap_in_view = len(middle) - sum(c.end - c.start - 2 for c in masked)  # the gap's bars, Fills in
             fitted = fit_infill_sequence(view, prefix, middle, gap_in_view, self.seq_len + 1, self.layout)
-        seq = np.array(fitted, dtype=np.int64)
-        m = len(seq)
         out = np.full(self.seq_len + 1, self.special.pad, dtype=np.int64)
-        out[:m] = seq
-        labels = out[1:].copy()
-        labels[max(m - 1, 0) :] = IGNORE_INDEX
+        out[: len(fitted)] = fitted
+        item = self._as_item(out, len(fitted))
+        labels = item["labels"]
         labels[(labels == self.layout.fill) | (labels == self.layout.fill_start)] = IGNORE_INDEX
-        return {"input_ids": torch.from_numpy(out[:-1].copy()), "labels": torch.from_numpy(labels)}
+        return item
 
 
 def _label_counts(tokens: np.ndarray, offsets: np.ndarray, eos: int, vocab: int) -> np.ndarray:

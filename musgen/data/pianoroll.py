@@ -156,33 +156,41 @@ def _meter_ok(score: symusic.Score, cfg: PianorollConfig) -> bool:
 
 def assign_tracks(score: symusic.Score, cfg: PianorollConfig) -> list[list[symusic.Track]]:
     """The MIDI tracks that make up each of the ``cfg.num_tracks`` roll tracks (lists may be empty)."""
+    return [[score.tracks[i] for i in group] for group in assign_track_indices(score, cfg)]
+
+
+def assign_track_indices(score: symusic.Score, cfg: PianorollConfig) -> list[list[int]]:
+    """``assign_tracks`` as indices into ``score.tracks`` (symusic hands out a new Track object on
+    every access, so the tracks themselves cannot be looked up again)."""
     names = [n.lower() for n in cfg.track_names]
-    groups: list[list[symusic.Track]] = [[] for _ in names]
-    sounding = [t for t in score.tracks if t.note_num() > 0]
+    groups: list[list[int]] = [[] for _ in names]
+    tracks = list(score.tracks)
+    sounding = [k for k, t in enumerate(tracks) if t.note_num() > 0]
     if cfg.tracks == "programs":
         other = names.index(cfg.other_track.lower()) if cfg.other_track else None
-        for track in sounding:
+        for k in sounding:
+            track = tracks[k]
             if track.is_drum:
-                k = names.index(DRUMS) if DRUMS in names else None
+                g = names.index(DRUMS) if DRUMS in names else None
             else:
                 family = next((f for f, (lo, hi) in GM_FAMILIES.items() if lo <= track.program <= hi), "")
-                k = names.index(family) if family in names else other
-            if k is not None:
-                groups[k].append(track)
+                g = names.index(family) if family in names else other
+            if g is not None:
+                groups[g].append(k)
         return groups
-    pitched = [t for t in sounding if not t.is_drum]
+    pitched = [k for k in sounding if not tracks[k].is_drum]
     unused = list(pitched)
-    for k, name in enumerate(names):
-        match = next((t for t in unused if t.name.strip().lower().startswith(name)), None)
+    for g, name in enumerate(names):
+        match = next((k for k in unused if tracks[k].name.strip().lower().startswith(name)), None)
         if match is not None:
-            groups[k].append(match)
+            groups[g].append(match)
             unused.remove(match)
     if all(groups):
         return groups
     # No (complete) voice names: the busiest tracks, highest mean pitch first.
-    busiest = sorted(pitched, key=lambda t: -t.note_num())[: len(names)]
-    busiest.sort(key=lambda t: -float(np.mean(t.notes.numpy()["pitch"])))
-    return [[busiest[k]] if k < len(busiest) else [] for k in range(len(names))]
+    busiest = sorted(pitched, key=lambda k: -tracks[k].note_num())[: len(names)]
+    busiest.sort(key=lambda k: -float(np.mean(tracks[k].notes.numpy()["pitch"])))
+    return [[busiest[g]] if g < len(busiest) else [] for g in range(len(names))]
 
 
 def tracks_roll(tracks: list[symusic.Track], tpq: int, total: int, cfg: PianorollConfig) -> np.ndarray:

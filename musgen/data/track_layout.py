@@ -24,8 +24,9 @@ by the model, the others copied)::
 
 A first version put the masked contents after the whole piece (PSM order, each cell closed by an end
 token): after 2,000 steps its gap NLL given both sides was worse than given the left side alone
-(0.95 vs 0.73 nats per token for one cell), the model could not find its place; in this order the
-left context is adjacent again and the right one is one step of attention away.
+(0.95 vs 0.73 nats per token for one cell). In this order the left context is adjacent again, and
+the gap is as good as a continuation; the model did not learn to use the right side either in the
+4,000 steps measured (docs/measured.md, "Infilling"). ``nearby_sequence`` is a second order.
 
 The tokenizer alone describes the layout (its ``Track_<name>`` tokens, in id order), so every reader of
 a tokenizer (data build, primers, decoding, ``musgen eval``) finds it without other metadata.
@@ -89,9 +90,6 @@ class Layout:
     content: np.ndarray  # (V,) bool: ids that may stand inside a cell after its density token
     tokens: tuple[str, ...]  # id -> token
 
-    def track_of(self, token: int) -> int | None:
-        return self.tracks.index(token) if token in self.tracks else None
-
 
 _LAYOUTS: dict[int, tuple[Any, Layout | None]] = {}
 
@@ -133,24 +131,11 @@ def layout_of(tokenizer: Any) -> Layout | None:
 
 def voice_tracks(score: symusic.Score, names: Sequence[str]) -> list[list[int]]:
     """Indices into ``score.tracks`` of the MIDI tracks that make up each named track: tracks named
-    after it (``Soprano`` ...), else the busiest pitched tracks by mean pitch, highest first
-    (``musgen.data.pianoroll.assign_tracks``, the rule MuseGAN's voices use)."""
-    from musgen.data.pianoroll import PianorollConfig, assign_tracks
+    after it (``Soprano`` ...), else the busiest pitched tracks by mean pitch, highest first (the
+    rule MuseGAN's voices use, ``musgen.data.pianoroll.assign_track_indices``)."""
+    from musgen.data.pianoroll import PianorollConfig, assign_track_indices
 
-    groups = assign_tracks(score, PianorollConfig(track_names=list(names)))
-    index = {id(t): k for k, t in enumerate(score.tracks)}
-    ids = [[index.get(id(t)) for t in group] for group in groups]
-    if any(i is None for group in ids for i in group):  # symusic returned copies: match by content
-        ids = [[_track_index(score, t) for t in group] for group in groups]
-    return [[i for i in group if i is not None] for group in ids]
-
-
-def _track_index(score: symusic.Score, track: symusic.Track) -> int | None:
-    for k, t in enumerate(score.tracks):
-        if t.name == track.name and t.note_num() == track.note_num() and t.program == track.program:
-            if t.note_num() == 0 or t.notes[0] == track.notes[0]:
-                return k
-    return None
+    return assign_track_indices(score, PianorollConfig(track_names=list(names)))
 
 
 def _track_bars(tokenizer: Any, score: symusic.Score, tracks: list[symusic.Track]) -> list[list[str]]:

@@ -11,7 +11,6 @@ outside the selected bars, and every unselected track, are left untouched.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +33,6 @@ from musgen.data.track_layout import (
 )
 from musgen.errors import MusgenError
 from musgen.generate.sampling import SamplingControls, _processors, draw, make_decoder, make_generator
-
-log = logging.getLogger(__name__)
 
 MAX_CELL_TOKENS = 96  # a cell's notes stop here (a bar of 32nd notes)
 
@@ -77,84 +74,48 @@ def select(layout: Layout, bars: str | tuple[int, int], track: str | None, n_bar
     return Selection(first, last, index)
 
 
-def _bar_starts(ids: Sequence[int], layout: Layout) -> tuple[list[int], list[float]]:
-    """Positions of the Bar tokens in ``ids`` and each bar's start in quarter notes (+ the end)."""
-    positions, quarters = [], [0.0]
-    beats = 4.0
-    for pos, token in enumerate(ids):
+def _bar_quarters(ids: Sequence[int], layout: Layout) -> list[float]:
+    """Each bar's start in quarter notes, then the end of the last bar (from the TimeSig tokens)."""
+    quarters, beats, bars = [0.0], 4.0, 0
+    for token in ids:
         if token == layout.bar:
-            positions.append(pos)
-            if len(positions) > 1:
+            bars += 1
+            if bars > 1:
                 quarters.append(quarters[-1] + beats)
         elif token in layout.header:
             beats = _beats(layout.tokens[token])
-    quarters.append(quarters[-1] + beats)
-    return positions, quarters
+    return quarters + [quarters[-1] + beats]
 
 
-def _crop_nearby(prefix: list[int], after: list[int], budget: int, layout: Layout) -> list[int]:
-    """prefix + [Fill] + after + [FillStart] cut to whole bars to fit ``budget``: the prefix keeps its
-    last bars, ``after`` its first ones, a bar at a time, before the gap first."""
-    prefix_bars = [p for p, t in enumerate(prefix) if t == layout.bar]
-    after_bars = [p for p, t in enumerate(after) if t == layout.bar][1:] + [len(after)]
-    kp = ka = 0
+def _fit_bars(
+    before: list[int], after: list[int], min_after: int, extra: int, budget: int, layout: Layout
+) -> tuple[int, int]:
+    """How many ids of ``before`` (its last bars; all of it, BOS included, once every bar fits) and of
+    ``after`` (its first bars, at least ``min_after``; all of it, EOS included, once every bar fits)
+    fit ``budget`` with ``extra`` separator ids, grown a bar at a time, before first."""
+    before_bars = [p for p, t in enumerate(before) if t == layout.bar]
+    after_bars = bar_positions(after, layout)  # Bar positions, then the end
 
-    def prefix_len(k: int) -> int:  # its last k bars; all of them with BOS
-        if k == 0:
-            return 0
-        return len(prefix) if k >= len(prefix_bars) else len(prefix) - prefix_bars[len(prefix_bars) - k]
+    def before_len(k: int) -> int:
+        return 0 if k == 0 else len(before) if k >= len(before_bars) else len(before) - before_bars[-k]
 
-    def size(kp: int, ka: int) -> int:
-        return prefix_len(kp) + 2 + (after_bars[ka - 1] if ka else 0)
+    def after_len(k: int) -> int:
+        return len(after) if k >= len(after_bars) - 1 else after_bars[k]
 
-    grew = True
-    while grew:
-        grew = False
-        if kp < len(prefix_bars) and size(kp + 1, ka) <= budget:
-            kp, grew = kp + 1, True
-        if ka < len(after_bars) and size(kp, ka + 1) <= budget:
-            ka, grew = ka + 1, True
-    return (
-        prefix[len(prefix) - prefix_len(kp) :]
-        + [layout.fill]
-        + after[: after_bars[ka - 1] if ka else 0]
-        + [layout.fill_start]
-    )
-
-
-def _crop(view: list[int], prefix: list[int], gap_bars: int, budget: int, layout: Layout) -> list[int]:
-    """view + [FillStart] + prefix cut to whole bars so that it fits ``budget``: the view keeps its
-    first ``gap_bars`` bars (the gap) and as many bars after them as fit, the prefix its last bars;
-    bars are added a bar at a time, before the gap first."""
-    view_bars = bar_positions(view, layout)  # Bar positions, then the end (EOS)
-    prefix_bars = [p for p, t in enumerate(prefix) if t == layout.bar]
-    kept_view = gap_bars  # bars of the view kept
-    kept_prefix = 0  # bars of the prefix kept, from its end
-
-    def view_len(k: int) -> int:
-        return len(view) if k >= len(view_bars) - 1 else view_bars[k]
-
-    def prefix_len(k: int) -> int:  # its last k bars; all of them with BOS
-        if k == 0:
-            return 0
-        return len(prefix) if k >= len(prefix_bars) else len(prefix) - prefix_bars[len(prefix_bars) - k]
-
-    def size(kv: int, kp: int) -> int:
-        return view_len(kv) + 1 + prefix_len(kp)
-
-    if size(kept_view, 0) > budget:
+    kb, ka = 0, min_after
+    if after_len(ka) + extra > budget:
         raise MusgenError(
-            f"the selected bars take {view_len(kept_view)} tokens, more than the model's context leaves "
-            f"for them ({budget}): select fewer bars"
+            f"the selected bars take {after_len(ka)} tokens, more than the model's context leaves "
+            f"for them ({budget - extra}): select fewer bars"
         )
     grew = True
     while grew:
         grew = False
-        if kept_prefix < len(prefix_bars) and size(kept_view, kept_prefix + 1) <= budget:
-            kept_prefix, grew = kept_prefix + 1, True
-        if kept_view < len(view_bars) - 1 and size(kept_view + 1, kept_prefix) <= budget:
-            kept_view, grew = kept_view + 1, True
-    return view[: view_len(kept_view)] + [layout.fill_start] + prefix[len(prefix) - prefix_len(kept_prefix) :]
+        if kb < len(before_bars) and before_len(kb + 1) + after_len(ka) + extra <= budget:
+            kb, grew = kb + 1, True
+        if ka < len(after_bars) - 1 and before_len(kb) + after_len(ka + 1) + extra <= budget:
+            ka, grew = ka + 1, True
+    return before_len(kb), after_len(ka)
 
 
 class Infiller:
@@ -176,7 +137,7 @@ class Infiller:
     def frame(self, score: symusic.Score) -> tuple[list[int], int]:
         """The piece's ids between BOS and EOS, and its number of bars."""
         framed = [self.bos, *encode_tracks(self.tokenizer, score), self.layout.eos]
-        return framed, len(_bar_starts(framed, self.layout)[0])
+        return framed, len(bar_positions(framed, self.layout)) - 1
 
     def selected(self, framed: list[int], sel: Selection) -> list[Cell]:
         cells, _ = find_cells(framed, self.layout)
@@ -189,11 +150,15 @@ class Infiller:
         bars before it. nearby: the bars before it, ``Fill``, the next bars, ``FillStart``."""
         masked = self.selected(framed, sel)
         budget = (self.context - reserve) if self.context is not None else 10**9
+        layout = self.layout
         if self.order == "nearby":
-            prefix, after, _ = nearby_sequence(framed, masked, self.layout, self.lookahead)
-            return _crop_nearby(prefix, after, budget, self.layout), masked
-        view, prefix, _ = infill_sequence(framed, masked, self.layout)
-        return _crop(view, prefix, sel.last - sel.first + 1, budget, self.layout), masked
+            prefix, after, _ = nearby_sequence(framed, masked, layout, self.lookahead)
+            kept, ahead = _fit_bars(prefix, after, 0, 2, budget, layout)
+            prompt = prefix[len(prefix) - kept :] + [layout.fill] + after[:ahead] + [layout.fill_start]
+            return prompt, masked
+        view, prefix, _ = infill_sequence(framed, masked, layout)
+        kept, ahead = _fit_bars(prefix, view, sel.last - sel.first + 1, 1, budget, layout)
+        return view[:ahead] + [layout.fill_start] + prefix[len(prefix) - kept :], masked
 
     def plan(self, framed: list[int], sel: Selection) -> list[int | Cell]:
         """What follows the prompt: ids to copy and, where a selected cell's density and notes go,
@@ -295,7 +260,7 @@ def merge_into(
     for cell in sorted(filled, key=lambda c: c.start, reverse=True):  # from the end: starts stay valid
         ids[cell.start + 1 : cell.end] = filled[cell]
     decoded = decode_tracks(tokenizer, [t for t in ids if t not in (framed[0], layout.eos)])
-    _, quarters = _bar_starts(framed, layout)
+    quarters = _bar_quarters(framed, layout)
     lo_q, hi_q = quarters[sel.first - 1], quarters[sel.last]
     tpq, tpq_d = score.ticks_per_quarter, decoded.ticks_per_quarter
     lo_t, hi_t = round(lo_q * tpq), round(hi_q * tpq)

@@ -36,7 +36,7 @@ class SequenceDataConfig:
     infill: float = 0.0
     # The rewritten windows' order (musgen.data.track_layout): suffix_first (the bars from the gap on,
     # then the bars before it, then the gap) or nearby (the bars before, up to infill_lookahead bars
-    # after, then the gap with each bar's masked tracks last).
+    # after, then the gap with each bar's masked tracks last; measured worse at 1,000 steps).
     infill_order: str = "suffix_first"
     infill_lookahead: int = 4
 
