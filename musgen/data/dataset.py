@@ -291,7 +291,9 @@ class InfillWindows(TokenWindows):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         from musgen.data.track_layout import (
+            anticipate_sequence,
             choose_mask,
+            fit_anticipate_sequence,
             find_cells,
             fit_infill_sequence,
             fit_nearby_sequence,
@@ -313,6 +315,9 @@ class InfillWindows(TokenWindows):
         if self.order == "nearby":
             prefix, after, middle = nearby_sequence(ids, masked, self.layout, self.lookahead)
             fitted = fit_nearby_sequence(prefix, after, middle, self.seq_len + 1, self.layout)
+        elif self.order == "anticipate":
+            parts = anticipate_sequence(ids, masked, complete, self.layout, self.lookahead)
+            fitted = fit_anticipate_sequence(*parts, self.seq_len + 1, self.layout)
         else:
             view, prefix, middle = infill_sequence(ids, masked, self.layout)
             gap_in_view = len(middle) - sum(c.end - c.start - 2 for c in masked)  # the gap's bars, Fills in

@@ -329,6 +329,59 @@ def fit_nearby_sequence(
     return (prefix + [layout.fill] + after + [layout.fill_start] + middle)[:length]
 
 
+def anticipate_sequence(
+    ids: Sequence[int], masked: Sequence[Cell], complete: int, layout: Layout, lookahead: int
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(prefix, middle, ahead, rest) of ``ids`` for the ``masked`` cells in the ``anticipate`` order,
+    where what the gap needs from the right is a bar or two back, not a whole piece away (a small
+    model learns to read it there; it never learned to look a piece back, measured):
+    ``prefix``: the ids before the first masked bar; ``middle``: the masked bars with, in each bar,
+    the unmasked cells first and the masked ones last (a regenerated voice hears the bar's others);
+    ``ahead``: up to ``lookahead`` complete bars after the last masked one; ``rest``: the ids after
+    those. The sequence is prefix + middle-but-its-last-bar + [Fill] + ahead + [FillStart] +
+    last-bar + rest (``anticipated``), the anticipated bars placed just before the gap's last bar
+    as the Anticipatory Music Transformer places future events just before they are needed."""
+    bars = bar_positions(ids, layout)
+    first = min(c.bar for c in masked)
+    last = max(c.bar for c in masked)
+    end_ahead = min(last + 1 + lookahead, complete)
+    ahead = [int(t) for t in ids[bars[last + 1] : bars[end_ahead]]] if end_ahead > last + 1 else []
+    middle: list[int] = []
+    for b in range(first, last + 1):
+        cells = [c for c in masked if c.bar == b]
+        skip = {p for c in cells for p in range(c.start, c.end)}
+        middle += [int(ids[p]) for p in range(bars[b], bars[b + 1]) if p not in skip]
+        for c in sorted(cells, key=lambda c: c.start):
+            middle += [int(t) for t in ids[c.start : c.end]]
+    rest = [int(t) for t in ids[bars[max(end_ahead, last + 1)] :]]
+    return [int(t) for t in ids[: bars[first]]], middle, ahead, rest
+
+
+def anticipated(middle: list[int], ahead: list[int], layout: Layout) -> list[int]:
+    """``middle`` with ``[Fill] + ahead + [FillStart]`` before its last bar (nothing when ``ahead`` is
+    empty: the gap ends the piece)."""
+    if not ahead:
+        return list(middle)
+    cut = max(p for p, t in enumerate(middle) if t == layout.bar)
+    return middle[:cut] + [layout.fill, *ahead, layout.fill_start] + middle[cut:]
+
+
+def fit_anticipate_sequence(
+    prefix: list[int], middle: list[int], ahead: list[int], rest: list[int], length: int, layout: Layout
+) -> list[int]:
+    """The ``anticipate`` sequence in at most ``length`` ids: the tail after the gap is cut first,
+    then the prefix's head."""
+    core = anticipated(middle, ahead, layout)
+    excess = len(prefix) + len(core) + len(rest) - length
+    if excess > 0:
+        cut = min(excess, len(rest))
+        rest = rest[: len(rest) - cut]
+        excess -= cut
+    if excess > 0:
+        prefix = prefix[min(excess, len(prefix)) :]
+    return (prefix + core + rest)[:length]
+
+
 def choose_mask(cells: list[Cell], complete: int, n_tracks: int, rng: np.random.Generator) -> list[Cell]:
     """A random training mask among the complete bars: half the time 1-8 whole bars (every track),
     half the time one track over 1 bar to all of them. Empty when no bar is complete."""

@@ -151,6 +151,11 @@ class Infiller:
         masked = self.selected(framed, sel)
         budget = (self.context - reserve) if self.context is not None else 10**9
         layout = self.layout
+        if self.order == "anticipate":
+            ahead = self.ahead(framed, sel)
+            prefix = framed[: bar_positions(framed, layout)[sel.first - 1]]
+            kept, _ = _fit_bars(prefix, [], 0, len(ahead) + 2, budget, layout)
+            return prefix[len(prefix) - kept :], masked
         if self.order == "nearby":
             prefix, after, _ = nearby_sequence(framed, masked, layout, self.lookahead)
             kept, ahead = _fit_bars(prefix, after, 0, 2, budget, layout)
@@ -160,14 +165,23 @@ class Infiller:
         kept, ahead = _fit_bars(prefix, view, sel.last - sel.first + 1, 1, budget, layout)
         return view[:ahead] + [layout.fill_start] + prefix[len(prefix) - kept :], masked
 
+    def ahead(self, framed: list[int], sel: Selection) -> list[int]:
+        """The anticipate order's bars after the selection (the model's lookahead; none at the end)."""
+        bars = bar_positions(framed, self.layout)
+        complete = len(bars) - 1
+        return framed[bars[sel.last] : bars[min(sel.last + self.lookahead, complete)]] if sel.last < complete else []
+
     def plan(self, framed: list[int], sel: Selection) -> list[int | Cell]:
         """What follows the prompt: ids to copy and, where a selected cell's density and notes go,
         the cell (after its copied Track token): the selected bars as they are (suffix_first), or
-        each bar's unselected cells first (nearby)."""
+        each bar's unselected cells first (nearby, anticipate; the latter with ``Fill``, the bars
+        after the selection and ``FillStart`` before its last bar)."""
         bars = bar_positions(framed, self.layout)
         masked = self.selected(framed, sel)
         steps: list[int | Cell] = []
         for b in range(sel.first - 1, sel.last):
+            if b == sel.last - 1 and self.order == "anticipate" and (ahead := self.ahead(framed, sel)):
+                steps += [self.layout.fill, *ahead, self.layout.fill_start]
             cells = sorted((c for c in masked if c.bar == b), key=lambda c: c.start)
             starts = {c.start: c for c in cells}
             pos = bars[b]
@@ -178,7 +192,7 @@ class Infiller:
                     steps.append(framed[pos])
                     pos += 1
                     continue
-                (late if self.order == "nearby" else steps).extend([framed[cell.start], cell])
+                (late if self.order in ("nearby", "anticipate") else steps).extend([framed[cell.start], cell])
                 pos = cell.end
             steps += late
         return steps
@@ -200,7 +214,9 @@ class Infiller:
         lo, hi = bars[sel.first - 1], bars[sel.last]
         drawn = sum(c.end - c.start for c in self.selected(framed, sel))
         reserve = (hi - lo) + drawn // 4 + 8  # the selection's bars, with room for busier cells
-        prompt, _ = self.prompt(framed, sel, reserve)
+        prompt, _ = self.prompt(framed, sel, reserve)  # (anticipate: it leaves room for the lookahead)
+        if self.order == "anticipate":
+            reserve += len(self.ahead(framed, sel)) + 2
         gen = make_generator(ctl.seed)
         procs = _processors(ctl, len(prompt), None)
         total = len(prompt) + reserve

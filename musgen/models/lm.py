@@ -36,7 +36,9 @@ class SequenceDataConfig:
     infill: float = 0.0
     # The rewritten windows' order (musgen.data.track_layout): suffix_first (the bars from the gap on,
     # then the bars before it, then the gap) or nearby (the bars before, up to infill_lookahead bars
-    # after, then the gap with each bar's masked tracks last; measured worse at 1,000 steps).
+    # after, then the gap with each bar's masked tracks last; measured worse at 1,000 steps) or
+    # anticipate (the bars before, the gap with each bar's masked tracks last and, just before its
+    # last bar, Fill + infill_lookahead bars after it + FillStart).
     infill_order: str = "suffix_first"
     infill_lookahead: int = 4
 
@@ -45,8 +47,8 @@ class SequenceDataConfig:
             raise ConfigError("data.seq_len must be at least 1, data.transpose and data.velocity_jitter >= 0")
         if not 0 <= self.infill <= 1:
             raise ConfigError(f"data.infill is a share of windows in [0, 1], got {self.infill}")
-        if self.infill_order not in ("suffix_first", "nearby") or self.infill_lookahead < 1:
-            raise ConfigError("data.infill_order must be suffix_first or nearby, data.infill_lookahead >= 1")
+        if self.infill_order not in ("suffix_first", "nearby", "anticipate") or self.infill_lookahead < 1:
+            raise ConfigError("data.infill_order must be suffix_first, nearby or anticipate; data.infill_lookahead >= 1")
 
 
 class LanguageModelTask(Task):
