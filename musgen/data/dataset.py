@@ -293,8 +293,8 @@ class InfillWindows(TokenWindows):
         from musgen.data.track_layout import (
             anticipate_sequence,
             choose_mask,
-            fit_anticipate_sequence,
             find_cells,
+            fit_anticipate_sequence,
             fit_infill_sequence,
             fit_nearby_sequence,
             infill_sequence,

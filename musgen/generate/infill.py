@@ -169,7 +169,11 @@ class Infiller:
         """The anticipate order's bars after the selection (the model's lookahead; none at the end)."""
         bars = bar_positions(framed, self.layout)
         complete = len(bars) - 1
-        return framed[bars[sel.last] : bars[min(sel.last + self.lookahead, complete)]] if sel.last < complete else []
+        return (
+            framed[bars[sel.last] : bars[min(sel.last + self.lookahead, complete)]]
+            if sel.last < complete
+            else []
+        )
 
     def plan(self, framed: list[int], sel: Selection) -> list[int | Cell]:
         """What follows the prompt: ids to copy and, where a selected cell's density and notes go,

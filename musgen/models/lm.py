@@ -48,7 +48,9 @@ class SequenceDataConfig:
         if not 0 <= self.infill <= 1:
             raise ConfigError(f"data.infill is a share of windows in [0, 1], got {self.infill}")
         if self.infill_order not in ("suffix_first", "nearby", "anticipate") or self.infill_lookahead < 1:
-            raise ConfigError("data.infill_order must be suffix_first, nearby or anticipate; data.infill_lookahead >= 1")
+            raise ConfigError(
+                "data.infill_order must be suffix_first, nearby or anticipate; data.infill_lookahead >= 1"
+            )
 
 
 class LanguageModelTask(Task):
@@ -79,7 +81,13 @@ class LanguageModelTask(Task):
         )
         if data.infill > 0:
             train: Dataset = InfillWindows(
-                self.data_path, "train", data.seq_len, infill=data.infill, **augment
+                self.data_path,
+                "train",
+                data.seq_len,
+                infill=data.infill,
+                order=data.infill_order,
+                lookahead=data.infill_lookahead,
+                **augment,
             )
         else:
             train = TokenWindows(self.data_path, "train", data.seq_len, **augment)

@@ -127,3 +127,58 @@ def test_nearby_order_puts_each_bars_masked_tracks_last(bach_tracks_data):
     assert seq == prefix + [layout.fill] + after + [layout.fill_start] + middle
     short = fit_nearby_sequence(prefix, after, middle, len(middle) + 40, layout)
     assert len(short) == len(middle) + 40 and short[-len(middle) :] == middle  # the prefix is cut first
+
+
+def test_anticipate_order_places_the_next_bars_before_the_gaps_last_bar(bach_tracks_data):
+    from musgen.data.track_layout import anticipate_sequence, anticipated, fit_anticipate_sequence
+
+    layout, ids = _first_piece(bach_tracks_data)
+    cells, complete = find_cells(ids, layout)
+    alto = [c for c in cells if c.track == 1 and c.bar in (2, 3)]
+    prefix, middle, ahead, rest = anticipate_sequence(ids, alto, complete, layout, lookahead=1)
+    bars = [p for p, t in enumerate(ids) if t == layout.bar] + [len(ids) - 1]
+    assert prefix == ids[: bars[2]] and ahead == ids[bars[4] : bars[5]] and rest == ids[bars[5] :]
+    seq = anticipated(middle, ahead, layout)
+    order = [layout.tracks.index(t) for t in seq if t in layout.tracks]
+    # bar 2 (soprano, tenor, bass, alto), Fill, bar 4 as it is, FillStart, bar 3 with the alto last
+    assert order == [0, 2, 3, 1, 0, 1, 2, 3, 0, 2, 3, 1]
+    assert seq.count(layout.fill) == seq.count(layout.fill_start) == 1
+    assert seq[seq.index(layout.fill) + 1 : seq.index(layout.fill_start)] == ahead
+    whole = prefix + seq + rest
+    assert fit_anticipate_sequence(prefix, middle, ahead, rest, 10**6, layout) == whole
+    short = fit_anticipate_sequence(prefix, middle, ahead, rest, len(seq) + 30, layout)
+    assert short == prefix[-30:] + seq  # the tail after the gap goes first, then the prefix's head
+    # a gap that ends the piece has nothing to anticipate
+    last = [c for c in cells if c.bar == complete - 1]
+    p, m, a, r = anticipate_sequence(ids, last, complete, layout, lookahead=2)
+    assert a == [] and anticipated(m, a, layout) == m and layout.fill not in m
+
+
+@pytest.mark.parametrize("order", ["suffix_first", "nearby", "anticipate"])
+def test_training_windows_follow_the_configured_order(bach_tracks_data, order):
+    """data.infill_order reaches the training windows (it once did not: every order trained as
+    suffix_first). suffix_first opens with the view, so its first Fill comes before FillStart and the
+    window starts at a Bar; the other two start with the bars before the gap."""
+    from musgen.config import resolve
+    from musgen.registry import get_family
+    from musgen.training.trainer import read_data_meta
+
+    spec = get_family("transformer")
+    overrides = [
+        "data.infill=1.0",
+        f"data.infill_order={order}",
+        "data.infill_lookahead=1",
+        "data.seq_len=512",
+    ]
+    cfg = resolve(spec.config_cls, "transformer", "tiny/transformer", overrides)
+    train, _ = spec.task_cls(cfg, bach_tracks_data, read_data_meta(bach_tracks_data)).datasets()
+    assert (train.order, train.lookahead) == (order, 1)
+    layout = train.layout
+    opens_with_view = []
+    for i in range(len(train)):
+        ids = train[i]["input_ids"].tolist()
+        if layout.fill in ids and layout.fill_start in ids:
+            opens_with_view.append(
+                ids.index(layout.fill) < ids.index(layout.fill_start) and ids[0] == layout.bar
+            )
+    assert opens_with_view and all(opens_with_view) == (order == "suffix_first")
