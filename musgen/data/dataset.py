@@ -299,6 +299,7 @@ class InfillWindows(TokenWindows):
             fit_nearby_sequence,
             infill_sequence,
             nearby_sequence,
+            next_pitch_sequence,
         )
 
         if i < 0:
@@ -315,6 +316,8 @@ class InfillWindows(TokenWindows):
         if self.order == "nearby":
             prefix, after, middle = nearby_sequence(ids, masked, self.layout, self.lookahead)
             fitted = fit_nearby_sequence(prefix, after, middle, self.seq_len + 1, self.layout)
+        elif self.order == "next_pitch":
+            fitted = next_pitch_sequence(ids, masked, complete, self.layout)[: self.seq_len + 1]
         elif self.order == "anticipate":
             parts = anticipate_sequence(ids, masked, complete, self.layout, self.lookahead)
             fitted = fit_anticipate_sequence(*parts, self.seq_len + 1, self.layout)
@@ -327,6 +330,7 @@ class InfillWindows(TokenWindows):
         item = self._as_item(out, len(fitted))
         labels = item["labels"]
         labels[(labels == self.layout.fill) | (labels == self.layout.fill_start)] = IGNORE_INDEX
+        labels[item["input_ids"] == self.layout.fill] = IGNORE_INDEX  # a next_pitch hint is given
         return item
 
 

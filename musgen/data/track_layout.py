@@ -382,6 +382,40 @@ def fit_anticipate_sequence(
     return (prefix + core + rest)[:length]
 
 
+def next_pitches(ids: Sequence[int], bar: int, layout: Layout) -> dict[int, int]:
+    """Track index -> the id of that track's first pitch in bar ``bar`` (0-based) of ``ids`` (tracks
+    that sound no note there are left out)."""
+    cells, _ = find_cells(ids, layout)
+    out: dict[int, int] = {}
+    for c in cells:
+        if c.bar == bar and c.track not in out:
+            pitch = next(
+                (int(t) for t in ids[c.start + 2 : c.end] if layout.tokens[int(t)].startswith("Pitch_")), None
+            )
+            if pitch is not None:
+                out[c.track] = pitch
+    return out
+
+
+def next_pitch_sequence(
+    ids: Sequence[int], masked: Sequence[Cell], complete: int, layout: Layout
+) -> list[int]:
+    """``ids`` in the ``next_pitch`` order: as they are, but each masked cell of the gap's last bar
+    says where its voice goes next: ``Fill`` + the track's first pitch in the bar after the gap, after
+    the cell's Track token (when that bar is complete and the track sounds in it). What follows the
+    gap stays a few tokens from the notes that lead to it, the order of everything else is the
+    continuation order (a small model learns to read a hint there; it did not learn to look a piece
+    back, or past a moved bar, within hours, measured)."""
+    last = max(c.bar for c in masked)
+    hints = next_pitches(ids, last + 1, layout) if last + 1 < complete else {}
+    out: list[int] = []
+    pos = 0
+    for c in sorted((c for c in masked if c.bar == last and c.track in hints), key=lambda c: c.start):
+        out += [int(t) for t in ids[pos : c.start + 1]] + [layout.fill, hints[c.track]]
+        pos = c.start + 1
+    return out + [int(t) for t in ids[pos:]]
+
+
 def choose_mask(cells: list[Cell], complete: int, n_tracks: int, rng: np.random.Generator) -> list[Cell]:
     """A random training mask among the complete bars: half the time 1-8 whole bars (every track),
     half the time one track over 1 bar to all of them. Empty when no bar is complete."""

@@ -29,6 +29,7 @@ from musgen.data.track_layout import (
     find_cells,
     infill_sequence,
     nearby_sequence,
+    next_pitches,
     voice_tracks,
 )
 from musgen.errors import MusgenError
@@ -151,6 +152,10 @@ class Infiller:
         masked = self.selected(framed, sel)
         budget = (self.context - reserve) if self.context is not None else 10**9
         layout = self.layout
+        if self.order == "next_pitch":
+            prefix = framed[: bar_positions(framed, layout)[sel.first - 1]]
+            kept, _ = _fit_bars(prefix, [], 0, 0, budget, layout)
+            return prefix[len(prefix) - kept :], masked
         if self.order == "anticipate":
             ahead = self.ahead(framed, sel)
             prefix = framed[: bar_positions(framed, layout)[sel.first - 1]]
@@ -182,6 +187,12 @@ class Infiller:
         after the selection and ``FillStart`` before its last bar)."""
         bars = bar_positions(framed, self.layout)
         masked = self.selected(framed, sel)
+        complete = len(bars) - 1
+        hints = (
+            next_pitches(framed, sel.last, self.layout)
+            if self.order == "next_pitch" and sel.last < complete
+            else {}
+        )
         steps: list[int | Cell] = []
         for b in range(sel.first - 1, sel.last):
             if b == sel.last - 1 and self.order == "anticipate" and (ahead := self.ahead(framed, sel)):
@@ -196,7 +207,12 @@ class Infiller:
                     steps.append(framed[pos])
                     pos += 1
                     continue
-                (late if self.order in ("nearby", "anticipate") else steps).extend([framed[cell.start], cell])
+                hint = (
+                    [self.layout.fill, hints[cell.track]] if b == sel.last - 1 and cell.track in hints else []
+                )
+                (late if self.order in ("nearby", "anticipate") else steps).extend(
+                    [framed[cell.start], *hint, cell]
+                )
                 pos = cell.end
             steps += late
         return steps

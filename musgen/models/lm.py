@@ -38,7 +38,8 @@ class SequenceDataConfig:
     # then the bars before it, then the gap) or nearby (the bars before, up to infill_lookahead bars
     # after, then the gap with each bar's masked tracks last; measured worse at 1,000 steps) or
     # anticipate (the bars before, the gap with each bar's masked tracks last and, just before its
-    # last bar, Fill + infill_lookahead bars after it + FillStart).
+    # last bar, Fill + infill_lookahead bars after it + FillStart) or next_pitch (the continuation
+    # order, each masked cell of the gap's last bar told its track's first pitch after the gap).
     infill_order: str = "suffix_first"
     infill_lookahead: int = 4
 
@@ -47,9 +48,12 @@ class SequenceDataConfig:
             raise ConfigError("data.seq_len must be at least 1, data.transpose and data.velocity_jitter >= 0")
         if not 0 <= self.infill <= 1:
             raise ConfigError(f"data.infill is a share of windows in [0, 1], got {self.infill}")
-        if self.infill_order not in ("suffix_first", "nearby", "anticipate") or self.infill_lookahead < 1:
+        if (
+            self.infill_order not in ("suffix_first", "nearby", "anticipate", "next_pitch")
+            or self.infill_lookahead < 1
+        ):
             raise ConfigError(
-                "data.infill_order must be suffix_first, nearby or anticipate; data.infill_lookahead >= 1"
+                "data.infill_order must be suffix_first, nearby, anticipate or next_pitch; data.infill_lookahead >= 1"
             )
 
 
