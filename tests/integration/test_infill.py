@@ -157,3 +157,46 @@ def test_the_nearby_order_trains_and_infills(bach_tracks_data, piece, tmp_path):
     for before, after in zip(original.tracks, out.tracks, strict=True):
         if before.name != "Tenor":
             assert _notes(after) == _notes(before)
+
+
+@pytest.mark.parametrize("order", ["suffix_first", "nearby", "anticipate", "next_pitch"])
+def test_the_infiller_reads_a_selection_as_training_wrote_it(infiller, piece, order):
+    """For every order, the prompt + plan with the true notes in the selected cells is the order's
+    training sequence of the same mask (what the model learned is what it is asked), and fill runs."""
+    from musgen.data.dataset import special_ids
+    from musgen.data.track_layout import (
+        anticipate_sequence,
+        anticipated,
+        find_cells,
+        infill_sequence,
+        nearby_sequence,
+        next_pitch_sequence,
+    )
+    from musgen.generate.infill import Infiller, Selection
+    from musgen.generate.sampling import SamplingControls
+
+    layout = infiller.layout()
+    model, tok = infiller.models["model"], infiller.tokenizer
+    engine = Infiller(model, tok, layout, special_ids(tok).bos, order=order, lookahead=1)
+    engine.context = None  # the whole piece: no cut to compare around
+    framed, bars = engine.frame(symusic.Score(str(piece)))
+    _, complete = find_cells(framed, layout)
+    for sel in (Selection(2, 3, None), Selection(3, 3, 1), Selection(bars - 1, bars, 2)):
+        prompt, masked = engine.prompt(framed, sel)
+        read = list(prompt)
+        for item in engine.plan(framed, sel):
+            read += [item] if isinstance(item, int) else framed[item.start + 1 : item.end]
+        if order == "suffix_first":
+            view, prefix, middle = infill_sequence(framed, masked, layout)
+            trained = view + [layout.fill_start] + prefix + middle
+        elif order == "nearby":
+            prefix, after, middle = nearby_sequence(framed, masked, layout, 1)
+            trained = prefix + [layout.fill] + after + [layout.fill_start] + middle
+        elif order == "anticipate":
+            prefix, middle, ahead, _ = anticipate_sequence(framed, masked, complete, layout, 1)
+            trained = prefix + anticipated(middle, ahead, layout)
+        else:
+            trained = next_pitch_sequence(framed, masked, complete, layout)[: len(read)]
+        assert read == trained, (order, sel)
+    filled = engine.fill(framed, Selection(2, 3, 1), SamplingControls(seed=0))
+    assert len(filled) == 2 and all(ids[0] in layout.densities for ids in filled.values())

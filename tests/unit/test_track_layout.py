@@ -182,3 +182,30 @@ def test_training_windows_follow_the_configured_order(bach_tracks_data, order):
                 ids.index(layout.fill) < ids.index(layout.fill_start) and ids[0] == layout.bar
             )
     assert opens_with_view and all(opens_with_view) == (order == "suffix_first")
+
+
+def test_next_pitch_order_tells_the_gaps_last_bar_where_each_voice_goes(bach_tracks_data):
+    from musgen.data.track_layout import next_pitch_sequence, next_pitches
+
+    layout, ids = _first_piece(bach_tracks_data)
+    cells, complete = find_cells(ids, layout)
+    gap = [c for c in cells if c.bar in (2, 3)]
+    seq = next_pitch_sequence(ids, gap, complete, layout)
+    hints = next_pitches(ids, 4, layout)
+    assert len(hints) == 4 and all(layout.tokens[p].startswith("Pitch_") for p in hints.values())
+    # each voice's first pitch of bar 4 (0-based), after the Track token of its bar-3 cell
+    fills = [p for p, t in enumerate(seq) if t == layout.fill]
+    assert [seq[p - 1] for p in fills] == list(layout.tracks) and [seq[p + 1] for p in fills] == [
+        hints[k] for k in range(4)
+    ]
+    assert [t for p, t in enumerate(seq) if p not in fills and p - 1 not in fills] == ids
+    # a gap that ends the piece has no hint; the windows never teach the hint
+    assert next_pitch_sequence(ids, [c for c in cells if c.bar == complete - 1], complete, layout) == ids
+    windows = InfillWindows(bach_tracks_data, "train", 512, infill=1.0, order="next_pitch", seed=1)
+    hinted = 0
+    for i in range(len(windows)):
+        item = windows[i]
+        at = item["input_ids"] == layout.fill
+        hinted += int(at.sum())
+        assert (item["labels"][at] == -100).all()  # the hinted pitch is given, not predicted
+    assert hinted > 0
