@@ -157,18 +157,17 @@ class Infiller:
             kept, _ = _fit_bars(prefix, [], 0, 0, budget, layout)
             return prefix[len(prefix) - kept :], masked
         if self.order == "anticipate":
-            ahead = self.ahead(framed, sel)
             prefix = framed[: bar_positions(framed, layout)[sel.first - 1]]
-            kept, _ = _fit_bars(prefix, [], 0, len(ahead) + 2, budget, layout)
+            kept, _ = _fit_bars(prefix, [], 0, len(self.ahead(framed, sel)) + 2, budget, layout)
             return prefix[len(prefix) - kept :], masked
         if self.order == "nearby":
             prefix, after, _ = nearby_sequence(framed, masked, layout, self.lookahead)
-            kept, ahead = _fit_bars(prefix, after, 0, 2, budget, layout)
-            prompt = prefix[len(prefix) - kept :] + [layout.fill] + after[:ahead] + [layout.fill_start]
+            kept, n_after = _fit_bars(prefix, after, 0, 2, budget, layout)
+            prompt = prefix[len(prefix) - kept :] + [layout.fill] + after[:n_after] + [layout.fill_start]
             return prompt, masked
         view, prefix, _ = infill_sequence(framed, masked, layout)
-        kept, ahead = _fit_bars(prefix, view, sel.last - sel.first + 1, 1, budget, layout)
-        return view[:ahead] + [layout.fill_start] + prefix[len(prefix) - kept :], masked
+        kept, n_view = _fit_bars(prefix, view, sel.last - sel.first + 1, 1, budget, layout)
+        return view[:n_view] + [layout.fill_start] + prefix[len(prefix) - kept :], masked
 
     def ahead(self, framed: list[int], sel: Selection) -> list[int]:
         """The anticipate order's bars after the selection (the model's lookahead; none at the end)."""
