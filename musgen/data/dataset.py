@@ -258,10 +258,10 @@ class TokenWindows(Dataset):
 
 class InfillWindows(TokenWindows):
     """``TokenWindows`` over a tracks-layout data set where a share ``infill`` of the training windows
-    is rewritten to infilling form (``musgen.data.track_layout.infill_sequence``): a random mask of
-    whole bars or of one track over some bars; the window from the gap on with the masked cells
-    replaced by ``Fill``, ``FillStart``, then the window up to the end of the gap in full. All is
-    next-token prediction, so the model still continues music; the ``Fill`` and ``FillStart`` tokens
+    is rewritten to infilling form: a random mask of whole bars or of one track over some bars, in
+    ``order`` (``musgen.data.track_layout``; suffix_first: the window from the gap on with the masked
+    cells replaced by ``Fill``, ``FillStart``, then the window up to the end of the gap in full). All
+    is next-token prediction, so the model still continues music; the ``Fill`` and ``FillStart`` tokens
     are never labels (the model must not write them unasked). When the rewritten window is longer than
     the original, the bars after the gap are cut from the end, then the bars before it from the start."""
 
@@ -330,7 +330,8 @@ class InfillWindows(TokenWindows):
         item = self._as_item(out, len(fitted))
         labels = item["labels"]
         labels[(labels == self.layout.fill) | (labels == self.layout.fill_start)] = IGNORE_INDEX
-        labels[item["input_ids"] == self.layout.fill] = IGNORE_INDEX  # a next_pitch hint is given
+        if self.order == "next_pitch":  # the pitch after a Fill is a given hint, not a label
+            labels[item["input_ids"] == self.layout.fill] = IGNORE_INDEX
         return item
 
 

@@ -290,6 +290,19 @@ def fit_infill_sequence(
     return (view + [layout.fill_start] + prefix + middle)[:length]
 
 
+def masked_last(ids: Sequence[int], masked: Sequence[Cell], bars: Sequence[int]) -> list[int]:
+    """The masked bars of ``ids`` (``bars``: ``bar_positions``) with, in each bar, the unmasked cells
+    first and the masked ones last (the nearby and anticipate orders)."""
+    out: list[int] = []
+    for b in range(min(c.bar for c in masked), max(c.bar for c in masked) + 1):
+        cells = sorted((c for c in masked if c.bar == b), key=lambda c: c.start)
+        skip = {p for c in cells for p in range(c.start, c.end)}
+        out += [int(ids[p]) for p in range(bars[b], bars[b + 1]) if p not in skip]
+        for c in cells:
+            out += [int(t) for t in ids[c.start : c.end]]
+    return out
+
+
 def nearby_sequence(
     ids: Sequence[int], masked: Sequence[Cell], layout: Layout, lookahead: int
 ) -> tuple[list[int], list[int], list[int]]:
@@ -303,15 +316,7 @@ def nearby_sequence(
     last = max(c.bar for c in masked)
     start, stop = bars[first], bars[last + 1]
     after = [int(t) for t in ids[stop : bars[min(last + 1 + lookahead, len(bars) - 1)]]]
-    middle: list[int] = []
-    for b in range(first, last + 1):
-        cells = [c for c in masked if c.bar == b]
-        lo, hi = bars[b], bars[b + 1]
-        skip = {p for c in cells for p in range(c.start, c.end)}
-        middle += [int(ids[p]) for p in range(lo, hi) if p not in skip]
-        for c in sorted(cells, key=lambda c: c.start):
-            middle += [int(t) for t in ids[c.start : c.end]]
-    return [int(t) for t in ids[:start]], after, middle
+    return [int(t) for t in ids[:start]], after, masked_last(ids, masked, bars)
 
 
 def fit_nearby_sequence(
@@ -346,15 +351,8 @@ def anticipate_sequence(
     last = max(c.bar for c in masked)
     end_ahead = min(last + 1 + lookahead, complete)
     ahead = [int(t) for t in ids[bars[last + 1] : bars[end_ahead]]] if end_ahead > last + 1 else []
-    middle: list[int] = []
-    for b in range(first, last + 1):
-        cells = [c for c in masked if c.bar == b]
-        skip = {p for c in cells for p in range(c.start, c.end)}
-        middle += [int(ids[p]) for p in range(bars[b], bars[b + 1]) if p not in skip]
-        for c in sorted(cells, key=lambda c: c.start):
-            middle += [int(t) for t in ids[c.start : c.end]]
     rest = [int(t) for t in ids[bars[max(end_ahead, last + 1)] :]]
-    return [int(t) for t in ids[: bars[first]]], middle, ahead, rest
+    return [int(t) for t in ids[: bars[first]]], masked_last(ids, masked, bars), ahead, rest
 
 
 def anticipated(middle: list[int], ahead: list[int], layout: Layout) -> list[int]:

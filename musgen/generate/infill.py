@@ -148,17 +148,15 @@ class Infiller:
         """The infilling prompt in the model's order (``musgen.data.track_layout``), cut to whole bars
         so that ``reserve`` more tokens fit the model's context; and the selected cells.
         suffix_first: the bars from the selection on with its cells as ``Fill``, ``FillStart``, the
-        bars before it. nearby: the bars before it, ``Fill``, the next bars, ``FillStart``."""
+        bars before it. nearby: the bars before it, ``Fill``, the next bars, ``FillStart``. anticipate
+        and next_pitch: the bars before it (their lookahead and hints are in ``plan``)."""
         masked = self.selected(framed, sel)
         budget = (self.context - reserve) if self.context is not None else 10**9
         layout = self.layout
-        if self.order == "next_pitch":
+        if self.order in ("next_pitch", "anticipate"):  # the bars before; the plan does the rest
             prefix = framed[: bar_positions(framed, layout)[sel.first - 1]]
-            kept, _ = _fit_bars(prefix, [], 0, 0, budget, layout)
-            return prefix[len(prefix) - kept :], masked
-        if self.order == "anticipate":
-            prefix = framed[: bar_positions(framed, layout)[sel.first - 1]]
-            kept, _ = _fit_bars(prefix, [], 0, len(self.ahead(framed, sel)) + 2, budget, layout)
+            extra = len(self.ahead(framed, sel)) + 2 if self.order == "anticipate" else 0
+            kept, _ = _fit_bars(prefix, [], 0, extra, budget, layout)
             return prefix[len(prefix) - kept :], masked
         if self.order == "nearby":
             prefix, after, _ = nearby_sequence(framed, masked, layout, self.lookahead)

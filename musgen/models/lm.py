@@ -35,11 +35,12 @@ class SequenceDataConfig:
     # tracks: musgen.data.track_layout); the others train plain continuation, as do all at 0.
     infill: float = 0.0
     # The rewritten windows' order (musgen.data.track_layout): suffix_first (the bars from the gap on,
-    # then the bars before it, then the gap) or nearby (the bars before, up to infill_lookahead bars
-    # after, then the gap with each bar's masked tracks last), anticipate (the bars before, the gap with each bar's masked tracks last and, just before its
-    # last bar, Fill + infill_lookahead bars after it + FillStart) or next_pitch (the continuation
-    # order, each masked cell of the gap's last bar told its track's first pitch after the gap).
-    # None made the shipped width use the right side within ~1,750 steps (docs/measured.md).
+    # then the bars before it, then the gap), nearby (the bars before, up to infill_lookahead bars
+    # after, then the gap with each bar's masked tracks last), anticipate (the bars before, the gap
+    # with each bar's masked tracks last and, just before its last bar, Fill + infill_lookahead bars
+    # after it + FillStart) or next_pitch (the continuation order, each masked cell of the gap's last
+    # bar told its track's first pitch after the gap). None made the shipped width use the right side
+    # within ~1,750 steps (docs/measured.md).
     infill_order: str = "suffix_first"
     infill_lookahead: int = 4
 
@@ -53,7 +54,8 @@ class SequenceDataConfig:
             or self.infill_lookahead < 1
         ):
             raise ConfigError(
-                "data.infill_order must be suffix_first, nearby, anticipate or next_pitch; data.infill_lookahead >= 1"
+                "data.infill_order must be suffix_first, nearby, anticipate or next_pitch; "
+                "data.infill_lookahead >= 1"
             )
 
 
