@@ -60,6 +60,9 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and stops when it is spent.
     stop_at: int = 0  # stop (state saved) after this step without changing the schedule; 0 = run to `steps`
     cpu: bool = False  # force CPU even where a GPU is present
+    # A checkpoint (or run directory) of the same family whose weights a new run starts from
+    # (fine-tuning; new modules, e.g. hint embeddings, keep their initialization). Ignored on resume.
+    init_from: str = ""
     # Accelerate experiment trackers that get the metrics too (metrics.jsonl is always written), e.g.
     # [tensorboard]; a single name is accepted. Local ones write under RUN_DIR/tensorboard.
     log_with: list[str] | str = dataclasses.field(default_factory=list)

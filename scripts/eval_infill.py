@@ -36,12 +36,13 @@ from musgen.generate.infill import Infiller, Selection, _bar_quarters
 
 
 @torch.no_grad()
-def token_nll(model: torch.nn.Module, ids: list[int], scored: list[int]) -> float:
-    """Sum of -log p(ids[i] | ids[:i]) over the positions ``scored``."""
+def token_nll(model: torch.nn.Module, ids: list[int], scored: list[int], vocab: int) -> float:
+    """Sum of -log p(ids[i] | ids[:i]) over the positions ``scored`` (a hinted input id's label is
+    its id modulo ``vocab``)."""
     x = torch.tensor([ids[:-1]])
     logits, _ = model(x)
     logp = torch.log_softmax(logits[0].float(), dim=-1)
-    target = torch.tensor(ids[1:])
+    target = torch.tensor(ids[1:]) % vocab
     rows = torch.tensor([i - 1 for i in scored])
     return float(-logp[rows, target[rows]].sum())
 
@@ -55,19 +56,21 @@ def nll_both_and_left(infiller: Infiller, framed: list[int], sel: Selection) -> 
     bars = bar_positions(framed, layout)
     lo, hi = bars[sel.first - 1], bars[sel.last]
     prompt, _ = infiller.prompt(framed, sel, reserve=hi - lo)
+    offsets = infiller.offsets(framed, sel)
     both, scored_both = list(prompt), []
     for item in infiller.plan(framed, sel):  # the selected bars in the model's order
         if isinstance(item, int):
             both.append(item)
             continue
-        content = framed[item.start + 1 : item.end]
+        content = [t + offsets[item] for t in framed[item.start + 1 : item.end]]
         scored_both += range(len(both), len(both) + len(content))
         both += content
     start = max(0, hi - context)
     left = framed[start:hi]
     scored_left = [p - start for c in masked for p in range(c.start + 1, c.end)]
     n = len(scored_left)
-    return token_nll(infiller.model, both, scored_both), token_nll(infiller.model, left, scored_left), n
+    model, vocab = infiller.model, infiller.vocab
+    return token_nll(model, both, scored_both, vocab), token_nll(model, left, scored_left, vocab), n
 
 
 def gap_region(score: symusic.Score, lo_q: float, hi_q: float) -> symusic.Score:

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -313,6 +313,8 @@ class InfillWindows(TokenWindows):
         masked = choose_mask(cells, complete, len(self.layout.names), rng)
         if not masked:
             return super().__getitem__(i)
+        if self.order == "hinted":
+            return self._hinted(ids, window, n, cells, complete, masked, rng)
         if self.order == "nearby":
             prefix, after, middle = nearby_sequence(ids, masked, self.layout, self.lookahead)
             fitted = fit_nearby_sequence(prefix, after, middle, self.seq_len + 1, self.layout)
@@ -332,6 +334,29 @@ class InfillWindows(TokenWindows):
         labels[(labels == self.layout.fill) | (labels == self.layout.fill_start)] = IGNORE_INDEX
         if self.order == "next_pitch":  # the pitch after a Fill is a given hint, not a label
             labels[item["input_ids"] == self.layout.fill] = IGNORE_INDEX
+        return item
+
+    def _hinted(
+        self,
+        ids: list[int],
+        window: np.ndarray,
+        n: int,
+        cells: list[Any],
+        complete: int,
+        masked: list[Any],
+        rng: np.random.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """The window in the continuation order, one or two gaps' cells carrying their right-side
+        hints in the input ids (``musgen.data.track_layout.cell_hints``); the labels as they are."""
+        from musgen.data.track_layout import cell_hints, choose_mask, hinted_ids
+
+        hints = cell_hints(ids, masked, complete, self.layout)
+        if rng.random() < 0.5:
+            second = choose_mask(cells, complete, len(self.layout.names), rng)
+            hints = cell_hints(ids, second, complete, self.layout) | hints  # the first gap wins overlaps
+        item = self._as_item(window, n)
+        vocab = len(self.layout.tokens)
+        item["input_ids"] = torch.from_numpy(hinted_ids(item["input_ids"].numpy(), hints, vocab))
         return item
 
 

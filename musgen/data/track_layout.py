@@ -414,6 +414,40 @@ def next_pitch_sequence(
     return out + [int(t) for t in ids[pos:]]
 
 
+# The hinted order's right-side hints: each masked cell's input ids carry one hint class (id + V x
+# class; the model adds that class's embedding, zero at first, to the token's): how many bars are
+# left to the gap's end (0 = its last bar; 3 or more) and where the cell's voice goes next (its first
+# pitch in the bar after the gap, or "none": silent there, or the gap ends the known music).
+HINT_BARS = 4
+HINT_PITCHES = 129  # MIDI pitches 0-127, then "none"
+HINT_CLASSES = 1 + HINT_BARS * HINT_PITCHES  # class 0: no hint
+
+
+def hint_class(bars_to_end: int, next_pitch: int | None) -> int:
+    """The hint class of a masked cell ``bars_to_end`` bars before its gap's last bar whose voice
+    next sounds ``next_pitch`` (a MIDI number; None when unknown or silent)."""
+    pitch = HINT_PITCHES - 1 if next_pitch is None else next_pitch
+    return 1 + min(bars_to_end, HINT_BARS - 1) * HINT_PITCHES + pitch
+
+
+def cell_hints(ids: Sequence[int], masked: Sequence[Cell], complete: int, layout: Layout) -> dict[Cell, int]:
+    """Each of the ``masked`` cells (one gap: contiguous bars) -> its hint class, read from the bar
+    after the gap when that bar is complete in ``ids``."""
+    last = max(c.bar for c in masked)
+    after = next_pitches(ids, last + 1, layout) if last + 1 < complete else {}
+    pitch = {t: int(layout.tokens[i].partition("_")[2]) for t, i in after.items()}
+    return {c: hint_class(last - c.bar, pitch.get(c.track)) for c in masked}
+
+
+def hinted_ids(ids: Sequence[int], hints: dict[Cell, int], vocab: int) -> np.ndarray:
+    """``ids`` with every hinted cell's ids (its Track token, density and notes) moved to
+    id + ``vocab`` x its hint class: the input of the hinted order, whose labels stay ``ids``."""
+    out = np.asarray(ids, dtype=np.int64).copy()
+    for cell, hint in hints.items():
+        out[cell.start : cell.end] += vocab * hint
+    return out
+
+
 def choose_mask(cells: list[Cell], complete: int, n_tracks: int, rng: np.random.Generator) -> list[Cell]:
     """A random training mask among the complete bars: half the time 1-8 whole bars (every track),
     half the time one track over 1 bar to all of them. Empty when no bar is complete."""

@@ -25,6 +25,7 @@ from musgen.data.track_layout import (
     Layout,
     _beats,
     bar_positions,
+    cell_hints,
     encode_tracks,
     find_cells,
     infill_sequence,
@@ -133,6 +134,7 @@ class Infiller:
     ):
         self.model, self.tokenizer, self.layout, self.bos = model, tokenizer, layout, bos
         self.order, self.lookahead = order, lookahead  # as the model was trained (data.infill_order)
+        self.vocab = len(layout.tokens)  # hinted ids are id + vocab x hint class
         self.context = int(getattr(model, "context", 0) or 0) or None
 
     def frame(self, score: symusic.Score) -> tuple[list[int], int]:
@@ -149,11 +151,11 @@ class Infiller:
         so that ``reserve`` more tokens fit the model's context; and the selected cells.
         suffix_first: the bars from the selection on with its cells as ``Fill``, ``FillStart``, the
         bars before it. nearby: the bars before it, ``Fill``, the next bars, ``FillStart``. anticipate
-        and next_pitch: the bars before it (their lookahead and hints are in ``plan``)."""
+        next_pitch and hinted: the bars before it (their lookahead and hints are in ``plan``)."""
         masked = self.selected(framed, sel)
         budget = (self.context - reserve) if self.context is not None else 10**9
         layout = self.layout
-        if self.order in ("next_pitch", "anticipate"):  # the bars before; the plan does the rest
+        if self.order in ("next_pitch", "anticipate", "hinted"):  # the bars before; the plan does the rest
             prefix = framed[: bar_positions(framed, layout)[sel.first - 1]]
             extra = len(self.ahead(framed, sel)) + 2 if self.order == "anticipate" else 0
             kept, _ = _fit_bars(prefix, [], 0, extra, budget, layout)
@@ -177,13 +179,25 @@ class Infiller:
             else []
         )
 
+    def offsets(self, framed: list[int], sel: Selection) -> dict[Cell, int]:
+        """Each selected cell -> what its input ids carry on top of the ids (hinted order: vocab x its
+        hint class; 0 in the other orders)."""
+        masked = self.selected(framed, sel)
+        if self.order != "hinted":
+            return dict.fromkeys(masked, 0)
+        complete = len(bar_positions(framed, self.layout)) - 1
+        hints = cell_hints(framed, masked, complete, self.layout)
+        return {c: self.vocab * h for c, h in hints.items()}
+
     def plan(self, framed: list[int], sel: Selection) -> list[int | Cell]:
         """What follows the prompt: ids to copy and, where a selected cell's density and notes go,
         the cell (after its copied Track token): the selected bars as they are (suffix_first), or
         each bar's unselected cells first (nearby, anticipate; the latter with ``Fill``, the bars
-        after the selection and ``FillStart`` before its last bar)."""
+        after the selection and ``FillStart`` before its last bar; hinted: a selected cell's Track
+        token carries its hint, as its notes will)."""
         bars = bar_positions(framed, self.layout)
         masked = self.selected(framed, sel)
+        offsets = self.offsets(framed, sel)
         complete = len(bars) - 1
         hints = (
             next_pitches(framed, sel.last, self.layout)
@@ -208,7 +222,7 @@ class Infiller:
                     [self.layout.fill, hints[cell.track]] if b == sel.last - 1 and cell.track in hints else []
                 )
                 (late if self.order in ("nearby", "anticipate") else steps).extend(
-                    [framed[cell.start], *hint, cell]
+                    [framed[cell.start] + offsets[cell], *hint, cell]
                 )
                 pos = cell.end
             steps += late
@@ -249,6 +263,7 @@ class Infiller:
         only_density = torch.zeros_like(note_or_end)
         only_density[list(layout.densities)] = True
         forced_density = None if density is None else layout.densities[DENSITIES.index(density)]
+        offsets = self.offsets(framed, sel)
         out: dict[Cell, list[int]] = {}
 
         def step(token: int) -> torch.Tensor:
@@ -258,21 +273,22 @@ class Infiller:
 
         def sample(allowed: torch.Tensor) -> int:
             scores = logits.masked_fill(~allowed, float("-inf"))
-            scores = procs(seq, scores) if len(procs) else scores
+            scores = procs(seq % self.vocab, scores) if len(procs) else scores
             return int(draw(scores, gen)[0])
 
         for item in self.plan(framed, sel):
             if not isinstance(item, Cell):
                 logits = step(item)  # a copied token (a selected cell's Track token too)
                 continue
+            offset = offsets[item]
             written = [forced_density if forced_density is not None else sample(only_density)]
-            logits = step(written[0])
+            logits = step(written[0] + offset)
             while len(written) <= MAX_CELL_TOKENS:
                 token = sample(note_or_end)
                 if not layout.content[token]:  # the model ends the cell
                     break
                 written.append(token)
-                logits = step(token)
+                logits = step(token + offset)
             out[item] = written
         return out
 

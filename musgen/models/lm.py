@@ -39,8 +39,10 @@ class SequenceDataConfig:
     # after, then the gap with each bar's masked tracks last), anticipate (the bars before, the gap
     # with each bar's masked tracks last and, just before its last bar, Fill + infill_lookahead bars
     # after it + FillStart) or next_pitch (the continuation order, each masked cell of the gap's last
-    # bar told its track's first pitch after the gap). None made the shipped width use the right side
-    # within ~1,750 steps (docs/measured.md).
+    # bar told its track's first pitch after the gap; none made the shipped width use the right side
+    # within ~1,750 steps: docs/measured.md) or hinted (the continuation order, the masked cells'
+    # input ids carrying a right-side hint the model adds as an embedding: no token moves; one or two
+    # gaps per rewritten window; a transformer only).
     infill_order: str = "suffix_first"
     infill_lookahead: int = 4
 
@@ -50,13 +52,18 @@ class SequenceDataConfig:
         if not 0 <= self.infill <= 1:
             raise ConfigError(f"data.infill is a share of windows in [0, 1], got {self.infill}")
         if (
-            self.infill_order not in ("suffix_first", "nearby", "anticipate", "next_pitch")
+            self.infill_order not in ("suffix_first", "nearby", "anticipate", "next_pitch", "hinted")
             or self.infill_lookahead < 1
         ):
             raise ConfigError(
-                "data.infill_order must be suffix_first, nearby, anticipate or next_pitch; "
+                "data.infill_order must be suffix_first, nearby, anticipate, next_pitch or hinted; "
                 "data.infill_lookahead >= 1"
             )
+
+
+def uses_hints(data: Any) -> bool:
+    """Whether a family's data config trains the hinted infilling order (hint ids at the input)."""
+    return bool(getattr(data, "infill", 0)) and getattr(data, "infill_order", "") == "hinted"
 
 
 class LanguageModelTask(Task):
@@ -76,7 +83,10 @@ class LanguageModelTask(Task):
         super().__init__(cfg, data_dir, data_meta, models)
 
     def build_models(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model_class.from_config(self.vocab_size, self.cfg)}
+        model = self.model_class.from_config(self.vocab_size, self.cfg)
+        if uses_hints(self.cfg.data) and getattr(model, "hint_embed", None) is None:
+            raise ConfigError("data.infill_order=hinted needs a transformer (its hint embeddings)")
+        return {"model": model}
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         from musgen.data.dataset import InfillWindows, TokenWindows

@@ -17,12 +17,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from musgen.config import TrainConfig
+from musgen.data.track_layout import HINT_CLASSES
 from musgen.errors import ConfigError, MusgenError
 from musgen.models.lm import (
     LanguageModelGenerator,
     LanguageModelTask,
     SequenceDataConfig,
     evaluate_language_model,
+    uses_hints,
 )
 from musgen.modules.relative_attention import KVCache, RelativeSelfAttention
 from musgen.registry import FamilySpec
@@ -110,13 +112,16 @@ class Block(nn.Module):
 
 class MusicTransformer(nn.Module):
     """Token embedding -> N pre-norm blocks -> norm -> logits. ``context`` is the trained length:
-    sampling slides its window past it; plain attention cannot see further (absolute positions)."""
+    sampling slides its window past it; plain attention cannot see further (absolute positions).
+    With ``hints`` classes (the hinted infilling order), an input id ``token + V * class`` reads the
+    token's embedding plus the class's: zero for class 0 (no hint) and, until trained, for all."""
 
-    def __init__(self, vocab_size: int, cfg: TransformerModelConfig, context: int):
+    def __init__(self, vocab_size: int, cfg: TransformerModelConfig, context: int, hints: int = 0):
         super().__init__()
         self.cfg = cfg
         self.context = context
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
+        self.hint_embed = nn.Embedding(hints, cfg.d_model, padding_idx=0) if hints else None
         self.pos_embed = nn.Embedding(context, cfg.d_model) if cfg.attention == "plain" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
@@ -128,6 +133,8 @@ class MusicTransformer(nn.Module):
                 nn.init.normal_(param, std=0.02 / math.sqrt(2 * cfg.num_layers))
         if cfg.tie_weights:
             self.head.weight = self.embed.weight
+        if self.hint_embed is not None:  # zero: a hint changes nothing until training makes it count
+            nn.init.zeros_(self.hint_embed.weight)
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -139,7 +146,8 @@ class MusicTransformer(nn.Module):
     @classmethod
     def from_config(cls, vocab_size: int, cfg: Any) -> MusicTransformer:
         """From a family config with ``model`` and ``data.seq_len`` (the transformer's and the prior's)."""
-        return cls(vocab_size, cfg.model, context=cfg.data.seq_len)
+        hints = HINT_CLASSES if uses_hints(cfg.data) else 0
+        return cls(vocab_size, cfg.model, context=cfg.data.seq_len, hints=hints)
 
     def forward(
         self, input_ids: torch.Tensor, state: TransformerState | None = None
@@ -165,7 +173,10 @@ class MusicTransformer(nn.Module):
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids (B, T) -> (B, T, D) (subclasses read other inputs, e.g. several code streams)."""
-        return self.embed(input_ids)
+        if self.hint_embed is None:
+            return self.embed(input_ids)
+        vocab = self.embed.num_embeddings
+        return self.embed(input_ids % vocab) + self.hint_embed(input_ids // vocab)
 
     def output(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states (B, T, D) -> logits (B, T, V)."""

@@ -364,6 +364,8 @@ class Trainer:
         # Same seed on every process: identical initial weights and data order (the sampler is sharded).
         set_seed(self.train_cfg.seed)
         self.build_task()
+        if self.train_cfg.init_from and self.state_dir is None:
+            self.initialize_from(Path(self.train_cfg.init_from))
         self.train_dl, self.sampler = train_loader(self.train_ds, self.train_cfg, self.world)
         self.validation = validation_set(
             self.valid_ds, self.train_cfg, self.world, self.accelerator.process_index
@@ -382,6 +384,17 @@ class Trainer:
             self.train_ds, self.valid_ds = self.task.datasets()
         if size(self.train_ds) == 0:
             raise MusgenError(f"the training split of {self.data_dir} is empty")
+
+    def initialize_from(self, path: Path) -> None:
+        """train.init_from: the Task's models start from a checkpoint's weights (same family; weights
+        the checkpoint lacks keep their initialization and are logged)."""
+        ckpt = checkpoint.load_portable(path)
+        if ckpt.family != self.family:
+            raise MusgenError(f"train.init_from {path} is a {ckpt.family} checkpoint, not {self.family}")
+        for name, model in self.task.models.items():
+            missing = ckpt.load_weights(name, model, allow_missing=True)
+            if self.main:
+                log.info("%s starts from %s (new: %s)", name, ckpt.path, ", ".join(missing) or "none")
 
     def prepare(self) -> None:
         """Wraps the Task's models, its optimizers and the training loader for the devices/processes."""
