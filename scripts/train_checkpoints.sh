@@ -55,6 +55,12 @@ for name in "${families[@]}"; do
     extra=()
     case $name in vqvae | musicvae) config=$name ;; esac  # their default presets
     [ "$name" = prior ] && extra=(--set "vqvae=$RUNS/vqvae")
+    if [ "$name" = transformer-infill ]; then  # phase 1, suffix first; phase 2 (hinted) starts from it
+        base=(--data "$data" --out "$RUNS/$name-base" --config pretrained/$name-base)
+        [ -d "$RUNS/$name-base/state" ] && base+=(--resume)
+        "$BIN/musgen" train "$family" "${base[@]}"
+        extra+=(--set "train.init_from=$RUNS/$name-base")
+    fi
     [ -d "$RUNS/$name/state" ] && extra+=(--resume)
     echo "== $name: $BIN/musgen train $family --data $data --out $RUNS/$name --config $config ${extra[*]}"
     start=$(date +%s)

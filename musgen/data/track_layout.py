@@ -26,7 +26,14 @@ A first version put the masked contents after the whole piece (PSM order, each c
 token): after 2,000 steps its gap NLL given both sides was worse than given the left side alone
 (0.95 vs 0.73 nats per token for one cell). In this order the left context is adjacent again, and
 the gap is as good as a continuation; the model did not learn to use the right side either in the
-4,000 steps measured (docs/measured.md, "Infilling"). ``nearby_sequence`` is a second order.
+4,000 steps measured (docs/measured.md, "Infilling"); nor in the nearby, anticipate and next_pitch
+orders, which move or insert tokens near the gap.
+
+The hinted order (``cell_hints``, ``hinted_ids``) moves nothing: the sequence is the continuation
+order, and each masked cell's input ids carry a hint class (id + V x class) that the transformer
+adds as an embedding (zero-initialised): the bars left to the gap's end and the voice's first pitch
+after the gap. The labels are the plain ids, so every window still trains continuation, and a
+model fine-tuned from a continuation checkpoint starts exactly where it was.
 
 The tokenizer alone describes the layout (its ``Track_<name>`` tokens, in id order), so every reader of
 a tokenizer (data build, primers, decoding, ``musgen eval``) finds it without other metadata.

@@ -1,10 +1,12 @@
 """Infilling with a token model trained on the tracks layout (``musgen.data.track_layout``, data.infill):
 regenerate bars A-B of a piece, or one track within them, and keep everything else exactly.
 
-The piece is tokenized; the prompt is the bars from the selection on with the selected cells (track x
-bar) as ``Fill`` placeholders, ``FillStart``, then the bars before the selection; the model then
+The piece is tokenized; the prompt is what the model's order puts before the selection (suffix_first:
+the bars from the selection on with the selected cells (track x bar) as ``Fill`` placeholders,
+``FillStart``, then the bars before the selection; hinted: the bars before it); the model then
 writes the selected bars as a continuation: unselected cells copied, each selected cell's density
-(written for it when asked) and notes drawn (only note tokens, until it moves on to the next cell).
+(written for it when asked) and notes drawn (only note tokens, until it moves on to the next cell),
+in the hinted order every id of a selected cell carrying the cell's right-side hint.
 The notes it wrote replace the selection's notes in a copy of the original score: notes that start
 outside the selected bars, and every unselected track, are left untouched.
 """

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import symusic
+import torch
 
 import musgen
 from musgen.data.dataset import source_files
@@ -159,15 +160,63 @@ def test_the_nearby_order_trains_and_infills(bach_tracks_data, piece, tmp_path):
             assert _notes(after) == _notes(before)
 
 
-@pytest.mark.parametrize("order", ["suffix_first", "nearby", "anticipate", "next_pitch"])
+def test_the_hinted_order_fine_tunes_a_checkpoint_and_infills(
+    tiny_infill_run, bach_tracks_data, piece, tmp_path
+):
+    """train.init_from starts a hinted run from a suffix-first checkpoint: every shared weight as
+    it was (lr 0 here), the hint embeddings new and zero; the run infills, keeping the rest."""
+    from safetensors.torch import load_file
+
+    run = musgen.train(
+        "transformer",
+        bach_tracks_data,
+        tmp_path / "hinted",
+        config="tiny/transformer",
+        progress=False,
+        overrides=[
+            "data.seq_len=384",
+            "model.max_relative_position=384",
+            "data.infill=0.5",
+            "data.infill_order=hinted",
+            f"train.init_from={tiny_infill_run.run_dir}",
+            "train.lr=0",
+            "train.steps=2",
+        ],
+    )
+    source = load_file(str(tiny_infill_run.checkpoint / "model.safetensors"))
+    tuned = load_file(str(run.checkpoint / "model.safetensors"))
+    assert set(tuned) - set(source) == {"hint_embed.weight"} and not tuned["hint_embed.weight"].any()
+    assert all(torch.equal(source[k], tuned[k]) for k in source)
+    model = musgen.load(run.checkpoint)
+    original = symusic.Score(str(piece))
+    for track in (None, "alto"):
+        out = model.infill(piece, "2-3", track=track, seed=0)[0]
+        for before, after in zip(original.tracks, out.tracks, strict=True):
+            if track is not None and before.name != "Alto":
+                assert _notes(after) == _notes(before)
+    with pytest.raises(MusgenError, match="is a transformer checkpoint, not lstm"):
+        musgen.train(
+            "lstm",
+            bach_tracks_data,
+            tmp_path / "other",
+            config="tiny/lstm",
+            progress=False,
+            overrides=[f"train.init_from={tiny_infill_run.checkpoint}", "train.steps=1"],
+        )
+
+
+@pytest.mark.parametrize("order", ["suffix_first", "nearby", "anticipate", "next_pitch", "hinted"])
 def test_the_infiller_reads_a_selection_as_training_wrote_it(infiller, piece, order):
     """For every order, the prompt + plan with the true notes in the selected cells is the order's
-    training sequence of the same mask (what the model learned is what it is asked), and fill runs."""
+    training sequence of the same mask (what the model learned is what it is asked), and fill runs
+    (hinted: with a hinted model, test_the_hinted_order_fine_tunes_a_checkpoint_and_infills)."""
     from musgen.data.dataset import special_ids
     from musgen.data.track_layout import (
         anticipate_sequence,
         anticipated,
+        cell_hints,
         find_cells,
+        hinted_ids,
         infill_sequence,
         nearby_sequence,
         next_pitch_sequence,
@@ -183,9 +232,10 @@ def test_the_infiller_reads_a_selection_as_training_wrote_it(infiller, piece, or
     _, complete = find_cells(framed, layout)
     for sel in (Selection(2, 3, None), Selection(3, 3, 1), Selection(bars - 1, bars, 2)):
         prompt, masked = engine.prompt(framed, sel)
-        read = list(prompt)
+        read, offsets = list(prompt), engine.offsets(framed, sel)
         for item in engine.plan(framed, sel):
-            read += [item] if isinstance(item, int) else framed[item.start + 1 : item.end]
+            notes = [] if isinstance(item, int) else framed[item.start + 1 : item.end]
+            read += [item] if isinstance(item, int) else [t + offsets[item] for t in notes]
         if order == "suffix_first":
             view, prefix, middle = infill_sequence(framed, masked, layout)
             trained = view + [layout.fill_start] + prefix + middle
@@ -195,8 +245,14 @@ def test_the_infiller_reads_a_selection_as_training_wrote_it(infiller, piece, or
         elif order == "anticipate":
             prefix, middle, ahead, _ = anticipate_sequence(framed, masked, complete, layout, 1)
             trained = prefix + anticipated(middle, ahead, layout)
-        else:
+        elif order == "next_pitch":
             trained = next_pitch_sequence(framed, masked, complete, layout)[: len(read)]
+        else:
+            hints = cell_hints(framed, masked, complete, layout)
+            trained = hinted_ids(framed, hints, len(layout.tokens))[: len(read)].tolist()
+            assert max(read) >= len(layout.tokens)
         assert read == trained, (order, sel)
+    if order == "hinted":
+        return
     filled = engine.fill(framed, Selection(2, 3, 1), SamplingControls(seed=0))
     assert len(filled) == 2 and all(ids[0] in layout.densities for ids in filled.values())

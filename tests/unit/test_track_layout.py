@@ -209,3 +209,53 @@ def test_next_pitch_order_tells_the_gaps_last_bar_where_each_voice_goes(bach_tra
         hinted += int(at.sum())
         assert (item["labels"][at] == -100).all()  # the hinted pitch is given, not predicted
     assert hinted > 0
+
+
+def test_hinted_cells_say_how_far_the_gap_runs_and_where_each_voice_goes(bach_tracks_data):
+    from musgen.data.track_layout import HINT_CLASSES, cell_hints, hint_class, hinted_ids, next_pitches
+
+    layout, ids = _first_piece(bach_tracks_data)
+    cells, complete = find_cells(ids, layout)
+    gap = [c for c in cells if c.bar in (2, 3)]
+    hints = cell_hints(ids, gap, complete, layout)
+    after = {t: int(layout.tokens[p].split("_")[1]) for t, p in next_pitches(ids, 4, layout).items()}
+    assert len(after) == 4
+    assert {hints[c] for c in gap if c.bar == 3} == {hint_class(0, after[t]) for t in range(4)}
+    assert [hints[c] for c in gap if c.bar == 2] == [hint_class(1, after[t]) for t in range(4)]
+    assert hint_class(9, None) == HINT_CLASSES - 1 and hint_class(0, 0) == 1  # far bars share a class
+    # a gap that ends the piece knows nothing of what follows
+    last = [c for c in cells if c.bar == complete - 1]
+    assert set(cell_hints(ids, last, complete, layout).values()) == {hint_class(0, None)}
+    # the input ids: id + V x class inside each hinted cell (Track token to its last note), else the id
+    v = len(layout.tokens)
+    marked = hinted_ids(ids, hints, v)
+    assert (marked % v).tolist() == ids
+    inside = {p for c in gap for p in range(c.start, c.end)}
+    assert [p for p, m in enumerate(marked) if m >= v] == sorted(inside)
+
+
+def test_hinted_windows_keep_the_continuation_and_mark_whole_cells(bach_tracks_data):
+    """The hinted order's windows are the plain windows (same inputs modulo V, same labels) with one
+    or two gaps' cells marked; every mark starts at a Track token and covers its cell."""
+    from musgen.config import resolve
+    from musgen.data.dataset import TokenWindows
+    from musgen.registry import get_family
+    from musgen.training.trainer import read_data_meta
+
+    spec = get_family("transformer")
+    overrides = ["data.infill=1.0", "data.infill_order=hinted", "data.seq_len=512"]
+    cfg = resolve(spec.config_cls, "transformer", "tiny/transformer", overrides)
+    task = spec.task_cls(cfg, bach_tracks_data, read_data_meta(bach_tracks_data))
+    assert task.models["model"].hint_embed is not None
+    train, _ = task.datasets()
+    layout, v = train.layout, len(train.layout.tokens)
+    marked_windows = 0
+    for i in range(len(train)):
+        item, plain = train[i], TokenWindows.__getitem__(train, i)
+        x = item["input_ids"]
+        assert torch.equal(item["labels"], plain["labels"]) and torch.equal(x % v, plain["input_ids"])
+        runs = np.flatnonzero(np.diff(np.r_[0, (x >= v).numpy().astype(int)]) == 1)  # first marked ids
+        marked_windows += len(runs) > 0
+        for start in runs:
+            assert int(x[start]) % v in layout.tracks
+    assert marked_windows > len(train) // 2
