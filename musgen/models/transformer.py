@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from musgen.config import TrainConfig
-from musgen.data.track_layout import HINT_CLASSES
+from musgen.data.track_layout import HINT_BARS, HINT_PITCHES
 from musgen.errors import ConfigError, MusgenError
 from musgen.models.lm import (
     LanguageModelGenerator,
@@ -110,18 +110,43 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), cache
 
 
+class HintEmbedding(nn.Module):
+    """Hint classes of the hinted infilling order (``musgen.data.track_layout.hint_class``) -> vectors
+    added to the token embeddings: bars left to the gap's end + the voice's next pitch + its pitch
+    class (factored, so that every pitch's vector learns from every hinted cell at that distance,
+    and the pitch from every distance). Zero at initialisation; class 0 (no hint) always zero."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.bars = nn.Embedding(HINT_BARS, d_model)
+        self.pitch = nn.Embedding(HINT_PITCHES, d_model)
+        self.pitch_class = nn.Embedding(13, d_model)  # 12 pitch classes, then "none"
+
+    def reset_parameters(self) -> None:
+        for table in (self.bars, self.pitch, self.pitch_class):
+            nn.init.zeros_(table.weight)
+
+    def forward(self, hints: torch.Tensor) -> torch.Tensor:
+        """hints (B, T) in [0, track_layout.HINT_CLASSES) -> (B, T, D)."""
+        k = (hints - 1).clamp(min=0)
+        bars, pitch = k // HINT_PITCHES, k % HINT_PITCHES
+        pitch_class = torch.where(pitch < HINT_PITCHES - 1, pitch % 12, 12)
+        vec = self.bars(bars) + self.pitch(pitch) + self.pitch_class(pitch_class)
+        return vec * (hints > 0).unsqueeze(-1).to(vec.dtype)
+
+
 class MusicTransformer(nn.Module):
     """Token embedding -> N pre-norm blocks -> norm -> logits. ``context`` is the trained length:
     sampling slides its window past it; plain attention cannot see further (absolute positions).
-    With ``hints`` classes (the hinted infilling order), an input id ``token + V * class`` reads the
-    token's embedding plus the class's: zero for class 0 (no hint) and, until trained, for all."""
+    With ``hints`` (the hinted infilling order), an input id ``token + V * class`` reads the token's
+    embedding plus the class's (``HintEmbedding``: zero for class 0 and, until trained, for all)."""
 
-    def __init__(self, vocab_size: int, cfg: TransformerModelConfig, context: int, hints: int = 0):
+    def __init__(self, vocab_size: int, cfg: TransformerModelConfig, context: int, hints: bool = False):
         super().__init__()
         self.cfg = cfg
         self.context = context
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
-        self.hint_embed = nn.Embedding(hints, cfg.d_model, padding_idx=0) if hints else None
+        self.hint_embed = HintEmbedding(cfg.d_model) if hints else None
         self.pos_embed = nn.Embedding(context, cfg.d_model) if cfg.attention == "plain" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
@@ -134,7 +159,7 @@ class MusicTransformer(nn.Module):
         if cfg.tie_weights:
             self.head.weight = self.embed.weight
         if self.hint_embed is not None:  # zero: a hint changes nothing until training makes it count
-            nn.init.zeros_(self.hint_embed.weight)
+            self.hint_embed.reset_parameters()
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -146,8 +171,7 @@ class MusicTransformer(nn.Module):
     @classmethod
     def from_config(cls, vocab_size: int, cfg: Any) -> MusicTransformer:
         """From a family config with ``model`` and ``data.seq_len`` (the transformer's and the prior's)."""
-        hints = HINT_CLASSES if uses_hints(cfg.data) else 0
-        return cls(vocab_size, cfg.model, context=cfg.data.seq_len, hints=hints)
+        return cls(vocab_size, cfg.model, context=cfg.data.seq_len, hints=uses_hints(cfg.data))
 
     def forward(
         self, input_ids: torch.Tensor, state: TransformerState | None = None

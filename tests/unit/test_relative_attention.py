@@ -170,12 +170,13 @@ def test_hint_embeddings_start_at_zero_and_cached_decoding_reads_them():
 
     torch.manual_seed(0)
     cfg = TransformerModelConfig(d_model=32, num_layers=2, num_heads=4, d_ff=64, dropout=0.0)
-    model = MusicTransformer(50, cfg, context=64, hints=HINT_CLASSES).eval()
+    model = MusicTransformer(50, cfg, context=64, hints=True).eval()
     ids = torch.randint(0, 50, (2, 20))
     hinted = ids + 50 * torch.randint(0, HINT_CLASSES, (2, 20))
     with torch.no_grad():
         assert torch.equal(model(ids)[0], model(hinted)[0])
-        torch.nn.init.normal_(model.hint_embed.weight)
+        for table in model.hint_embed.parameters():
+            torch.nn.init.normal_(table)
         full, _ = model(hinted)
         assert not torch.allclose(full, model(ids)[0])
         state, steps = None, []
