@@ -256,6 +256,9 @@ class TokenWindows(Dataset):
         return self._as_item(*self._augmented_window(i))
 
 
+GAPS_PER_WINDOW = 4  # the hinted order's most gaps in one window (only their last bars carry hints)
+
+
 class InfillWindows(TokenWindows):
     """``TokenWindows`` over a tracks-layout data set where a share ``infill`` of the training windows
     is rewritten to infilling form: a random mask of whole bars or of one track over some bars, in
@@ -274,6 +277,7 @@ class InfillWindows(TokenWindows):
         infill: float,
         order: str = "suffix_first",
         lookahead: int = 4,
+        hint_bars: int = 1,
         **kwargs,
     ) -> None:
         from musgen.data.track_layout import layout_of
@@ -287,7 +291,7 @@ class InfillWindows(TokenWindows):
             )
         self.layout = layout
         self.infill = float(infill)
-        self.order, self.lookahead = order, int(lookahead)
+        self.order, self.lookahead, self.hint_bars = order, int(lookahead), int(hint_bars)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         from musgen.data.track_layout import (
@@ -346,14 +350,16 @@ class InfillWindows(TokenWindows):
         masked: list[Any],
         rng: np.random.Generator,
     ) -> dict[str, torch.Tensor]:
-        """The window in the continuation order, one or two gaps' cells carrying their right-side
-        hints in the input ids (``musgen.data.track_layout.cell_hints``); the labels as they are."""
+        """The window in the continuation order, 1 to ``GAPS_PER_WINDOW`` gaps' last cells carrying
+        their right-side hints in the input ids (``musgen.data.track_layout.cell_hints``); the labels
+        as they are."""
         from musgen.data.track_layout import cell_hints, choose_mask, hinted_ids
 
-        hints = cell_hints(ids, masked, complete, self.layout)
-        if rng.random() < 0.5:
-            second = choose_mask(cells, complete, len(self.layout.names), rng)
-            hints = cell_hints(ids, second, complete, self.layout) | hints  # the first gap wins overlaps
+        hints = cell_hints(ids, masked, complete, self.layout, self.hint_bars)
+        for _ in range(int(rng.integers(0, GAPS_PER_WINDOW))):  # more gaps; the earlier wins overlaps
+            more = choose_mask(cells, complete, len(self.layout.names), rng)
+            if more:
+                hints = cell_hints(ids, more, complete, self.layout, self.hint_bars) | hints
         item = self._as_item(window, n)
         vocab = len(self.layout.tokens)
         item["input_ids"] = torch.from_numpy(hinted_ids(item["input_ids"].numpy(), hints, vocab))

@@ -437,13 +437,17 @@ def hint_class(bars_to_end: int, next_pitch: int | None) -> int:
     return 1 + min(bars_to_end, HINT_BARS - 1) * HINT_PITCHES + pitch
 
 
-def cell_hints(ids: Sequence[int], masked: Sequence[Cell], complete: int, layout: Layout) -> dict[Cell, int]:
-    """Each of the ``masked`` cells (one gap: contiguous bars) -> its hint class, read from the bar
-    after the gap when that bar is complete in ``ids``."""
+def cell_hints(
+    ids: Sequence[int], masked: Sequence[Cell], complete: int, layout: Layout, bars: int = 1
+) -> dict[Cell, int]:
+    """The ``masked`` cells (one gap: contiguous bars) of its last ``bars`` bars -> their hint
+    classes, read from the bar after the gap when that bar is complete in ``ids``. With ``bars`` 1
+    (data.infill_hint_bars) the gap reads exactly as a continuation up to its last bar: hints on
+    every bar made the bars far from the end worse than without (docs/measured.md)."""
     last = max(c.bar for c in masked)
     after = next_pitches(ids, last + 1, layout) if last + 1 < complete else {}
     pitch = {t: int(layout.tokens[i].partition("_")[2]) for t, i in after.items()}
-    return {c: hint_class(last - c.bar, pitch.get(c.track)) for c in masked}
+    return {c: hint_class(last - c.bar, pitch.get(c.track)) for c in masked if last - c.bar < bars}
 
 
 def hinted_ids(ids: Sequence[int], hints: dict[Cell, int], vocab: int) -> np.ndarray:

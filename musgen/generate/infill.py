@@ -133,9 +133,11 @@ class Infiller:
         bos: int,
         order: str = "suffix_first",
         lookahead: int = 4,
+        hint_bars: int = 1,
     ):
         self.model, self.tokenizer, self.layout, self.bos = model, tokenizer, layout, bos
-        self.order, self.lookahead = order, lookahead  # as the model was trained (data.infill_order)
+        # as the model was trained (data.infill_order, infill_lookahead, infill_hint_bars)
+        self.order, self.lookahead, self.hint_bars = order, lookahead, hint_bars
         self.vocab = len(layout.tokens)  # hinted ids are id + vocab x hint class
         self.context = int(getattr(model, "context", 0) or 0) or None
 
@@ -188,8 +190,8 @@ class Infiller:
         if self.order != "hinted":
             return dict.fromkeys(masked, 0)
         complete = len(bar_positions(framed, self.layout)) - 1
-        hints = cell_hints(framed, masked, complete, self.layout)
-        return {c: self.vocab * h for c, h in hints.items()}
+        hints = cell_hints(framed, masked, complete, self.layout, self.hint_bars)
+        return {c: self.vocab * hints.get(c, 0) for c in masked}
 
     def plan(self, framed: list[int], sel: Selection) -> list[int | Cell]:
         """What follows the prompt: ids to copy and, where a selected cell's density and notes go,

@@ -45,6 +45,7 @@ class SequenceDataConfig:
     # gaps per rewritten window; a transformer only).
     infill_order: str = "suffix_first"
     infill_lookahead: int = 4
+    infill_hint_bars: int = 1  # hinted: the gap's last bars whose masked cells carry the hint
 
     def validate(self) -> None:
         if self.seq_len < 1 or self.transpose < 0 or self.velocity_jitter < 0:
@@ -54,10 +55,11 @@ class SequenceDataConfig:
         if (
             self.infill_order not in ("suffix_first", "nearby", "anticipate", "next_pitch", "hinted")
             or self.infill_lookahead < 1
+            or self.infill_hint_bars < 1
         ):
             raise ConfigError(
                 "data.infill_order must be suffix_first, nearby, anticipate, next_pitch or hinted; "
-                "data.infill_lookahead >= 1"
+                "data.infill_lookahead and data.infill_hint_bars >= 1"
             )
 
 
@@ -103,6 +105,7 @@ class LanguageModelTask(Task):
                 infill=data.infill,
                 order=data.infill_order,
                 lookahead=data.infill_lookahead,
+                hint_bars=data.infill_hint_bars,
                 **augment,
             )
         else:
@@ -293,6 +296,7 @@ class LanguageModelGenerator(Generator):
             special_ids(self.tokenizer).bos,
             order=data.infill_order,
             lookahead=data.infill_lookahead,
+            hint_bars=data.infill_hint_bars,
         )
 
     def layout(self) -> Any:
