@@ -116,22 +116,27 @@ class HintEmbedding(nn.Module):
     class (factored, so that every pitch's vector learns from every hinted cell at that distance,
     and the pitch from every distance). Zero at initialisation; class 0 (no hint) always zero."""
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, vocab_size: int):
         super().__init__()
         self.bars = nn.Embedding(HINT_BARS, d_model)
         self.pitch = nn.Embedding(HINT_PITCHES, d_model)
         self.pitch_class = nn.Embedding(13, d_model)  # 12 pitch classes, then "none"
+        # Per input token, how much of the hint it takes (ones at first): a Position token late in
+        # the bar, whose next token is the pitch that leads into the next bar, can take it whole and
+        # an early one none. An ungated hint helped the bar's last pitches and hurt the rest.
+        self.gate = nn.Embedding(vocab_size, d_model)
 
     def reset_parameters(self) -> None:
         for table in (self.bars, self.pitch, self.pitch_class):
             nn.init.zeros_(table.weight)
+        nn.init.ones_(self.gate.weight)
 
-    def forward(self, hints: torch.Tensor) -> torch.Tensor:
-        """hints (B, T) in [0, track_layout.HINT_CLASSES) -> (B, T, D)."""
+    def forward(self, hints: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """hints (B, T) in [0, track_layout.HINT_CLASSES), the tokens they come with (B, T) -> (B, T, D)."""
         k = (hints - 1).clamp(min=0)
         bars, pitch = k // HINT_PITCHES, k % HINT_PITCHES
         pitch_class = torch.where(pitch < HINT_PITCHES - 1, pitch % 12, 12)
-        vec = self.bars(bars) + self.pitch(pitch) + self.pitch_class(pitch_class)
+        vec = (self.bars(bars) + self.pitch(pitch) + self.pitch_class(pitch_class)) * self.gate(tokens)
         return vec * (hints > 0).unsqueeze(-1).to(vec.dtype)
 
 
@@ -146,7 +151,7 @@ class MusicTransformer(nn.Module):
         self.cfg = cfg
         self.context = context
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
-        self.hint_embed = HintEmbedding(cfg.d_model) if hints else None
+        self.hint_embed = HintEmbedding(cfg.d_model, vocab_size) if hints else None
         self.pos_embed = nn.Embedding(context, cfg.d_model) if cfg.attention == "plain" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
@@ -200,7 +205,8 @@ class MusicTransformer(nn.Module):
         if self.hint_embed is None:
             return self.embed(input_ids)
         vocab = self.embed.num_embeddings
-        return self.embed(input_ids % vocab) + self.hint_embed(input_ids // vocab)
+        tokens = input_ids % vocab
+        return self.embed(tokens) + self.hint_embed(input_ids // vocab, tokens)
 
     def output(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states (B, T, D) -> logits (B, T, V)."""
