@@ -183,6 +183,9 @@ class LanguageModelGenerator(Generator):
                 f"tokenizer in {ckpt.path} has {len(self.tokenizer)} tokens but the model was trained on "
                 f"{self.vocab_size}: the tokenizer does not match the model"
             )
+        hints = getattr(self.models["model"], "hint_embed", None)
+        if hints is not None:  # the hint strength chosen on the validation split (scripts/tune_hints.py)
+            hints.scale = float(ckpt.meta.get("hint_scale", 1.0))
 
     def generate(
         self,

@@ -125,6 +125,11 @@ class HintEmbedding(nn.Module):
         # the bar, whose next token is the pitch that leads into the next bar, can take it whole and
         # an early one none. An ungated hint helped the bar's last pitches and hurt the rest.
         self.gate = nn.Embedding(vocab_size, d_model)
+        # How much of the learned hint is added: 1 in training; a checkpoint's "hint_scale" (chosen
+        # on the validation split, scripts/tune_hints.py) when loaded. Adam moves weakly-trained
+        # hint vectors by about lr a step whatever their signal, and that noise costs NLL to second
+        # order in the scale while what they carry gains to first order.
+        self.scale = 1.0
 
     def reset_parameters(self) -> None:
         for table in (self.bars, self.pitch, self.pitch_class):
@@ -137,7 +142,7 @@ class HintEmbedding(nn.Module):
         bars, pitch = k // HINT_PITCHES, k % HINT_PITCHES
         pitch_class = torch.where(pitch < HINT_PITCHES - 1, pitch % 12, 12)
         vec = (self.bars(bars) + self.pitch(pitch) + self.pitch_class(pitch_class)) * self.gate(tokens)
-        return vec * (hints > 0).unsqueeze(-1).to(vec.dtype)
+        return vec * (hints > 0).unsqueeze(-1).to(vec.dtype) * self.scale
 
 
 class MusicTransformer(nn.Module):

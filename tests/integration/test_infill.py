@@ -16,6 +16,8 @@ import musgen
 from musgen.data.dataset import source_files
 from musgen.errors import MusgenError
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def _notes(track: symusic.Track) -> list[tuple[int, int, int, int]]:
     return sorted((n.time, n.duration, n.pitch, n.velocity) for n in track.notes)
@@ -189,7 +191,20 @@ def test_the_hinted_order_fine_tunes_a_checkpoint_and_infills(
     assert new and all(k.startswith("hint_embed.") for k in new)
     assert all((tuned[k] == 1).all() if k.endswith("gate.weight") else not tuned[k].any() for k in new)
     assert all(torch.equal(source[k], tuned[k]) for k in source)
+    # the hint strength chosen on the validation split is stored in the checkpoint and used on load
+    tune = [sys.executable, "scripts/tune_hints.py", str(run.checkpoint), "--data", str(bach_tracks_data)]
+    subprocess.run(
+        [*tune, "--grid", "0,1", "--sizes", "2", "--write"], check=True, capture_output=True, cwd=ROOT
+    )
+    meta = json.loads((run.checkpoint / "musgen.json").read_text())
+    table = meta["hint_scale_chosen_by"]["table"]
+    assert [row["hint_scale"] for row in table] == [0.0, 1.0] and meta["hint_scale"] in (0.0, 1.0)
+    off = table[0]  # scale 0: no hint (the two readings' contexts are cut at different places)
+    assert off["both_sides_nll_per_token"]["2_bars"] == pytest.approx(
+        off["left_only_nll_per_token"]["2_bars"], rel=1e-3
+    )
     model = musgen.load(run.checkpoint)
+    assert model.models["model"].hint_embed.scale == meta["hint_scale"]
     original = symusic.Score(str(piece))
     for track in (None, "alto"):
         out = model.infill(piece, "2-3", track=track, seed=0)[0]
