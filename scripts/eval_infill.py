@@ -32,7 +32,7 @@ from musgen.data.dataset import source_files
 from musgen.data.track_layout import bar_positions
 from musgen.eval.distributions import compare_sets
 from musgen.eval.midi_stats import piece_features
-from musgen.generate.infill import Infiller, Selection, _bar_quarters
+from musgen.generate.infill import Infiller, Selection, _bar_quarters, _fit_bars
 
 
 @torch.no_grad()
@@ -50,7 +50,7 @@ def token_nll(model: torch.nn.Module, ids: list[int], scored: list[int], vocab: 
 def nll_both_and_left(infiller: Infiller, framed: list[int], sel: Selection) -> tuple[float, float, int]:
     """(NLL given both sides, NLL given the left side, scored tokens) of the selected cells' density
     and note tokens: after the infilling prompt, and in the piece read left to right (both cut on the
-    left to the model's context)."""
+    left, at a bar line, to the model's context)."""
     layout, context = infiller.layout, infiller.context or 10**9
     masked = infiller.selected(framed, sel)
     bars = bar_positions(framed, layout)
@@ -65,7 +65,10 @@ def nll_both_and_left(infiller: Infiller, framed: list[int], sel: Selection) -> 
         content = [t + offsets[item] for t in framed[item.start + 1 : item.end]]
         scored_both += range(len(both), len(both) + len(content))
         both += content
-    start = max(0, hi - context)
+    # the left side alone: the bars before the gap cut to whole bars to leave room for the gap, as
+    # the prompts are (a window cut inside a bar reads worse: 0.8731 vs 0.8726 on 2-bar valid gaps)
+    kept, _ = _fit_bars(framed[:lo], [], 0, 0, context - (hi - lo), layout)
+    start = lo - kept
     left = framed[start:hi]
     scored_left = [p - start for c in masked for p in range(c.start + 1, c.end)]
     n = len(scored_left)

@@ -199,10 +199,7 @@ def test_the_hinted_order_fine_tunes_a_checkpoint_and_infills(
     meta = json.loads((run.checkpoint / "musgen.json").read_text())
     table = meta["hint_scale_chosen_by"]["table"]
     assert [row["hint_scale"] for row in table] == [0.0, 1.0] and meta["hint_scale"] in (0.0, 1.0)
-    off = table[0]  # scale 0: no hint (the two readings' contexts are cut at different places)
-    assert off["both_sides_nll_per_token"]["2_bars"] == pytest.approx(
-        off["left_only_nll_per_token"]["2_bars"], rel=1e-3
-    )
+    assert table[0]["both_sides_nll_per_token"] == table[0]["left_only_nll_per_token"]  # scale 0: no hint
     model = musgen.load(run.checkpoint)
     assert model.models["model"].hint_embed.scale == meta["hint_scale"]
     original = symusic.Score(str(piece))
