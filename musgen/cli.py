@@ -356,6 +356,11 @@ def _add_infill(verbs: Any) -> None:
         help="notes per beat in each regenerated bar of each track: low (fewer than one), mid (one), "
         "high (1.5 or more) or rest (none); default: the model chooses",
     )
+    infill.add_argument(
+        "--pitch-range",
+        metavar="LOW-HIGH",
+        help="MIDI pitches the regenerated notes may have, e.g. 55-67 (a constraint on sampling)",
+    )
     infill.add_argument("--num-samples", type=int, default=1, help="versions to write (default 1)")
     infill.add_argument(
         "--seed", type=int, help="random seed (default: a fresh one, recorded in samples.json)"
@@ -793,6 +798,7 @@ def _cmd_infill(args: argparse.Namespace) -> None:
         args.num_samples,
         track=args.track,
         density=args.density,
+        pitch_range=args.pitch_range,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,

@@ -62,6 +62,21 @@ def parse_bars(text: str) -> tuple[int, int]:
     return first, last
 
 
+def parse_pitch_range(text: str | tuple[int, int]) -> tuple[int, int]:
+    """``"55-67"`` -> (55, 67): the lowest and highest MIDI pitch the regenerated notes may have."""
+    if not isinstance(text, str):
+        lo, hi = text
+    else:
+        a, sep, b = text.partition("-")
+        try:
+            lo, hi = int(a), int(b)
+        except ValueError:
+            raise MusgenError(f"--pitch-range takes two MIDI pitches such as 55-67, not {text!r}") from None
+    if not 0 <= lo <= hi <= 127:
+        raise MusgenError(f"--pitch-range {lo}-{hi}: MIDI pitches from 0 to 127, the lowest first")
+    return int(lo), int(hi)
+
+
 def select(layout: Layout, bars: str | tuple[int, int], track: str | None, n_bars: int) -> Selection:
     """The selection, or a one-line error for bars outside the piece or a track the model lacks."""
     first, last = parse_bars(bars) if isinstance(bars, str) else bars
@@ -239,11 +254,14 @@ class Infiller:
         sel: Selection,
         ctl: SamplingControls,
         density: str | None = None,
+        pitch_range: tuple[int, int] | None = None,
     ) -> dict[Cell, list[int]]:
         """Each selected cell of ``framed`` -> the ids the model wrote for it (density first). The
         selection's bars are written after the prompt as a continuation: the tokens of unselected
         cells and the bar and track tokens copied, the selected cells' density (unless given) and
-        notes drawn, a cell ending when the model writes what comes after a cell."""
+        notes drawn, a cell ending when the model writes what comes after a cell; with ``pitch_range``
+        (lowest, highest MIDI pitch) only those pitches are drawn (a constraint on sampling, not a
+        learned control like the density)."""
         layout = self.layout
         bars = bar_positions(framed, layout)
         lo, hi = bars[sel.first - 1], bars[sel.last]
@@ -264,6 +282,14 @@ class Infiller:
         enders = [*layout.tracks, layout.bar, layout.eos]  # what may follow a cell
         note_or_end = torch.from_numpy(layout.content).to(device).clone()
         note_or_end[enders] = True
+        if pitch_range is not None:
+            pitches = {i: int(t[6:]) for i, t in enumerate(layout.tokens) if t.startswith("Pitch_")}
+            outside = [i for i, p in pitches.items() if not pitch_range[0] <= p <= pitch_range[1]]
+            if len(outside) == len(pitches):
+                raise MusgenError(
+                    f"--pitch-range {pitch_range[0]}-{pitch_range[1]}: the model knows no pitch there"
+                )
+            note_or_end[outside] = False
         only_density = torch.zeros_like(note_or_end)
         only_density[list(layout.densities)] = True
         forced_density = None if density is None else layout.densities[DENSITIES.index(density)]

@@ -239,6 +239,7 @@ class LanguageModelGenerator(Generator):
         *,
         track: str | None = None,
         density: str | None = None,
+        pitch_range: str | tuple[int, int] | None = None,
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -247,11 +248,12 @@ class LanguageModelGenerator(Generator):
     ) -> list[Any]:
         """``num_samples`` copies of ``piece`` (a MIDI path or symusic Score) with ``bars`` ("9-12" or
         (9, 12), 1-based, inclusive) regenerated, of ``track`` alone or of every track; ``density``
-        (rest | low | mid | high) asks for that many notes per beat in each regenerated bar. Notes
+        (rest | low | mid | high) asks for that many notes per beat in each regenerated bar;
+        ``pitch_range`` ("55-67" or (55, 67), MIDI pitches) keeps the new notes within it. Notes
         that start outside the bars, and the other tracks, are kept exactly."""
         from musgen.data.tokenizers import MidiReadError, load_score
         from musgen.data.track_layout import DENSITIES
-        from musgen.generate.infill import merge_into, select
+        from musgen.generate.infill import merge_into, parse_pitch_range, select
         from musgen.generate.sampling import SamplingControls
 
         layout = self.layout()
@@ -259,6 +261,7 @@ class LanguageModelGenerator(Generator):
             raise MusgenError(f"--density must be one of {', '.join(DENSITIES)}, not {density!r}")
         if num_samples < 1:
             raise MusgenError(f"--num-samples must be at least 1, got {num_samples}")
+        pitches = None if pitch_range is None else parse_pitch_range(pitch_range)
         try:
             score = load_score(piece)
         except MidiReadError as err:
@@ -270,7 +273,7 @@ class LanguageModelGenerator(Generator):
         outputs = []
         for i in range(num_samples):
             ctl = SamplingControls(seed=None if seed is None else seed + i, compile=bool(compile), **controls)
-            filled = infiller.fill(framed, sel, ctl, density)
+            filled = infiller.fill(framed, sel, ctl, density, pitches)
             outputs.append(merge_into(score, framed, filled, sel, self.tokenizer, layout))
         return outputs
 

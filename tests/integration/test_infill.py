@@ -270,3 +270,18 @@ def test_the_infiller_reads_a_selection_as_training_wrote_it(infiller, piece, or
         return
     filled = engine.fill(framed, Selection(2, 3, 1), SamplingControls(seed=0))
     assert len(filled) == 2 and all(ids[0] in layout.densities for ids in filled.values())
+
+
+def test_a_pitch_range_keeps_the_new_notes_inside_it(infiller, piece):
+    original = symusic.Score(str(piece))
+    tpq = original.ticks_per_quarter
+    out = infiller.infill(piece, "2-3", track="tenor", pitch_range="55-60", seed=0)[0]
+    for before, after in zip(original.tracks, out.tracks, strict=True):
+        if before.name != "Tenor":
+            assert _notes(after) == _notes(before)
+            continue
+        new = [n.pitch for n in after.notes if 4 * tpq <= n.time < 12 * tpq]  # bars 2-3 of 4/4
+        assert new and all(55 <= p <= 60 for p in new)
+    for bad in ("60-55", "55", "0-200"):
+        with pytest.raises(MusgenError, match="--pitch-range"):
+            infiller.infill(piece, "2-3", pitch_range=bad, seed=0)
