@@ -450,7 +450,7 @@ def cell_hints(
     return {c: hint_class(last - c.bar, pitch.get(c.track)) for c in masked if last - c.bar < bars}
 
 
-def hinted_ids(ids: Sequence[int], hints: dict[Cell, int], vocab: int) -> np.ndarray:
+def hinted_ids(ids: Sequence[int] | np.ndarray, hints: dict[Cell, int], vocab: int) -> np.ndarray:
     """``ids`` with every hinted cell's ids (its Track token, density and notes) moved to
     id + ``vocab`` x its hint class: the input of the hinted order, whose labels stay ``ids``."""
     out = np.asarray(ids, dtype=np.int64).copy()
