@@ -139,21 +139,17 @@ def test_continuation_takes_a_density(infiller, quick_transformer_run):
         musgen.load(quick_transformer_run.checkpoint).generate(1, length=8, density="low")
 
 
-def test_the_nearby_order_trains_and_infills(bach_tracks_data, piece, tmp_path):
-    run = musgen.train(
-        "transformer",
-        bach_tracks_data,
-        tmp_path / "nearby",
-        config="tiny/transformer",
-        progress=False,
-        overrides=[
-            "data.seq_len=384",
-            "model.max_relative_position=384",
-            "data.infill=0.5",
-            "data.infill_order=nearby",
-            "train.steps=10",
-        ],
+def _train_tiny_infill(data, out: Path, order: str, *extra: str):
+    """The tiny transformer trained on the voices with half of its windows in ``order``."""
+    overrides = ["data.seq_len=384", "model.max_relative_position=384", "data.infill=0.5"]
+    overrides += [f"data.infill_order={order}", *extra]
+    return musgen.train(
+        "transformer", data, out, config="tiny/transformer", progress=False, overrides=overrides
     )
+
+
+def test_the_nearby_order_trains_and_infills(bach_tracks_data, piece, tmp_path):
+    run = _train_tiny_infill(bach_tracks_data, tmp_path / "nearby", "nearby", "train.steps=10")
     model = musgen.load(run.checkpoint)
     original = symusic.Score(str(piece))
     out = model.infill(piece, "2-3", track="tenor", density="high", seed=0)[0]
@@ -169,21 +165,9 @@ def test_the_hinted_order_fine_tunes_a_checkpoint_and_infills(
     it was (lr 0 here), the hint embeddings new and zero; the run infills, keeping the rest."""
     from safetensors.torch import load_file
 
-    run = musgen.train(
-        "transformer",
-        bach_tracks_data,
-        tmp_path / "hinted",
-        config="tiny/transformer",
-        progress=False,
-        overrides=[
-            "data.seq_len=384",
-            "model.max_relative_position=384",
-            "data.infill=0.5",
-            "data.infill_order=hinted",
-            f"train.init_from={tiny_infill_run.run_dir}",
-            "train.lr=0",
-            "train.steps=2",
-        ],
+    init = f"train.init_from={tiny_infill_run.run_dir}"
+    run = _train_tiny_infill(
+        bach_tracks_data, tmp_path / "hinted", "hinted", init, "train.lr=0", "train.steps=2"
     )
     source = load_file(str(tiny_infill_run.checkpoint / "model.safetensors"))
     tuned = load_file(str(run.checkpoint / "model.safetensors"))
