@@ -115,8 +115,8 @@ def _fit_bars(
     before_bars = [p for p, t in enumerate(before) if t == layout.bar]
     after_bars = bar_positions(after, layout)  # Bar positions, then the end
 
-    def before_len(k: int) -> int:
-        return 0 if k == 0 else len(before) if k >= len(before_bars) else len(before) - before_bars[-k]
+    def before_len(k: int) -> int:  # all of it (BOS) when it holds no bar: a selection from bar 1
+        return len(before) if k >= len(before_bars) else 0 if k == 0 else len(before) - before_bars[-k]
 
     def after_len(k: int) -> int:
         return len(after) if k >= len(after_bars) - 1 else after_bars[k]

@@ -187,8 +187,8 @@ def test_the_hinted_order_fine_tunes_a_checkpoint_and_infills(
     model = musgen.load(run.checkpoint)
     assert model.models["model"].hint_embed.scale == meta["hint_scale"]
     original = symusic.Score(str(piece))
-    for track in (None, "alto"):
-        out = model.infill(piece, "2-3", track=track, seed=0)[0]
+    for track, bars in ((None, "2-3"), ("alto", "2-3"), ("alto", "1-2")):  # from bar 1: the prompt is BOS
+        out = model.infill(piece, bars, track=track, seed=0)[0]
         for before, after in zip(original.tracks, out.tracks, strict=True):
             if track is not None and before.name != "Alto":
                 assert _notes(after) == _notes(before)
