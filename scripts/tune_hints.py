@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import symusic  # noqa: E402
 import torch  # noqa: E402
-from eval_infill import nll_both_and_left  # noqa: E402
+from eval_infill import nll_both, nll_left  # noqa: E402
 
 import musgen  # noqa: E402
 from musgen.checkpoint import update_meta  # noqa: E402
@@ -61,14 +61,14 @@ def main() -> None:
     ]
     table = []
     with torch.no_grad():
+        left = [nll_left(infiller, ids, sel) for _, ids, sel in gaps]  # (NLL, tokens): no hint read
         for scale in (float(s) for s in args.grid.split(",")):
             hints.scale = scale
             sums = {size: [0.0, 0.0, 0] for size in sizes}
-            for size, ids, sel in gaps:
-                both, left, n = nll_both_and_left(infiller, ids, sel)
+            for (size, ids, sel), (left_nll, n) in zip(gaps, left, strict=True):
                 row = sums[size]
-                row[0], row[1], row[2] = row[0] + both, row[1] + left, row[2] + n
-            nll = {f"{size}_bars": (b / n, left / n) for size, (b, left, n) in sums.items()}
+                row[0], row[1], row[2] = row[0] + nll_both(infiller, ids, sel), row[1] + left_nll, row[2] + n
+            nll = {f"{size}_bars": (b / n, lt / n) for size, (b, lt, n) in sums.items()}
             table.append(
                 {
                     "hint_scale": scale,
