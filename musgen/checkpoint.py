@@ -51,10 +51,13 @@ class PortableCheckpoint:
     def family(self) -> str:
         return self.meta["family"]
 
-    def load_weights(self, name: str, module: torch.nn.Module, *, allow_missing: bool = False) -> list[str]:
+    def load_weights(
+        self, name: str, module: torch.nn.Module, *, allow_missing: bool = False, skip_unexpected: bool = False
+    ) -> list[str]:
         """Loads ``<name>.safetensors`` into ``module`` (strict: names and shapes must agree; with
         ``allow_missing``, weights the checkpoint lacks keep their initialization: fine-tuning a model
-        that grew a module). Returns the names of the weights it did not have."""
+        that grew a module; with ``skip_unexpected``, weights the model lacks are ignored: a module
+        replaced by another kind). Returns the names of the weights it did not have."""
         file = self.path / f"{name}.safetensors"
         if not file.exists():
             raise CheckpointError(f"checkpoint {self.path} has no weights file {file.name}")
@@ -64,6 +67,9 @@ class PortableCheckpoint:
             raise CheckpointError(f"{file} is not a safetensors weights file ({first_line(err)})") from None
         except (RuntimeError, ValueError, OSError) as err:
             raise CheckpointError(f"weights in {file} do not fit the model: {first_line(err)}") from None
+        if unexpected and skip_unexpected:
+            log.info("%s: skipped %d weights the model lacks (%s ...)", file, len(unexpected), unexpected[0])
+            unexpected = []
         if (missing and not allow_missing) or unexpected:
             raise CheckpointError(
                 f"weights in {file} do not fit the model (missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"

@@ -33,9 +33,12 @@ from musgen.modules.discriminators import (
     feature_matching_loss,
     generator_hinge_loss,
 )
+from musgen.modules.istft_decoder import ISTFTDecoder
 from musgen.modules.quantizer import Quantizer, QuantizerConfig, code_counts, code_statistics
 from musgen.registry import FamilySpec
 from musgen.training.task import StepContext, Task
+
+DECODERS = ("conv", "istft")
 
 
 @dataclass
@@ -48,8 +51,18 @@ class VQVAEModelConfig:
     latent_dim: int = 64
     dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    # conv: the encoder mirrored (transposed convolutions) | istft: Vocos-style, ConvNeXt blocks at
+    # the frame rate and an inverse STFT (musgen.modules.istft_decoder)
+    decoder: str = "conv"
+    decoder_channels: int = 256  # istft only
+    decoder_blocks: int = 6  # istft only
+    # Train the decoder alone: the encoder and quantizer stay as train.init_from left them (no
+    # gradients, no codebook updates), so the codes - and a prior trained on them - stay valid.
+    freeze_encoder: bool = False
 
     def validate(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"model.decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if not self.strides or min(self.strides) < 1:
             raise ConfigError("model.strides must be a non-empty list of integers >= 1")
         if min(self.base_channels, self.max_channels, self.latent_dim) < 1:
@@ -110,7 +123,21 @@ class VQVAE(nn.Module):
         args = (cfg.latent_dim, list(cfg.strides), cfg.base_channels, cfg.max_channels, list(cfg.dilations))
         self.encoder = WaveEncoder(*args)
         self.quantizer = Quantizer(cfg.latent_dim, cfg.quantizer)
-        self.decoder = WaveDecoder(*args)
+        self.decoder: nn.Module = (
+            ISTFTDecoder(cfg.latent_dim, cfg.hop, cfg.decoder_channels, cfg.decoder_blocks)
+            if cfg.decoder == "istft"
+            else WaveDecoder(*args)
+        )
+        if cfg.freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.quantizer.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> VQVAE:
+        super().train(mode)
+        if self.cfg.freeze_encoder:  # no codebook (EMA) updates, restarts or dropout in there
+            self.encoder.eval()
+            self.quantizer.eval()
+        return self
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) or (B, 1, T) -> (B, 1, ceil(T / hop) * hop), zero-padded on the right."""
@@ -120,8 +147,21 @@ class VQVAE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, 1, T) -> reconstruction (B, 1, T), codes (B, ceil(T / hop), Q), commitment loss."""
         length = x.shape[-1]
+        if self.cfg.freeze_encoder:
+            return self._decoder_forward(x)
         quantized, codes, aux = self.quantizer(self.encoder(self._pad(x)))
         return self.decoder(quantized)[..., :length], codes, aux
+
+    def _decoder_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frozen codes; in training with quantize_dropout the decoder sees the first n levels,
+        n uniform in 1..Q per batch, as the quantizer's own dropout would give."""
+        with torch.no_grad():
+            codes = self.encode(x)  # (B, F, Q)
+        kept = codes.shape[-1]
+        if self.training and self.cfg.quantizer.quantize_dropout:
+            kept = int(torch.randint(1, kept + 1, ()))
+        recon = self.decoder(self.quantizer.decode_codes(codes[..., :kept]))
+        return recon[..., : x.shape[-1]], codes, recon.new_zeros(())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T) or (B, 1, T) -> codes (B, ceil(T / hop), Q)."""
