@@ -342,3 +342,55 @@ def test_delay_pattern_prior_over_a_residual_codec(tmp_path, bach_audio_data):
 
     report = evaluate_prior(generator, bach_audio_data, "valid")
     assert report["nll"] < report["uniform_nll"] and report["tokens"] > 0
+
+
+def test_a_new_decoder_on_frozen_codes_serves_a_trained_prior(
+    tmp_path, bach_audio_data, tiny_codec_run, tiny_prior_run
+):
+    """model.freeze_encoder with model.decoder=istft and train.init_from: a Vocos-style decoder trains
+    on the codes of a trained codec (its encoder and codebooks loaded, its old decoder's weights
+    skipped); the codes do not move, so scripts/swap_prior_codec.py can give the prior the
+    new decoder, and a codec with another encoder is refused in one line."""
+    run = musgen.train(
+        "vqvae",
+        bach_audio_data,
+        tmp_path / "istft",
+        config="tiny/vqvae",
+        overrides=[
+            f"train.init_from={tiny_codec_run.run_dir}",
+            "model.freeze_encoder=true",
+            "model.decoder=istft",
+            "model.decoder_channels=16",
+            "model.decoder_blocks=2",
+            "train.log_every=1",
+        ],
+        progress=False,
+    )
+    losses = _history(run, "stft")
+    assert sum(losses[-3:]) < sum(losses[:3])  # the decoder learns
+    old, new = musgen.load(tiny_codec_run.run_dir), musgen.load(run.run_dir)
+    wave = audio_pieces(bach_audio_data, "valid")[0][: RATE // 2]
+    assert torch.equal(old.encode_audio(wave), new.encode_audio(wave))
+    assert len(new.reconstruct_audio(wave)) == len(wave)
+    script = [sys.executable, "scripts/swap_prior_codec.py", str(tiny_prior_run.run_dir)]
+    done = subprocess.run(
+        [*script, str(run.run_dir), str(tmp_path / "swapped")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    prior = musgen.load(tmp_path / "swapped")
+    assert prior.codec.cfg.model.decoder == "istft"
+    (sample,) = prior.generate(1, seconds=0.25, seed=0)
+    assert np.isfinite(sample).all() and len(sample) > 0
+    other = musgen.train(
+        "vqvae",
+        bach_audio_data,
+        tmp_path / "other",
+        config="tiny/vqvae",
+        overrides=["train.seed=5", "train.steps=2"],
+        progress=False,
+    )
+    refused = subprocess.run(
+        [*script, str(other.run_dir), str(tmp_path / "bad")], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "codes would differ" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

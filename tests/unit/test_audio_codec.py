@@ -11,9 +11,7 @@ from musgen.models.vqvae import VQVAE, VQVAEModelConfig
 from musgen.modules.quantizer import QuantizerConfig
 
 
-@pytest.fixture(scope="module")
-def codec():
-    torch.manual_seed(0)
+def tiny_config(**changes) -> VQVAEModelConfig:
     cfg = VQVAEModelConfig(
         strides=[2, 3, 5],
         base_channels=4,
@@ -21,8 +19,18 @@ def codec():
         latent_dim=6,
         dilations=[1, 3],
         quantizer=QuantizerConfig(codebook_size=16, kmeans_init=False),
+        decoder_channels=8,
+        decoder_blocks=2,
     )
-    return VQVAE(cfg).eval()
+    for key, value in changes.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture(scope="module", params=["conv", "istft"])
+def codec(request):
+    torch.manual_seed(0)
+    return VQVAE(tiny_config(decoder=request.param)).eval()
 
 
 @pytest.mark.parametrize("length", [1, 29, 30, 31, 997, 16001])
@@ -38,13 +46,41 @@ def test_encode_decode_lengths_for_any_input_length(codec, length):
 
 
 def test_a_code_frame_only_moves_its_neighbourhood(codec):
-    """Locality: changing one code changes the decoded audio near its frame, not far away."""
+    """Locality: changing one code changes the decoded audio near its frame, not far away (istft:
+    the stem's and each block's kernel reach 3 frames, the synthesis window 2 hops each side)."""
+    reach = 10 if codec.cfg.decoder == "conv" else 3 * (1 + codec.cfg.decoder_blocks) + 2
     codes = codec.encode(torch.randn(1, 1, 3000) * 0.1)  # 100 frames
     other = codes.clone()
     other[0, 50, 0] = (other[0, 50, 0] + 1) % 16
     diff = (codec.decode(codes) - codec.decode(other)).abs()[0, 0]
     changed = torch.nonzero(diff > 1e-7).flatten()
-    assert len(changed) and changed.min() > 30 * 40 and changed.max() < 30 * 61
+    assert len(changed) and changed.min() >= 30 * (50 - reach) and changed.max() < 30 * (51 + reach)
+
+
+def test_a_frozen_encoder_keeps_its_codes_while_the_decoder_learns():
+    """model.freeze_encoder: a training step moves the decoder only; the encoder's weights, the
+    codebooks (EMA buffers too) and so the codes of any input stay as they were."""
+    torch.manual_seed(0)
+    rvq = QuantizerConfig(kind="rvq", num_quantizers=3, codebook_size=16, kmeans_init=False, quantize_dropout=True)
+    codec = VQVAE(tiny_config(decoder="istft", freeze_encoder=True, quantizer=rvq))
+    codec.train()
+    assert not codec.encoder.training and not codec.quantizer.training and codec.decoder.training
+    x = torch.randn(4, 1, 900) * 0.1
+    frozen = {k: v.clone() for k, v in codec.state_dict().items() if not k.startswith("decoder.")}
+    decoder = {k: v.clone() for k, v in codec.decoder.state_dict().items()}
+    codes = codec.encode(x)
+    trainable = [p for p in codec.parameters() if p.requires_grad]
+    assert trainable == list(codec.decoder.parameters())
+    optimizer = torch.optim.Adam(trainable, lr=1e-2)
+    for _ in range(3):
+        recon, step_codes, aux = codec(x)
+        assert torch.equal(step_codes, codes) and float(aux) == 0.0
+        optimizer.zero_grad()
+        (recon - x).abs().mean().backward()
+        optimizer.step()
+    assert all(torch.equal(v, codec.state_dict()[k]) for k, v in frozen.items())
+    assert any(not torch.equal(v, codec.decoder.state_dict()[k]) for k, v in decoder.items())
+    assert torch.equal(codec.encode(x), codes)
 
 
 def test_metrics_on_known_signals():
