@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import musgen
-from musgen.eval.audio import evaluate_codec
+from musgen.eval.audio import evaluate_codec, evaluate_continuations
 from musgen.models.prior import evaluate_prior
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_audio.json"
@@ -40,6 +40,16 @@ def main() -> None:
         help="also evaluate the codec from its first N residual levels alone, for each N given "
         "(a codec trained with quantizer.quantize_dropout): quality against bitrate",
     )
+    parser.add_argument(
+        "--continuations",
+        type=int,
+        default=16,
+        help="with --prior: continue this many held-out prompts (4 s prompt, 6 s new) and compare the "
+        "new audio with real audio by Frechet distance (0: skip)",
+    )
+    parser.add_argument("--temperature", type=float, help="sampling, for --continuations")
+    parser.add_argument("--top-k", type=int, help="sampling, for --continuations")
+    parser.add_argument("--top-p", type=float, help="sampling, for --continuations")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     result: dict = {"data": str(args.data)}
@@ -70,6 +80,21 @@ def main() -> None:
             "eval_seconds": round(time.time() - start, 1),
         }
         print(json.dumps(result["prior"], indent=1))
+        if args.continuations:
+            start = time.time()
+            result["continuations"] = {
+                **evaluate_continuations(
+                    prior,
+                    args.data,
+                    args.split,
+                    count=args.continuations,
+                    temperature=args.temperature,
+                    top_k=args.top_k,
+                    top_p=args.top_p,
+                ),
+                "eval_seconds": round(time.time() - start, 1),
+            }
+            print(json.dumps(result["continuations"], indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

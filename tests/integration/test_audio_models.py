@@ -394,3 +394,31 @@ def test_a_new_decoder_on_frozen_codes_serves_a_trained_prior(
     )
     assert refused.returncode == 2 and "codes would differ" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_continuations_are_compared_with_real_audio_of_the_same_count_and_length(
+    bach_audio_data, tiny_prior_run
+):
+    """scripts/eval_audio.py --continuations: each prompt's new audio, its true continuation and the
+    comparison clips all have the same length, so the model's and the real-vs-real Frechet
+    distances are read on one scale."""
+    from musgen.eval.audio import evaluate_continuations
+
+    prior = musgen.load(tiny_prior_run.run_dir)
+    report = evaluate_continuations(
+        prior,
+        bach_audio_data,
+        "valid",
+        "train",
+        count=2,
+        prompt_seconds=0.5,
+        new_seconds=1.0,
+        temperature=0.9,
+    )
+    assert report["prompts"] == 2 and report["sampling"] == {"temperature": 0.9}
+    for key in ("model", "real_vs_real", "codec_only", "model_vs_truth"):
+        assert report[key]["reference_windows"] == report[key]["generated_windows"] > 0
+        assert math.isfinite(report[key]["frechet_distance"])
+    assert report["model"]["frechet_distance"] != report["real_vs_real"]["frechet_distance"]
+    with pytest.raises(MusgenError, match="at least 2 valid pieces"):
+        evaluate_continuations(prior, bach_audio_data, "valid", "train", prompt_seconds=500.0)
