@@ -8,8 +8,9 @@
 # Names: lstm transformer transformer-folk transformer-infill musicvae musicvae-2bar musegan vqvae prior
 # (transformer-folk is the transformer family on the whole folk corpus; transformer-infill the one that
 # also infills, on the chorales with their voices kept apart; musicvae-2bar the 2-bar MusicVAE). Presets:
-# pretrained/NAME (musgen/presets/); the codec and the 16-bar MusicVAE use their default presets vqvae
-# and musicvae. A run that was interrupted resumes from its last complete state; a finished one is
+# pretrained/NAME (musgen/presets/); the 16-bar MusicVAE uses its default preset musicvae. The codec
+# trains in two phases (pretrained/vqvae-base, then a new decoder on its frozen codes); the prior
+# trains on those codes. A run that was interrupted resumes from its last complete state; a finished one is
 # only packed again. Runs that keep several saves are packed from the save with the best validation
 # NLL (PICK=last packs the last one).
 # Environment: DATA (default data), RUNS (default runs/pretrained), OUT (default checkpoints),
@@ -53,9 +54,11 @@ for name in "${families[@]}"; do
     family=${family%-infill}
     config=pretrained/$name
     extra=()
-    case $name in vqvae | musicvae) config=$name ;; esac  # their default presets
+    [ "$name" = musicvae ] && config=musicvae  # its default preset
     [ "$name" = prior ] && extra=(--set "vqvae=$RUNS/vqvae")
-    if [ "$name" = transformer-infill ]; then  # phase 1, suffix first; phase 2 (hinted) starts from it
+    if [ "$name" = transformer-infill ] || [ "$name" = vqvae ]; then
+        # phase 1 (infill: suffix first; codec: the convolutional codec), phase 2 starts from it
+        # (infill: the hinted order; codec: a new decoder on phase 1's frozen encoder and codebooks)
         base=(--data "$data" --out "$RUNS/$name-base" --config pretrained/$name-base)
         [ -d "$RUNS/$name-base/state" ] && base+=(--resume)
         "$BIN/musgen" train "$family" "${base[@]}"
