@@ -111,6 +111,7 @@ def _codec_example(generator: Any, media: Path) -> list[Path]:
 
 def _audio_files(generator: Any, wav: Path, wave: np.ndarray, title: str) -> list[Path]:
     from musgen.data.audio_io import write_audio
+    from musgen.viz.media import plot_spectrogram
 
     write_audio(wav, wave, generator.sample_rate)
     return [wav, plot_spectrogram(wave, generator.sample_rate, wav.with_suffix(".png"), title)]
@@ -125,22 +126,6 @@ def test_melody(rate: int, seconds_per_note: float = 0.25) -> np.ndarray:
         tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3) if f0 * k < rate / 2)
         notes.append(0.3 * tone * np.exp(-4.0 * t))
     return np.concatenate(notes).astype(np.float32)
-
-
-def plot_spectrogram(wave: np.ndarray, rate: int, out: Path, title: str) -> Path:
-    """A log-magnitude spectrogram PNG of a mono waveform."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8.0, 3.0), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    n_fft = 512 if rate <= 24000 else 1024
-    ax.specgram(wave, NFFT=n_fft, Fs=rate, noverlap=n_fft * 3 // 4, cmap="magma")
-    ax.set(xlabel="seconds", ylabel="Hz", title=title)
-    fig.tight_layout()
-    fig.savefig(out, format="png")
-    return out
 
 
 # -- the card ------------------------------------------------------------------------------------

@@ -52,7 +52,12 @@ class PortableCheckpoint:
         return self.meta["family"]
 
     def load_weights(
-        self, name: str, module: torch.nn.Module, *, allow_missing: bool = False, skip_unexpected: bool = False
+        self,
+        name: str,
+        module: torch.nn.Module,
+        *,
+        allow_missing: bool = False,
+        skip_unexpected: bool = False,
     ) -> list[str]:
         """Loads ``<name>.safetensors`` into ``module`` (strict: names and shapes must agree; with
         ``allow_missing``, weights the checkpoint lacks keep their initialization: fine-tuning a model

@@ -1,10 +1,13 @@
 """What a listener looks at and hears for each MIDI sample: a WAV (``musgen.data.render``) and a
-piano-roll PNG (``musgen.viz.pianoroll_plot``) written next to it (``sample --render --plot``)."""
+piano-roll PNG (``musgen.viz.pianoroll_plot``) written next to it (``sample --render --plot``); for
+audio, a spectrogram PNG."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+import numpy as np
 
 from musgen.errors import MusgenError
 
@@ -56,3 +59,32 @@ def sample_media(midi: Path, *, render: bool = True, plot: bool = True) -> list[
     if plot:
         written.append(plot_png(midi, midi.with_suffix(".png")))
     return written
+
+
+def plot_spectrogram(wave: np.ndarray, rate: int, out: Path, title: str) -> Path:
+    """A log-magnitude spectrogram PNG of a mono waveform."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 3.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    n_fft = 512 if rate <= 24000 else 1024
+    ax.specgram(wave, NFFT=n_fft, Fs=rate, noverlap=n_fft * 3 // 4, cmap="magma")
+    ax.set(xlabel="seconds", ylabel="Hz", title=title)
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    return out
+
+
+def plot_audio_file(audio: Path, out: Path) -> Path | None:
+    """The spectrogram PNG of an audio file (at its own rate, mixed to mono); None (and a log line)
+    for a file that cannot be read."""
+    import soundfile
+
+    try:
+        wave, rate = soundfile.read(str(audio), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as err:
+        log.warning("no spectrogram for %s: %s", audio, err)
+        return None
+    return plot_spectrogram(wave.mean(axis=1), rate, out, audio.name)

@@ -204,7 +204,7 @@ def _media_name(index: int, path: Path, suffix: str) -> str:
 
 
 def _sample_html(index: int, sample: Path, media: Path, make_missing: bool, label: str) -> str:
-    from musgen.viz.media import plot_png, render_wav
+    from musgen.viz.media import plot_audio_file, plot_png, render_wav
 
     figure = [f"<figure><figcaption>{_e(label)}</figcaption>"]
     audio: Path | None  # None: no audio to show
@@ -222,7 +222,14 @@ def _sample_html(index: int, sample: Path, media: Path, make_missing: bool, labe
             shutil.copyfile(wav, audio)
         elif not (make_missing and render_wav(sample, audio) is not None):
             audio = None
-    else:  # an audio sample (the audio prior)
+    else:  # an audio sample (the audio prior, a codec's reconstruction): its spectrogram and player
+        png = media / _media_name(index, sample, ".png")
+        if sample.with_suffix(".png").is_file():
+            shutil.copyfile(sample.with_suffix(".png"), png)
+        elif not (make_missing and plot_audio_file(sample, png) is not None):
+            png = None
+        if png is not None:
+            figure.append(f"<img src='media/{_e(png.name)}' alt='spectrogram of {_e(sample.name)}'>")
         audio = media / _media_name(index, sample, sample.suffix.lower())
         shutil.copyfile(sample, audio)
     if audio is not None:

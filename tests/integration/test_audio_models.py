@@ -422,3 +422,29 @@ def test_continuations_are_compared_with_real_audio_of_the_same_count_and_length
     assert report["model"]["frechet_distance"] != report["real_vs_real"]["frechet_distance"]
     with pytest.raises(MusgenError, match="at least 2 valid pieces"):
         evaluate_continuations(prior, bach_audio_data, "valid", "train", prompt_seconds=500.0)
+
+
+def test_report_page_shows_a_spectrogram_of_each_audio_sample(tmp_path, tiny_prior_run):
+    """musgen report on audio samples: each WAV gets its spectrogram PNG next to its player; a file
+    that is not audio keeps its player and gets no picture (logged, nothing raised)."""
+    samples = tmp_path / "samples"
+    paths = musgen.load(tiny_prior_run.run_dir).generate_to(samples, 2, seconds=0.5, seed=0)
+    assert [p.suffix for p in paths] == [".wav", ".wav"]
+    (samples / "broken.wav").write_text("not audio")
+    assert (
+        main(
+            [
+                "report",
+                str(tiny_prior_run.run_dir),
+                "--samples",
+                str(samples),
+                "--out",
+                str(tmp_path / "html"),
+            ]
+        )
+        == 0
+    )
+    text = (tmp_path / "html" / "index.html").read_text()
+    assert text.count("alt='spectrogram of") == 2 and text.count("<audio") == 3
+    pictures = sorted((tmp_path / "html" / "media").glob("*sample_*.png"))
+    assert len(pictures) == 2 and all(p.stat().st_size > 1000 for p in pictures)
