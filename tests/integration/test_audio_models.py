@@ -424,6 +424,24 @@ def test_continuations_are_compared_with_real_audio_of_the_same_count_and_length
         evaluate_continuations(prior, bach_audio_data, "valid", "train", prompt_seconds=500.0)
 
 
+def test_tune_audio_sampling_stores_the_setting_with_the_lowest_distance(
+    tmp_path, bach_audio_data, tiny_prior_run
+):
+    ckpt = tmp_path / "prior"
+    shutil.copytree(tiny_prior_run.checkpoint, ckpt)
+    args = ["--data", str(bach_audio_data), "--grid", "1.0:1.0,0.5:0.9", "--prompts", "2"]
+    args += ["--prompt-seconds", "0.5", "--new-seconds", "1", "--write", "--out", str(tmp_path / "t.json")]
+    done = subprocess.run(
+        [sys.executable, "scripts/tune_audio_sampling.py", str(ckpt), *args], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    table = json.loads((tmp_path / "t.json").read_text())["table"]
+    best = min(table, key=lambda row: row["frechet"])
+    meta = json.loads((ckpt / "musgen.json").read_text())
+    assert meta["sampling"] == {"temperature": best["temperature"], "top_p": best["top_p"]}
+    assert musgen.load(ckpt).sampling_settings()["temperature"] == best["temperature"]
+
+
 def test_report_page_shows_a_spectrogram_of_each_audio_sample(tmp_path, tiny_prior_run):
     """musgen report on audio samples: each WAV gets its spectrogram PNG next to its player; a file
     that is not audio keeps its player and gets no picture (logged, nothing raised)."""

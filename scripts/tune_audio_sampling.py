@@ -1,0 +1,89 @@
+"""Chooses an audio prior's recommended sampling settings by measurement and stores them in the
+checkpoint (as scripts/tune_sampling.py does for the symbolic models): for each temperature / top-p
+setting of a grid, ``--prompts`` VALID-split prompts are continued (4 s prompt, 6 s new) and the new
+audio is compared with as many 6-s clips of TRAIN-split pieces by the audio Frechet distance
+(``musgen.eval.audio.evaluate_continuations``; the test split stays for scripts/eval_audio.py). The
+setting with the lowest distance wins; ``--write`` puts it in the checkpoint's musgen.json
+(``"sampling"``, the table under ``"sampling_chosen_by"``).
+
+    python scripts/tune_audio_sampling.py checkpoints/prior --data data/bach_audio \\
+        [--grid 1.0:1.0,0.9:1.0,0.9:0.95] [--prompts 16] [--write] [--out scripts/results/tune_audio_sampling.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import musgen  # noqa: E402
+from musgen.checkpoint import set_sampling_defaults  # noqa: E402
+from musgen.eval.audio import evaluate_continuations  # noqa: E402
+
+DEFAULT_GRID = "1.0:1.0,0.9:1.0,0.8:1.0,1.0:0.95"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", type=Path, help="an audio prior checkpoint or RUN_DIR")
+    parser.add_argument("--data", type=Path, required=True, help="the audio DATA_DIR it trained on")
+    parser.add_argument("--grid", default=DEFAULT_GRID, help="temperature:top_p pairs, comma-separated")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--prompt-seconds", type=float, default=4.0)
+    parser.add_argument("--new-seconds", type=float, default=6.0)
+    parser.add_argument("--write", action="store_true", help="store the winner in the checkpoint")
+    parser.add_argument("--out", type=Path, default=REPO / "scripts" / "results" / "tune_audio_sampling.json")
+    args = parser.parse_args()
+    prior = musgen.load(args.checkpoint)
+    rows = []
+    for pair in args.grid.split(","):
+        temperature, top_p = (float(v) for v in pair.split(":"))
+        start = time.time()
+        report = evaluate_continuations(
+            prior,
+            args.data,
+            "valid",
+            "train",
+            count=args.prompts,
+            prompt_seconds=args.prompt_seconds,
+            new_seconds=args.new_seconds,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        rows.append(
+            {
+                "temperature": temperature,
+                "top_p": top_p,
+                "frechet": report["model"]["frechet_distance"],
+                "real_vs_real": report["real_vs_real"]["frechet_distance"],
+                "codec_only": report["codec_only"]["frechet_distance"],
+                "seconds": round(time.time() - start, 1),
+            }
+        )
+        print(json.dumps(rows[-1]))
+    best = min(rows, key=lambda row: row["frechet"])
+    result = {
+        "checkpoint": str(prior.checkpoint.path),
+        "split": "valid (prompts) / train (comparison clips)",
+        "prompts": args.prompts,
+        "table": rows,
+        "chosen": {"temperature": best["temperature"], "top_p": best["top_p"]},
+    }
+    if args.write:
+        set_sampling_defaults(
+            prior.checkpoint.path, result["chosen"], {"script": "scripts/tune_audio_sampling.py", **result}
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"chosen {result['chosen']}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
