@@ -111,6 +111,10 @@ class VQVAEConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
+        if self.model.freeze_encoder and not self.train.init_from:
+            raise ConfigError(
+                "model.freeze_encoder keeps a trained codec's encoder and codebooks: give it with train.init_from"
+            )
         if self.loss.adversarial_weight and self.train.grad_accum != 1:
             raise ConfigError("the adversarial codec takes one batch per step: leave train.grad_accum at 1")
 

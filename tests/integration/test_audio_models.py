@@ -381,6 +381,14 @@ def test_a_new_decoder_on_frozen_codes_serves_a_trained_prior(
     assert prior.codec.cfg.model.decoder == "istft"
     (sample,) = prior.generate(1, seconds=0.25, seed=0)
     assert np.isfinite(sample).all() and len(sample) > 0
+    with pytest.raises(MusgenError, match="give it with train.init_from"):
+        musgen.train(
+            "vqvae",
+            bach_audio_data,
+            tmp_path / "x",
+            config="tiny/vqvae",
+            overrides=["model.freeze_encoder=true"],
+        )
     other = musgen.train(
         "vqvae",
         bach_audio_data,
