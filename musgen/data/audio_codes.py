@@ -7,7 +7,8 @@ frame, level by level, with level l's codes shifted into their own id range: tok
 opens every piece. With MusicGen's delay pattern (``DelayedCodeWindows``) the prior reads one row of
 Q ids per step instead: stream k's code of frame f sits in row 1 + f + k (row 0 is BOS), so a frame's
 coarse code comes k steps before its k-th residual and each row is predicted at once. Cache: DATA_DIR/codes/{split}-{key}.npz with ``key`` hashing the data fingerprint
-and the codec's weights, so a retrained codec never reuses stale codes.
+and the codec's encoder and codebooks, so a retrained codec never reuses stale codes (a decoder retrained
+on frozen codes does reuse them).
 """
 
 from __future__ import annotations
@@ -52,12 +53,21 @@ def delay_codes(codes: np.ndarray, pad_id: int, bos_id: int) -> np.ndarray:
     return rows
 
 
+CODE_WEIGHTS = ("encoder.", "quantizer.")  # what a piece's codes depend on (not the decoder)
+
+
 def weights_key(checkpoint_dir: Path) -> str:
-    """A short hash of a codec checkpoint's weights."""
+    """A short hash of the weights of a codec checkpoint that fix its codes (names, dtypes, shapes
+    and bytes of the encoder's and the quantizer's tensors): a decoder retrained on frozen codes
+    (``model.freeze_encoder``) reuses the cached codes; float16 packing changes the key."""
+    from safetensors import safe_open
+
     digest = hashlib.sha256()
-    with open(Path(checkpoint_dir) / "model.safetensors", "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    with safe_open(str(Path(checkpoint_dir) / "model.safetensors"), framework="pt") as handle:
+        for name in sorted(k for k in handle.keys() if k.startswith(CODE_WEIGHTS)):  # noqa: SIM118
+            tensor = handle.get_tensor(name).contiguous()
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
 
 

@@ -372,6 +372,19 @@ def test_a_new_decoder_on_frozen_codes_serves_a_trained_prior(
     wave = audio_pieces(bach_audio_data, "valid")[0][: RATE // 2]
     assert torch.equal(old.encode_audio(wave), new.encode_audio(wave))
     assert len(new.reconstruct_audio(wave)) == len(wave)
+    other = musgen.train(
+        "vqvae",
+        bach_audio_data,
+        tmp_path / "other",
+        config="tiny/vqvae",
+        overrides=["train.seed=5", "train.steps=2"],
+        progress=False,
+    )
+    # The prior's cached codes are reused: their key hashes only what fixes the codes.
+    from musgen.data.audio_codes import weights_key
+
+    keys = [weights_key(g.checkpoint.path) for g in (old, new, musgen.load(other.run_dir))]
+    assert keys[0] == keys[1] != keys[2]
     script = [sys.executable, "scripts/swap_prior_codec.py", str(tiny_prior_run.run_dir)]
     done = subprocess.run(
         [*script, str(run.run_dir), str(tmp_path / "swapped")], capture_output=True, text=True
@@ -389,14 +402,6 @@ def test_a_new_decoder_on_frozen_codes_serves_a_trained_prior(
             config="tiny/vqvae",
             overrides=["model.freeze_encoder=true"],
         )
-    other = musgen.train(
-        "vqvae",
-        bach_audio_data,
-        tmp_path / "other",
-        config="tiny/vqvae",
-        overrides=["train.seed=5", "train.steps=2"],
-        progress=False,
-    )
     refused = subprocess.run(
         [*script, str(other.run_dir), str(tmp_path / "bad")], capture_output=True, text=True
     )
