@@ -443,9 +443,11 @@ def evaluate_prior(
     train_tokens, _ = encoded_split(data_dir, "train", generator.codec, key)
     task = generator.evaluation_task(data_dir)
     metrics = task_metrics(task, task.code_windows(tokens, offsets), batch_size)
-    # Unigram baseline: add-one smoothed code frequencies of the training split.
+    # Unigram baseline: add-one smoothed code frequencies of the training split, within each level
+    # (the prior predicts a code of a known level: one of K, not one of the Q x K ids).
     freq = np.bincount(train_tokens, minlength=generator.vocab_size).astype(np.float64) + 1
-    logp = np.log(freq / freq.sum())
+    per_level = freq[: generator.bos].reshape(generator.levels, generator.codebook_size)
+    logp = np.log(per_level / per_level.sum(axis=1, keepdims=True)).reshape(-1)
     unigram = float(-logp[tokens].mean()) if len(tokens) else float("nan")
     nll = metrics["nll"]
     tokens_per_second = generator.code_rate * generator.levels
