@@ -61,7 +61,9 @@ def test_a_frozen_encoder_keeps_its_codes_while_the_decoder_learns():
     """model.freeze_encoder: a training step moves the decoder only; the encoder's weights, the
     codebooks (EMA buffers too) and so the codes of any input stay as they were."""
     torch.manual_seed(0)
-    rvq = QuantizerConfig(kind="rvq", num_quantizers=3, codebook_size=16, kmeans_init=False, quantize_dropout=True)
+    rvq = QuantizerConfig(
+        kind="rvq", num_quantizers=3, codebook_size=16, kmeans_init=False, quantize_dropout=True
+    )
     codec = VQVAE(tiny_config(decoder="istft", freeze_encoder=True, quantizer=rvq))
     codec.train()
     assert not codec.encoder.training and not codec.quantizer.training and codec.decoder.training
