@@ -111,10 +111,6 @@ class VQVAEConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        if self.model.freeze_encoder and not self.train.init_from:
-            raise ConfigError(
-                "model.freeze_encoder keeps a trained codec's encoder and codebooks: give it with train.init_from"
-            )
         if self.loss.adversarial_weight and self.train.grad_accum != 1:
             raise ConfigError("the adversarial codec takes one batch per step: leave train.grad_accum at 1")
 
@@ -189,6 +185,10 @@ class VQVAETask(Task):
             raise MusgenError(
                 "vqvae trains on audio: build the data set with `musgen data build --audio-dir DIR` "
                 "or `--corpus NAME --render`"
+            )
+        if models is None and cfg.model.freeze_encoder and not cfg.train.init_from:  # a new training run
+            raise ConfigError(
+                "model.freeze_encoder keeps a trained codec's encoder and codebooks: give it with train.init_from"
             )
         self.sample_rate = int(meta["sample_rate"])
         self.segment = max(cfg.model.hop, round(cfg.data.segment_seconds * self.sample_rate))
