@@ -116,7 +116,7 @@ def test_a_conductor_step_can_span_several_bars():
         validate_config(bad)
 
 
-@pytest.mark.parametrize("encoder", ["flat", "hierarchical"])
+@pytest.mark.parametrize("encoder", ["flat", "hierarchical", "concat"])
 def test_encoder_reads_the_whole_window_in_both_directions(encoder):
     model = tiny_model("flat", encoder=encoder)
     events = torch.randint(0, model.vocab_size, (1, model.length))
@@ -142,6 +142,24 @@ def test_hierarchical_encoder_reads_each_bar_alone_then_the_bars_in_order():
     expected = enc.to_mu(final(enc.bars_lstm, bars))
     assert torch.allclose(model.encode(events)[0], expected, atol=1e-12)
     assert tiny_model("flat", encoder="hierarchical").encoder.bars_lstm is not None  # any decoder
+
+
+def test_concat_encoder_projects_each_bar_and_reads_the_bars_side_by_side():
+    """mu = W [P bar_1; ...; P bar_U] from the per-bar BiLSTM's final states, built by hand."""
+    model = tiny_model("hierarchical", encoder="concat")
+    enc = model.encoder
+    assert enc.bars_lstm is None and enc.bar_proj is not None
+    events = torch.randint(0, model.vocab_size, (2, model.length))  # (B, T) = (2, 64): 4 bars of 16
+
+    def final(x):
+        out, _ = enc.lstm(x)  # (N, L, 2H)
+        half = out.shape[-1] // 2
+        return torch.cat([out[:, -1, :half], out[:, 0, half:]], dim=-1)
+
+    bars = [enc.bar_proj(final(enc.embed(events[:, 16 * i : 16 * (i + 1)]))) for i in range(4)]
+    assert bars[0].shape[-1] == 2 * model.latent_dim // 4
+    expected = enc.to_mu(torch.cat(bars, dim=-1))
+    assert torch.allclose(model.encode(events)[0], expected, atol=1e-12)
 
 
 def test_io_dropout_acts_in_training_only_and_adds_no_weights():
