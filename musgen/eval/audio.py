@@ -81,14 +81,14 @@ def evaluate_codec(
 
 def held_out_clips(
     data_dir: Path, split: str, count: int, start_seconds: float, seconds: float, rate: int
-) -> list[tuple[int, np.ndarray]]:
-    """(piece index, clip) for the first ``count`` pieces of ``split`` long enough to hold
-    [start_seconds, start_seconds + seconds)."""
+) -> list[np.ndarray]:
+    """[start_seconds, start_seconds + seconds) of the first ``count`` pieces of ``split`` that are
+    long enough to hold it."""
     from musgen.data.audio_data import audio_pieces
 
     start, length = round(start_seconds * rate), round(seconds * rate)
-    clips = [(i, wave[start : start + length]) for i, wave in enumerate(audio_pieces(data_dir, split))]
-    return [(i, clip) for i, clip in clips if len(clip) == length][:count]
+    clips = [wave[start : start + length] for wave in audio_pieces(data_dir, split)]
+    return [clip for clip in clips if len(clip) == length][:count]
 
 
 def evaluate_continuations(
@@ -117,7 +117,7 @@ def evaluate_continuations(
     rate = prior.sample_rate
     after = offset_seconds + prompt_seconds
     prompts = held_out_clips(data_dir, split, count, offset_seconds, prompt_seconds + new_seconds, rate)
-    others = [clip for _, clip in held_out_clips(data_dir, reference_split, count, after, new_seconds, rate)]
+    others = held_out_clips(data_dir, reference_split, count, after, new_seconds, rate)
     if len(prompts) < 2 or len(others) < len(prompts):
         raise MusgenError(
             f"need at least 2 {split} pieces and as many {reference_split} pieces of "
@@ -127,7 +127,7 @@ def evaluate_continuations(
     cut = round(prompt_seconds * rate)
     truth, generated, decoded = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for k, (_, clip) in enumerate(tqdm(prompts, desc=f"continue {split}", unit="prompt")):
+        for k, clip in enumerate(tqdm(prompts, desc=f"continue {split}", unit="prompt")):
             path = Path(tmp) / f"prompt{k}.wav"
             write_audio(path, clip[:cut], rate)
             (out,) = prior.generate(1, prime=path, seconds=new_seconds, seed=seed + k, **sampling)
