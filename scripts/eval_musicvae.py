@@ -5,7 +5,9 @@ the data set, evenly spaced up to ``--max-windows``:
 
 * teacher-forced accuracy: argmax of each step given z = mu and the true previous events;
 * free-running accuracy: greedy decoding from z = mu, feeding back its own outputs;
-  both over all steps and over "event" steps (target is a note-on / note-off, not a HOLD);
+  both over all steps and over "event" steps (target is a note-on / note-off, not a HOLD); and,
+  for each, the recall and precision of event steps and the share right where both have an event
+  (wrong onsets and wrong pitches apart);
 * interpolation: for ``--pairs`` random pairs (A, B) of distinct held-out windows, decode ``--steps``
   points of the slerp between their latent means and measure the Hamming distance (fraction of
   differing steps) of each step to A and to B: it should rise strictly from A and fall strictly
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 
 import musgen
-from musgen.data.melody import FIRST_PITCH_ID, MelodyConfig
+from musgen.data.melody import FIRST_PITCH_ID, HOLD, MelodyConfig
 from musgen.data.melody_data import MelodyWindows
 from musgen.generate.interpolation import interpolation_path
 from musgen.models.musicvae import MusicVAEGenerator, accuracy_metrics, accuracy_sums, measure_attribute
@@ -48,6 +50,20 @@ def accuracies(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """The training loop's own accuracy definitions (all steps; note-on/off steps only)."""
     sums = accuracy_sums(torch.from_numpy(predicted), torch.from_numpy(target))
     return accuracy_metrics({k: float(v) for k, v in sums.items()})
+
+
+def onsets_and_pitches(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Where the errors are: recall and precision of the target's event steps (note-on or note-off,
+    any pitch), and the share of right events among the steps where both have one."""
+    want, got = target != HOLD, predicted != HOLD
+    both = want & got
+    return {
+        "event_recall": round(float(both.sum() / max(want.sum(), 1)), 4),
+        "event_precision": round(float(both.sum() / max(got.sum(), 1)), 4),
+        "right_where_both_have_events": round(
+            float((predicted == target)[both].mean()) if both.any() else 0.0, 4
+        ),
+    }
 
 
 def held_out_windows(data: Path, splits: str, cfg: MelodyConfig, limit: int) -> tuple[np.ndarray, int]:
@@ -78,7 +94,11 @@ def reconstruction(generator: MusicVAEGenerator, target: np.ndarray, batch: int)
         batch,
     )
     free = in_batches(generator.decode_events, mu, batch)
-    return {"mu": mu, "teacher_forced": accuracies(teacher, target), "free_running": accuracies(free, target)}
+    return {
+        "mu": mu,
+        "teacher_forced": {**accuracies(teacher, target), **onsets_and_pitches(teacher, target)},
+        "free_running": {**accuracies(free, target), **onsets_and_pitches(free, target)},
+    }
 
 
 def strictly_increasing(values: np.ndarray) -> bool:
