@@ -220,6 +220,8 @@ class SegmentDecoder(nn.Module):
 
 
 class MusicVAE(nn.Module):
+    positions: torch.Tensor | None  # (T, steps_per_bar + num_bars) buffer with model.position_inputs
+
     def __init__(self, cfg: MusicVAEModelConfig, melody: MelodyConfig):
         super().__init__()
         self.vocab_size = melody.vocab_size
