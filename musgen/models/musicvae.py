@@ -56,11 +56,6 @@ class MusicVAEModelConfig:
     # small data, where the latent + decoder memorise training windows (16 bars on 17k folk windows:
     # train recon 144 vs held-out 250 nats at 12,000 steps without it)
     io_dropout: float = 0.0
-    # Tell the decoders where they are: the conductor reads the segment's index (one-hot) instead of
-    # zeros, the bottom decoder the step's position in its bar and the bar's index (one-hot each), so
-    # neither has to count to find which part of z a step needs (no gain measured on the 16-bar
-    # hierarchical model by 3,000 steps: docs/measured.md, MusicVAE).
-    position_inputs: bool = False
 
     def validate(self) -> None:
         if self.decoder not in ("flat", "hierarchical"):
@@ -116,7 +111,6 @@ class LatentEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: MusicVAEModelConfig, segments: int = 1):
         super().__init__()
-        self.kind = cfg.encoder
         self.segments = segments if cfg.encoder != "flat" else 1
         self.embed = nn.Embedding(vocab_size, cfg.embed_dim)
         self.lstm = nn.LSTM(
@@ -129,12 +123,12 @@ class LatentEncoder(nn.Module):
         )
         self.bars_lstm = (
             nn.LSTM(2 * cfg.encoder_hidden, cfg.encoder_hidden, batch_first=True, bidirectional=True)
-            if self.kind == "hierarchical" and self.segments > 1
+            if cfg.encoder == "hierarchical" and self.segments > 1
             else None
         )
         summary = 2 * cfg.encoder_hidden
         self.bar_proj: nn.Linear | None = None
-        if self.kind == "concat" and self.segments > 1:
+        if cfg.encoder == "concat" and self.segments > 1:
             bar_dim = max(1, 2 * cfg.latent_dim // self.segments)
             self.bar_proj = nn.Linear(summary, bar_dim)
             summary = bar_dim * self.segments
@@ -159,39 +153,29 @@ class Conductor(nn.Module):
     def __init__(self, cfg: MusicVAEModelConfig, num_segments: int):
         super().__init__()
         self.num_segments = num_segments
-        self.indexed = cfg.position_inputs
         self.layers, self.hidden = cfg.conductor_layers, cfg.conductor_hidden
         self.init = nn.Linear(cfg.latent_dim, 2 * self.layers * self.hidden)
         self.lstm = nn.LSTM(
-            num_segments if self.indexed else 1,
-            self.hidden,
-            self.layers,
-            batch_first=True,
-            dropout=cfg.dropout if self.layers > 1 else 0.0,
+            1, self.hidden, self.layers, batch_first=True, dropout=cfg.dropout if self.layers > 1 else 0.0
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         state = _initial_state(self.init, z, self.layers, self.hidden)
-        b, u = z.shape[0], self.num_segments
-        if self.indexed:  # segment k reads the one-hot of k
-            inputs = torch.eye(u, dtype=z.dtype, device=z.device).expand(b, u, u)
-        else:
-            inputs = z.new_zeros(b, u, 1)
-        out, _ = self.lstm(inputs, state)
+        out, _ = self.lstm(z.new_zeros(z.shape[0], self.num_segments, 1), state)
         return out  # (B, U, Hc)
 
 
 class SegmentDecoder(nn.Module):
     """The autoregressive LSTM: input [embed(previous event), cond], state started from cond."""
 
-    def __init__(self, vocab_size: int, cond_dim: int, cfg: MusicVAEModelConfig, position_dim: int = 0):
+    def __init__(self, vocab_size: int, cond_dim: int, cfg: MusicVAEModelConfig):
         super().__init__()
         self.start_id = vocab_size  # an extra embedding row: "no previous event"
         self.layers, self.hidden = cfg.decoder_layers, cfg.decoder_hidden
         self.embed = nn.Embedding(vocab_size + 1, cfg.embed_dim)
         self.init = nn.Linear(cond_dim, 2 * self.layers * self.hidden)
         self.lstm = nn.LSTM(
-            cfg.embed_dim + cond_dim + position_dim,
+            cfg.embed_dim + cond_dim,
             self.hidden,
             self.layers,
             batch_first=True,
@@ -204,25 +188,15 @@ class SegmentDecoder(nn.Module):
         return _initial_state(self.init, cond, self.layers, self.hidden)
 
     def forward(
-        self,
-        prev: torch.Tensor,
-        cond: torch.Tensor,
-        state: LSTMState,
-        positions: torch.Tensor | None = None,
+        self, prev: torch.Tensor, cond: torch.Tensor, state: LSTMState
     ) -> tuple[torch.Tensor, LSTMState]:
-        """prev (N, S) previous events, cond (N, C), positions (N, S, P) or None -> logits (N, S, V)
-        and the new state."""
-        parts = [self.embed(prev), cond[:, None, :].expand(-1, prev.shape[1], -1)]
-        if positions is not None:
-            parts.append(positions.to(parts[0].dtype))
-        x = torch.cat(parts, dim=-1)
+        """prev (N, S) previous events, cond (N, C) -> logits (N, S, V) and the new state."""
+        x = torch.cat([self.embed(prev), cond[:, None, :].expand(-1, prev.shape[1], -1)], dim=-1)
         out, state = self.lstm(self.drop(x), state)
         return self.head(self.drop(out)), state
 
 
 class MusicVAE(nn.Module):
-    positions: torch.Tensor | None  # (T, steps_per_bar + num_bars) buffer with model.position_inputs
-
     def __init__(self, cfg: MusicVAEModelConfig, melody: MelodyConfig):
         super().__init__()
         self.vocab_size = melody.vocab_size
@@ -232,20 +206,7 @@ class MusicVAE(nn.Module):
         self.encoder = LatentEncoder(self.vocab_size, cfg, melody.num_bars)
         self.conductor = Conductor(cfg, self.segments) if cfg.decoder == "hierarchical" else None
         cond_dim = cfg.conductor_hidden if self.conductor is not None else cfg.latent_dim
-        # (T, steps_per_bar + num_bars): each step's one-hot position in its bar, then its bar's
-        positions = None
-        if cfg.position_inputs:
-            step = torch.arange(self.length)
-            positions = torch.cat(
-                [
-                    F.one_hot(step % melody.steps_per_bar, melody.steps_per_bar),
-                    F.one_hot(step // melody.steps_per_bar, melody.num_bars),
-                ],
-                dim=-1,
-            ).float()
-        self.register_buffer("positions", positions, persistent=False)
-        position_dim = 0 if positions is None else positions.shape[-1]
-        self.decoder = SegmentDecoder(self.vocab_size, cond_dim, cfg, position_dim)
+        self.decoder = SegmentDecoder(self.vocab_size, cond_dim, cfg)
 
     def forward(self, events: torch.Tensor, scheduled_sampling: float = 0.0) -> tuple[torch.Tensor, ...]:
         """Training pass: events (B, T) -> logits (B, T, V), mu (B, Z), sigma (B, Z); z is drawn with the
@@ -274,12 +235,7 @@ class MusicVAE(nn.Module):
         u = self.segments
         prev = torch.cat([events.new_full((b, 1), self.decoder.start_id), events[:, :-1]], dim=1)
         cond = self.conditions(z).reshape(b * u, -1)  # (B*U, C)
-        positions = None
-        if self.positions is not None:  # (T, P) -> (B*U, T/U, P), segments in order
-            positions = self.positions.expand(b, -1, -1).reshape(b * u, t // u, -1)
-        logits, _ = self.decoder(
-            prev.reshape(b * u, t // u), cond, self.decoder.initial_state(cond), positions
-        )
+        logits, _ = self.decoder(prev.reshape(b * u, t // u), cond, self.decoder.initial_state(cond))
         return logits.reshape(b, t, -1)
 
     def free_running(
@@ -300,10 +256,7 @@ class MusicVAE(nn.Module):
         for seg in range(u):
             state = self.decoder.initial_state(cond[:, seg])
             for _ in range(s):
-                positions = None
-                if self.positions is not None:  # (B, 1, P)
-                    positions = self.positions[len(events)].expand(b, 1, -1)
-                step_logits, state = self.decoder(prev[:, None], cond[:, seg], state, positions)
+                step_logits, state = self.decoder(prev[:, None], cond[:, seg], state)
                 step_logits = step_logits[:, 0]  # (B, V)
                 token = pick(step_logits)
                 if teacher is not None:

@@ -30,15 +30,11 @@ TINY = dict(
 )
 
 
-def tiny_model(
-    decoder: str, num_bars: int = 4, encoder: str = "flat", segment_bars: int = 1, positions: bool = False
-) -> MusicVAE:
+def tiny_model(decoder: str, num_bars: int = 4, encoder: str = "flat", segment_bars: int = 1) -> MusicVAE:
     torch.manual_seed(0)
     return (
         MusicVAE(
-            MusicVAEModelConfig(
-                decoder=decoder, encoder=encoder, segment_bars=segment_bars, position_inputs=positions, **TINY
-            ),
+            MusicVAEModelConfig(decoder=decoder, encoder=encoder, segment_bars=segment_bars, **TINY),
             MelodyConfig(num_bars=num_bars),
         )
         .double()
@@ -46,10 +42,9 @@ def tiny_model(
     )
 
 
-@pytest.mark.parametrize("positions", [False, True])
 @pytest.mark.parametrize("decoder", ["flat", "hierarchical"])
-def test_shapes(decoder, positions):
-    model = tiny_model(decoder, positions=positions)
+def test_shapes(decoder):
+    model = tiny_model(decoder)
     events = torch.randint(0, model.vocab_size, (3, model.length))  # (B, T) = (3, 64)
     logits, mu, sigma = model(events)
     assert logits.shape == (3, 64, model.vocab_size) and mu.shape == sigma.shape == (3, 8)
@@ -69,12 +64,11 @@ def test_kl_matches_torch_distributions():
     assert torch.allclose(kl_divergence(torch.zeros(2, 3), torch.ones(2, 3)), torch.zeros(2))
 
 
-@pytest.mark.parametrize("positions", [False, True])
 @pytest.mark.parametrize(("decoder", "segment_bars"), [("flat", 1), ("hierarchical", 1), ("hierarchical", 2)])
-def test_teacher_forcing_equals_step_by_step_decoding(decoder, segment_bars, positions):
+def test_teacher_forcing_equals_step_by_step_decoding(decoder, segment_bars):
     """The parallel teacher-forced pass (all segments at once) and the step-by-step decoder fed the
     true events give the same logits: the sampler decodes exactly what training optimised."""
-    model = tiny_model(decoder, segment_bars=segment_bars, positions=positions)
+    model = tiny_model(decoder, segment_bars=segment_bars)
     events = torch.randint(0, model.vocab_size, (2, model.length))
     z = torch.randn(2, 8, dtype=torch.double)
     parallel = model.teacher_forced(z, events)
@@ -166,27 +160,6 @@ def test_concat_encoder_projects_each_bar_and_reads_the_bars_side_by_side():
     assert bars[0].shape[-1] == 2 * model.latent_dim // 4
     expected = enc.to_mu(torch.cat(bars, dim=-1))
     assert torch.allclose(model.encode(events)[0], expected, atol=1e-12)
-
-
-def test_position_inputs_tell_each_step_its_place_in_bar_and_window():
-    model = tiny_model("hierarchical", positions=True)
-    table = model.positions  # (T, 16 + 4): step in bar, then bar
-    assert table.shape == (64, 20)
-    for t in (0, 5, 16, 37, 63):
-        expected = torch.zeros(20, dtype=table.dtype)
-        expected[t % 16], expected[16 + t // 16] = 1, 1
-        assert torch.equal(table[t], expected)
-    # the decoder reads the table (the conductor reads one-hot segment indices) ...
-    plain = tiny_model("hierarchical")
-    assert model.decoder.lstm.input_size == plain.decoder.lstm.input_size + 20
-    assert model.conductor.lstm.input_size == 4
-    events = torch.randint(0, model.vocab_size, (1, model.length))
-    z = torch.randn(1, 8, dtype=torch.double)
-    with_table = model.teacher_forced(z, events)
-    model.positions.zero_()
-    assert not torch.allclose(model.teacher_forced(z, events), with_table)
-    # ... and it is not a weight: a checkpoint stores the same tensors either way
-    assert "positions" not in model.state_dict() and "positions" not in plain.state_dict()
 
 
 def test_io_dropout_acts_in_training_only_and_adds_no_weights():
