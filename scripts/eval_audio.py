@@ -20,6 +20,7 @@ from pathlib import Path
 import musgen
 from musgen.eval.audio import evaluate_codec, evaluate_continuations
 from musgen.models.prior import evaluate_prior
+from musgen.models.vqvae import ENCODE_PRECISIONS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_audio.json"
 
@@ -41,6 +42,12 @@ def main() -> None:
         "(a codec trained with quantizer.quantize_dropout): quality against bitrate",
     )
     parser.add_argument(
+        "--encode-precision",
+        choices=ENCODE_PRECISIONS,
+        default="auto",
+        help="the codec encoder's: auto = bf16 on a CPU with native bf16, float32 elsewhere",
+    )
+    parser.add_argument(
         "--continuations",
         type=int,
         default=16,
@@ -59,14 +66,16 @@ def main() -> None:
         result["codec"] = {
             "checkpoint": str(codec.checkpoint.path),
             "step": codec.checkpoint.meta["step"],
-            **evaluate_codec(codec, args.data, args.split, args.max_seconds),
+            **evaluate_codec(codec, args.data, args.split, args.max_seconds, precision=args.encode_precision),
             "eval_seconds": round(time.time() - start, 1),
         }
         print(json.dumps(result["codec"], indent=1))
         for n in args.levels or []:
             start = time.time()
             result[f"codec_{n}_levels"] = {
-                **evaluate_codec(codec, args.data, args.split, args.max_seconds, levels=n),
+                **evaluate_codec(
+                    codec, args.data, args.split, args.max_seconds, levels=n, precision=args.encode_precision
+                ),
                 "eval_seconds": round(time.time() - start, 1),
             }
             print(json.dumps(result[f"codec_{n}_levels"], indent=1))

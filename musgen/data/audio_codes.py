@@ -84,7 +84,7 @@ def encoded_split(data_dir: Path, split: str, codec: Any, codec_key: str) -> tup
     pieces = audio_pieces(data_dir, split)
     seqs = []
     for wave in tqdm(pieces, desc=f"encode {split}", unit="piece", disable=not pieces):
-        codes = codec.encode_audio(wave)  # (F, Q)
+        codes = codec.encode_audio(wave, precision="fp32")  # (F, Q): a prior learns the exact codes
         seqs.append(flatten_codes(codes.numpy(), codec.cfg.model.quantizer.codes))
     offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in seqs], out=offsets[1:])

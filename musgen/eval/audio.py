@@ -28,11 +28,12 @@ def evaluate_codec(
     max_seconds: float = 10.0,
     reconstructions: list | None = None,
     levels: int | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """``generator``: ``musgen.load`` of a vqvae checkpoint. ``reconstructions``, when given, receives
     an (original, reconstruction) pair of waveforms per piece. ``levels``: decode from the first
     ``levels`` residual codebooks only (a codec trained with quantizer.quantize_dropout): the codec at
-    a lower bitrate."""
+    a lower bitrate. ``precision``: the encoder's (``VQVAEGenerator.encode_audio``)."""
     from musgen.data.audio_data import audio_pieces
 
     rate = generator.sample_rate
@@ -48,7 +49,7 @@ def evaluate_codec(
     rows = []
     for wave in tqdm(audio_pieces(data_dir, split), desc=f"codec {split}", unit="piece"):
         wave = wave[: round(max_seconds * rate)]
-        codes = generator.encode_audio(wave)[:, :kept]  # (F, Q')
+        codes = generator.encode_audio(wave, precision)[:, :kept]  # (F, Q')
         recon = torch.from_numpy(generator.decode_codes(codes)[: len(wave)])[None]
         ref = torch.from_numpy(wave)[None]
         counts += code_counts(codes[None], q.codes).double()
@@ -76,6 +77,7 @@ def evaluate_codec(
         "codebooks": kept,
         "code_rate_hz": generator.code_rate,
         "bitrate_bps": generator.bitrate * kept / q.levels,
+        "encoder_bf16": generator.encoder_bf16(precision),
     }
 
 

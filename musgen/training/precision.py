@@ -8,6 +8,7 @@ matrix-multiply MLP step, the operation that dominates every family's training s
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -26,14 +27,29 @@ def probe_step_seconds(bf16: bool, repeats: int = 5, batch: int = 512, width: in
     w1 = torch.randn(width, 4 * width, generator=gen, requires_grad=True)
     w2 = torch.randn(4 * width, width, generator=gen, requires_grad=True)
     best = float("inf")
-    for _ in range(repeats + 1):  # the first pass warms up the kernels and is not counted
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = torch.relu(x @ w1) @ w2
-        out.float().square().mean().backward()
-        best = min(best, time.perf_counter() - start) if _ else best
-        w1.grad = w2.grad = None
+    with torch.enable_grad():  # the probe may first be asked for inside inference (torch.no_grad)
+        for _ in range(repeats + 1):  # the first pass warms up the kernels and is not counted
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = torch.relu(x @ w1) @ w2
+            out.float().square().mean().backward()
+            best = min(best, time.perf_counter() - start) if _ else best
+            w1.grad = w2.grad = None
     return best
+
+
+@functools.cache
+def cpu_bf16_is_faster() -> bool:
+    """Whether bf16 autocast beats float32 by ``MARGIN`` on this CPU (probed once per process)."""
+    fp32, bf16 = probe_step_seconds(False), probe_step_seconds(True)
+    faster = bf16 * MARGIN < fp32
+    log.info(
+        "precision probe: step %.2f ms float32, %.2f ms bf16 on this CPU -> %s",
+        1e3 * fp32,
+        1e3 * bf16,
+        "bf16" if faster else "float32",
+    )
+    return faster
 
 
 def resolve_mixed_precision(setting: str, on_cpu: bool) -> str:
@@ -47,12 +63,6 @@ def resolve_mixed_precision(setting: str, on_cpu: bool) -> str:
             return choice
         log.info("train.mixed_precision=auto: no (float32) on this accelerator")
         return "no"
-    fp32, bf16 = probe_step_seconds(False), probe_step_seconds(True)
-    choice = "bf16" if bf16 * MARGIN < fp32 else "no"
-    log.info(
-        "train.mixed_precision=auto: probe step %.2f ms float32, %.2f ms bf16 on this CPU -> %s",
-        1e3 * fp32,
-        1e3 * bf16,
-        "bf16" if choice == "bf16" else "no (float32)",
-    )
+    choice = "bf16" if cpu_bf16_is_faster() else "no"
+    log.info("train.mixed_precision=auto: %s", "bf16" if choice == "bf16" else "no (float32)")
     return choice

@@ -131,6 +131,27 @@ def test_pretrained_codec_and_prior_make_audio(bach_midi_dir):
     assert np.isfinite(audio).all() and audio.std() > 1e-3
 
 
+def test_pretrained_codec_encodes_in_bf16_as_well_as_in_float32(bach_midi_dir):
+    """precision="auto" runs the encoder in bf16 on CPUs where that is faster: the codes may differ
+    from float32's in a few frames, the reconstruction may not get worse."""
+    from musgen.data.render import render_midi
+    from musgen.eval.audio_metrics import MultiResolutionSTFTLoss
+
+    codec = musgen.load(ROOT / "vqvae")
+    wave = render_midi(sorted(bach_midi_dir.rglob("*.mid"))[1], codec.sample_rate, max_seconds=3.0)
+    exact, fast = codec.encode_audio(wave, "fp32"), codec.encode_audio(wave, "bf16")
+    assert exact.shape == fast.shape
+    assert (exact[:, 0] == fast[:, 0]).float().mean() > 0.9  # the first level carries most of the sound
+    reference, distance = torch.from_numpy(wave)[None], MultiResolutionSTFTLoss()
+    errors = [
+        distance(torch.from_numpy(codec.decode_codes(c)[: len(wave)])[None], reference) for c in (exact, fast)
+    ]
+    assert errors[1] < 1.03 * errors[0], errors
+    assert codec.encoder_bf16("bf16") and not codec.encoder_bf16("fp32")
+    with pytest.raises(MusgenError, match="encode precision"):
+        codec.encode_audio(wave, "fp16")
+
+
 def test_pretrained_infilling_transformer_fills_a_chorale(bach_midi_dir):
     """checkpoints/transformer-infill regenerates bars of a chorale (every voice writes notes there),
     keeps the rest, and follows the density asked for one voice (high above low)."""

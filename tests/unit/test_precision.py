@@ -11,6 +11,14 @@ from musgen.training import precision
 from musgen.training.precision import probe_step_seconds, resolve_mixed_precision
 
 
+@pytest.fixture(autouse=True)
+def fresh_probe():
+    """The probe's answer is cached per process: each test probes (or fakes the probe) anew."""
+    precision.cpu_bf16_is_faster.cache_clear()
+    yield
+    precision.cpu_bf16_is_faster.cache_clear()
+
+
 @pytest.mark.parametrize("setting", ["no", "bf16", "fp16"])
 def test_an_explicit_setting_is_kept_without_probing(setting, monkeypatch):
     monkeypatch.setattr(precision, "probe_step_seconds", lambda bf16: pytest.fail("probed"))
