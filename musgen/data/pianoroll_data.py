@@ -153,6 +153,19 @@ class RollPhrases(TransposedItems):
             highest.append(int(np.searchsorted(cdf, 1 - share)))
         return lowest, highest
 
+    def voice_transitions(self, sub_steps: int) -> np.ndarray:
+        """(K, P + 1, P + 1) counts of each track's move from one grid point (every ``sub_steps``
+        steps: a 16th) to the next, over its pitch (the lowest sounding) or the rest (index P); the
+        moves across a piece boundary are left out."""
+        k, p = self.cfg.num_tracks, self.cfg.num_pitches
+        counts = np.zeros((k, p + 1, p + 1))
+        for j in range(len(self.offsets) - 1):
+            roll = self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))[:, ::sub_steps]  # (K, T16, P)
+            value = np.where(roll.any(-1), roll.argmax(-1), p)  # (K, T16)
+            for track in range(k):
+                np.add.at(counts[track], (value[track, :-1], value[track, 1:]), 1)
+        return counts
+
     def shift(self, roll: np.ndarray, semitones: int) -> np.ndarray | None:
         return transpose_roll(roll, semitones, self.drums)
 

@@ -59,6 +59,7 @@ OUTPUTS = ("multihot", "voice")
 VOICE_RELAX = ("straight_through", "gumbel")
 TIME_GRIDS = ("full", "sixteenth")
 VOICE_RANGES = ("full", "data")
+VOICE_LEADING_INITS = ("zeros", "data", "data_fixed")
 
 
 @dataclass
@@ -84,6 +85,10 @@ class MuseGANModelConfig:
     # (a transition table per voice over pitch + rest, chosen 16th by 16th in order), so how a voice
     # moves on is learned, not left to independent per-step choices
     voice_leading: bool = False
+    # zeros: the transition table starts at zero | data: at the log transition probabilities of each
+    # voice in the training data (so small steps start likely and leaps unlikely), then learned |
+    # data_fixed: the data's table, kept fixed (the generator's logits move against it)
+    voice_leading_init: str = "zeros"
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -108,6 +113,13 @@ class MuseGANModelConfig:
             )
         if self.voice_leading and (self.output != "voice" or self.time_grid != "sixteenth"):
             raise ConfigError("model.voice_leading needs model.output=voice and model.time_grid=sixteenth")
+        if self.voice_leading_init not in VOICE_LEADING_INITS:
+            raise ConfigError(
+                f"model.voice_leading_init must be one of {', '.join(VOICE_LEADING_INITS)}, "
+                f"got {self.voice_leading_init!r}"
+            )
+        if self.voice_leading_init != "zeros" and not self.voice_leading:
+            raise ConfigError("model.voice_leading_init needs model.voice_leading=true")
         if self.output == "voice" and self.binary != "none":
             raise ConfigError("model.binary is for multihot output; voice output is one-hot already")
         if self.gumbel_tau <= 0:
@@ -325,7 +337,10 @@ class RollGenerator(nn.Module):
         self.voice_bias = nn.Parameter(torch.zeros(self.num_tracks, self.pitches + 1)) if self.voice else None
         # voice_leading: (K, P + 1, P + 1) bias on the next 16th's pitch or rest given this one's
         self.transition = (
-            nn.Parameter(torch.zeros(self.num_tracks, self.pitches + 1, self.pitches + 1))
+            nn.Parameter(
+                torch.zeros(self.num_tracks, self.pitches + 1, self.pitches + 1),
+                requires_grad=cfg.voice_leading_init != "data_fixed",
+            )
             if cfg.voice_leading
             else None
         )
@@ -343,6 +358,15 @@ class RollGenerator(nn.Module):
         index = torch.arange(self.pitches)
         lo, hi = torch.as_tensor(list(lowest))[:, None], torch.as_tensor(list(highest))[:, None]
         self.pitch_allowed.copy_((index >= lo) & (index <= hi))
+
+    @torch.no_grad()
+    def set_transitions(self, counts: np.ndarray, smoothing: float = 0.1) -> None:
+        """voice_leading_init data: the transition table becomes log P(next | this) per track from
+        ``counts`` (K, P + 1, P + 1), add-``smoothing`` per cell, each row centred on its mean."""
+        assert self.transition is not None, "model.voice_leading is off"
+        table = torch.as_tensor(counts, dtype=torch.float32) + smoothing
+        table = (table / table.sum(-1, keepdim=True)).log()
+        self.transition.copy_(table - table.mean(-1, keepdim=True))
 
     def one_voice(self, logits: torch.Tensor) -> torch.Tensor:
         """Voice output: logits (B, K, T, P + 1), register bias added -> one-hot rolls (B, K, T, P), a
@@ -623,6 +647,11 @@ class MuseGANTask(Task):
                     f"{n} {lo + data.lowest_pitch}-{hi + data.lowest_pitch}"
                     for n, lo, hi in zip(names, lowest, highest, strict=True)
                 ),
+            )
+        if self.cfg.model.voice_leading_init != "zeros":  # a resumed or init_from run's weights come after
+            self._gen().set_transitions(train.voice_transitions(self._gen().sub_steps))
+            log.info(
+                "voice-leading transitions from the training data (%s)", self.cfg.model.voice_leading_init
             )
         return train, RollPhrases(self.data_path, "valid", data)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pretty_midi
+import pytest
 import symusic
 import torch
 from safetensors.torch import load_file
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 import musgen
 from musgen.data.pianoroll import midi_to_roll
 from musgen.data.tokenizers import MidiReadError
+from musgen.errors import MusgenError
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = "tiny/musegan"
@@ -251,3 +253,34 @@ def test_voice_output_trains_and_writes_one_note_per_voice(bach_data, bach_midi_
         assert midi_to_roll(path, generator.cfg.data).sum(-1).max() <= 1
     code = main(["sample", "--checkpoint", str(run), "--out", str(out), "--binarize", "bernoulli"])
     assert code == 2 and "one note (or a rest) per voice" in capsys.readouterr().err
+
+
+def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path):
+    """model.voice_leading_init: data_fixed keeps each voice's log transition probabilities of the
+    training data (16th to 16th) through training; on them a voice mostly holds its pitch."""
+    from musgen.data.pianoroll_data import RollPhrases
+
+    run = tmp_path / "leading"
+    overrides = ["model.output=voice", "model.time_grid=sixteenth", "model.voice_leading=true"]
+    musgen.train(
+        "musegan",
+        bach_data,
+        run,
+        config=TINY,
+        overrides=[*overrides, "model.voice_leading_init=data_fixed", "train.steps=2"],
+        progress=False,
+    )
+    generator = musgen.load(run)
+    table = generator.models["generator"].transition.detach()  # (K, P + 1, P + 1)
+    counts = RollPhrases(bach_data, "train", generator.cfg.data).voice_transitions(3)
+    expected = torch.as_tensor(counts, dtype=torch.float32) + 0.1
+    expected = (expected / expected.sum(-1, keepdim=True)).log()
+    assert torch.allclose(table, expected - expected.mean(-1, keepdim=True), atol=1e-5)
+    sung = counts.sum(-1) > 50  # (K, P + 1): pitches (or the rest) each voice has often
+    assert sung.sum() > 20
+    stays = table.argmax(-1) == torch.arange(table.shape[-1])  # (K, P + 1)
+    assert stays[torch.from_numpy(sung)].float().mean() > 0.9
+    with pytest.raises(MusgenError, match="voice_leading_init"):
+        musgen.train(
+            "musegan", bach_data, tmp_path / "bad", config=TINY, overrides=["model.voice_leading_init=data"]
+        )
