@@ -54,6 +54,10 @@ for name in "$@"; do
         voices) run "$name" musegan "$DATA/bach" musegan_voices ;;  # the candidate recipe (55 min)
         pretrained-intervals) run "$name" musegan "$DATA/bach" musegan_voices --set model.voice_leading=false \
             --set train.save_every=250 ;;  # musegan_voices without voice leading
+        voices-lead-data) run "$name" musegan "$DATA/bach" musegan_voices --set model.voice_leading_init=data \
+            --set train.save_every=250 ;;  # the transition table starts at the data's
+        voices-lead-fixed) run "$name" musegan "$DATA/bach" musegan_voices \
+            --set model.voice_leading_init=data_fixed --set train.save_every=250 ;;  # ... and stays there
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac
