@@ -9,8 +9,9 @@
 # (transformer-folk is the transformer family on the whole folk corpus; transformer-infill the one that
 # also infills, on the chorales with their voices kept apart; musicvae-2bar the 2-bar MusicVAE). Presets:
 # pretrained/NAME (musgen/presets/); the 16-bar MusicVAE uses its default preset musicvae. The codec
-# trains in two phases (pretrained/vqvae-base, then a new decoder on its frozen codes); the prior
-# trains on those codes. A run that was interrupted resumes from its last complete state; a finished one is
+# trains in three phases (pretrained/vqvae-base, then a new decoder on its frozen codes, then that
+# decoder on with a lighter waveform loss: pretrained/vqvae-tune, the one packed); the prior trains on
+# those codes. A run that was interrupted resumes from its last complete state; a finished one is
 # only packed again. Runs that keep several saves are packed from the save with the best validation
 # NLL (PICK=last packs the last one; the 16-bar MusicVAE always its last: see below).
 # Environment: DATA (default data), RUNS (default runs/pretrained), OUT (default checkpoints),
@@ -55,7 +56,7 @@ for name in "${families[@]}"; do
     config=pretrained/$name
     extra=()
     [ "$name" = musicvae ] && config=musicvae  # its default preset
-    [ "$name" = prior ] && extra=(--set "vqvae=$RUNS/vqvae")
+    [ "$name" = prior ] && extra=(--set "vqvae=$RUNS/vqvae-tune")
     if [ "$name" = transformer-infill ] || [ "$name" = vqvae ]; then
         # phase 1 (infill: suffix first; codec: the convolutional codec), phase 2 starts from it
         # (infill: the hinted order; codec: a new decoder on phase 1's frozen encoder and codebooks)
@@ -72,12 +73,19 @@ for name in "${families[@]}"; do
         "$BIN/musgen" train "$family" --data "$data" --out "$RUNS/$name" --resume --set train.steps=2900 \
             --set data.transpose=0 --set train.max_minutes=0 --set train.eval_every=100 --set train.save_every=100
     fi
+    run=$RUNS/$name
+    if [ "$name" = vqvae ]; then  # phase 3: the decoder on, on the same codes (pretrained/vqvae-tune)
+        tune=(--data "$data" --out "$RUNS/vqvae-tune" --config pretrained/vqvae-tune --set "train.init_from=$run")
+        [ -d "$RUNS/vqvae-tune/state" ] && tune+=(--resume)
+        "$BIN/musgen" train vqvae "${tune[@]}"
+        run=$RUNS/vqvae-tune
+    fi
     echo "== $name trained in $(( ($(date +%s) - start) / 60 )) min"
     pick=$PICK
     # MusicVAE: held-out accuracy kept rising long after held-out NLL's best save (step 4,000 of 13,000;
     # the model grows overconfident), and the issue's measures are accuracies: the last save
     [ "$name" = musicvae ] && pick=last
-    "$BIN/python" scripts/pack_checkpoint.py "$RUNS/$name" "$OUT/$name" --pick "$pick"
+    "$BIN/python" scripts/pack_checkpoint.py "$run" "$OUT/$name" --pick "$pick"
     if [ "$name" = musicvae ]; then  # the density / pitch attribute vectors (musgen interpolate --attribute)
         "$BIN/python" scripts/attribute_vectors.py "$OUT/$name" --data "$data" --write
     fi
