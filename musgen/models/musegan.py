@@ -89,6 +89,7 @@ class MuseGANModelConfig:
     # voice in the training data (so small steps start likely and leaps unlikely), then learned |
     # data_fixed: the data's table, kept fixed (the generator's logits move against it)
     voice_leading_init: str = "zeros"
+    voice_leading_scale: float = 1.0  # voice_leading_init data*: the data's log probabilities times this
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -118,6 +119,8 @@ class MuseGANModelConfig:
                 f"model.voice_leading_init must be one of {', '.join(VOICE_LEADING_INITS)}, "
                 f"got {self.voice_leading_init!r}"
             )
+        if self.voice_leading_scale <= 0:
+            raise ConfigError(f"model.voice_leading_scale must be positive, got {self.voice_leading_scale}")
         if self.voice_leading_init != "zeros" and not self.voice_leading:
             raise ConfigError("model.voice_leading_init needs model.voice_leading=true")
         if self.output == "voice" and self.binary != "none":
@@ -360,13 +363,14 @@ class RollGenerator(nn.Module):
         self.pitch_allowed.copy_((index >= lo) & (index <= hi))
 
     @torch.no_grad()
-    def set_transitions(self, counts: np.ndarray, smoothing: float = 0.1) -> None:
-        """voice_leading_init data: the transition table becomes log P(next | this) per track from
-        ``counts`` (K, P + 1, P + 1), add-``smoothing`` per cell, each row centred on its mean."""
+    def set_transitions(self, counts: np.ndarray, scale: float = 1.0, smoothing: float = 0.1) -> None:
+        """voice_leading_init data: the transition table becomes ``scale`` x log P(next | this) per
+        track from ``counts`` (K, P + 1, P + 1), add-``smoothing`` per cell, each row centred on its
+        mean."""
         assert self.transition is not None, "model.voice_leading is off"
         table = torch.as_tensor(counts, dtype=torch.float32) + smoothing
         table = (table / table.sum(-1, keepdim=True)).log()
-        self.transition.copy_(table - table.mean(-1, keepdim=True))
+        self.transition.copy_(scale * (table - table.mean(-1, keepdim=True)))
 
     def one_voice(self, logits: torch.Tensor) -> torch.Tensor:
         """Voice output: logits (B, K, T, P + 1), register bias added -> one-hot rolls (B, K, T, P), a
@@ -649,7 +653,10 @@ class MuseGANTask(Task):
                 ),
             )
         if self.cfg.model.voice_leading_init != "zeros":  # a resumed or init_from run's weights come after
-            self._gen().set_transitions(train.voice_transitions(self._gen().sub_steps))
+            model = self.cfg.model
+            self._gen().set_transitions(
+                train.voice_transitions(self._gen().sub_steps), model.voice_leading_scale
+            )
             log.info(
                 "voice-leading transitions from the training data (%s)", self.cfg.model.voice_leading_init
             )
