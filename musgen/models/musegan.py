@@ -652,14 +652,12 @@ class MuseGANTask(Task):
                     for n, lo, hi in zip(names, lowest, highest, strict=True)
                 ),
             )
-        if self.cfg.model.voice_leading_init != "zeros":  # a resumed or init_from run's weights come after
-            model = self.cfg.model
+        model = self.cfg.model
+        if model.voice_leading_init != "zeros":  # a resumed or init_from run's weights are loaded after
             self._gen().set_transitions(
                 train.voice_transitions(self._gen().sub_steps), model.voice_leading_scale
             )
-            log.info(
-                "voice-leading transitions from the training data (%s)", self.cfg.model.voice_leading_init
-            )
+            log.info("voice-leading transitions from the training data (%s)", model.voice_leading_init)
         return train, RollPhrases(self.data_path, "valid", data)
 
     def batches_per_step(self) -> int:
