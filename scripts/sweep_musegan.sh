@@ -60,6 +60,9 @@ for name in "$@"; do
             --set model.voice_leading_init=data_fixed --set train.save_every=250 ;;  # ... and stays there
         voices-lead-half) run "$name" musegan "$DATA/bach" musegan_voices --set model.voice_leading_init=data \
             --set model.voice_leading_scale=0.5 --set train.save_every=250 ;;  # half the data's log odds
+        voices-lead-gumbel) run "$name" musegan "$DATA/bach" musegan_voices --set model.voice_leading_init=data \
+            --set model.voice_relax=gumbel --set model.voice_inference=draw \
+            --set train.save_every=250 ;;  # the 16ths drawn from the data's transitions, in training and sampling
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac

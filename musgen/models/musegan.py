@@ -18,7 +18,9 @@ probability, so a track may sound any set of pitches (drums, piano, guitar); ``v
 track one choice per step among its pitches and a rest (a softmax over P + 1), for voices that sing
 one note at a time (SATB). The critic gets one-hot rolls either way: in training the choice is the
 argmax (``voice_relax: straight_through``) or a Gumbel-softmax draw (``gumbel``), with the softmax's
-gradient passed straight through; at inference the argmax, so a sample depends on its noise only.
+gradient passed straight through; at inference the argmax, so a sample depends on its noise only
+(``voice_inference: argmax``), or a draw from the softmax (``draw``: with ``voice_leading_init:
+data`` the 16ths then follow the data's transition statistics rather than its likeliest one).
 A learned per-track bias over the pitches lets each voice settle in its own register.
 
 Track-conditional generation (the paper's accompaniment setting): with ``model.condition_tracks``
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 MODES = ("jamming", "composer", "hybrid")
 OUTPUTS = ("multihot", "voice")
 VOICE_RELAX = ("straight_through", "gumbel")
+VOICE_INFERENCE = ("argmax", "draw")
 TIME_GRIDS = ("full", "sixteenth")
 VOICE_RANGES = ("full", "data")
 VOICE_LEADING_INITS = ("zeros", "data", "data_fixed")
@@ -72,6 +75,7 @@ class MuseGANModelConfig:
     output: str = "multihot"  # multihot: any pitches per track and step | voice: one pitch or a rest
     voice_relax: str = "straight_through"  # voice training: argmax (straight_through) or gumbel draws
     gumbel_tau: float = 1.0  # temperature of the Gumbel-softmax whose gradient the gumbel draw passes
+    voice_inference: str = "argmax"  # voice sampling: the likeliest pitch per step, or a draw (draw)
     # full: a value per step | sixteenth: one per 16th note, held for its steps (no note shorter than
     # a 16th, the chorales' shortest; triplet steps are then out of reach)
     time_grid: str = "full"
@@ -125,6 +129,11 @@ class MuseGANModelConfig:
             raise ConfigError("model.voice_leading_init needs model.voice_leading=true")
         if self.output == "voice" and self.binary != "none":
             raise ConfigError("model.binary is for multihot output; voice output is one-hot already")
+        if self.voice_inference not in VOICE_INFERENCE:
+            raise ConfigError(
+                f"model.voice_inference must be one of {', '.join(VOICE_INFERENCE)}, "
+                f"got {self.voice_inference!r}"
+            )
         if self.gumbel_tau <= 0:
             raise ConfigError(f"model.gumbel_tau must be positive, got {self.gumbel_tau}")
         if not 0 <= self.condition_prob <= 1:
@@ -310,6 +319,7 @@ class RollGenerator(nn.Module):
         self.mode, self.binary = cfg.mode, cfg.binary
         self.voice = cfg.output == "voice"
         self.voice_relax, self.gumbel_tau = cfg.voice_relax, cfg.gumbel_tau
+        self.voice_draws = cfg.voice_inference == "draw"
         self.num_tracks, self.bars, self.z_dim = data.num_tracks, data.num_bars, cfg.z_dim
         self.steps, self.pitches = data.steps_per_bar, data.num_pitches
         grid = _Grid.of(data)
@@ -380,7 +390,8 @@ class RollGenerator(nn.Module):
 
     def one_voice_full(self, logits: torch.Tensor) -> torch.Tensor:
         """``one_voice`` with the rest kept as the last entry: (..., P + 1) -> one-hot (..., P + 1)."""
-        if self.training and self.voice_relax == "gumbel":  # a draw (global RNG: resume restores it)
+        # a draw (global RNG: resume restores it; generate_rolls seeds it from its generator)
+        if (self.voice_relax == "gumbel") if self.training else self.voice_draws:
             return F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)
         soft = logits.softmax(-1)
         return F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype) + (soft - soft.detach())
@@ -942,7 +953,9 @@ class MuseGANGenerator(Generator):
                 roll = torch.as_tensor(phrase, device=self.device).expand(n, -1, -1)
                 assert cond_track is not None, "a given roll comes with its track"
                 track = torch.full((n,), int(cond_track), dtype=torch.long, device=self.device)
-            probs = gen(noise, roll, track).float().cpu()  # notes are drawn on the CPU with ``rng``
+            with torch.random.fork_rng(devices=[]):  # voice_inference draw: from ``rng`` too
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=rng)))
+                probs = gen(noise, roll, track).float().cpu()  # notes are drawn on the CPU with ``rng``
             if binarize == "bernoulli":
                 probs = torch.bernoulli(probs, generator=rng)
             out.append((probs > threshold).numpy())

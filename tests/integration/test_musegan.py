@@ -286,6 +286,11 @@ def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path)
     assert sung.sum() > 20
     stays = table.argmax(-1) == torch.arange(table.shape[-1])  # (K, P + 1)
     assert stays[torch.from_numpy(sung)].float().mean() > 0.9
+    # voice_inference draw: the 16ths are drawn, from the seed's generator only (reproducible)
+    generator.models["generator"].voice_draws = True
+    first, again = generator.generate_rolls(4, seed=3), generator.generate_rolls(4, seed=3)
+    assert np.array_equal(first, again) and not np.array_equal(first, generator.generate_rolls(4, seed=4))
+    assert first.sum(-1).max() <= 1  # still one pitch (or a rest) per voice and step
     with pytest.raises(MusgenError, match="voice_leading_init"):
         musgen.train(
             "musegan", bach_data, tmp_path / "bad", config=TINY, overrides=["model.voice_leading_init=data"]

@@ -188,6 +188,17 @@ def test_voice_output_is_the_argmax_at_inference_and_its_bias_sets_the_register(
     assert out[:, 3].sum() == 0
 
 
+def test_voice_inference_draw_follows_the_softmax_and_argmax_does_not():
+    torch.manual_seed(0)
+    gen = RollGenerator(_model_cfg("hybrid", output="voice", voice_inference="draw"), DATA).eval()
+    logits = torch.full((20000, 3), -30.0)
+    logits[:, 0] = logits[:, 1] = 0.0  # two equally likely pitches, the third never
+    drawn = gen.one_voice_full(logits).sum(0)
+    assert drawn[2] == 0 and abs(drawn[0] / 20000 - 0.5) < 0.02  # a draw: both, at their odds
+    gen.voice_draws = False  # voice_inference argmax: always the first of the tied maxima
+    assert gen.one_voice_full(logits).sum(0)[0] == 20000
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("output", ["multihot", "voice"])
 def test_sixteenth_time_grid_holds_each_value_for_the_steps_of_its_16th(mode, output):
@@ -291,6 +302,7 @@ def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
         ({"output": "voice", "binary": "deterministic"}, "one-hot already"),
         ({"voice_relax": "soft"}, "model.voice_relax"),
         ({"gumbel_tau": 0.0}, "gumbel_tau"),
+        ({"voice_inference": "sample"}, "model.voice_inference"),
     ):
         with pytest.raises(MusgenError, match=message):
             validate_config(MuseGANConfig(model=_model_cfg("hybrid", **bad), data=DATA))
