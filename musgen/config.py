@@ -60,6 +60,9 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget; 0 = none. The run saves and stops when it is spent.
     stop_at: int = 0  # stop (state saved) after this step without changing the schedule; 0 = run to `steps`
     cpu: bool = False  # force CPU even where a GPU is present
+    # torch.compile (inductor) each model's forward (and so its backward) in place: the first steps
+    # compile (tens of seconds), later ones run fused kernels. Where it pays: docs/measured.md.
+    compile: bool = False
     # A checkpoint (or run directory) of the same family whose weights a new run starts from
     # (fine-tuning; new modules, e.g. hint embeddings, keep their initialization). Ignored on resume.
     init_from: str = ""

@@ -83,9 +83,10 @@ def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """One model + AdamW; ``step()`` runs one real optimizer step on a random batch."""
 
-    def __init__(self, name: str, seq_len: int, batch: int, bf16: bool = False):
+    def __init__(self, name: str, seq_len: int, batch: int, bf16: bool = False, compile: bool = False):
         self.model = build(name, seq_len).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.forward = torch.compile(self.model) if compile else self.model  # as train.compile does
         gen = torch.Generator().manual_seed(1)
         self.ids = torch.randint(0, VOCAB, (batch, seq_len + 1), generator=gen)
         self.bf16 = bf16
@@ -93,7 +94,7 @@ class Trainer:
     def step(self) -> float:
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            logits = _logits(self.model, self.ids[:, :-1])
+            logits = _logits(self.forward, self.ids[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), self.ids[:, 1:].flatten())
         loss.backward()
         self.opt.step()
@@ -231,6 +232,52 @@ def bench_precision(seq_len: int, batch: int, reps: int) -> list[dict]:
     return rows
 
 
+# issue 23's training paths: (model, bf16 autocast, torch.compile'd forward + backward)
+TRAIN_PATHS = {
+    "relative": ("relative", False, False),  # today's step: the reference of the ratios
+    "relative_bf16": ("relative", True, False),
+    "relative_compiled": ("relative", False, True),
+    "relative_bf16_compiled": ("relative", True, True),
+    "plain": ("plain", False, False),
+    "gpt2": ("gpt2", False, False),
+}
+
+
+def bench_train_paths(seq_len: int, batch: int, reps: int, paths: list[str]) -> list[dict]:
+    """Training tokens/s of each path in TRAIN_PATHS, round robin in this process; compiling happens
+    in an untimed warm-up (its seconds reported)."""
+    trainers, compile_s = {}, {}
+    for name in paths:
+        model, bf16, compiled = TRAIN_PATHS[name]
+        trainers[name] = Trainer(model, seq_len, batch, bf16=bf16, compile=compiled)
+        start = time.perf_counter()
+        trainers[name].step()  # warm-up (and compilation)
+        trainers[name].step()
+        compile_s[name] = round(time.perf_counter() - start, 1)
+        print(f"{name}: warm-up {compile_s[name]} s", flush=True)
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(reps):  # round robin, so drifting machine load hits every path alike
+        for name, trainer in trainers.items():
+            times[name].append(trainer.step())
+    base = statistics.median(times[paths[0]])
+    rows = []
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        rows.append(
+            {
+                "path": name,
+                "seq_len": seq_len,
+                "batch": batch,
+                "step_s": round(med, 3),
+                "tokens_per_s": round(batch * seq_len / med, 1),
+                f"speed_vs_{paths[0]}": round(base / med, 2),
+                "warmup_s": compile_s[name],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 3) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
@@ -362,7 +409,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "scripts" / "results" / "bench_transformer.json"))
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the script")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--only", default="train,naive1024,precision,sampling")
+    parser.add_argument("--only", default="train,naive1024,precision,train_paths,sampling")
     parser.add_argument(
         "--memory-only", action="store_true", help="only redo the peak memory of --out's rows"
     )
@@ -407,6 +454,10 @@ def main() -> None:
         )
     if "precision" in only:  # bf16 matmuls can be very slow on CPUs without AVX512-BF16/AMX: small size
         result["precision"] = bench_precision(128 if args.quick else 512, 1, max(1, args.reps - 1))
+    if "train_paths" in only:
+        result["train_paths"] = bench_train_paths(
+            128 if args.quick else 512, 2 if args.quick else 8, args.reps, list(TRAIN_PATHS)
+        )
     if "sampling" in only:
         lengths = [32, 64] if args.quick else [256, 1024]
         result["sampling"] = bench_sampling(lengths, [1, 8], uncached_budget=64 if args.quick else 2048)

@@ -26,7 +26,7 @@ from musgen.models.lm import (
     evaluate_language_model,
     uses_hints,
 )
-from musgen.modules.relative_attention import KVCache, RelativeSelfAttention
+from musgen.modules.relative_attention import KERNELS, KVCache, RelativeSelfAttention
 from musgen.registry import FamilySpec
 
 ATTENTIONS = {"relative": "skew", "relative_naive": "naive", "plain": None}
@@ -48,12 +48,19 @@ class TransformerModelConfig:
     tie_weights: bool = True  # output projection shares the token embedding
     attention_chunk: int = 128  # relative attention runs in query blocks of this size (0 = one block)
     attention_recompute: bool = False  # recompute attention logits in backward: memory ~ L * D
+    # auto: FlexAttention (fused relative logits) for full passes on CUDA, blocked skewing elsewhere;
+    # skew | flex force one (flex trains on GPUs only: torch has no CPU backward for it)
+    attention_kernel: str = "auto"
     activation_checkpointing: bool = False  # recompute whole blocks in backward: least memory, slower
 
     def validate(self) -> None:
         if self.attention not in ATTENTIONS:
             raise ConfigError(
                 f"model.attention must be one of {', '.join(ATTENTIONS)}, not {self.attention!r}"
+            )
+        if self.attention_kernel not in KERNELS:
+            raise ConfigError(
+                f"model.attention_kernel must be one of {', '.join(KERNELS)}, not {self.attention_kernel!r}"
             )
         if self.d_model % self.num_heads:
             raise ConfigError(
@@ -94,6 +101,7 @@ class Block(nn.Module):
             dropout=cfg.attention_dropout,
             chunk=cfg.attention_chunk,
             recompute=cfg.attention_recompute,
+            kernel=cfg.attention_kernel,
         )
         self.norm2 = nn.LayerNorm(cfg.d_model)
         self.mlp = nn.Sequential(

@@ -14,12 +14,18 @@ The relative logits enter ``F.scaled_dot_product_attention`` as an additive floa
 needs a gradient, which sends SDPA to its math path (no fused kernel), so queries run in blocks
 that skip the masked upper triangle. Switching ``relative`` off gives plain causal attention
 through the same code and PyTorch's fused kernel (the model then adds absolute position embeddings).
+
+``kernel: flex`` runs a whole (non-cached) causal pass through FlexAttention instead, fused: the
+per-query scores of the M + 1 distances, Q E_r^T (B, H, L, M + 1), are added inside the kernel by
+a score modification that reads the entry of each (query, key) pair's distance, so no (L, L) tensor
+is ever built. torch 2.13 has its backward on GPUs only, so on a CPU it serves inference and
+training keeps the blocked skewing. ``auto``: flex on CUDA, skewing elsewhere.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +150,42 @@ def relative_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
 
 
+KERNELS = ("auto", "skew", "flex")
+
+
+@cache
+def _flex_kernel():  # the compiled FlexAttention (compiled once per process, on first use)
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+@cache
+def _causal_block_mask(length: int, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx >= kv_idx
+
+    return create_block_mask(causal, None, None, length, length, device=device)
+
+
+def flex_relative_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_embed: torch.Tensor
+) -> torch.Tensor:
+    """Causal relative attention of L queries over their own L keys in one FlexAttention call.
+    q, k, v (B, H, L, D_h), rel_embed (H, M + 1, D_h) -> (B, H, L, D_h)"""
+    length, max_distance = q.shape[2], rel_embed.shape[1] - 1
+    # (B, H, L, M + 1): query i's relative logit for each distance, already scaled like Q K^T
+    per_distance = _per_head_matmul(q * (1.0 / math.sqrt(q.shape[-1])), rel_embed)
+
+    def add_relative(score, b, h, q_idx, kv_idx):
+        return score + per_distance[b, h, q_idx, torch.clamp(q_idx - kv_idx, 0, max_distance)]
+
+    mask = _causal_block_mask(length, str(q.device))
+    return _flex_kernel()(q, k, v, score_mod=add_relative, block_mask=mask)
+
+
 class RelativeSelfAttention(nn.Module):
     """Multi-head causal self-attention; ``relative`` in {"skew", "naive", None (plain)}.
 
@@ -164,8 +206,11 @@ class RelativeSelfAttention(nn.Module):
         dropout: float = 0.0,
         chunk: int = 128,
         recompute: bool = False,
+        kernel: str = "auto",
     ):
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
         if d_model % num_heads:
             raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
         if relative not in ("skew", "naive", None):
@@ -178,6 +223,7 @@ class RelativeSelfAttention(nn.Module):
         # Keep only q, k, v for backward and recompute each block's (B, H, chunk, Tk) logits there:
         # the attention's saved memory then grows like L * D instead of L^2 (costs a second forward).
         self.recompute = recompute
+        self.kernel = kernel
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
         self.rel_embed = None
@@ -216,11 +262,22 @@ class RelativeSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(b, tq, -1).to(x.dtype)  # (B, Tq, D)
         return self.out(y), new_cache
 
+    def uses_flex(self, q: torch.Tensor) -> bool:
+        """Whether a full pass runs in FlexAttention: asked for (or auto on CUDA), with the skewing's
+        relative logits, no attention dropout, and a backward where gradients are needed."""
+        wanted = self.kernel == "flex" or (self.kernel == "auto" and q.is_cuda)
+        no_dropout = self.dropout == 0 or not self.training
+        return (
+            wanted and self.relative == "skew" and no_dropout and (q.is_cuda or not torch.is_grad_enabled())
+        )
+
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None
     ) -> torch.Tensor:
         """q (B, H, Tq, D_h), k and v (B, H, Tk, D_h) -> (B, H, Tq, D_h), in query blocks."""
         tq, past = q.shape[2], k.shape[2] - q.shape[2]
+        if rel is not None and self.uses_flex(q) and past == 0 and tq > 1:
+            return flex_relative_attention(q, k, v, rel)
         attend = partial(
             relative_attention, impl=self.relative or "skew", dropout=self.dropout if self.training else 0.0
         )

@@ -400,6 +400,12 @@ class Trainer:
     def prepare(self) -> None:
         """Wraps the Task's models, its optimizers and the training loader for the devices/processes."""
         models, optimizers = self.task.models, self.task.optimizers()
+        if self.train_cfg.compile:
+            # in place: the module keeps its state_dict keys and methods; only __call__ is compiled
+            for model in models.values():
+                model.compile()
+            if self.main:
+                log.info("train.compile: the models' forward and backward are compiled on first use")
         prepared = self.accelerator.prepare(*models.values(), *optimizers.values(), self.train_dl)
         self.task.models = dict(zip(models, prepared[: len(models)], strict=True))
         self.optimizers = dict(zip(optimizers, prepared[len(models) : -1], strict=True))

@@ -155,7 +155,13 @@ def test_plain_attention_refuses_positions_beyond_its_context():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"attention": "sparse"}, {"d_model": 30, "num_heads": 4}, {"max_relative_position": 0}]
+    "bad",
+    [
+        {"attention": "sparse"},
+        {"d_model": 30, "num_heads": 4},
+        {"max_relative_position": 0},
+        {"attention_kernel": "triton"},
+    ],
 )
 def test_bad_model_configs_are_refused(bad):
     with pytest.raises(ConfigError):
@@ -184,3 +190,22 @@ def test_hint_embeddings_start_at_zero_and_cached_decoding_reads_them():
             logits, state = model(hinted[:, t : t + 1], state)
             steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("length,max_distance", [(64, 16), (40, 100)])
+def test_flex_attention_kernel_equals_the_naive_reference(length, max_distance):
+    """kernel flex (FlexAttention with the relative logits as a score modification; on a CPU for
+    inference only) gives the naive reference's output, with distances clipped and the future masked."""
+    torch.manual_seed(0)
+    x = torch.randn(2, length, 32)
+    outs = {}
+    for kernel, relative in (("flex", "skew"), ("skew", "naive")):
+        torch.manual_seed(1)
+        att = RelativeSelfAttention(
+            32, 4, relative=relative, max_relative_position=max_distance, kernel=kernel
+        )
+        with torch.no_grad():
+            outs[kernel] = att(x)[0]
+            assert att.uses_flex(x) == (kernel == "flex")
+    assert torch.allclose(outs["flex"], outs["skew"], atol=1e-5)
+    assert not att.uses_flex(x.requires_grad_())  # training on a CPU keeps the skewing (no flex backward)
