@@ -239,8 +239,12 @@ TRAIN_PATHS = {
     "relative_compiled": ("relative", False, True),
     "relative_bf16_compiled": ("relative", True, True),
     "plain": ("plain", False, False),
+    "plain_bf16_compiled": ("plain", True, True),
     "gpt2": ("gpt2", False, False),
 }
+PATHS_512 = [p for p in TRAIN_PATHS if p != "plain_bf16_compiled"]
+# at 2,048 x 8 (issue 23: relative attention within 1.6x plain attention's step time), per precision
+PATHS_2048 = ["plain", "relative", "relative_compiled", "plain_bf16_compiled", "relative_bf16_compiled"]
 
 
 def bench_train_paths(seq_len: int, batch: int, reps: int, paths: list[str]) -> list[dict]:
@@ -259,7 +263,7 @@ def bench_train_paths(seq_len: int, batch: int, reps: int, paths: list[str]) -> 
     for _ in range(reps):  # round robin, so drifting machine load hits every path alike
         for name, trainer in trainers.items():
             times[name].append(trainer.step())
-    base = statistics.median(times[paths[0]])
+    base = statistics.median(times[paths[0]])  # the first path is the reference of the ratios
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
@@ -381,6 +385,20 @@ def markdown(result: dict) -> str:
                 f"| {row['model']} | {size} | {row['tokens_per_s']:,.0f} | {row['time_vs_plain']:.2f} | "
                 f"{row.get('peak_mib', float('nan')):,.0f} |"
             )
+    for key in ("train_paths", "train_paths_2048"):
+        rows = result.get(key, [])
+        if rows:
+            ref = next(k for k in rows[0] if k.startswith("speed_vs_"))
+            lines += [
+                "",
+                f"| training path | seq x batch | tokens/s | {ref.replace('_', ' ')} | warm-up (s) |",
+                "|---|---|---|---|---|",
+            ]
+            for row in rows:
+                lines.append(
+                    f"| {row['path']} | {row['seq_len']} x {row['batch']} | {row['tokens_per_s']:,.0f} | "
+                    f"{row[ref]:.2f} | {row['warmup_s']} |"
+                )
     lines += ["", "| precision | seq x batch | tokens/s | time vs fp32 |", "|---|---|---|---|"]
     for row in result.get("precision", []):
         lines.append(
@@ -456,7 +474,11 @@ def main() -> None:
         result["precision"] = bench_precision(128 if args.quick else 512, 1, max(1, args.reps - 1))
     if "train_paths" in only:
         result["train_paths"] = bench_train_paths(
-            128 if args.quick else 512, 2 if args.quick else 8, args.reps, list(TRAIN_PATHS)
+            128 if args.quick else 512, 2 if args.quick else 8, args.reps, PATHS_512
+        )
+    if "train_paths_2048" in only:  # not in the default run: ~10 min of compiling and 20-s steps
+        result["train_paths_2048"] = bench_train_paths(
+            256 if args.quick else 2048, 2 if args.quick else 8, max(2, args.reps - 1), PATHS_2048
         )
     if "sampling" in only:
         lengths = [32, 64] if args.quick else [256, 1024]
