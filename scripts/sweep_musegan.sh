@@ -63,6 +63,10 @@ for name in "$@"; do
         voices-lead-gumbel) run "$name" musegan "$DATA/bach" musegan_voices --set model.voice_leading_init=data \
             --set model.voice_relax=gumbel --set model.voice_inference=draw \
             --set train.save_every=250 ;;  # the 16ths drawn from the data's transitions, in training and sampling
+        voices-draw-pos4 | voices-draw-pos16) run "$name" musegan "$DATA/bach" musegan_voices \
+            --set model.voice_leading_init=data --set model.voice_relax=gumbel --set model.voice_inference=draw \
+            --set "model.voice_leading_positions=${name#voices-draw-pos}" \
+            --set train.save_every=250 ;;  # ... with one table per place in the beat (4) or bar (16)
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac

@@ -153,17 +153,19 @@ class RollPhrases(TransposedItems):
             highest.append(int(np.searchsorted(cdf, 1 - share)))
         return lowest, highest
 
-    def voice_transitions(self, sub_steps: int) -> np.ndarray:
-        """(K, P + 1, P + 1) counts of each track's move from one grid point (every ``sub_steps``
-        steps: a 16th) to the next, over its pitch (the lowest sounding) or the rest (index P); the
-        moves across a piece boundary are left out."""
+    def voice_transitions(self, sub_steps: int, positions: int = 1) -> np.ndarray:
+        """(S, K, P + 1, P + 1) counts of each track's move from one grid point (every ``sub_steps``
+        steps: a 16th) to the next, over its pitch (the lowest sounding) or the rest (index P), per
+        metrical position of the next grid point (its index in the piece modulo ``positions`` = S;
+        pieces start on a downbeat); the moves across a piece boundary are left out."""
         k, p = self.cfg.num_tracks, self.cfg.num_pitches
-        counts = np.zeros((k, p + 1, p + 1))
+        counts = np.zeros((positions, k, p + 1, p + 1))
         for j in range(len(self.offsets) - 1):
             roll = self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))[:, ::sub_steps]  # (K, T16, P)
             value = np.where(roll.any(-1), roll.argmax(-1), p)  # (K, T16)
+            where = np.arange(1, value.shape[1]) % positions  # (T16 - 1,) position of each move's end
             for track in range(k):
-                np.add.at(counts[track], (value[track, :-1], value[track, 1:]), 1)
+                np.add.at(counts[:, track], (where, value[track, :-1], value[track, 1:]), 1)
         return counts
 
     def shift(self, roll: np.ndarray, semitones: int) -> np.ndarray | None:

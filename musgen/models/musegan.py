@@ -94,6 +94,9 @@ class MuseGANModelConfig:
     # data_fixed: the data's table, kept fixed (the generator's logits move against it)
     voice_leading_init: str = "zeros"
     voice_leading_scale: float = 1.0  # voice_leading_init data*: the data's log probabilities times this
+    # one transition table per metrical position (the 16th's place in a cycle of this many 16ths:
+    # 4 = its place in the beat, 16 = in the bar), so notes can change on beats and hold between them
+    voice_leading_positions: int = 1
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -122,6 +125,10 @@ class MuseGANModelConfig:
             raise ConfigError(
                 f"model.voice_leading_init must be one of {', '.join(VOICE_LEADING_INITS)}, "
                 f"got {self.voice_leading_init!r}"
+            )
+        if self.voice_leading_positions not in (1, 2, 4, 8, 16):
+            raise ConfigError(
+                f"model.voice_leading_positions must be 1, 2, 4, 8 or 16, got {self.voice_leading_positions}"
             )
         if self.voice_leading_scale <= 0:
             raise ConfigError(f"model.voice_leading_scale must be positive, got {self.voice_leading_scale}")
@@ -348,10 +355,11 @@ class RollGenerator(nn.Module):
             )
         # voice output: each track's learned preference over its pitches and the rest (its register)
         self.voice_bias = nn.Parameter(torch.zeros(self.num_tracks, self.pitches + 1)) if self.voice else None
-        # voice_leading: (K, P + 1, P + 1) bias on the next 16th's pitch or rest given this one's
+        # voice_leading: (S, K, P + 1, P + 1) bias on the next 16th's pitch or rest given this one's,
+        # one table per metrical position of the next 16th (S = voice_leading_positions)
         self.transition = (
             nn.Parameter(
-                torch.zeros(self.num_tracks, self.pitches + 1, self.pitches + 1),
+                torch.zeros(cfg.voice_leading_positions, self.num_tracks, self.pitches + 1, self.pitches + 1),
                 requires_grad=cfg.voice_leading_init != "data_fixed",
             )
             if cfg.voice_leading
@@ -374,9 +382,9 @@ class RollGenerator(nn.Module):
 
     @torch.no_grad()
     def set_transitions(self, counts: np.ndarray, scale: float = 1.0, smoothing: float = 0.1) -> None:
-        """voice_leading_init data: the transition table becomes ``scale`` x log P(next | this) per
-        track from ``counts`` (K, P + 1, P + 1), add-``smoothing`` per cell, each row centred on its
-        mean."""
+        """voice_leading_init data: the transition tables become ``scale`` x log P(next | this) per
+        position and track from ``counts`` (S, K, P + 1, P + 1), add-``smoothing`` per cell, each row
+        centred on its mean."""
         assert self.transition is not None, "model.voice_leading is off"
         table = torch.as_tensor(counts, dtype=torch.float32) + smoothing
         table = (table / table.sum(-1, keepdim=True)).log()
@@ -406,7 +414,8 @@ class RollGenerator(nn.Module):
         for t in range(per_16th.shape[2]):
             step = per_16th[:, :, t]  # (B, K, P + 1)
             if prev is not None:
-                step = step + torch.einsum("bkp,kpq->bkq", prev, self.transition)
+                table = self.transition[t % self.transition.shape[0]]  # (K, P + 1, P + 1)
+                step = step + torch.einsum("bkp,kpq->bkq", prev, table)
             pick = self.one_voice_full(step)  # (B, K, P + 1) one-hot, rest included
             biased.append(step)
             chosen.append(pick)
@@ -666,7 +675,8 @@ class MuseGANTask(Task):
         model = self.cfg.model
         if model.voice_leading_init != "zeros":  # a resumed or init_from run's weights are loaded after
             self._gen().set_transitions(
-                train.voice_transitions(self._gen().sub_steps), model.voice_leading_scale
+                train.voice_transitions(self._gen().sub_steps, model.voice_leading_positions),
+                model.voice_leading_scale,
             )
             log.info("voice-leading transitions from the training data (%s)", model.voice_leading_init)
         return train, RollPhrases(self.data_path, "valid", data)

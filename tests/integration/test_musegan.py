@@ -277,8 +277,14 @@ def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path)
         progress=False,
     )
     generator = musgen.load(run)
-    table = generator.models["generator"].transition.detach()  # (K, P + 1, P + 1)
-    counts = RollPhrases(bach_data, "train", generator.cfg.data).voice_transitions(3)
+    table = generator.models["generator"].transition.detach()  # (1, K, P + 1, P + 1): one position
+    phrases = RollPhrases(bach_data, "train", generator.cfg.data)
+    counts = phrases.voice_transitions(3)
+    by_beat = phrases.voice_transitions(3, positions=4)  # (4, K, P + 1, P + 1): per place in the beat
+    assert np.array_equal(by_beat.sum(0), counts[0])
+    # chorale voices change pitch on the beat far more often than between its 16ths
+    moves = [1 - np.trace(by_beat[s], axis1=1, axis2=2).sum() / by_beat[s].sum() for s in range(4)]
+    assert moves[0] > 2 * max(moves[1:]), moves
     expected = torch.as_tensor(counts, dtype=torch.float32) + 0.1
     expected = (expected / expected.sum(-1, keepdim=True)).log()
     assert torch.allclose(table, 0.5 * (expected - expected.mean(-1, keepdim=True)), atol=1e-5)

@@ -188,6 +188,21 @@ def test_voice_output_is_the_argmax_at_inference_and_its_bias_sets_the_register(
     assert out[:, 3].sum() == 0
 
 
+def test_voice_leading_tables_follow_the_metrical_position_of_each_16th():
+    torch.manual_seed(0)
+    cfg = _model_cfg(
+        "hybrid", output="voice", time_grid="sixteenth", voice_leading=True, voice_leading_positions=2
+    )
+    gen = RollGenerator(cfg, DATA).eval()
+    assert gen.transition.shape == (2, 4, 85, 85)
+    with torch.no_grad():
+        gen.transition[1, :, :, -1] = 1e4  # every 16th at an odd position is a rest
+        gen.transition[0, :, :, -1] = -1e4  # and none at an even one
+    out = gen(gen.noise(2)).view(2, 4, 32, 3, 84)  # (B, K, 16ths, steps per 16th, P)
+    assert out[:, :, 1::2].sum() == 0  # odd 16ths rest
+    assert out[:, :, 2::2].sum() == 2 * 4 * 15 * 3  # even 16ths sing (the first has no table before it)
+
+
 def test_voice_inference_draw_follows_the_softmax_and_argmax_does_not():
     torch.manual_seed(0)
     gen = RollGenerator(_model_cfg("hybrid", output="voice", voice_inference="draw"), DATA).eval()
@@ -303,6 +318,7 @@ def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
         ({"voice_relax": "soft"}, "model.voice_relax"),
         ({"gumbel_tau": 0.0}, "gumbel_tau"),
         ({"voice_inference": "sample"}, "model.voice_inference"),
+        ({"voice_leading_positions": 3}, "voice_leading_positions"),
     ):
         with pytest.raises(MusgenError, match=message):
             validate_config(MuseGANConfig(model=_model_cfg("hybrid", **bad), data=DATA))
