@@ -244,7 +244,8 @@ TRAIN_PATHS = {
 }
 PATHS_512 = [p for p in TRAIN_PATHS if p != "plain_bf16_compiled"]
 # at 2,048 x 8 (issue 23: relative attention within 1.6x plain attention's step time), per precision
-PATHS_2048 = ["plain", "relative", "relative_compiled", "plain_bf16_compiled", "relative_bf16_compiled"]
+# (fp32 compiled left out: slower than eager at 512 x 8, and its compilation took 7 min here)
+PATHS_2048 = ["plain", "relative", "plain_bf16_compiled", "relative_bf16_compiled"]
 
 
 def bench_train_paths(seq_len: int, batch: int, reps: int, paths: list[str]) -> list[dict]:
