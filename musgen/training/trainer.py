@@ -37,6 +37,7 @@ from typing import Any, NoReturn, cast
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import (
     DistributedType,
@@ -175,6 +176,10 @@ def make_accelerator(train_cfg: Any, run_dir: Path) -> Accelerator:
         or (hasattr(torch, "xpu") and torch.xpu.is_available())
         or torch.backends.mps.is_available()
     )
+    # Accelerate keeps one AcceleratorState per process and refuses a second Accelerator with another
+    # mixed precision; a process that trains again (the Python API, a sweep, the tests) starts afresh
+    # (the distributed setup, PartialState, is kept).
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(train_cfg.mixed_precision, on_cpu=not on_accelerator),
         cpu=cpu,

@@ -218,3 +218,18 @@ def test_compiled_training_matches_eager_and_saves_the_same_weights(bach_data, t
     assert runs[True].metrics["valid_nll"] == pytest.approx(runs[False].metrics["valid_nll"], rel=1e-3)
     weights = [load_file(str(runs[c].checkpoint / "model.safetensors")) for c in (False, True)]
     assert weights[0].keys() == weights[1].keys()
+
+
+def test_one_process_trains_again_with_another_mixed_precision(bach_data, tmp_path):
+    """Accelerate refuses a second Accelerator with another precision in one process; musgen.train
+    (a sweep, a notebook) must not care which precision the previous run used."""
+    for precision in ("no", "bf16", "no"):
+        result = musgen.train(
+            "transformer",
+            bach_data,
+            tmp_path / f"run_{precision}_{len(list(tmp_path.iterdir()))}",
+            config="tiny/transformer",
+            overrides=["train.steps=1", "model.num_layers=1", f"train.mixed_precision={precision}"],
+            progress=False,
+        )
+        assert result.checkpoint.exists()
