@@ -206,18 +206,24 @@ def bench_training(
     return rows
 
 
+def round_robin_medians(trainers: dict[str, Trainer], reps: int) -> dict[str, float]:
+    """Median step seconds of each trainer over ``reps`` rounds, one step of each per round, so
+    drifting machine load hits every one alike."""
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(reps):
+        for name, trainer in trainers.items():
+            times[name].append(trainer.step())
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def bench_precision(seq_len: int, batch: int, reps: int) -> list[dict]:
     rows = []
     trainers = {p: Trainer("relative", seq_len, batch, bf16=(p == "bf16")) for p in ("fp32", "bf16")}
     for t in trainers.values():
         t.step()
-    times: dict[str, list[float]] = {p: [] for p in trainers}
-    for _ in range(reps):
-        for p, t in trainers.items():
-            times[p].append(t.step())
-    fp32 = statistics.median(times["fp32"])
-    for p, ts in times.items():
-        med = statistics.median(ts)
+    medians = round_robin_medians(trainers, reps)
+    fp32 = medians["fp32"]
+    for p, med in medians.items():
         rows.append(
             {
                 "precision": p,
@@ -260,14 +266,10 @@ def bench_train_paths(seq_len: int, batch: int, reps: int, paths: list[str]) -> 
         trainers[name].step()
         compile_s[name] = round(time.perf_counter() - start, 1)
         print(f"{name}: warm-up {compile_s[name]} s", flush=True)
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    for _ in range(reps):  # round robin, so drifting machine load hits every path alike
-        for name, trainer in trainers.items():
-            times[name].append(trainer.step())
-    base = statistics.median(times[paths[0]])  # the first path is the reference of the ratios
+    medians = round_robin_medians(trainers, reps)
+    base = medians[paths[0]]  # the first path is the reference of the ratios
     rows = []
-    for name, ts in times.items():
-        med = statistics.median(ts)
+    for name, med in medians.items():
         rows.append(
             {
                 "path": name,
