@@ -130,6 +130,8 @@ class MuseGANModelConfig:
             raise ConfigError(
                 f"model.voice_leading_positions must be 1, 2, 4, 8 or 16, got {self.voice_leading_positions}"
             )
+        if self.voice_leading_positions != 1 and not self.voice_leading:
+            raise ConfigError("model.voice_leading_positions needs model.voice_leading=true")
         if self.voice_leading_scale <= 0:
             raise ConfigError(f"model.voice_leading_scale must be positive, got {self.voice_leading_scale}")
         if self.voice_leading_init != "zeros" and not self.voice_leading:
@@ -141,6 +143,8 @@ class MuseGANModelConfig:
                 f"model.voice_inference must be one of {', '.join(VOICE_INFERENCE)}, "
                 f"got {self.voice_inference!r}"
             )
+        if self.voice_inference != "argmax" and self.output != "voice":
+            raise ConfigError("model.voice_inference needs model.output=voice")
         if self.gumbel_tau <= 0:
             raise ConfigError(f"model.gumbel_tau must be positive, got {self.gumbel_tau}")
         if not 0 <= self.condition_prob <= 1:
@@ -963,8 +967,9 @@ class MuseGANGenerator(Generator):
                 roll = torch.as_tensor(phrase, device=self.device).expand(n, -1, -1)
                 assert cond_track is not None, "a given roll comes with its track"
                 track = torch.full((n,), int(cond_track), dtype=torch.long, device=self.device)
-            with torch.random.fork_rng(devices=[]):  # voice_inference draw: from ``rng`` too
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=rng)))
+            with torch.random.fork_rng(devices=[], enabled=gen.voice_draws):
+                if gen.voice_draws:  # voice_inference draw: the 16ths come from ``rng`` too
+                    torch.manual_seed(int(torch.randint(2**62, (1,), generator=rng)))
                 probs = gen(noise, roll, track).float().cpu()  # notes are drawn on the CPU with ``rng``
             if binarize == "bernoulli":
                 probs = torch.bernoulli(probs, generator=rng)

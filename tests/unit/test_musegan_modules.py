@@ -319,6 +319,8 @@ def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
         ({"gumbel_tau": 0.0}, "gumbel_tau"),
         ({"voice_inference": "sample"}, "model.voice_inference"),
         ({"voice_leading_positions": 3}, "voice_leading_positions"),
+        ({"voice_leading_positions": 4}, "needs model.voice_leading"),
+        ({"voice_inference": "draw"}, "needs model.output=voice"),
     ):
         with pytest.raises(MusgenError, match=message):
             validate_config(MuseGANConfig(model=_model_cfg("hybrid", **bad), data=DATA))
