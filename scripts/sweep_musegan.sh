@@ -67,6 +67,11 @@ for name in "$@"; do
             --set model.voice_leading_init=data --set model.voice_relax=gumbel --set model.voice_inference=draw \
             --set "model.voice_leading_positions=${name#voices-draw-pos}" \
             --set train.save_every=250 ;;  # ... with one table per place in the beat (4) or bar (16)
+        ft-paired10) run "$name" musegan "$DATA/bach" pretrained/musegan --set train.init_from=checkpoints/musegan \
+            --set loss.paired_weight=10 --set train.save_every=250 ;;  # the shipped model, accompaniment weighted up
+        ft-paired10-tf) run "$name" musegan "$DATA/bach" pretrained/musegan --set train.init_from=checkpoints/musegan \
+            --set loss.paired_weight=10 --set loss.paired_teacher_forced=true \
+            --set train.save_every=250 ;;  # ... its voice leading scored from the real previous 16th
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac

@@ -159,6 +159,9 @@ class GANLossConfig:
     # real ones (cross-entropy per voice and step, binary cross-entropy for multihot), as pix2pix
     # adds L1 to its GAN loss, so the harmony is learned from the pairs and not the critic alone.
     paired_weight: float = 0.0
+    # voice leading: score each 16th with the transition bias from the real previous 16th (teacher
+    # forcing) rather than from the generated one, so a wrong earlier pick does not blur the target
+    paired_teacher_forced: bool = False
 
     def validate(self) -> None:
         if self.n_critic < 1:
@@ -183,6 +186,10 @@ class MuseGANConfig:
             )
         if self.train.grad_accum != 1:
             raise ConfigError("musegan takes one real batch per critic update: leave train.grad_accum at 1")
+        if self.loss.paired_teacher_forced and not (self.model.voice_leading and self.loss.paired_weight > 0):
+            raise ConfigError(
+                "loss.paired_teacher_forced needs model.voice_leading=true and loss.paired_weight > 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -408,20 +415,34 @@ class RollGenerator(nn.Module):
         soft = logits.softmax(-1)
         return F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype) + (soft - soft.detach())
 
-    def lead_voices(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def lead_voices(
+        self, logits: torch.Tensor, leading_from: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """voice_leading: the 16ths chosen in order, each 16th's logits plus the transition bias from
         the previous choice. logits (B, K, T, P + 1), each 16th's value repeated over its steps ->
-        (the biased logits, the one-hot rolls (B, K, T, P)), both at every step."""
+        (the biased logits, the one-hot rolls (B, K, T, P)), both at every step. ``leading_from``
+        (B, K, T, P): the returned logits take their bias from this roll's previous 16th instead
+        (teacher forcing); the rolls still follow the generated 16ths."""
         assert self.transition is not None
         per_16th = logits[:, :, :: self.sub_steps]  # (B, K, T16, P + 1)
+        given = None
+        if leading_from is not None:  # one-hot with the rest as the last entry: (B, K, T16, P + 1)
+            given = leading_from[:, :, :: self.sub_steps].to(per_16th.dtype)
+            given = torch.cat([given, 1 - given.amax(-1, keepdim=True)], dim=-1)
         biased, chosen, prev = [], [], None
         for t in range(per_16th.shape[2]):
             step = per_16th[:, :, t]  # (B, K, P + 1)
+            scored = step
             if prev is not None:
                 table = self.transition[t % self.transition.shape[0]]  # (K, P + 1, P + 1)
                 step = step + torch.einsum("bkp,kpq->bkq", prev, table)
+                scored = (
+                    step
+                    if given is None
+                    else scored + torch.einsum("bkp,kpq->bkq", given[:, :, t - 1], table)
+                )
             pick = self.one_voice_full(step)  # (B, K, P + 1) one-hot, rest included
-            biased.append(step)
+            biased.append(scored)
             chosen.append(pick)
             prev = pick
         out = torch.stack(biased, 2).repeat_interleave(self.sub_steps, dim=2)
@@ -448,11 +469,13 @@ class RollGenerator(nn.Module):
         cond_roll: torch.Tensor | None = None,
         cond_track: torch.Tensor | None = None,
         with_logits: bool = False,
+        leading_from: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """noise from ``noise(B)``; cond_roll (B, T, P) the given track, cond_track (B,) its index
         (K = none). Returns probabilities (B, K, T, P); a given track is copied into the output.
         ``with_logits``: also the logits (B, K, T, P (+ 1: the rest, voice output)), register bias
-        included."""
+        included; with voice leading, biased from ``leading_from``'s previous 16th when given (see
+        ``lead_voices``)."""
         b, k, u = next(iter(noise.values())).shape[0], self.num_tracks, self.bars
         parts = []  # per-bar inputs, each (B, U, ·) or (B, K, U, ·)
         if self.shared:
@@ -493,7 +516,7 @@ class RollGenerator(nn.Module):
             assert self.voice_bias is not None
             logits = logits.float() + self.voice_bias[:, None, :]
             if self.transition is not None:
-                logits, probs = self.lead_voices(logits)
+                logits, probs = self.lead_voices(logits, leading_from)
             else:
                 probs = self.one_voice(logits)
         else:
@@ -718,8 +741,13 @@ class MuseGANTask(Task):
         """The generator's WGAN loss on fresh fakes and, for conditioned phrases, the paired loss of
         the tracks it wrote against the phrase's real ones (``loss.paired_weight``)."""
         cond_roll, cond_track = self._condition(real)
+        teacher = self.cfg.loss.paired_teacher_forced and self.cfg.loss.paired_weight > 0
         fake, logits = self.models["generator"](
-            self._gen().noise(real.shape[0]), cond_roll, cond_track, with_logits=True
+            self._gen().noise(real.shape[0]),
+            cond_roll,
+            cond_track,
+            with_logits=True,
+            leading_from=real if teacher else None,
         )
         g_loss = -self.models["critic"](fake).float().mean(0).sum()
         paired = torch.zeros((), device=real.device)

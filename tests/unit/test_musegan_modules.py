@@ -271,6 +271,23 @@ def test_melodic_motion_measures_each_voices_intervals():
     assert x.grad[0, 0, 1, 13] > x.grad[0, 0, 1, 12] and x.grad[0, 0, 0, 11] < x.grad[0, 0, 0, 10]
 
 
+def test_teacher_forced_logits_take_the_bias_from_the_given_roll_and_keep_the_voices():
+    torch.manual_seed(0)
+    cfg = _model_cfg("hybrid", output="voice", time_grid="sixteenth", voice_leading=True)
+    gen = RollGenerator(cfg, DATA).eval()
+    with torch.no_grad():  # "stay" bias: the biased logits favour the previous 16th's pitch
+        gen.transition.copy_(50 * torch.eye(85).expand(1, 4, -1, -1))
+    noise = gen.noise(2)
+    given = torch.zeros(2, 4, 96, 84)
+    given[:, :, :, 7] = 1  # every voice holds pitch 7 throughout
+    free, free_logits = gen(noise, with_logits=True)
+    forced, forced_logits = gen(noise, with_logits=True, leading_from=given)
+    assert torch.equal(free, forced)  # the voices still follow their own 16ths
+    sub = gen.sub_steps
+    assert (forced_logits[:, :, sub:].argmax(-1) == 7).all()  # after the first 16th: the given pitch
+    torch.testing.assert_close(forced_logits[:, :, :sub], free_logits[:, :, :sub])  # no previous 16th
+
+
 def test_critic_with_intervals_scores_and_passes_gradients():
     torch.manual_seed(0)
     critic = Critics(_model_cfg("hybrid", critic_intervals=True), DATA)
@@ -311,6 +328,10 @@ def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
     cfg = MuseGANConfig(model=_model_cfg("hybrid"), data=DATA)
     cfg.train.grad_accum = 2
     with pytest.raises(MusgenError, match="grad_accum"):
+        validate_config(cfg)
+    cfg = MuseGANConfig(model=_model_cfg("hybrid", output="voice"), data=DATA)
+    cfg.loss.paired_weight, cfg.loss.paired_teacher_forced = 1.0, True
+    with pytest.raises(MusgenError, match="paired_teacher_forced"):  # no voice leading to force
         validate_config(cfg)
     for bad, message in (
         ({"output": "poly"}, "model.output"),
