@@ -34,12 +34,17 @@ def main() -> None:
     )
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        help="of the voice draws (default: the checkpoint's recommendation, else 1)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = []
     for run in args.runs:
         start = time.time()
-        result = evaluate(run, args.data, args.num_samples, args.seed)
+        result = evaluate(run, args.data, args.num_samples, args.seed, temperature=args.temperature)
         result["seconds"] = round(time.time() - start, 1)
         print(f"== {run} (step {result['step']})\n{result['table']}\n")
         results.append(result)

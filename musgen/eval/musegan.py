@@ -73,11 +73,17 @@ def diversity(
 
 
 def evaluate(
-    checkpoint: str | Path, data_dir: str | Path, num_samples: int = 1000, seed: int = 0, batch: int = 250
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    num_samples: int = 1000,
+    seed: int = 0,
+    batch: int = 250,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of the training phrases, the held-out phrases, ``num_samples`` generated phrases
     (threshold and Bernoulli binarisation) and, for a conditional model, the held-out phrases with
-    their first condition track given and the others generated; plus a text table of them all."""
+    their first condition track given and the others generated; plus a text table of them all.
+    ``temperature``: of the voice draws (voice_inference draw; default the checkpoint's)."""
     from musgen.generator import load
     from musgen.models.musegan import MuseGANGenerator
 
@@ -85,6 +91,7 @@ def evaluate(
     if not isinstance(generator, MuseGANGenerator):
         raise MusgenError(f"the piano-roll metrics need a musegan checkpoint, not a {generator.family} one")
     cfg: PianorollConfig = generator.cfg.data
+    temperature = generator.sampling_settings(temperature=temperature)["temperature"]
     layout = roll_layout(cfg)
     held_out = data_phrases(Path(data_dir), ("valid", "test"), cfg)
     train = data_phrases(Path(data_dir), ("train",), cfg)
@@ -94,7 +101,9 @@ def evaluate(
     }
     for binarize in ("threshold", "bernoulli"):
         rolls = [
-            generator.generate_rolls(min(batch, num_samples - i), seed=seed + i, binarize=binarize)
+            generator.generate_rolls(
+                min(batch, num_samples - i), seed=seed + i, binarize=binarize, temperature=temperature
+            )
             for i in range(0, num_samples, batch)
         ]
         reports[f"generated ({binarize})"] = pianoroll_metrics(np.concatenate(rolls), layout)
@@ -103,7 +112,9 @@ def evaluate(
     if generator.cond_ids:  # accompaniment: every held-out phrase's own track given, the others generated
         k = generator.cond_ids[0]
         rolls = [
-            generator.generate_rolls(len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k)
+            generator.generate_rolls(
+                len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k, temperature=temperature
+            )
             for i, part in enumerate(np.array_split(held_out, max(1, len(held_out) // batch)))
         ]
         reports[f"{cfg.track_names[k]} given"] = pianoroll_metrics(np.concatenate(rolls), layout)
@@ -116,6 +127,7 @@ def evaluate(
         "step": generator.checkpoint.meta.get("step"),
         "num_samples": num_samples,
         "seed": seed,
+        "temperature": temperature,
         "reports": reports,
         "diversity": spread,
         "table": format_table(reports) + "\n" + ", ".join(f"{k} {v:.3f}" for k, v in spread.items()),

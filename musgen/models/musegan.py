@@ -401,22 +401,25 @@ class RollGenerator(nn.Module):
         table = (table / table.sum(-1, keepdim=True)).log()
         self.transition.copy_(scale * (table - table.mean(-1, keepdim=True)))
 
-    def one_voice(self, logits: torch.Tensor) -> torch.Tensor:
+    def one_voice(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Voice output: logits (B, K, T, P + 1), register bias added -> one-hot rolls (B, K, T, P), a
         rest all zero. The forward pass is exactly one-hot; the gradient is the softmax's
         (straight-through)."""
-        return self.one_voice_full(logits)[..., :-1]
+        return self.one_voice_full(logits, temperature)[..., :-1]
 
-    def one_voice_full(self, logits: torch.Tensor) -> torch.Tensor:
-        """``one_voice`` with the rest kept as the last entry: (..., P + 1) -> one-hot (..., P + 1)."""
+    def one_voice_full(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """``one_voice`` with the rest kept as the last entry: (..., P + 1) -> one-hot (..., P + 1).
+        ``temperature``: of the draws at sampling time (voice_inference draw; < 1 nearer the likeliest)."""
         # a draw (global RNG: resume restores it; generate_rolls seeds it from its generator)
-        if (self.voice_relax == "gumbel") if self.training else self.voice_draws:
+        if self.training and self.voice_relax == "gumbel":
             return F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)
+        if not self.training and self.voice_draws:
+            return F.gumbel_softmax(logits / temperature, tau=self.gumbel_tau, hard=True)
         soft = logits.softmax(-1)
         return F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype) + (soft - soft.detach())
 
     def lead_voices(
-        self, logits: torch.Tensor, leading_from: torch.Tensor | None = None
+        self, logits: torch.Tensor, leading_from: torch.Tensor | None = None, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """voice_leading: the 16ths chosen in order, each 16th's logits plus the transition bias from
         the previous choice. logits (B, K, T, P + 1), each 16th's value repeated over its steps ->
@@ -441,7 +444,7 @@ class RollGenerator(nn.Module):
                     if given is None
                     else scored + torch.einsum("bkp,kpq->bkq", given[:, :, t - 1], table)
                 )
-            pick = self.one_voice_full(step)  # (B, K, P + 1) one-hot, rest included
+            pick = self.one_voice_full(step, temperature)  # (B, K, P + 1) one-hot, rest included
             biased.append(scored)
             chosen.append(pick)
             prev = pick
@@ -470,12 +473,13 @@ class RollGenerator(nn.Module):
         cond_track: torch.Tensor | None = None,
         with_logits: bool = False,
         leading_from: torch.Tensor | None = None,
+        temperature: float = 1.0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """noise from ``noise(B)``; cond_roll (B, T, P) the given track, cond_track (B,) its index
         (K = none). Returns probabilities (B, K, T, P); a given track is copied into the output.
         ``with_logits``: also the logits (B, K, T, P (+ 1: the rest, voice output)), register bias
         included; with voice leading, biased from ``leading_from``'s previous 16th when given (see
-        ``lead_voices``)."""
+        ``lead_voices``). ``temperature``: of the voices' draws at sampling time (voice_inference draw)."""
         b, k, u = next(iter(noise.values())).shape[0], self.num_tracks, self.bars
         parts = []  # per-bar inputs, each (B, U, ·) or (B, K, U, ·)
         if self.shared:
@@ -516,9 +520,9 @@ class RollGenerator(nn.Module):
             assert self.voice_bias is not None
             logits = logits.float() + self.voice_bias[:, None, :]
             if self.transition is not None:
-                logits, probs = self.lead_voices(logits, leading_from)
+                logits, probs = self.lead_voices(logits, leading_from, temperature)
             else:
-                probs = self.one_voice(logits)
+                probs = self.one_voice(logits, temperature)
         else:
             probs = torch.sigmoid(logits)
         if self.binary != "none":  # straight-through: binary forward, sigmoid gradient backward
@@ -859,10 +863,12 @@ class MuseGANGenerator(Generator):
     """Multi-track piano-roll phrases from noise, or around a given track (accompaniment)."""
 
     options = ("bars", "seed", "binarize", "threshold", "condition", "track", *TOKEN_SAMPLING)
-    draws_tokens = False  # --binarize / --threshold are its controls
+    draws_tokens = False  # --binarize / --threshold are its controls (--temperature: voices drawn)
 
     def build_models(self) -> dict[str, nn.Module]:
         self.cond_ids = condition_ids(self.cfg)
+        # voice_inference draw: each voice's 16ths are drawn, at --temperature (or the checkpoint's)
+        self.draws_tokens = self.cfg.model.voice_inference == "draw"
         return build_models(self.cfg)
 
     def generate(
@@ -875,10 +881,12 @@ class MuseGANGenerator(Generator):
         threshold: float | None = None,
         condition: str | Path | None = None,
         track: str | None = None,
+        temperature: float | None = None,
     ) -> list[Any]:
         """``num_samples`` Scores of ``bars`` bars (default one phrase) from noise, or accompanying
         track ``track`` of the MIDI file ``condition``; ``binarize`` (threshold | bernoulli) and
-        ``threshold`` turn the generator's probabilities into notes."""
+        ``threshold`` turn the generator's probabilities into notes; ``temperature`` is the voice
+        draws' (voice_inference draw; default the checkpoint's recommendation, else 1)."""
         rolls = self.sample_rolls(
             num_samples,
             bars=bars,
@@ -887,6 +895,7 @@ class MuseGANGenerator(Generator):
             threshold=threshold,
             condition=condition,
             track=track,
+            temperature=temperature,
         )
         return [self.roll_to_score(roll) for roll in rolls]
 
@@ -902,17 +911,15 @@ class MuseGANGenerator(Generator):
                 "musegan generates from noise: --prime is for language models "
                 "(use --condition-track FILE --track NAME to accompany a track)"
             )
-        for key, neutral in (
-            ("temperature", 1.0),
-            ("top_k", 0),
-            ("top_p", 1.0),
-            ("length", None),
-            ("min_length", None),
-        ):
+        neutral_options = [("top_k", 0), ("top_p", 1.0), ("length", None), ("min_length", None)]
+        if not self.draws_tokens:
+            neutral_options.insert(0, ("temperature", 1.0))
+        elif options.get("temperature") is not None and not 0 < options["temperature"] < math.inf:
+            raise MusgenError(f"--temperature must be a finite number > 0, got {options['temperature']}")
+        for key, neutral in neutral_options:
             if options.get(key, neutral) not in (neutral, None):
-                raise MusgenError(
-                    f"{flag(key)} does not apply to musegan (try --binarize bernoulli or --threshold)"
-                )
+                hint = "--temperature" if self.draws_tokens else "--binarize bernoulli or --threshold"
+                raise MusgenError(f"{flag(key)} does not apply to musegan (try {hint})")
         if self.cfg.model.output == "voice":
             for key in ("binarize", "threshold"):
                 if options.get(key) is not None:
@@ -932,6 +939,7 @@ class MuseGANGenerator(Generator):
         threshold: float | None = None,
         condition: str | Path | None = None,
         track: str | None = None,
+        temperature: float | None = None,
     ) -> list[np.ndarray]:
         """``n`` bool rolls (K, T, P): from scratch, or accompanying ``condition`` (a MIDI file)."""
         if n < 1:
@@ -957,6 +965,7 @@ class MuseGANGenerator(Generator):
             threshold=threshold or 0.5,
             cond_roll=cond_roll,
             cond_track=cond_track,
+            temperature=self.sampling_settings(temperature=temperature)["temperature"],
         )
         steps = (bars * data.steps_per_bar) if bars is not None else rolls.shape[2]
         return list(rolls[:, :, :steps])
@@ -972,11 +981,12 @@ class MuseGANGenerator(Generator):
         threshold: float = 0.5,
         cond_roll: np.ndarray | None = None,
         cond_track: int | None = None,
+        temperature: float = 1.0,
     ) -> np.ndarray:
         """``n`` samples of ``phrases`` phrases each -> bool rolls (n, K, phrases*T, P). The phrases of
         a sample share its phrase-level noise (inter, intra) and draw fresh per-bar noise. With
         ``cond_roll`` (the given track ``cond_track``: (phrases*T, P) for all samples, or (n, phrases*T, P))
-        the samples accompany it."""
+        the samples accompany it. ``temperature``: of the voices' draws (voice_inference draw)."""
         if binarize not in ("threshold", "bernoulli"):
             raise MusgenError(f"--binarize must be threshold or bernoulli, got {binarize!r}")
         if not 0 < threshold < 1:
@@ -998,7 +1008,9 @@ class MuseGANGenerator(Generator):
             with torch.random.fork_rng(devices=[], enabled=gen.voice_draws):
                 if gen.voice_draws:  # voice_inference draw: the 16ths come from ``rng`` too
                     torch.manual_seed(int(torch.randint(2**62, (1,), generator=rng)))
-                probs = gen(noise, roll, track).float().cpu()  # notes are drawn on the CPU with ``rng``
+                probs = (
+                    gen(noise, roll, track, temperature=temperature).float().cpu()
+                )  # notes are drawn on the CPU with ``rng``
             if binarize == "bernoulli":
                 probs = torch.bernoulli(probs, generator=rng)
             out.append((probs > threshold).numpy())
@@ -1065,7 +1077,17 @@ def evaluate(
         }
     held_out = data_phrases(data_dir, (split,), generator.cfg.data)  # non-overlapping phrases
     reference = [generator.roll_to_score(roll) for roll in evenly(list(held_out))]
-    samples = generator.generate(opts.num_samples, seed=opts.seed) if opts.num_samples else []
+    temperature = None
+    if generator.draws_tokens:  # the voices' draws: --temperature, else the checkpoint's recommendation
+        temperature = generator.sampling_settings(temperature=opts.temperature)["temperature"]
+        report["sampling"] = {"temperature": temperature}
+    elif opts.temperature is not None:
+        raise MusgenError("--temperature applies to musegan checkpoints that draw their voices only")
+    samples = (
+        generator.generate(opts.num_samples, seed=opts.seed, temperature=temperature)
+        if opts.num_samples
+        else []
+    )
     report["statistics"] = symbolic_statistics(reference, samples, None, opts.seed)
     return report, samples
 

@@ -297,6 +297,11 @@ def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path)
     first, again = generator.generate_rolls(4, seed=3), generator.generate_rolls(4, seed=3)
     assert np.array_equal(first, again) and not np.array_equal(first, generator.generate_rolls(4, seed=4))
     assert first.sum(-1).max() <= 1  # still one pitch (or a rest) per voice and step
+    # a cold draw is the likeliest 16th after the likeliest: the argmax path (same noise)
+    cold = generator.generate_rolls(4, seed=3, temperature=1e-4)
+    assert not np.array_equal(cold, first)
+    generator.models["generator"].voice_draws = False
+    assert np.array_equal(cold, generator.generate_rolls(4, seed=3))
     with pytest.raises(MusgenError, match="voice_leading_init"):
         musgen.train(
             "musegan", bach_data, tmp_path / "bad", config=TINY, overrides=["model.voice_leading_init=data"]

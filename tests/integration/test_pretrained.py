@@ -3,6 +3,7 @@ there and small, loads with the public API and makes music that beats a simple b
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -111,6 +112,28 @@ def test_pretrained_musegan_writes_four_voices(tmp_path):
     path = model.generate_to(tmp_path, 1, seed=0)[0]
     score = symusic.Score(str(path))
     assert len([t for t in score.tracks if t.note_num() > 0]) == 4
+
+
+def test_pretrained_musegan_draws_its_voices_at_a_temperature(tmp_path, capsys):
+    """Its voices are drawn: --temperature applies (recorded in samples.json, same seed -> same
+    notes), top-k / top-p do not."""
+    from musgen.cli import main
+
+    sample = ["sample", "--checkpoint", str(ROOT / "musegan"), "--seed", "2", "--temperature", "0.5"]
+    assert main([*sample, "--out", str(tmp_path / "a")]) == 0
+    assert main([*sample, "--out", str(tmp_path / "b")]) == 0
+    record = json.loads((tmp_path / "a" / "samples.json").read_text())[-1]
+    assert record["settings"]["temperature"] == 0.5
+    a, b = (symusic.Score(str(tmp_path / d / "sample_000.mid")) for d in "ab")
+    assert (
+        a.note_num() > 0
+        and a.tracks[0].notes.numpy()["pitch"].tolist() == b.tracks[0].notes.numpy()["pitch"].tolist()
+    )
+    capsys.readouterr()
+    assert (
+        main(["sample", "--checkpoint", str(ROOT / "musegan"), "--top-k", "3", "--out", str(tmp_path)]) == 2
+    )
+    assert "try --temperature" in capsys.readouterr().err
 
 
 def test_pretrained_codec_and_prior_make_audio(bach_midi_dir):
