@@ -302,6 +302,15 @@ def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path)
     assert not np.array_equal(cold, first)
     generator.models["generator"].voice_draws = False
     assert np.array_equal(cold, generator.generate_rolls(4, seed=3))
+    # rest calibration: each voice's rest logit shifted until it rests as often as asked
+    from musgen.models.musegan import rest_share
+
+    generator.models["generator"].voice_draws = True
+    target = [0.3, 0.1, 0.05, 0.2]
+    offsets = generator.calibrate_rests(target, num_samples=32, iterations=10)
+    assert len(offsets) == 4 and len(set(offsets)) > 1
+    share = rest_share(generator.generate_rolls(64, seed=99))
+    assert np.abs(share - np.array(target)).max() < 0.06, share
     with pytest.raises(MusgenError, match="voice_leading_init"):
         musgen.train(
             "musegan", bach_data, tmp_path / "bad", config=TINY, overrides=["model.voice_leading_init=data"]
