@@ -168,6 +168,26 @@ class RollPhrases(TransposedItems):
                 np.add.at(counts[:, track], (where, value[track, :-1], value[track, 1:]), 1)
         return counts
 
+    def voice_restrikes(self, sub_steps: int, positions: int = 1) -> np.ndarray:
+        """(S, K, 2) counts, per metrical position of a grid point (as ``voice_transitions``) and track,
+        of the grid points that keep the pitch of the one before (first entry) and of those among them
+        that strike it again (second: the step before is silent, as ``separate_repeats`` writes a
+        repeated note)."""
+        k, p = self.cfg.num_tracks, self.cfg.num_pitches
+        counts = np.zeros((positions, k, 2))
+        for j in range(len(self.offsets) - 1):
+            full = self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))  # (K, T, P)
+            value = np.where(full[:, ::sub_steps].any(-1), full[:, ::sub_steps].argmax(-1), p)  # (K, T16)
+            n = value.shape[1]
+            kept = (value[:, 1:] == value[:, :-1]) & (value[:, 1:] < p)  # (K, T16 - 1)
+            before = full[:, sub_steps - 1 :: sub_steps][:, : n - 1]  # (K, T16 - 1, P): the step before
+            sounding = np.take_along_axis(before, np.minimum(value[:, 1:], p - 1)[..., None], -1)[..., 0]
+            where = np.arange(1, n) % positions
+            for track in range(k):
+                np.add.at(counts[:, track, 0], where, kept[track])
+                np.add.at(counts[:, track, 1], where, kept[track] & ~sounding[track])
+        return counts
+
     def shift(self, roll: np.ndarray, semitones: int) -> np.ndarray | None:
         return transpose_roll(roll, semitones, self.drums)
 

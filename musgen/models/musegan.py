@@ -97,6 +97,11 @@ class MuseGANModelConfig:
     # one transition table per metrical position (the 16th's place in a cycle of this many 16ths:
     # 4 = its place in the beat, 16 = in the bar), so notes can change on beats and hold between them
     voice_leading_positions: int = 1
+    # voice_leading: a voice that keeps its pitch into the next 16th strikes it again with the training
+    # data's probability for that voice and place (per voice_leading_positions), the step before left
+    # silent as data.separate_repeats writes repeated notes; without it a voice cannot repeat a note
+    # (16-20% of the chorale voices' melodic intervals) and its rolls lack the data's gaps
+    restrikes: bool = False
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -130,6 +135,8 @@ class MuseGANModelConfig:
             raise ConfigError(
                 f"model.voice_leading_positions must be 1, 2, 4, 8 or 16, got {self.voice_leading_positions}"
             )
+        if self.restrikes and not self.voice_leading:
+            raise ConfigError("model.restrikes needs model.voice_leading=true")
         if self.voice_leading_positions != 1 and not self.voice_leading:
             raise ConfigError("model.voice_leading_positions needs model.voice_leading=true")
         if self.voice_leading_scale <= 0:
@@ -186,6 +193,10 @@ class MuseGANConfig:
             )
         if self.train.grad_accum != 1:
             raise ConfigError("musegan takes one real batch per critic update: leave train.grad_accum at 1")
+        if self.model.restrikes and not self.data.separate_repeats:
+            raise ConfigError(
+                "model.restrikes writes repeated notes as data.separate_repeats does: set it true"
+            )
         if self.loss.paired_teacher_forced and not (self.model.voice_leading and self.loss.paired_weight > 0):
             raise ConfigError(
                 "loss.paired_teacher_forced needs model.voice_leading=true and loss.paired_weight > 0"
@@ -377,6 +388,13 @@ class RollGenerator(nn.Module):
             else None
         )
         self.sub_steps = grid.f2  # steps per 16th note
+        # restrikes: (S, K) probability that a voice keeping its pitch into a 16th (at place s) strikes
+        # it again, set from the training data
+        self.restrike: torch.Tensor | None
+        if cfg.restrikes:
+            self.register_buffer("restrike", torch.zeros(cfg.voice_leading_positions, self.num_tracks))
+        else:
+            self.restrike = None
         # voice_range data: (K, P) the pitches each track may write, set from the training data
         self.pitch_allowed: torch.Tensor | None
         if cfg.voice_range == "data":
@@ -449,7 +467,38 @@ class RollGenerator(nn.Module):
             chosen.append(pick)
             prev = pick
         out = torch.stack(biased, 2).repeat_interleave(self.sub_steps, dim=2)
-        return out, torch.stack(chosen, 2)[..., :-1].repeat_interleave(self.sub_steps, dim=2)
+        picks = torch.stack(chosen, 2)  # (B, K, T16, P + 1)
+        rolls = picks[..., :-1].repeat_interleave(self.sub_steps, dim=2)  # (B, K, T, P)
+        if self.restrike is not None:
+            rolls = rolls * self.restrike_gaps(picks.detach())[..., None]
+        return out, rolls
+
+    def restrike_gaps(self, picks: torch.Tensor) -> torch.Tensor:
+        """restrikes: one-hot 16ths (B, K, T16, P + 1) -> (B, K, T) 1, or 0 on the last step before a
+        16th that strikes its voice's held pitch again (drawn with ``restrike``'s probability for the
+        voice and place, global RNG as the voice draws)."""
+        assert self.restrike is not None
+        b, k, t16, _ = picks.shape
+        value = picks.argmax(-1)  # (B, K, T16), the rest = P
+        kept = (value[:, :, 1:] == value[:, :, :-1]) & (value[:, :, 1:] < self.pitches)  # (B, K, T16 - 1)
+        place = torch.arange(1, t16, device=picks.device) % self.restrike.shape[0]  # (T16 - 1,)
+        prob = self.restrike[place].T  # (K, T16 - 1)
+        strike = kept & (torch.rand(b, k, t16 - 1).to(picks.device) < prob)
+        keep = torch.ones(b, k, t16, self.sub_steps, device=picks.device, dtype=picks.dtype)
+        keep[:, :, :-1, -1] = (~strike).to(picks.dtype)  # silence the last step of the 16th before
+        return keep.reshape(b, k, t16 * self.sub_steps)
+
+    @torch.no_grad()
+    def set_restrikes(self, counts: np.ndarray) -> None:
+        """restrikes: ``restrike`` from (S, K, 2) counts of held and struck-again 16ths."""
+        assert self.restrike is not None, "model.restrikes is off"
+        counts = torch.as_tensor(counts, dtype=torch.float32)
+        self.restrike.copy_(counts[..., 1] / counts[..., 0].clamp_min(1.0))
+
+    @property
+    def draws_at_sampling(self) -> bool:
+        """Whether sampling draws from the global RNG (the voices, or their restrikes)."""
+        return self.voice_draws or self.restrike is not None
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The four noise vectors (those the mode uses), from ``generator`` or the global RNG."""
@@ -710,6 +759,13 @@ class MuseGANTask(Task):
                 model.voice_leading_scale,
             )
             log.info("voice-leading transitions from the training data (%s)", model.voice_leading_init)
+        if model.restrikes:
+            counts = train.voice_restrikes(self._gen().sub_steps, model.voice_leading_positions)
+            self._gen().set_restrikes(counts)
+            log.info(
+                "restrikes from the training data: %.1f%% of held 16ths struck again",
+                100 * counts[..., 1].sum() / max(1.0, counts[..., 0].sum()),
+            )
         return train, RollPhrases(self.data_path, "valid", data)
 
     def batches_per_step(self) -> int:
@@ -1005,8 +1061,8 @@ class MuseGANGenerator(Generator):
                 roll = torch.as_tensor(phrase, device=self.device).expand(n, -1, -1)
                 assert cond_track is not None, "a given roll comes with its track"
                 track = torch.full((n,), int(cond_track), dtype=torch.long, device=self.device)
-            with torch.random.fork_rng(devices=[], enabled=gen.voice_draws):
-                if gen.voice_draws:  # voice_inference draw: the 16ths come from ``rng`` too
+            with torch.random.fork_rng(devices=[], enabled=gen.draws_at_sampling):
+                if gen.draws_at_sampling:  # drawn voices or restrikes: from ``rng`` too
                     torch.manual_seed(int(torch.randint(2**62, (1,), generator=rng)))
                 probs = (
                     gen(noise, roll, track, temperature=temperature).float().cpu()

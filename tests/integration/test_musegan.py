@@ -285,6 +285,21 @@ def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path)
     # chorale voices change pitch on the beat far more often than between its 16ths
     moves = [1 - np.trace(by_beat[s], axis1=1, axis2=2).sum() / by_beat[s].sum() for s in range(4)]
     assert moves[0] > 2 * max(moves[1:]), moves
+    # ... and strike a held pitch again mostly on the beat (the step before left silent)
+    held, struck = np.moveaxis(phrases.voice_restrikes(3, positions=4), -1, 0)  # (4, K) each
+    assert np.array_equal(held.sum(0), np.trace(counts[0][:, :-1, :-1], axis1=1, axis2=2))
+    share = struck.sum(1) / held.sum(1)  # (4,) per place in the beat
+    assert share[0] > 0.2 and share[1:].max() < 0.05, share
+    musgen.train(
+        "musegan",
+        bach_data,
+        tmp_path / "restrikes",
+        config=TINY,
+        overrides=[*overrides, "model.voice_leading_positions=4", "model.restrikes=true", "train.steps=1"],
+        progress=False,
+    )
+    restrike = musgen.load(tmp_path / "restrikes").models["generator"].restrike  # (4, K) from the data
+    np.testing.assert_allclose(restrike.numpy(), struck / held, rtol=1e-6)
     expected = torch.as_tensor(counts, dtype=torch.float32) + 0.1
     expected = (expected / expected.sum(-1, keepdim=True)).log()
     assert torch.allclose(table, 0.5 * (expected - expected.mean(-1, keepdim=True)), atol=1e-5)

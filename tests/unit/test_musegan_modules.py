@@ -288,6 +288,35 @@ def test_teacher_forced_logits_take_the_bias_from_the_given_roll_and_keep_the_vo
     torch.testing.assert_close(forced_logits[:, :, :sub], free_logits[:, :, :sub])  # no previous 16th
 
 
+def test_restrikes_silence_the_step_before_a_held_pitch_struck_again():
+    torch.manual_seed(0)
+    cfg = _model_cfg(
+        "hybrid",
+        output="voice",
+        time_grid="sixteenth",
+        voice_leading=True,
+        voice_leading_positions=4,
+        restrikes=True,
+    )
+    gen = RollGenerator(cfg, DATA).eval()
+    with torch.no_grad():
+        gen.transition.copy_(1e4 * torch.eye(85).expand(4, 4, -1, -1))  # every voice holds its first 16th
+        gen.restrike.copy_(torch.tensor([[1.0], [0.0], [0.0], [0.0]]).expand(4, 4))  # struck on each beat
+    out = gen(gen.noise(3))  # (B, K, T, P)
+    beat = 4 * gen.sub_steps  # steps per beat
+    gaps = torch.zeros(96, dtype=torch.bool)
+    gaps[beat - 1 :: beat][:-1] = True  # the step before every beat but the first
+    singing = out[:, :, 0].sum(-1) > 0  # (B, K) voices whose first 16th is a pitch
+    assert singing.sum() >= 3
+    for b, k in singing.nonzero().tolist():
+        assert torch.equal(out[b, k].sum(-1) == 0, gaps)
+    assert "restrike" in gen.state_dict()
+    with torch.no_grad():
+        gen.restrike.zero_()  # never struck again: one long note
+    held = gen(gen.noise(3))
+    assert torch.equal(held, held[:, :, :1].expand_as(held))
+
+
 def test_critic_with_intervals_scores_and_passes_gradients():
     torch.manual_seed(0)
     critic = Critics(_model_cfg("hybrid", critic_intervals=True), DATA)
@@ -341,6 +370,7 @@ def test_config_rejects_unknown_condition_tracks_and_gradient_accumulation():
         ({"voice_inference": "sample"}, "model.voice_inference"),
         ({"voice_leading_positions": 3}, "voice_leading_positions"),
         ({"voice_leading_positions": 4}, "needs model.voice_leading"),
+        ({"restrikes": True}, "restrikes needs model.voice_leading"),
         ({"voice_inference": "draw"}, "needs model.output=voice"),
     ):
         with pytest.raises(MusgenError, match=message):
