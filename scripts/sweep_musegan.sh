@@ -18,7 +18,7 @@ BUDGET=${BUDGET:-15}
 SAMPLES=${SAMPLES:-256}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 common=(--set train.steps=1000000 --set "train.max_minutes=$BUDGET" --set train.eval_every=250
-    --set train.save_every=100000 --set train.keep_checkpoints=1 --set train.log_every=10)
+    --set train.save_every=100000 --set train.keep_checkpoints=${KEEP:-1} --set train.log_every=10)
 V=(--set model.output=voice)
 
 # shellcheck source=scripts/sweep_lib.sh
@@ -72,6 +72,11 @@ for name in "$@"; do
         ft-paired10-tf) run "$name" musegan "$DATA/bach" pretrained/musegan --set train.init_from=checkpoints/musegan \
             --set loss.paired_weight=10 --set loss.paired_teacher_forced=true \
             --set train.save_every=250 ;;  # ... its voice leading scored from the real previous 16th
+        ft-restrikes) run "$name" musegan "$DATA/bach" pretrained/musegan --set train.init_from=checkpoints/musegan \
+            --set model.restrikes=true --set train.save_every=250 ;;  # the shipped model, held notes struck again
+        ft-restrikes-paired10) run "$name" musegan "$DATA/bach" pretrained/musegan \
+            --set train.init_from=checkpoints/musegan --set model.restrikes=true --set loss.paired_weight=10 \
+            --set train.save_every=250 ;;  # ... with accompaniment weighted up
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac
