@@ -47,6 +47,12 @@ class Generator:
     options: tuple[str, ...] = ()  # keyword options ``generate`` takes besides ``num_samples``
     draws_tokens = True  # sampled with temperature / top-k / top-p (recommended by the checkpoint)
 
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The options a user sets for this generator (the web page's fields); ``options`` may also
+        list ones it only refuses, with a reason."""
+        return self.options
+
     def __init__(self, ckpt: checkpoint.PortableCheckpoint, cfg: Any):
         self.checkpoint = ckpt
         self.cfg = cfg

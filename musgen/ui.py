@@ -176,7 +176,7 @@ class Page:
         audio = gen.sample_suffix != ".mid"
         # Primer and length belong to sequence models: a latent model's windows have a fixed length,
         # and MuseGAN only accepts (and refuses) them so that its command line can say why.
-        takes = set(gen.options) if gen.draws_tokens else {"bars", "seconds"} & set(gen.options)
+        takes = set(gen.controls) if gen.draws_tokens else {"bars", "seconds"} & set(gen.controls)
         latent = hasattr(gen, "interpolate_to")
         shown = {
             "prime": "prime" in takes and not latent,

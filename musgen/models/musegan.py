@@ -921,6 +921,13 @@ class MuseGANGenerator(Generator):
     options = ("bars", "seed", "binarize", "threshold", "condition", "track", *TOKEN_SAMPLING)
     draws_tokens = False  # --binarize / --threshold are its controls (--temperature: voices drawn)
 
+    @property
+    def controls(self) -> tuple[str, ...]:
+        own = ("bars", "seed", "condition", "track")
+        if self.draws_tokens:
+            return (*own, "temperature")
+        return (*own, "binarize", "threshold") if self.cfg.model.output == "multihot" else own
+
     def build_models(self) -> dict[str, nn.Module]:
         self.cond_ids = condition_ids(self.cfg)
         # voice_inference draw: each voice's 16ths are drawn, at --temperature (or the checkpoint's)

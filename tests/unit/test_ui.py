@@ -160,8 +160,9 @@ def test_controls_follow_the_checkpoint(page):
         and transformer["shown"]["length"]
         and not transformer["shown"]["seconds"]
     )
-    musegan = page.controls("musegan")  # its controls are not token sampling
-    assert not musegan["shown"]["temperature"] and musegan["shown"]["bars"] and musegan["accompanies"]
+    musegan = page.controls("musegan")  # its voices are drawn at a temperature; no primer, no top-k
+    assert musegan["shown"]["temperature"] and musegan["shown"]["bars"] and musegan["accompanies"]
+    assert not any(musegan["shown"][k] for k in ("prime", "top_k", "top_p", "length"))
     musicvae = page.controls("musicvae")
     assert musicvae["interpolates"] and not musicvae["shown"]["prime"] and not musicvae["shown"]["length"]
     prior = page.controls("prior")
