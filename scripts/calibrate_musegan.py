@@ -100,6 +100,8 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(source, args.out)
+    if (args.checkpoint / "metrics.jsonl").is_file():  # a RUN_DIR's training curves go along (pack, report)
+        shutil.copyfile(args.checkpoint / "metrics.jsonl", args.out / "metrics.jsonl")
     save_model(gen, str(args.out / "generator.safetensors"))
     set_sampling_defaults(
         args.out, {"temperature": best["temperature"]}, {"by": "scripts/calibrate_musegan.py"}
