@@ -492,8 +492,8 @@ class RollGenerator(nn.Module):
     def set_restrikes(self, counts: np.ndarray) -> None:
         """restrikes: ``restrike`` from (S, K, 2) counts of held and struck-again 16ths."""
         assert self.restrike is not None, "model.restrikes is off"
-        counts = torch.as_tensor(counts, dtype=torch.float32)
-        self.restrike.copy_(counts[..., 1] / counts[..., 0].clamp_min(1.0))
+        table = torch.as_tensor(counts, dtype=torch.float32)
+        self.restrike.copy_(table[..., 1] / table[..., 0].clamp_min(1.0))
 
     @property
     def draws_at_sampling(self) -> bool:
