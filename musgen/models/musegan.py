@@ -452,15 +452,12 @@ class RollGenerator(nn.Module):
             given = torch.cat([given, 1 - given.amax(-1, keepdim=True)], dim=-1)
         biased, chosen, prev = [], [], None
         for t in range(per_16th.shape[2]):
-            step = per_16th[:, :, t]  # (B, K, P + 1)
-            scored = step
+            raw = step = scored = per_16th[:, :, t]  # (B, K, P + 1)
             if prev is not None:
                 table = self.transition[t % self.transition.shape[0]]  # (K, P + 1, P + 1)
-                step = step + torch.einsum("bkp,kpq->bkq", prev, table)
+                step = raw + torch.einsum("bkp,kpq->bkq", prev, table)
                 scored = (
-                    step
-                    if given is None
-                    else scored + torch.einsum("bkp,kpq->bkq", given[:, :, t - 1], table)
+                    step if given is None else raw + torch.einsum("bkp,kpq->bkq", given[:, :, t - 1], table)
                 )
             pick = self.one_voice_full(step, temperature)  # (B, K, P + 1) one-hot, rest included
             biased.append(scored)
@@ -1071,9 +1068,8 @@ class MuseGANGenerator(Generator):
             with torch.random.fork_rng(devices=[], enabled=gen.draws_at_sampling):
                 if gen.draws_at_sampling:  # drawn voices or restrikes: from ``rng`` too
                     torch.manual_seed(int(torch.randint(2**62, (1,), generator=rng)))
-                probs = (
-                    gen(noise, roll, track, temperature=temperature).float().cpu()
-                )  # notes are drawn on the CPU with ``rng``
+                # notes are drawn on the CPU with ``rng``
+                probs = gen(noise, roll, track, temperature=temperature).float().cpu()
             if binarize == "bernoulli":
                 probs = torch.bernoulli(probs, generator=rng)
             out.append((probs > threshold).numpy())
