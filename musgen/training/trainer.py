@@ -339,7 +339,8 @@ class Trainer:
                 self.after_step(metrics)
         finally:
             self.pbar.close()
-        self.accelerator.end_training()  # closes the trackers, also after a planned stop
+        del data  # the loader's iterator, before the process group goes
+        self.close()
         return FitResult(
             run_dir=self.run_dir,
             step=self.step,
@@ -415,6 +416,16 @@ class Trainer:
         self.task.models = dict(zip(models, prepared[: len(models)], strict=True))
         self.optimizers = dict(zip(optimizers, prepared[len(models) : -1], strict=True))
         self.train_dl = prepared[-1]
+
+    def close(self) -> None:
+        """Ends the run: the trackers closed, then the process group destroyed. The wrapped models and
+        optimizers are released first: a DDP model keeps the process group (and gloo's worker
+        threads) alive past ``destroy_process_group``, and a process that tears them down during
+        interpreter exit can abort ("terminate called without an active exception", seen in CI)."""
+        self.task.models = {name: self.accelerator.unwrap_model(m) for name, m in self.task.models.items()}
+        self.optimizers = {}
+        self.accelerator.free_memory()  # drops the accelerator's references and collects the garbage
+        self.accelerator.end_training()  # closes the trackers, also after a planned stop
 
     # -- recover and restore ----------------------------------------------------------------------
     def recover(self) -> Path | None:
