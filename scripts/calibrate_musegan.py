@@ -1,19 +1,24 @@
-"""Calibrates a voice MuseGAN checkpoint's rests and chooses its sampling temperature (issue 20),
-writing a calibrated copy: for each temperature of a grid, each voice's rest logit is shifted until
-the generated phrases rest as often as the training phrases do (``MuseGANGenerator.calibrate_rests``),
-then ``--num-samples`` phrases are compared with the VALID split's phrases (the test split stays for
-``musgen eval``) by the feature Frechet distance and mgeval's overlap areas. The temperature with the
-lowest Frechet distance wins; its offsets go into the copy's generator weights, the temperature into
-its musgen.json (``"sampling"``, where ``musgen sample`` and ``musgen eval`` find it), and the whole
-table into ``"calibration"``.
+"""Calibrates a voice MuseGAN checkpoint's rests and chooses its sampling settings (issue 20), writing
+a calibrated copy. For each point of a grid (temperature x per-voice temperature multipliers x
+harmony scale), each voice's rest logit is shifted until the generated phrases rest as often as the
+training phrases do (``MuseGANGenerator.calibrate_rests``), then ``--num-samples`` phrases are
+compared with the VALID split's phrases (the test split stays for ``musgen eval``) by the feature
+Frechet distance and mgeval's overlap areas. The point with the lowest Frechet distance wins: its
+rest offsets go into the copy's generator weights, its temperature into musgen.json
+(``"sampling"``, where ``musgen sample`` and ``musgen eval`` find it), its per-voice multipliers and
+harmony scale into config.yaml (``model.voice_temperatures``, ``model.harmony_scale``), and the whole
+table into musgen.json's ``"calibration"``. ``--harmony`` turns ``model.harmony`` on in a checkpoint
+trained without it (the table from ``--data``'s training phrases; every trained weight kept).
 
     python scripts/calibrate_musegan.py runs/musegan --data data/bach --out runs/musegan-calibrated \\
-        [--grid 1.0,0.9,0.8,0.7] [--num-samples 256] [--out-json scripts/results/calibrate_musegan.json]
+        [--grid 1.0,0.9,0.8,0.7] [--voice-temperatures "1,1,1,1;1.25,1,1,1"] [--harmony 1,2] \\
+        [--num-samples 256] [--out-json scripts/results/calibrate_musegan.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -28,9 +33,26 @@ from safetensors.torch import save_model  # noqa: E402
 
 import musgen  # noqa: E402
 from musgen.checkpoint import resolve_checkpoint, set_sampling_defaults, update_meta  # noqa: E402
+from musgen.config import dump_yaml  # noqa: E402
+from musgen.data.pianoroll_data import RollPhrases  # noqa: E402
 from musgen.eval.evaluate import evenly, symbolic_statistics  # noqa: E402
 from musgen.eval.musegan import data_phrases  # noqa: E402
-from musgen.models.musegan import rest_share, unwrap  # noqa: E402
+from musgen.models.musegan import MuseGANGenerator, RollGenerator, rest_share, unwrap  # noqa: E402
+
+
+def add_harmony(generator: MuseGANGenerator, data: Path, scale: float) -> None:
+    """Turns ``model.harmony`` on in a loaded voice MuseGAN: its generator rebuilt with the harmony
+    table (from ``data``'s training phrases) and every trained weight kept."""
+    cfg = generator.cfg
+    cfg.model.harmony, cfg.model.harmony_scale = True, scale
+    cfg.validate()
+    old = unwrap(generator.models["generator"])
+    new = RollGenerator(cfg.model, cfg.data).to(generator.device)
+    missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
+    assert missing == ["harmony"] and not unexpected, (missing, unexpected)
+    phrases = RollPhrases(data, "train", cfg.data, progress=False)
+    new.set_harmony(*phrases.voice_intervals(new.sub_steps))
+    generator.models["generator"] = new.eval()
 
 
 def main() -> None:
@@ -44,19 +66,41 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-json", type=Path, help="JSON file for the table")
+    parser.add_argument(
+        "--voice-temperatures",
+        help="per-voice multipliers of the temperature to try, one value per track, sets split by ';' "
+        "(default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--harmony",
+        help="harmony scales to try, comma-separated; turns model.harmony on where the checkpoint has it off",
+    )
     args = parser.parse_args()
 
     source = resolve_checkpoint(args.checkpoint)
     generator = musgen.load(source)
+    if args.harmony is not None and not generator.cfg.model.harmony:
+        add_harmony(generator, args.data, 1.0)
     gen = unwrap(generator.models["generator"])
     cfg = generator.cfg.data
     target = rest_share(data_phrases(args.data, ("train",), cfg))
     valid = data_phrases(args.data, ("valid",), cfg)
     reference = [generator.roll_to_score(roll) for roll in evenly(list(valid))]
     base = gen.voice_bias.detach().clone()
+    scales = [float(h) for h in args.harmony.split(",")] if args.harmony else [gen.harmony_scale]
+    voice_sets = (
+        [[float(t) for t in group.split(",")] for group in args.voice_temperatures.split(";")]
+        if args.voice_temperatures
+        else [gen.voice_temperatures.tolist()]
+    )
+    if any(len(v) != gen.num_tracks for v in voice_sets):
+        parser.error(f"--voice-temperatures: each set needs {gen.num_tracks} values")
     rows = []
-    for temperature in (float(t) for t in args.grid.split(",")):
+    for scale, voices, temperature in itertools.product(
+        scales, voice_sets, (float(t) for t in args.grid.split(","))
+    ):
         start = time.time()
+        gen.harmony_scale, gen.voice_temperatures = scale, torch.tensor(voices)
         with torch.no_grad():
             gen.voice_bias.copy_(base)
         offsets = generator.calibrate_rests(
@@ -70,6 +114,8 @@ def main() -> None:
         rows.append(
             {
                 "temperature": temperature,
+                "voice_temperatures": voices,
+                "harmony_scale": scale if generator.cfg.model.harmony else None,
                 "rest_offsets": [round(x, 3) for x in offsets],
                 "rest_share": [round(float(x), 4) for x in rest_share(rolls)],
                 "feature_frechet": stats["feature_frechet"],
@@ -86,6 +132,10 @@ def main() -> None:
     with torch.no_grad():
         gen.voice_bias.copy_(base)
         gen.voice_bias[:, -1] += torch.tensor(best["rest_offsets"])
+    model = generator.cfg.model
+    model.voice_temperatures = [] if set(best["voice_temperatures"]) == {1.0} else best["voice_temperatures"]
+    if model.harmony:
+        model.harmony_scale = best["harmony_scale"]
     result = {
         "source": str(source),
         "data": str(args.data),
@@ -94,7 +144,9 @@ def main() -> None:
         "seed": args.seed,
         "train_rest_share": [round(float(x), 4) for x in target],
         "criterion": "lowest feature Frechet distance to the valid phrases, rests calibrated at each temperature",
-        "chosen": {"temperature": best["temperature"], "rest_offsets": best["rest_offsets"]},
+        "chosen": {
+            k: best[k] for k in ("temperature", "voice_temperatures", "harmony_scale", "rest_offsets")
+        },
         "rows": rows,
     }
     if args.out.exists():
@@ -103,6 +155,8 @@ def main() -> None:
     if (args.checkpoint / "metrics.jsonl").is_file():  # a RUN_DIR's training curves go along (pack, report)
         shutil.copyfile(args.checkpoint / "metrics.jsonl", args.out / "metrics.jsonl")
     save_model(gen, str(args.out / "generator.safetensors"))
+    # the config that builds the generator (its harmony table) and draws each voice as chosen
+    (args.out / "config.yaml").write_text(dump_yaml(generator.cfg, "musegan"))
     set_sampling_defaults(
         args.out, {"temperature": best["temperature"]}, {"by": "scripts/calibrate_musegan.py"}
     )

@@ -188,6 +188,32 @@ class RollPhrases(TransposedItems):
                 np.add.at(counts[:, track, 1], where, kept[track] & ~sounding[track])
         return counts
 
+    def voice_intervals(self, sub_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Vertical intervals between the tracks at each grid point (every ``sub_steps`` steps): (K, K,
+        2P - 1) counts of track k's pitch minus track j's (index d + P - 1, d in semitones; both
+        sounding, lowest pitch of each), and the counts the same grid points would give if the two
+        tracks chose their pitches independently, each from its own pitch distribution (j, k)."""
+        k, p = self.cfg.num_tracks, self.cfg.num_pitches
+        joint = np.zeros((k, k, 2 * p - 1))
+        for j in range(len(self.offsets) - 1):
+            roll = self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))[:, ::sub_steps]  # (K, T16, P)
+            value = np.where(roll.any(-1), roll.argmax(-1), p)  # (K, T16), the rest = P
+            for lead in range(k):
+                for track in range(k):
+                    both = (value[lead] < p) & (value[track] < p)
+                    np.add.at(joint[lead, track], value[track, both] - value[lead, both] + p - 1, 1)
+        marginal = np.zeros((k, p))  # each track's pitch counts at the grid points
+        for j in range(len(self.offsets) - 1):
+            marginal += self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))[:, ::sub_steps].sum(1)
+        independent = np.zeros_like(joint)
+        for lead in range(k):
+            for track in range(k):
+                a = marginal[lead] / max(1.0, marginal[lead].sum())
+                b = marginal[track] / max(1.0, marginal[track].sum())
+                # sum over l of P_lead(l) * P_track(l + d), at index d + P - 1
+                independent[lead, track] = np.convolve(b, a[::-1]) * joint[lead, track].sum()
+        return joint, independent
+
     def shift(self, roll: np.ndarray, semitones: int) -> np.ndarray | None:
         return transpose_roll(roll, semitones, self.drums)
 

@@ -102,6 +102,17 @@ class MuseGANModelConfig:
     # silent as data.separate_repeats writes repeated notes; without it a voice cannot repeat a note
     # (16-20% of the chorale voices' melodic intervals) and its rolls lack the data's gaps
     restrikes: bool = False
+    # voice_leading: each 16th, a lead voice (the given track when accompanying, else the first of
+    # condition_tracks, else the first track) is chosen first, and every other voice's pitch gets a
+    # bias of harmony_scale x the training data's pointwise mutual information of its interval to the
+    # lead's pitch (log P(interval) - log P(interval | the two voices independent)), so voices sound
+    # the intervals chorale voices sound against each other (thirds, sixths) and not the rare ones
+    harmony: bool = False
+    harmony_scale: float = 1.0
+    # voice_inference draw: each voice's draws at this multiple of the sampling temperature ([]: all
+    # 1), so a melody can range as the data's does while the inner voices stay near their likeliest
+    # choices (set by scripts/calibrate_musegan.py)
+    voice_temperatures: list[float] = field(default_factory=list)
     condition_tracks: list[str] = field(default_factory=list)  # tracks the model can accompany ([] = none)
     condition_prob: float = 0.5  # training: share of phrases conditioned on one of condition_tracks
 
@@ -139,6 +150,12 @@ class MuseGANModelConfig:
             raise ConfigError("model.restrikes needs model.voice_leading=true")
         if self.voice_leading_positions != 1 and not self.voice_leading:
             raise ConfigError("model.voice_leading_positions needs model.voice_leading=true")
+        if self.harmony and not self.voice_leading:
+            raise ConfigError("model.harmony needs model.voice_leading=true")
+        if self.harmony_scale < 0:
+            raise ConfigError(f"model.harmony_scale must be >= 0, got {self.harmony_scale}")
+        if any(not 0 < t < math.inf for t in self.voice_temperatures):
+            raise ConfigError(f"model.voice_temperatures must be positive, got {self.voice_temperatures}")
         if self.voice_leading_scale <= 0:
             raise ConfigError(f"model.voice_leading_scale must be positive, got {self.voice_leading_scale}")
         if self.voice_leading_init != "zeros" and not self.voice_leading:
@@ -191,6 +208,11 @@ class MuseGANConfig:
             raise ConfigError(
                 f"model.condition_tracks: {unknown[0]!r} is not one of data.track_names {self.data.track_names}"
             )
+        voices = self.model.voice_temperatures
+        if voices and len(voices) != len(names):
+            raise ConfigError(f"model.voice_temperatures needs one value per track {names}, got {voices}")
+        if voices and self.model.voice_inference != "draw":
+            raise ConfigError("model.voice_temperatures needs model.voice_inference=draw")
         if self.train.grad_accum != 1:
             raise ConfigError("musegan takes one real batch per critic update: leave train.grad_accum at 1")
         if self.model.restrikes and not self.data.separate_repeats:
@@ -395,6 +417,19 @@ class RollGenerator(nn.Module):
             self.register_buffer("restrike", torch.zeros(cfg.voice_leading_positions, self.num_tracks))
         else:
             self.restrike = None
+        # harmony: (K, K, 2P - 1) bias on track k's pitch given lead track j's, by their interval
+        # (k's pitch - j's + P - 1), set from the training data; the lead when nothing is given
+        self.harmony: torch.Tensor | None
+        if cfg.harmony:
+            self.register_buffer(
+                "harmony", torch.zeros(self.num_tracks, self.num_tracks, 2 * self.pitches - 1)
+            )
+        else:
+            self.harmony = None
+        names = [t.lower() for t in data.track_names]
+        self.harmony_lead = names.index(cfg.condition_tracks[0].lower()) if cfg.condition_tracks else 0
+        self.harmony_scale = cfg.harmony_scale
+        self.voice_temperatures = torch.tensor(cfg.voice_temperatures or [1.0] * self.num_tracks)  # (K,)
         # voice_range data: (K, P) the pitches each track may write, set from the training data
         self.pitch_allowed: torch.Tensor | None
         if cfg.voice_range == "data":
@@ -431,25 +466,43 @@ class RollGenerator(nn.Module):
         # a draw (global RNG: resume restores it; generate_rolls seeds it from its generator)
         if self.training and self.voice_relax == "gumbel":
             return F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True)
-        if not self.training and self.voice_draws:
-            return F.gumbel_softmax(logits / temperature, tau=self.gumbel_tau, hard=True)
+        if not self.training and self.voice_draws:  # logits (B, K, ..., P + 1): each voice its own
+            per_voice = self.voice_temperatures.to(logits.device).view(-1, *[1] * (logits.dim() - 2))
+            return F.gumbel_softmax(logits / (temperature * per_voice), tau=self.gumbel_tau, hard=True)
         soft = logits.softmax(-1)
         return F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype) + (soft - soft.detach())
 
     def lead_voices(
-        self, logits: torch.Tensor, leading_from: torch.Tensor | None = None, temperature: float = 1.0
+        self,
+        logits: torch.Tensor,
+        leading_from: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        cond_roll: torch.Tensor | None = None,
+        cond_track: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """voice_leading: the 16ths chosen in order, each 16th's logits plus the transition bias from
         the previous choice. logits (B, K, T, P + 1), each 16th's value repeated over its steps ->
         (the biased logits, the one-hot rolls (B, K, T, P)), both at every step. ``leading_from``
         (B, K, T, P): the returned logits take their bias from this roll's previous 16th instead
-        (teacher forcing); the rolls still follow the generated 16ths."""
+        (teacher forcing); the rolls still follow the generated 16ths. harmony: each 16th the lead
+        voice is chosen first (or read from ``cond_roll`` (B, T, P) where ``cond_track`` (B,) gives a
+        track), then the others with ``harmony_bias`` from its pitch."""
         assert self.transition is not None
+        b, k = logits.shape[:2]
         per_16th = logits[:, :, :: self.sub_steps]  # (B, K, T16, P + 1)
         given = None
         if leading_from is not None:  # one-hot with the rest as the last entry: (B, K, T16, P + 1)
             given = leading_from[:, :, :: self.sub_steps].to(per_16th.dtype)
             given = torch.cat([given, 1 - given.amax(-1, keepdim=True)], dim=-1)
+        lead = torch.full((b,), self.harmony_lead, dtype=torch.long, device=logits.device)
+        lead_given = torch.zeros(b, dtype=torch.bool, device=logits.device)
+        given_value = torch.zeros(b, per_16th.shape[2], dtype=torch.long, device=logits.device)
+        if self.harmony is not None and cond_roll is not None and cond_track is not None:
+            lead_given = cond_track < k
+            lead = torch.where(lead_given, cond_track.clamp(max=k - 1), lead)
+            sixteenths = cond_roll[:, :: self.sub_steps]  # (B, T16, P)
+            given_value = torch.where(sixteenths.amax(-1) > 0, sixteenths.argmax(-1), self.pitches)
+        is_lead = F.one_hot(lead, k).bool()[:, :, None]  # (B, K, 1)
         biased, chosen, prev = [], [], None
         for t in range(per_16th.shape[2]):
             raw = step = scored = per_16th[:, :, t]  # (B, K, P + 1)
@@ -460,6 +513,11 @@ class RollGenerator(nn.Module):
                     step if given is None else raw + torch.einsum("bkp,kpq->bkq", given[:, :, t - 1], table)
                 )
             pick = self.one_voice_full(step, temperature)  # (B, K, P + 1) one-hot, rest included
+            if self.harmony is not None:  # the lead's pick stays; the others are chosen around it
+                drawn = pick[torch.arange(b, device=pick.device), lead].argmax(-1)  # (B,)
+                bias = self.harmony_bias(lead, torch.where(lead_given, given_value[:, t], drawn))
+                step, scored = step + bias, scored + bias
+                pick = torch.where(is_lead, pick, self.one_voice_full(step, temperature))
             biased.append(scored)
             chosen.append(pick)
             prev = pick
@@ -491,6 +549,30 @@ class RollGenerator(nn.Module):
         assert self.restrike is not None, "model.restrikes is off"
         table = torch.as_tensor(counts, dtype=torch.float32)
         self.restrike.copy_(table[..., 1] / table[..., 0].clamp_min(1.0))
+
+    @torch.no_grad()
+    def set_harmony(self, joint: np.ndarray, independent: np.ndarray, smoothing: float = 0.5) -> None:
+        """harmony: the table from (K, K, 2P - 1) interval counts and the counts independent voices
+        would give (``RollPhrases.voice_intervals``): log P(interval) - log P_independent(interval),
+        each add-``smoothing`` per cell (intervals neither side has stay near 0)."""
+        assert self.harmony is not None, "model.harmony is off"
+        real = torch.as_tensor(joint, dtype=torch.float32) + smoothing
+        alone = torch.as_tensor(independent, dtype=torch.float32) + smoothing
+        real, alone = real / real.sum(-1, keepdim=True), alone / alone.sum(-1, keepdim=True)
+        self.harmony.copy_(real.log() - alone.log())
+
+    def harmony_bias(self, lead: torch.Tensor, lead_value: torch.Tensor) -> torch.Tensor:
+        """harmony: lead track (B,) and its pitch index (B,) (P: a rest) -> (B, K, P + 1) bias on
+        every track's pitch by its interval to the lead's; zero for the lead itself, for the rest,
+        and where the lead rests."""
+        assert self.harmony is not None
+        b, p = lead.shape[0], self.pitches
+        table = self.harmony[lead]  # (B, K, 2P - 1)
+        where = torch.arange(p, device=lead.device)[None, :] - lead_value.clamp(max=p - 1)[:, None] + p - 1
+        bias = table.gather(2, where[:, None, :].expand(b, self.num_tracks, p))  # (B, K, P)
+        silent = (lead_value >= p)[:, None, None] | F.one_hot(lead, self.num_tracks).bool()[:, :, None]
+        bias = bias.masked_fill(silent, 0.0) * self.harmony_scale
+        return F.pad(bias, (0, 1))  # the rest: no bias
 
     @property
     def draws_at_sampling(self) -> bool:
@@ -566,7 +648,7 @@ class RollGenerator(nn.Module):
             assert self.voice_bias is not None
             logits = logits.float() + self.voice_bias[:, None, :]
             if self.transition is not None:
-                logits, probs = self.lead_voices(logits, leading_from, temperature)
+                logits, probs = self.lead_voices(logits, leading_from, temperature, cond_roll, cond_track)
             else:
                 probs = self.one_voice(logits, temperature)
         else:
@@ -756,6 +838,9 @@ class MuseGANTask(Task):
                 model.voice_leading_scale,
             )
             log.info("voice-leading transitions from the training data (%s)", model.voice_leading_init)
+        if model.harmony:
+            self._gen().set_harmony(*train.voice_intervals(self._gen().sub_steps))
+            log.info("harmony: interval statistics between the voices from the training data")
         if model.restrikes:
             counts = train.voice_restrikes(self._gen().sub_steps, model.voice_leading_positions)
             self._gen().set_restrikes(counts)

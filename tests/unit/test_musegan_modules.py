@@ -4,11 +4,14 @@ and binary neurons."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from musgen.data.pianoroll import PianorollConfig
+from musgen.errors import ConfigError
 from musgen.models.musegan import (
     MODES,
     Critics,
@@ -214,6 +217,25 @@ def test_voice_inference_draw_follows_the_softmax_and_argmax_does_not():
     assert gen.one_voice_full(logits).sum(0)[0] == 20000
 
 
+def test_voice_temperatures_draw_each_voice_at_its_own_temperature():
+    torch.manual_seed(0)
+    cfg = _model_cfg("hybrid", output="voice", voice_inference="draw", voice_temperatures=[1e-3, 1, 1, 1])
+    gen = RollGenerator(cfg, DATA).eval()
+    logits = torch.zeros(5000, 4, 3)
+    logits[..., 0] = 1.0  # e : 1 : 1 odds for every voice
+    drawn = gen.one_voice_full(logits).mean(0)  # (K, 3) shares
+    assert drawn[0, 0] == 1.0  # nearly cold: the likeliest, always
+    assert torch.allclose(drawn[1:, 0], torch.full((3,), math.e / (math.e + 2)), atol=0.03)
+    per_step = gen.one_voice_full(logits[:, :, None].expand(-1, -1, 2, -1)).mean(0)  # (B, K, T, P + 1)
+    assert torch.all(per_step[0, :, 0] == 1.0) and per_step[1:, :, 0].max() < 0.8
+    for bad in ([1.0, 1.0], [0.0, 1.0, 1.0, 1.0]):
+        with pytest.raises(ConfigError, match="voice_temperatures"):
+            cfg = MuseGANConfig(model=_model_cfg("hybrid", output="voice", voice_inference="draw"), data=DATA)
+            cfg.model.voice_temperatures = bad
+            cfg.model.validate()
+            cfg.validate()
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("output", ["multihot", "voice"])
 def test_sixteenth_time_grid_holds_each_value_for_the_steps_of_its_16th(mode, output):
@@ -315,6 +337,44 @@ def test_restrikes_silence_the_step_before_a_held_pitch_struck_again():
         gen.restrike.zero_()  # never struck again: one long note
     held = gen(gen.noise(3))
     assert torch.equal(held, held[:, :, :1].expand_as(held))
+
+
+def test_harmony_sets_each_voice_by_its_interval_to_the_lead():
+    torch.manual_seed(0)
+    cfg = _model_cfg(
+        "hybrid",
+        output="voice",
+        time_grid="sixteenth",
+        voice_leading=True,
+        harmony=True,
+        condition_tracks=["soprano"],
+    )
+    gen = RollGenerator(cfg, DATA).eval()
+    assert gen.harmony_lead == 0 and "harmony" in gen.state_dict()
+    below = {1: 3, 2: 8, 3: 15}  # alto a minor third under the lead, tenor a minor sixth, bass 15
+    with torch.no_grad():
+        gen.harmony.fill_(-1e4)  # every other interval ruled out
+        for k, d in below.items():
+            gen.harmony[:, k, 83 - d] = 0.0  # index: the interval + P - 1
+        gen.voice_bias[:, -1] = -1e4  # nobody rests
+        gen.voice_bias[0, :20] = -1e4  # a soprano high enough for the bass to sound 15 below
+    given = torch.zeros(2, 96, 84)
+    melody = torch.randint(40, 70, (2, 32)).repeat_interleave(3, dim=1)  # a pitch per 16th
+    given.scatter_(2, melody[..., None], 1.0)
+    out = gen(gen.noise(2), given, torch.tensor([0, 0]))
+    assert torch.equal(out[:, 0], given)
+    for k, d in below.items():
+        assert torch.equal(out[:, k].argmax(-1), melody - d), k  # every 16th, around the given melody
+    free = gen(gen.noise(2))  # unconditioned: the drawn soprano leads
+    for k, d in below.items():
+        assert torch.equal(free[:, k].argmax(-1), free[:, 0].argmax(-1) - d), k
+    lead, value = torch.tensor([0, 2]), torch.tensor([50, 84])  # the second lead rests: no bias
+    bias = gen.harmony_bias(lead, value)  # (B, K, P + 1)
+    assert bias.shape == (2, 4, 85)
+    assert bias[0, 0].abs().max() == 0 and bias[1].abs().max() == 0 and bias[0, :, -1].abs().max() == 0
+    assert bias[0, 1, 47] == 0 and bias[0, 1, 48] == -1e4  # 50 - 3 allowed, 50 - 2 not
+    with pytest.raises(ConfigError, match="harmony needs"):
+        _model_cfg("hybrid", output="voice", harmony=True).validate()
 
 
 def test_critic_with_intervals_scores_and_passes_gradients():
