@@ -77,6 +77,8 @@ for name in "$@"; do
         ft-restrikes-paired10) run "$name" musegan "$DATA/bach" pretrained/musegan \
             --set train.init_from=checkpoints/musegan --set model.restrikes=true --set loss.paired_weight=10 \
             --set train.save_every=250 ;;  # ... with accompaniment weighted up
+        ft-harmony) run "$name" musegan "$DATA/bach" pretrained/musegan-tune --set train.init_from=checkpoints/musegan \
+            --set model.harmony=true --set train.save_every=250 ;;  # the shipped model, voices led by the soprano's intervals
         voice-cond08) run "$name" musegan "$DATA/bach" musegan "${V[@]}" --set model.condition_prob=0.8 ;;
         *) echo "unknown sweep configuration $name" >&2; exit 2 ;;
     esac
