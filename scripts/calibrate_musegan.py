@@ -1,17 +1,19 @@
 """Calibrates a voice MuseGAN checkpoint's rests and chooses its sampling settings (issue 20), writing
 a calibrated copy. For each point of a grid (temperature x per-voice temperature multipliers x
-harmony scale), each voice's rest logit is shifted until the generated phrases rest as often as the
-training phrases do (``MuseGANGenerator.calibrate_rests``), then ``--num-samples`` phrases are
+harmony scale), each voice's temperature multiplier is set until it uses as many pitch classes per
+bar as the training phrases' voices (``--voice-temperatures upc``; else the given sets), its restrike probabilities are scaled until it repeats notes as often as
+the training phrases' voices do (``MuseGANGenerator.calibrate_restrikes``, model.restrikes), then its
+rest logit shifted until it rests as often (``MuseGANGenerator.calibrate_rests``), then ``--num-samples`` phrases are
 compared with the VALID split's phrases (the test split stays for ``musgen eval``) by the feature
 Frechet distance and mgeval's overlap areas. The point with the lowest Frechet distance wins: its
-rest offsets go into the copy's generator weights, its temperature into musgen.json
+restrike factors and rest offsets go into the copy's generator weights, its temperature into musgen.json
 (``"sampling"``, where ``musgen sample`` and ``musgen eval`` find it), its per-voice multipliers and
 harmony scale into config.yaml (``model.voice_temperatures``, ``model.harmony_scale``), and the whole
 table into musgen.json's ``"calibration"``. ``--harmony`` turns ``model.harmony`` on in a checkpoint
 trained without it (the table from ``--data``'s training phrases; every trained weight kept).
 
     python scripts/calibrate_musegan.py runs/musegan --data data/bach --out runs/musegan-calibrated \\
-        [--grid 1.0,0.9,0.8,0.7] [--voice-temperatures "1,1,1,1;1.25,1,1,1"] [--harmony 1,2] \\
+        [--grid 1.0,0.9,0.8,0.7] [--voice-temperatures "1,1,1,1;1.25,1,1,1" | upc] [--harmony 1,2] \\
         [--num-samples 256] [--out-json scripts/results/calibrate_musegan.json]
 """
 
@@ -36,21 +38,21 @@ from musgen.checkpoint import resolve_checkpoint, set_sampling_defaults, update_
 from musgen.config import dump_yaml  # noqa: E402
 from musgen.data.pianoroll_data import RollPhrases  # noqa: E402
 from musgen.eval.evaluate import evenly, symbolic_statistics  # noqa: E402
-from musgen.eval.musegan import data_phrases  # noqa: E402
-from musgen.models.musegan import MuseGANGenerator, RollGenerator, rest_share, unwrap  # noqa: E402
+from musgen.eval.musegan import data_phrases, roll_layout  # noqa: E402
+from musgen.eval.pianoroll_metrics import pianoroll_metrics  # noqa: E402
+from musgen.models.musegan import MuseGANGenerator, RollGenerator, repeat_share, rest_share, unwrap  # noqa: E402
 
 
-def add_harmony(generator: MuseGANGenerator, data: Path, scale: float) -> None:
+def add_harmony(generator: MuseGANGenerator, data: Path) -> None:
     """Turns ``model.harmony`` on in a loaded voice MuseGAN: its generator rebuilt with the harmony
-    table (from ``data``'s training phrases) and every trained weight kept."""
-    cfg = generator.cfg
-    cfg.model.harmony, cfg.model.harmony_scale = True, scale
-    cfg.validate()
+    table (from ``data``'s training phrases), every trained weight kept."""
+    generator.cfg.model.harmony = True
+    generator.cfg.validate()
     old = unwrap(generator.models["generator"])
-    new = RollGenerator(cfg.model, cfg.data).to(generator.device)
+    new = RollGenerator(generator.cfg.model, generator.cfg.data).to(generator.device)
     missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
     assert missing == ["harmony"] and not unexpected, (missing, unexpected)
-    phrases = RollPhrases(data, "train", cfg.data, progress=False)
+    phrases = RollPhrases(data, "train", generator.cfg.data, progress=False)
     new.set_harmony(*phrases.voice_intervals(new.sub_steps))
     generator.models["generator"] = new.eval()
 
@@ -68,8 +70,9 @@ def main() -> None:
     parser.add_argument("--out-json", type=Path, help="JSON file for the table")
     parser.add_argument(
         "--voice-temperatures",
-        help="per-voice multipliers of the temperature to try, one value per track, sets split by ';' "
-        "(default: the checkpoint's)",
+        help="per-voice multipliers of the temperature to try, one value per track, sets split by ';', "
+        "or 'upc': calibrated until each voice uses as many pitch classes per bar as in the training "
+        "phrases (default: the checkpoint's)",
     )
     parser.add_argument(
         "--harmony",
@@ -80,33 +83,53 @@ def main() -> None:
     source = resolve_checkpoint(args.checkpoint)
     generator = musgen.load(source)
     if args.harmony is not None and not generator.cfg.model.harmony:
-        add_harmony(generator, args.data, 1.0)
+        add_harmony(generator, args.data)
     gen = unwrap(generator.models["generator"])
     cfg = generator.cfg.data
-    target = rest_share(data_phrases(args.data, ("train",), cfg))
+    train = data_phrases(args.data, ("train",), cfg)
+    target, target_repeats = rest_share(train), repeat_share(train)
+    train_tracks = pianoroll_metrics(train, roll_layout(cfg))["tracks"]
+    target_upc = [train_tracks[name]["UPC"] for name in cfg.track_names]
     valid = data_phrases(args.data, ("valid",), cfg)
     reference = [generator.roll_to_score(roll) for roll in evenly(list(valid))]
     base = gen.voice_bias.detach().clone()
+    base_restrike = None if gen.restrike is None else gen.restrike.clone()
     scales = [float(h) for h in args.harmony.split(",")] if args.harmony else [gen.harmony_scale]
-    voice_sets = (
-        [[float(t) for t in group.split(",")] for group in args.voice_temperatures.split(";")]
-        if args.voice_temperatures
-        else [gen.voice_temperatures.tolist()]
-    )
-    if any(len(v) != gen.num_tracks for v in voice_sets):
+    voice_sets: list[list[float] | None] = [gen.voice_temperatures.tolist()]
+    if args.voice_temperatures == "upc":
+        voice_sets = [None]  # calibrated at each point
+    elif args.voice_temperatures:
+        voice_sets = [[float(t) for t in group.split(",")] for group in args.voice_temperatures.split(";")]
+    if any(v is not None and len(v) != gen.num_tracks for v in voice_sets):
         parser.error(f"--voice-temperatures: each set needs {gen.num_tracks} values")
     rows = []
-    for scale, voices, temperature in itertools.product(
+    for scale, chosen_voices, temperature in itertools.product(
         scales, voice_sets, (float(t) for t in args.grid.split(","))
     ):
         start = time.time()
-        gen.harmony_scale, gen.voice_temperatures = scale, torch.tensor(voices)
+        gen.harmony_scale, voices = scale, chosen_voices
+        factors = None
         with torch.no_grad():
             gen.voice_bias.copy_(base)
+            if voices is None:  # each voice's temperature from its pitch classes per bar
+                voices = generator.calibrate_voice_temperatures(
+                    target_upc, temperature=temperature, num_samples=args.num_samples, seed=args.seed + 3000
+                )
+            gen.voice_temperatures = torch.tensor(voices)
+            if base_restrike is not None:  # repeated notes first: their silent steps count as rests
+                gen.restrike.copy_(base_restrike)
+                factors = generator.calibrate_restrikes(
+                    target_repeats.tolist(),
+                    temperature=temperature,
+                    num_samples=args.num_samples,
+                    seed=args.seed + 2000,
+                )
         offsets = generator.calibrate_rests(
             target.tolist(), temperature=temperature, num_samples=args.num_samples, seed=args.seed + 1000
         )
         rolls = generator.generate_rolls(args.num_samples, seed=args.seed, temperature=temperature)
+        tracks = pianoroll_metrics(rolls, roll_layout(cfg))["tracks"]
+        upc = [tracks[name]["UPC"] for name in cfg.track_names]
         stats = symbolic_statistics(reference, [generator.roll_to_score(r) for r in rolls], None, args.seed)
         overlaps = [
             f["overlap_area"] for f in stats["features"].values() if f.get("overlap_area") is not None
@@ -114,10 +137,13 @@ def main() -> None:
         rows.append(
             {
                 "temperature": temperature,
-                "voice_temperatures": voices,
+                "voice_temperatures": [round(x, 3) for x in voices],
                 "harmony_scale": scale if generator.cfg.model.harmony else None,
                 "rest_offsets": [round(x, 3) for x in offsets],
                 "rest_share": [round(float(x), 4) for x in rest_share(rolls)],
+                "restrike_factors": None if factors is None else [round(x, 3) for x in factors],
+                "repeat_share": [round(float(x), 4) for x in repeat_share(rolls)],
+                "upc": [round(float(x), 3) for x in upc],
                 "feature_frechet": stats["feature_frechet"],
                 "mean_overlap_area": stats["mean_overlap_area"],
                 "min_overlap_area": min(overlaps),
@@ -132,6 +158,8 @@ def main() -> None:
     with torch.no_grad():
         gen.voice_bias.copy_(base)
         gen.voice_bias[:, -1] += torch.tensor(best["rest_offsets"])
+        if base_restrike is not None:
+            gen.restrike.copy_((base_restrike * torch.tensor(best["restrike_factors"])).clamp(max=1.0))
     model = generator.cfg.model
     model.voice_temperatures = [] if set(best["voice_temperatures"]) == {1.0} else best["voice_temperatures"]
     if model.harmony:
@@ -143,9 +171,19 @@ def main() -> None:
         "num_samples": args.num_samples,
         "seed": args.seed,
         "train_rest_share": [round(float(x), 4) for x in target],
-        "criterion": "lowest feature Frechet distance to the valid phrases, rests calibrated at each temperature",
+        "train_repeat_share": [round(float(x), 4) for x in target_repeats],
+        "train_upc": [round(float(x), 3) for x in target_upc],
+        "criterion": "lowest feature Frechet distance to the valid phrases, repeated notes and rests "
+        "calibrated at each point",
         "chosen": {
-            k: best[k] for k in ("temperature", "voice_temperatures", "harmony_scale", "rest_offsets")
+            k: best[k]
+            for k in (
+                "temperature",
+                "voice_temperatures",
+                "harmony_scale",
+                "restrike_factors",
+                "rest_offsets",
+            )
         },
         "rows": rows,
     }

@@ -118,10 +118,13 @@ def evaluate(
             for i, part in enumerate(np.array_split(held_out, max(1, len(held_out) // batch)))
         ]
         reports[f"{cfg.track_names[k]} given"] = pianoroll_metrics(np.concatenate(rolls), layout)
-        # The baseline for the TD of a given track: real phrases whose track k comes from another phrase.
-        mismatched = held_out.copy()
-        mismatched[:, k] = np.roll(held_out[:, k], 1, axis=0)
-        reports[f"data, {cfg.track_names[k]} of another phrase"] = pianoroll_metrics(mismatched, layout)
+        # The baselines for the TD of a given track: real phrases whose track k comes from another
+        # phrase, the one before (issue 20's baseline; mostly the same chorale's previous phrase, in
+        # its key), and one half the held-out set away (another chorale: "a random other soprano").
+        for shift, name in ((1, "another phrase"), (len(held_out) // 2, "another chorale")):
+            mismatched = held_out.copy()
+            mismatched[:, k] = np.roll(held_out[:, k], shift, axis=0)
+            reports[f"data, {cfg.track_names[k]} of {name}"] = pianoroll_metrics(mismatched, layout)
     return {
         "checkpoint": str(checkpoint),
         "step": generator.checkpoint.meta.get("step"),

@@ -295,11 +295,57 @@ def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path)
         bach_data,
         tmp_path / "restrikes",
         config=TINY,
-        overrides=[*overrides, "model.voice_leading_positions=4", "model.restrikes=true", "train.steps=1"],
+        overrides=[
+            *overrides,
+            "model.voice_leading_positions=4",
+            "model.restrikes=true",
+            "model.harmony=true",
+            "model.voice_leading_init=data_fixed",
+            "model.voice_inference=draw",
+            "train.steps=1",
+        ],
         progress=False,
     )
-    restrike = musgen.load(tmp_path / "restrikes").models["generator"].restrike  # (4, K) from the data
+    striking = musgen.load(tmp_path / "restrikes")
+    restrike = striking.models["generator"].restrike  # (4, K) from the data
     np.testing.assert_allclose(restrike.numpy(), struck / held, rtol=1e-6)
+    # harmony: the data's interval PMI to the lead; chorale altos sit a third or a fourth under the soprano
+    joint, alone = phrases.voice_intervals(3)  # (K, K, 2P - 1)
+    assert np.array_equal(joint.sum(-1), alone.sum(-1).round()) and joint[1, 1, 83] == joint[1, 1].sum()
+    harmony = striking.models["generator"].harmony
+    pmi = np.log((joint + 0.5) / (joint + 0.5).sum(-1, keepdims=True))
+    pmi -= np.log((alone + 0.5) / (alone + 0.5).sum(-1, keepdims=True))
+    np.testing.assert_allclose(harmony.numpy(), pmi, rtol=1e-4, atol=1e-4)
+    assert harmony[0, 1, 83 - 3] > 0.5 and harmony[0, 1, 83 - 1] < 0  # a minor third likely, a semitone not
+    # restrike calibration: each voice repeats notes as often as asked
+    from musgen.models.musegan import repeat_share
+
+    with torch.no_grad():
+        restrike.fill_(1.0)
+    most = repeat_share(striking.generate_rolls(64, seed=5))
+    target = (most / 2).tolist()
+    factors = striking.calibrate_restrikes(target, num_samples=64, iterations=10)
+    share = repeat_share(striking.generate_rolls(64, seed=99))
+    assert min(most) > 0.2 and max(factors) < 1, (most, factors)
+    assert np.abs(share - np.array(target)).max() < 0.06, (share, target)
+    # voice temperatures: each voice drawn hot or cold until it uses as many pitch classes per bar as asked
+    from musgen.eval.musegan import roll_layout
+    from musgen.eval.pianoroll_metrics import pianoroll_metrics
+
+    def upc(rolls: np.ndarray) -> np.ndarray:
+        tracks = pianoroll_metrics(rolls, roll_layout(striking.cfg.data))["tracks"]
+        return np.array([tracks[name]["UPC"] for name in striking.cfg.data.track_names])
+
+    gen = striking.models["generator"]
+    gen.voice_temperatures = torch.full((4,), 0.5)
+    cold = upc(striking.generate_rolls(64, seed=7))
+    gen.voice_temperatures = torch.full((4,), 2.0)
+    hot = upc(striking.generate_rolls(64, seed=7))
+    assert np.all(hot > cold + 0.2), (cold, hot)  # hotter voices wander more
+    target = ((cold + hot) / 2).tolist()
+    multipliers = striking.calibrate_voice_temperatures(target, num_samples=64, iterations=10)
+    assert torch.allclose(gen.voice_temperatures, torch.tensor(multipliers))
+    assert np.abs(upc(striking.generate_rolls(64, seed=99)) - np.array(target)).max() < 0.5, (cold, hot)
     expected = torch.as_tensor(counts, dtype=torch.float32) + 0.1
     expected = (expected / expected.sum(-1, keepdim=True)).log()
     assert torch.allclose(table, 0.5 * (expected - expected.mean(-1, keepdim=True)), atol=1e-5)

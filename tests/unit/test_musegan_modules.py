@@ -452,3 +452,17 @@ def test_jaccard_distances_between_phrases():
     spread = diversity(a, a, a[:1], n=3)
     assert spread["pairwise_generated"] == pytest.approx((1 / 3 + 1 + 1) / 3)
     assert spread["nearest_train_min"] == pytest.approx(0.0)
+
+
+def test_repeat_share_counts_notes_that_repeat_the_pitch_before():
+    import numpy as np
+
+    from musgen.models.musegan import repeat_share
+
+    roll = np.zeros((1, 2, 12, 5), dtype=bool)
+    # voice 0: 1 1 | 1 (struck again after a silent step) 3 3 - 3 : intervals 0, 2, 0 -> 2/3
+    for t, p in [(0, 1), (1, 1), (3, 1), (4, 3), (5, 3), (7, 3)]:
+        roll[0, 0, t, p] = True
+    roll[0, 1, :, 2] = True  # voice 1: one long note, no interval
+    share = repeat_share(roll)
+    assert share[0] == 2 / 3 and np.isnan(share[1])
