@@ -78,6 +78,12 @@ def main() -> None:
         "--harmony",
         help="harmony scales to try, comma-separated; turns model.harmony on where the checkpoint has it off",
     )
+    parser.add_argument(
+        "--intervals",
+        action="store_true",
+        help="first tilt the voice-leading tables until each voice moves by each interval as often as "
+        "in the training phrases (MuseGANGenerator.calibrate_intervals)",
+    )
     args = parser.parse_args()
 
     source = resolve_checkpoint(args.checkpoint)
@@ -94,6 +100,13 @@ def main() -> None:
     reference = [generator.roll_to_score(roll) for roll in evenly(list(valid))]
     base = gen.voice_bias.detach().clone()
     base_restrike = None if gen.restrike is None else gen.restrike.clone()
+    base_transition = None if gen.transition is None else gen.transition.detach().clone()
+    if args.intervals:
+        if base_transition is None:
+            parser.error("--intervals needs a musegan with model.voice_leading=true")
+        train_moves = RollPhrases(args.data, "train", cfg, progress=False).voice_transitions(
+            gen.sub_steps, base_transition.shape[0]
+        )
     scales = [float(h) for h in args.harmony.split(",")] if args.harmony else [gen.harmony_scale]
     voice_sets: list[list[float] | None] = [gen.voice_temperatures.tolist()]
     if args.voice_temperatures == "upc":
@@ -102,7 +115,8 @@ def main() -> None:
         voice_sets = [[float(t) for t in group.split(",")] for group in args.voice_temperatures.split(";")]
     if any(v is not None and len(v) != gen.num_tracks for v in voice_sets):
         parser.error(f"--voice-temperatures: each set needs {gen.num_tracks} values")
-    rows = []
+    rows: list[dict] = []
+    tilted: dict[int, torch.Tensor] = {}  # row -> its tilted voice-leading tables (--intervals)
     for scale, chosen_voices, temperature in itertools.product(
         scales, voice_sets, (float(t) for t in args.grid.split(","))
     ):
@@ -111,6 +125,13 @@ def main() -> None:
         factors = None
         with torch.no_grad():
             gen.voice_bias.copy_(base)
+            if args.intervals:  # moves first: they set how often a voice holds, leaps, steps
+                gen.voice_temperatures = torch.ones(gen.num_tracks)
+                gen.transition.copy_(base_transition)
+                generator.calibrate_intervals(
+                    train_moves, temperature=temperature, num_samples=args.num_samples, seed=args.seed + 4000
+                )
+                tilted[len(rows)] = gen.transition.detach().clone()
             if voices is None:  # each voice's temperature from its pitch classes per bar
                 voices = generator.calibrate_voice_temperatures(
                     target_upc, temperature=temperature, num_samples=args.num_samples, seed=args.seed + 3000
@@ -144,6 +165,7 @@ def main() -> None:
                 "restrike_factors": None if factors is None else [round(x, 3) for x in factors],
                 "repeat_share": [round(float(x), 4) for x in repeat_share(rolls)],
                 "upc": [round(float(x), 3) for x in upc],
+                "intervals_calibrated": args.intervals,
                 "feature_frechet": stats["feature_frechet"],
                 "mean_overlap_area": stats["mean_overlap_area"],
                 "min_overlap_area": min(overlaps),
@@ -160,6 +182,8 @@ def main() -> None:
         gen.voice_bias[:, -1] += torch.tensor(best["rest_offsets"])
         if base_restrike is not None:
             gen.restrike.copy_((base_restrike * torch.tensor(best["restrike_factors"])).clamp(max=1.0))
+        if args.intervals:
+            gen.transition.copy_(tilted[rows.index(best)])
     model = generator.cfg.model
     model.voice_temperatures = [] if set(best["voice_temperatures"]) == {1.0} else best["voice_temperatures"]
     if model.harmony:

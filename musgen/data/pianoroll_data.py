@@ -97,6 +97,20 @@ def load_rolls(
     return packed, offsets
 
 
+def grid_transitions(rolls: np.ndarray, sub_steps: int, positions: int, pitches: int) -> np.ndarray:
+    """(N, K, T, P) rolls -> (S, K, P + 1, P + 1) counts of each track's move from one grid point
+    (every ``sub_steps`` steps) to the next, over its pitch or the rest (index P), per metrical
+    position of the next grid point (as ``RollPhrases.voice_transitions``)."""
+    grid = rolls[:, :, ::sub_steps]  # (N, K, T16, P)
+    value = np.where(grid.any(-1), grid.argmax(-1), pitches)  # (N, K, T16)
+    n, k, t16 = value.shape
+    where = np.broadcast_to(np.arange(1, t16) % positions, (n, t16 - 1))
+    counts = np.zeros((positions, k, pitches + 1, pitches + 1))
+    for track in range(k):
+        np.add.at(counts[:, track], (where, value[:, track, :-1], value[:, track, 1:]), 1)
+    return counts
+
+
 class RollPhrases(TransposedItems):
     """Phrases of ``cfg.num_bars`` bars: item i is a fixed (piece, start) pair, (K, T, P) float32 in {0, 1}.
 
@@ -161,11 +175,8 @@ class RollPhrases(TransposedItems):
         k, p = self.cfg.num_tracks, self.cfg.num_pitches
         counts = np.zeros((positions, k, p + 1, p + 1))
         for j in range(len(self.offsets) - 1):
-            roll = self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))[:, ::sub_steps]  # (K, T16, P)
-            value = np.where(roll.any(-1), roll.argmax(-1), p)  # (K, T16)
-            where = np.arange(1, value.shape[1]) % positions  # (T16 - 1,) position of each move's end
-            for track in range(k):
-                np.add.at(counts[:, track], (where, value[track, :-1], value[track, 1:]), 1)
+            roll = self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))  # (K, T, P)
+            counts += grid_transitions(roll[None], sub_steps, positions, p)
         return counts
 
     def voice_restrikes(self, sub_steps: int, positions: int = 1) -> np.ndarray:

@@ -346,6 +346,26 @@ def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path)
     multipliers = striking.calibrate_voice_temperatures(target, num_samples=64, iterations=10)
     assert torch.allclose(gen.voice_temperatures, torch.tensor(multipliers))
     assert np.abs(upc(striking.generate_rolls(64, seed=99)) - np.array(target)).max() < 0.5, (cold, hot)
+    # interval calibration: the voices move by each interval (per place in the beat) nearer the data's shares
+    from musgen.data.pianoroll_data import grid_transitions
+    from musgen.models.musegan import interval_counts
+
+    moves = phrases.voice_transitions(3, positions=4)
+    want = interval_counts(moves, 84)  # (4, K, 2P - 1)
+    sounding = phrases.item(0)[:, ::3].any(-1)  # (K, T16) one phrase's 16ths with a pitch
+    one = interval_counts(grid_transitions(phrases.item(0)[None], 3, 4, 84), 84)  # its moves between pitches
+    assert one.sum() == np.count_nonzero(sounding[:, 1:] & sounding[:, :-1])
+
+    def distance() -> float:  # total variation between the generated and the data's interval shares
+        got = interval_counts(grid_transitions(striking.generate_rolls(128, seed=11), 3, 4, 84), 84)
+        return float(
+            np.abs(got / got.sum(-1, keepdims=True) - want / want.sum(-1, keepdims=True)).sum(-1).mean() / 2
+        )
+
+    gen.voice_temperatures = torch.ones(4)
+    before = distance()
+    tilt = striking.calibrate_intervals(moves, num_samples=128, iterations=4)
+    assert tilt.shape == (4, 4, 167) and distance() < before / 2, (before, distance())
     expected = torch.as_tensor(counts, dtype=torch.float32) + 0.1
     expected = (expected / expected.sum(-1, keepdim=True)).log()
     assert torch.allclose(table, 0.5 * (expected - expected.mean(-1, keepdim=True)), atol=1e-5)
