@@ -1,20 +1,28 @@
-"""Calibrates a voice MuseGAN checkpoint's rests and chooses its sampling settings (issue 20), writing
-a calibrated copy. For each point of a grid (temperature x per-voice temperature multipliers x
-harmony scale), each voice's temperature multiplier is set until it uses as many pitch classes per
-bar as the training phrases' voices (``--voice-temperatures upc``; else the given sets), its restrike probabilities are scaled until it repeats notes as often as
-the training phrases' voices do (``MuseGANGenerator.calibrate_restrikes``, model.restrikes), then its
-rest logit shifted until it rests as often (``MuseGANGenerator.calibrate_rests``), then ``--num-samples`` phrases are
-compared with the VALID split's phrases (the test split stays for ``musgen eval``) by the feature
-Frechet distance and mgeval's overlap areas. The point with the lowest Frechet distance wins: its
-restrike factors and rest offsets go into the copy's generator weights, its temperature into musgen.json
-(``"sampling"``, where ``musgen sample`` and ``musgen eval`` find it), its per-voice multipliers and
-harmony scale into config.yaml (``model.voice_temperatures``, ``model.harmony_scale``), and the whole
-table into musgen.json's ``"calibration"``. ``--harmony`` turns ``model.harmony`` on in a checkpoint
-trained without it (the table from ``--data``'s training phrases; every trained weight kept).
+"""Calibrates a voice MuseGAN checkpoint's sampling to the training data and picks its settings on
+the valid split (issue 20), writing a calibrated copy. At each point of a grid (temperature x
+per-voice temperature multipliers x harmony scale), in this order:
+
+- ``--intervals``: the voice-leading tables are tilted until each voice moves from one 16th to the
+  next by each interval (a hold included, per place in the beat) as often as the training phrases'
+  voices do (``MuseGANGenerator.calibrate_intervals``);
+- ``--voice-temperatures upc``: each voice's temperature multiplier is set until it uses as many
+  pitch classes per bar (UPC) as the training phrases' voice (else the given sets are tried);
+- each voice's restrike probabilities are scaled until it repeats notes as often as the data's
+  (``calibrate_restrikes``, model.restrikes), then its rest logit shifted until it rests as often
+  (``calibrate_rests``);
+
+then ``--num-samples`` phrases are compared with the VALID split's phrases (the test split stays for
+``musgen eval``) by the feature Frechet distance and mgeval's overlap areas. The point with the
+lowest Frechet distance wins: its tables, restrike factors and rest offsets go into the copy's
+generator weights, its temperature into musgen.json (``"sampling"``, where ``musgen sample`` and
+``musgen eval`` find it), its voice multipliers and harmony scale into config.yaml
+(``model.voice_temperatures``, ``model.harmony_scale``), and the whole table into musgen.json's
+``"calibration"``. ``--harmony`` turns ``model.harmony`` on in a checkpoint trained without it (the
+table from ``--data``'s training phrases; every trained weight kept).
 
     python scripts/calibrate_musegan.py runs/musegan --data data/bach --out runs/musegan-calibrated \\
-        [--grid 1.0,0.9,0.8,0.7] [--voice-temperatures "1,1,1,1;1.25,1,1,1" | upc] [--harmony 1,2] \\
-        [--num-samples 256] [--out-json scripts/results/calibrate_musegan.json]
+        [--grid 1.0,0.9,0.8,0.7] [--intervals] [--voice-temperatures upc | "1,1,1,1;1.25,1,1,1"] \\
+        [--harmony 1,2] [--num-samples 256] [--out-json scripts/results/calibrate_musegan.json]
 """
 
 from __future__ import annotations
@@ -79,6 +87,11 @@ def main() -> None:
         help="harmony scales to try, comma-separated; turns model.harmony on where the checkpoint has it off",
     )
     parser.add_argument(
+        "--harmony-chain",
+        action="store_true",
+        help="set model.harmony_chain: each voice biased by every voice chosen before it",
+    )
+    parser.add_argument(
         "--intervals",
         action="store_true",
         help="first tilt the voice-leading tables until each voice moves by each interval as often as "
@@ -91,6 +104,9 @@ def main() -> None:
     if args.harmony is not None and not generator.cfg.model.harmony:
         add_harmony(generator, args.data)
     gen = unwrap(generator.models["generator"])
+    if args.harmony_chain:
+        generator.cfg.model.harmony_chain = gen.harmony_chain = True
+        generator.cfg.validate()
     cfg = generator.cfg.data
     train = data_phrases(args.data, ("train",), cfg)
     target, target_repeats = rest_share(train), repeat_share(train)

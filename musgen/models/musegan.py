@@ -111,6 +111,9 @@ class MuseGANModelConfig:
     # the intervals chorale voices sound against each other (thirds, sixths) and not the rare ones
     harmony: bool = False
     harmony_scale: float = 1.0
+    # harmony: the other voices chosen one at a time (in track order), each biased by its intervals
+    # to every voice chosen before it, not to the lead alone (so alto, tenor and bass fit each other)
+    harmony_chain: bool = False
     # voice_inference draw: each voice's draws at this multiple of the sampling temperature ([]: all
     # 1), so a melody can range as the data's does while the inner voices stay near their likeliest
     # choices (set by scripts/calibrate_musegan.py)
@@ -154,6 +157,8 @@ class MuseGANModelConfig:
             raise ConfigError("model.voice_leading_positions needs model.voice_leading=true")
         if self.harmony and not self.voice_leading:
             raise ConfigError("model.harmony needs model.voice_leading=true")
+        if self.harmony_chain and not self.harmony:
+            raise ConfigError("model.harmony_chain needs model.harmony=true")
         if self.harmony_scale < 0:
             raise ConfigError(f"model.harmony_scale must be >= 0, got {self.harmony_scale}")
         if any(not 0 < t < math.inf for t in self.voice_temperatures):
@@ -430,7 +435,7 @@ class RollGenerator(nn.Module):
             self.harmony = None
         names = [t.lower() for t in data.track_names]
         self.harmony_lead = names.index(cfg.condition_tracks[0].lower()) if cfg.condition_tracks else 0
-        self.harmony_scale = cfg.harmony_scale
+        self.harmony_scale, self.harmony_chain = cfg.harmony_scale, cfg.harmony_chain
         self.voice_temperatures = torch.tensor(cfg.voice_temperatures or [1.0] * self.num_tracks)  # (K,)
         # voice_range data: (K, P) the pitches each track may write, set from the training data
         self.pitch_allowed: torch.Tensor | None
@@ -490,7 +495,8 @@ class RollGenerator(nn.Module):
         (B, K, T, P): the returned logits take their bias from this roll's previous 16th instead
         (teacher forcing); the rolls still follow the generated 16ths. harmony: each 16th the lead
         voice is chosen first (or read from ``cond_roll`` (B, T, P) where ``cond_track`` (B,) gives a
-        track), then the others with ``harmony_bias`` from its pitch."""
+        track), then the others with ``harmony_bias`` from its pitch (harmony_chain: one at a time,
+        each also biased by the voices chosen before it)."""
         assert self.transition is not None
         b, k = logits.shape[:2]
         per_16th = logits[:, :, :: self.sub_steps]  # (B, K, T16, P + 1)
@@ -507,6 +513,9 @@ class RollGenerator(nn.Module):
             sixteenths = cond_roll[:, :: self.sub_steps]  # (B, T16, P)
             given_value = torch.where(sixteenths.amax(-1) > 0, sixteenths.argmax(-1), self.pitches)
         is_lead = F.one_hot(lead, k).bool()[:, :, None]  # (B, K, 1)
+        rows = torch.arange(b, device=logits.device)
+        # harmony_chain: (B, K) the tracks in the order they are chosen, the lead first
+        order = torch.where(is_lead[..., 0], -1, torch.arange(k, device=logits.device)).argsort(-1)
         biased, chosen, prev = [], [], None
         for t in range(per_16th.shape[2]):
             raw = step = scored = per_16th[:, :, t]  # (B, K, P + 1)
@@ -518,10 +527,16 @@ class RollGenerator(nn.Module):
                 )
             pick = self.one_voice_full(step, temperature)  # (B, K, P + 1) one-hot, rest included
             if self.harmony is not None:  # the lead's pick stays; the others are chosen around it
-                drawn = pick[torch.arange(b, device=pick.device), lead].argmax(-1)  # (B,)
+                drawn = pick[rows, lead].argmax(-1)  # (B,)
                 bias = self.harmony_bias(lead, torch.where(lead_given, given_value[:, t], drawn))
-                step, scored = step + bias, scored + bias
-                pick = torch.where(is_lead, pick, self.one_voice_full(step, temperature))
+                if not self.harmony_chain:
+                    step, scored = step + bias, scored + bias
+                    pick = torch.where(is_lead, pick, self.one_voice_full(step, temperature))
+                for track in order[:, 1:].T if self.harmony_chain else ():  # (B,) each, in turn
+                    now = F.one_hot(track, k).bool()[:, :, None]  # (B, K, 1)
+                    pick = torch.where(now, self.one_voice_full(step + bias, temperature), pick)
+                    scored = torch.where(now, scored + bias, scored)
+                    bias = bias + self.harmony_bias(track, pick[rows, track].argmax(-1))
             biased.append(scored)
             chosen.append(pick)
             prev = pick

@@ -375,6 +375,21 @@ def test_harmony_sets_each_voice_by_its_interval_to_the_lead():
     assert bias[0, 1, 47] == 0 and bias[0, 1, 48] == -1e4  # 50 - 3 allowed, 50 - 2 not
     with pytest.raises(ConfigError, match="harmony needs"):
         _model_cfg("hybrid", output="voice", harmony=True).validate()
+    # harmony_chain: each voice is also placed by the voices chosen before it
+    with torch.no_grad():
+        gen.harmony.fill_(0.0)
+        gen.harmony[0, 1].fill_(-1e4)
+        gen.harmony[0, 1, 83 - 3] = 0.0  # alto a minor third under the soprano
+        gen.harmony[1, 2].fill_(-1e4)
+        gen.harmony[1, 2, 83 - 4] = 0.0  # tenor a major third under the alto
+    loose = gen(gen.noise(2), given, torch.tensor([0, 0]))
+    assert torch.equal(loose[:, 1].argmax(-1), melody - 3)
+    assert not torch.equal(loose[:, 2].argmax(-1), melody - 7)  # the lead alone does not place the tenor
+    gen.harmony_chain = True
+    chained = gen(gen.noise(2), given, torch.tensor([0, 0]))
+    assert torch.equal(chained[:, 1].argmax(-1), melody - 3) and torch.equal(
+        chained[:, 2].argmax(-1), melody - 7
+    )
 
 
 def test_critic_with_intervals_scores_and_passes_gradients():
