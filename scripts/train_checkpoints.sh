@@ -12,7 +12,7 @@
 # trains in three phases (pretrained/vqvae-base, then a new decoder on its frozen codes, then that
 # decoder on with a lighter waveform loss: pretrained/vqvae-tune, the one packed); the prior trains on
 # those codes. MuseGAN trains in two (pretrained/musegan, then pretrained/musegan-tune from it), then
-# scripts/calibrate_musegan.py calibrates its rests and sampling temperature. A run that was interrupted resumes from its last complete state; a finished one is
+# scripts/calibrate_musegan.py switches its harmony table on and calibrates its sampling. A run that was interrupted resumes from its last complete state; a finished one is
 # only packed again. Runs that keep several saves are packed from the save with the best validation
 # NLL (PICK=last packs the last one; the 16-bar MusicVAE always its last: see below).
 # Environment: DATA (default data), RUNS (default runs/pretrained), OUT (default checkpoints),
@@ -82,11 +82,14 @@ for name in "${families[@]}"; do
         run=$RUNS/vqvae-tune
     fi
     if [ "$name" = musegan ]; then  # phase 2: held notes struck again (pretrained/musegan-tune), then
-        # each voice's rests calibrated to the data's share and the temperature chosen on the valid split
+        # the harmony table switched on and the sampling calibrated to the training data (each voice's
+        # intervals, pitch classes per bar, repeated notes, rests), the grid point chosen on the valid split
         tune=(--data "$data" --out "$RUNS/musegan-tune" --config pretrained/musegan-tune --set "train.init_from=$run")
         [ -d "$RUNS/musegan-tune/state" ] && tune+=(--resume)
         "$BIN/musgen" train musegan "${tune[@]}"
-        "$BIN/python" scripts/calibrate_musegan.py "$RUNS/musegan-tune" --data "$data" --out "$RUNS/musegan-calibrated"
+        "$BIN/python" scripts/calibrate_musegan.py "$RUNS/musegan-tune" --data "$data" --out "$RUNS/musegan-calibrated" \
+            --grid 0.9,0.8,0.7 --harmony 1,1.5 --voice-temperatures upc --intervals \
+            --out-json scripts/results/calibrate_musegan.json
         run=$RUNS/musegan-calibrated
     fi
     echo "== $name trained in $(( ($(date +%s) - start) / 60 )) min"

@@ -1194,7 +1194,8 @@ class MuseGANGenerator(Generator):
     ) -> torch.Tensor:
         """Per-voice bisection: ``apply(x)`` sets a knob (K,) that raises ``measure`` (of generated
         rolls -> (K,)), searched over ``bounds`` until each voice's measure meets ``target`` (K,);
-        returns the last x applied."""
+        returns the last x applied. Every step draws its phrases from the same ``seed`` (common
+        random numbers: fresh phrases per step once sent an alto's bisection far off its target)."""
         k = unwrap(self.models["generator"]).num_tracks
         if len(target) != k:
             raise MusgenError(f"{what} calibration needs {k} targets, got {len(target)}")
@@ -1204,7 +1205,7 @@ class MuseGANGenerator(Generator):
         for i in range(iterations):
             x = (low + high) / 2
             apply(x)
-            rolls = self.generate_rolls(num_samples, seed=seed + i, temperature=temperature)
+            rolls = self.generate_rolls(num_samples, seed=seed, temperature=temperature)
             got = torch.as_tensor(measure(rolls), dtype=torch.float32).nan_to_num(0.0)
             high, low = torch.where(got > goal, x, high), torch.where(got > goal, low, x)
             log.debug("%s calibration %d: %s -> %s", what, i, x.tolist(), got.tolist())
