@@ -4,6 +4,7 @@ phrases and for generated ones, side by side (``scripts/eval_musegan.py``)."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of the training phrases, the held-out phrases, ``num_samples`` generated phrases
     (threshold and Bernoulli binarisation) and, for a conditional model, the held-out phrases with
-    their first condition track given and the others generated; plus a text table of them all.
+    their first condition track given and the others generated (each phrase accompanied as often as
+    it takes to write at least ``num_samples`` phrases); plus a text table of them all.
     ``temperature``: of the voice draws (voice_inference draw; default the checkpoint's)."""
     from musgen.generator import load
     from musgen.models.musegan import MuseGANGenerator
@@ -111,11 +113,19 @@ def evaluate(
             spread = diversity(np.concatenate(rolls), held_out, train)
     if generator.cond_ids:  # accompaniment: every held-out phrase's own track given, the others generated
         k = generator.cond_ids[0]
+        # each held-out phrase accompanied as often as it takes to write num_samples phrases or more
+        repeats = max(1, math.ceil(num_samples / max(1, len(held_out))))
+        parts = np.array_split(held_out, max(1, len(held_out) // batch))
         rolls = [
             generator.generate_rolls(
-                len(part), seed=seed + i, cond_roll=part[:, k], cond_track=k, temperature=temperature
+                len(part),
+                seed=seed + r * len(parts) + i,
+                cond_roll=part[:, k],
+                cond_track=k,
+                temperature=temperature,
             )
-            for i, part in enumerate(np.array_split(held_out, max(1, len(held_out) // batch)))
+            for r in range(repeats)
+            for i, part in enumerate(parts)
         ]
         reports[f"{cfg.track_names[k]} given"] = pianoroll_metrics(np.concatenate(rolls), layout)
         # The baselines for the TD of a given track: real phrases whose track k comes from another

@@ -160,6 +160,27 @@ def test_sample_writes_multitrack_midi_and_accompanies_a_given_voice(tiny_gan_ru
     assert np.array_equal(rolls[0][0, : given.shape[0]], given)
 
 
+def test_piano_roll_report_accompanies_every_held_out_phrase_and_pairs_the_baselines(tiny_gan_run, bach_data):
+    """scripts/eval_musegan.py's report: each held-out phrase accompanied until at least num_samples
+    phrases are written; the baselines give each real phrase the soprano of the phrase before and of
+    one half the held-out set away."""
+    from musgen.eval.musegan import data_phrases, evaluate
+
+    cfg = musgen.load(tiny_gan_run.run_dir).cfg.data
+    held_out = data_phrases(bach_data, ("valid", "test"), cfg)
+    n = len(held_out)
+    assert n >= 4
+    report = evaluate(tiny_gan_run.run_dir, bach_data, num_samples=2 * n + 1, batch=n)["reports"]
+    assert report["soprano given"]["num_phrases"] == 3 * n  # three passes over the held-out phrases
+    assert report["generated (threshold)"]["num_phrases"] == 2 * n + 1
+    for name in ("data, soprano of another phrase", "data, soprano of another chorale"):
+        assert (
+            report[name]["num_phrases"] == n
+            and report[name]["tracks"]["alto"] == report["data (held out)"]["tracks"]["alto"]
+        )
+    assert report["data, soprano of another phrase"]["TD"] != report["data, soprano of another chorale"]["TD"]
+
+
 def test_sample_misuse_is_one_line(tiny_gan_run, tiny_vae_run, bach_midi_dir, tmp_path, capsys):
     from musgen.cli import main
 
