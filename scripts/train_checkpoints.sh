@@ -11,8 +11,8 @@
 # pretrained/NAME (musgen/presets/); the 16-bar MusicVAE uses its default preset musicvae. The codec
 # trains in three phases (pretrained/vqvae-base, then a new decoder on its frozen codes, then that
 # decoder on with a lighter waveform loss: pretrained/vqvae-tune, the one packed); the prior trains on
-# those codes. MuseGAN trains in two (pretrained/musegan, then pretrained/musegan-tune from it), then
-# scripts/calibrate_musegan.py switches its harmony table on and calibrates its sampling. A run that was interrupted resumes from its last complete state; a finished one is
+# those codes. MuseGAN trains in three (pretrained/musegan, pretrained/musegan-tune from it, then
+# pretrained/musegan-harmony), each of the last two followed by scripts/calibrate_musegan.py. A run that was interrupted resumes from its last complete state; a finished one is
 # only packed again. Runs that keep several saves are packed from the save with the best validation
 # NLL (PICK=last packs the last one; the 16-bar MusicVAE always its last: see below).
 # Environment: DATA (default data), RUNS (default runs/pretrained), OUT (default checkpoints),
@@ -81,14 +81,21 @@ for name in "${families[@]}"; do
         "$BIN/musgen" train vqvae "${tune[@]}"
         run=$RUNS/vqvae-tune
     fi
-    if [ "$name" = musegan ]; then  # phase 2: held notes struck again (pretrained/musegan-tune), then
-        # the harmony table switched on and the sampling calibrated to the training data (each voice's
-        # intervals, pitch classes per bar, repeated notes, rests), the grid point chosen on the valid split
+    if [ "$name" = musegan ]; then  # phase 2: held notes struck again (pretrained/musegan-tune), its
+        # rests calibrated and temperature chosen (the stop-36 checkpoint); phase 3: fine-tuned from it
+        # with the harmony table on (pretrained/musegan-harmony), then its sampling calibrated to the
+        # training data (each voice's intervals, pitch classes per bar, repeated notes, rests), the grid
+        # point chosen on the valid split
         tune=(--data "$data" --out "$RUNS/musegan-tune" --config pretrained/musegan-tune --set "train.init_from=$run")
         [ -d "$RUNS/musegan-tune/state" ] && tune+=(--resume)
         "$BIN/musgen" train musegan "${tune[@]}"
-        "$BIN/python" scripts/calibrate_musegan.py "$RUNS/musegan-tune" --data "$data" --out "$RUNS/musegan-calibrated" \
-            --grid 0.9,0.8,0.7 --harmony 1,1.5 --voice-temperatures upc --intervals \
+        "$BIN/python" scripts/calibrate_musegan.py "$RUNS/musegan-tune" --data "$data" --out "$RUNS/musegan-tune-calibrated"
+        tune=(--data "$data" --out "$RUNS/musegan-harmony" --config pretrained/musegan-harmony
+            --set "train.init_from=$RUNS/musegan-tune-calibrated")
+        [ -d "$RUNS/musegan-harmony/state" ] && tune+=(--resume)
+        "$BIN/musgen" train musegan "${tune[@]}"
+        "$BIN/python" scripts/calibrate_musegan.py "$RUNS/musegan-harmony" --data "$data" --out "$RUNS/musegan-calibrated" \
+            --grid 0.9,0.8 --harmony 1,1.5 --voice-temperatures upc --intervals \
             --out-json scripts/results/calibrate_musegan.json
         run=$RUNS/musegan-calibrated
     fi
