@@ -31,6 +31,11 @@ def _model_cfg(mode: str, **kw) -> MuseGANModelConfig:
     return MuseGANModelConfig(mode=mode, z_dim=8, gen_channels=16, critic_channels=16, **kw)
 
 
+def _leading_cfg(**kw) -> MuseGANModelConfig:
+    """One voice per track on the 16th grid, chosen in order with voice leading."""
+    return _model_cfg("hybrid", output="voice", time_grid="sixteenth", voice_leading=True, **kw)
+
+
 def test_patch_expand_is_a_transposed_convolution_with_stride_equal_to_kernel():
     torch.manual_seed(0)
     layer = PatchExpand(6, 4, 3, 2).eval()  # eval: batch norm with its (fresh) running stats
@@ -312,14 +317,7 @@ def test_teacher_forced_logits_take_the_bias_from_the_given_roll_and_keep_the_vo
 
 def test_restrikes_silence_the_step_before_a_held_pitch_struck_again():
     torch.manual_seed(0)
-    cfg = _model_cfg(
-        "hybrid",
-        output="voice",
-        time_grid="sixteenth",
-        voice_leading=True,
-        voice_leading_positions=4,
-        restrikes=True,
-    )
+    cfg = _leading_cfg(voice_leading_positions=4, restrikes=True)
     gen = RollGenerator(cfg, DATA).eval()
     with torch.no_grad():
         gen.transition.copy_(1e4 * torch.eye(85).expand(4, 4, -1, -1))  # every voice holds its first 16th
@@ -341,14 +339,7 @@ def test_restrikes_silence_the_step_before_a_held_pitch_struck_again():
 
 def test_harmony_sets_each_voice_by_its_interval_to_the_lead():
     torch.manual_seed(0)
-    cfg = _model_cfg(
-        "hybrid",
-        output="voice",
-        time_grid="sixteenth",
-        voice_leading=True,
-        harmony=True,
-        condition_tracks=["soprano"],
-    )
+    cfg = _leading_cfg(harmony=True, condition_tracks=["soprano"])
     gen = RollGenerator(cfg, DATA).eval()
     assert gen.harmony_lead == 0 and "harmony" in gen.state_dict()
     below = {1: 3, 2: 8, 3: 15}  # alto a minor third under the lead, tenor a minor sixth, bass 15
