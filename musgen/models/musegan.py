@@ -28,6 +28,13 @@ an encoder reads a given track's bars into feature maps that every bar generator
 training each phrase is conditioned on one of those tracks with probability ``condition_prob``
 (else unconditioned), the generated version of that track is replaced by the real one, and the
 critic judges the whole. One model thus both composes from scratch and accompanies a given track.
+With ``model.harmony`` each 16th's lead voice (the given track) is chosen first and the others are
+biased by the data's interval statistics to it, so they fit the melody they accompany.
+
+Calibration (``MuseGANGenerator.calibrate_*``, run by scripts/calibrate_musegan.py): knobs of a
+trained voice model set by bisection until its samples match the training data's per-voice
+statistics - the voice-leading tables' interval shares, each voice's temperature (pitch classes per
+bar), restrike probabilities (repeated notes) and rest logits.
 """
 
 from __future__ import annotations
