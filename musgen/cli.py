@@ -706,6 +706,7 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 def _log_sampling(generator: Any, args: argparse.Namespace) -> None:
     """Says which sampling settings were used and where each one came from."""
     used = generator.sampling_settings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    used = {k: v for k, v in used.items() if k in generator.controls}  # a voice MuseGAN: temperature only
     recommended = generator.recommended_sampling
     origin = {
         k: "given"

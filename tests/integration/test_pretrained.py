@@ -114,11 +114,14 @@ def test_pretrained_musegan_writes_four_voices(tmp_path):
     assert len([t for t in score.tracks if t.note_num() > 0]) == 4
 
 
-def test_pretrained_musegan_draws_its_voices_at_a_temperature(tmp_path, capsys):
-    """Its voices are drawn: --temperature applies (recorded in samples.json, same seed -> same
-    notes), top-k / top-p do not."""
+def test_pretrained_musegan_draws_its_voices_at_a_temperature(tmp_path, capsys, caplog):
+    """Its voices are drawn: --temperature applies (recorded in samples.json and the log line, same
+    seed -> same notes), top-k / top-p do not."""
+    import logging
+
     from musgen.cli import main
 
+    caplog.set_level(logging.INFO, logger="musgen")
     sample = ["sample", "--checkpoint", str(ROOT / "musegan"), "--seed", "2", "--temperature", "0.5"]
     assert main([*sample, "--out", str(tmp_path / "a")]) == 0
     assert main([*sample, "--out", str(tmp_path / "b")]) == 0
@@ -129,6 +132,8 @@ def test_pretrained_musegan_draws_its_voices_at_a_temperature(tmp_path, capsys):
         a.note_num() > 0
         and a.tracks[0].notes.numpy()["pitch"].tolist() == b.tracks[0].notes.numpy()["pitch"].tolist()
     )
+    # the settings it says it sampled with: the temperature, not top-k / top-p
+    assert "sampled with temperature 0.5 (given)" in caplog.text and "top-k" not in caplog.text
     capsys.readouterr()
     assert (
         main(["sample", "--checkpoint", str(ROOT / "musegan"), "--top-k", "3", "--out", str(tmp_path)]) == 2
