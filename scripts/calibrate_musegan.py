@@ -46,21 +46,26 @@ from musgen.checkpoint import resolve_checkpoint, set_sampling_defaults, update_
 from musgen.config import dump_yaml  # noqa: E402
 from musgen.data.pianoroll_data import RollPhrases  # noqa: E402
 from musgen.eval.evaluate import evenly, symbolic_statistics  # noqa: E402
-from musgen.eval.musegan import data_phrases, roll_layout  # noqa: E402
-from musgen.eval.pianoroll_metrics import pianoroll_metrics  # noqa: E402
-from musgen.models.musegan import MuseGANGenerator, RollGenerator, repeat_share, rest_share, unwrap  # noqa: E402
+from musgen.eval.musegan import data_phrases  # noqa: E402
+from musgen.models.musegan import (  # noqa: E402
+    MuseGANGenerator,
+    RollGenerator,
+    repeat_share,
+    rest_share,
+    unwrap,
+    voice_upc,
+)
 
 
-def add_harmony(generator: MuseGANGenerator, data: Path) -> None:
+def add_harmony(generator: MuseGANGenerator, phrases: RollPhrases) -> None:
     """Turns ``model.harmony`` on in a loaded voice MuseGAN: its generator rebuilt with the harmony
-    table (from ``data``'s training phrases), every trained weight kept."""
+    table (from the training ``phrases``), every trained weight kept."""
     generator.cfg.model.harmony = True
     generator.cfg.validate()
     old = unwrap(generator.models["generator"])
     new = RollGenerator(generator.cfg.model, generator.cfg.data).to(generator.device)
     missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
     assert missing == ["harmony"] and not unexpected, (missing, unexpected)
-    phrases = RollPhrases(data, "train", generator.cfg.data, progress=False)
     new.set_harmony(*phrases.voice_intervals(new.sub_steps))
     generator.models["generator"] = new.eval()
 
@@ -101,17 +106,17 @@ def main() -> None:
 
     source = resolve_checkpoint(args.checkpoint)
     generator = musgen.load(source)
+    cfg = generator.cfg.data
+    phrases = RollPhrases(args.data, "train", cfg, progress=False)  # for the data's tables
     if args.harmony is not None and not generator.cfg.model.harmony:
-        add_harmony(generator, args.data)
+        add_harmony(generator, phrases)
     gen = unwrap(generator.models["generator"])
     if args.harmony_chain:
         generator.cfg.model.harmony_chain = gen.harmony_chain = True
         generator.cfg.validate()
-    cfg = generator.cfg.data
     train = data_phrases(args.data, ("train",), cfg)
     target, target_repeats = rest_share(train), repeat_share(train)
-    train_tracks = pianoroll_metrics(train, roll_layout(cfg))["tracks"]
-    target_upc = [train_tracks[name]["UPC"] for name in cfg.track_names]
+    target_upc = voice_upc(train, cfg).tolist()
     valid = data_phrases(args.data, ("valid",), cfg)
     reference = [generator.roll_to_score(roll) for roll in evenly(list(valid))]
     base = gen.voice_bias.detach().clone()
@@ -120,9 +125,7 @@ def main() -> None:
     if args.intervals:
         if base_transition is None:
             parser.error("--intervals needs a musegan with model.voice_leading=true")
-        train_moves = RollPhrases(args.data, "train", cfg, progress=False).voice_transitions(
-            gen.sub_steps, base_transition.shape[0]
-        )
+        train_moves = phrases.voice_transitions(gen.sub_steps, base_transition.shape[0])
     scales = [float(h) for h in args.harmony.split(",")] if args.harmony else [gen.harmony_scale]
     voice_sets: list[list[float] | None] = [gen.voice_temperatures.tolist()]
     if args.voice_temperatures == "upc":
@@ -165,8 +168,7 @@ def main() -> None:
             target.tolist(), temperature=temperature, num_samples=args.num_samples, seed=args.seed + 1000
         )
         rolls = generator.generate_rolls(args.num_samples, seed=args.seed, temperature=temperature)
-        tracks = pianoroll_metrics(rolls, roll_layout(cfg))["tracks"]
-        upc = [tracks[name]["UPC"] for name in cfg.track_names]
+        upc = voice_upc(rolls, cfg)
         stats = symbolic_statistics(reference, [generator.roll_to_score(r) for r in rolls], None, args.seed)
         overlaps = [
             f["overlap_area"] for f in stats["features"].values() if f.get("overlap_area") is not None
@@ -230,6 +232,7 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(source, args.out)
+    (args.out / "eval.json").unlink(missing_ok=True)  # the source's evaluation does not describe the copy
     if (args.checkpoint / "metrics.jsonl").is_file():  # a RUN_DIR's training curves go along (pack, report)
         shutil.copyfile(args.checkpoint / "metrics.jsonl", args.out / "metrics.jsonl")
     save_model(gen, str(args.out / "generator.safetensors"))

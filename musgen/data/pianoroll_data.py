@@ -206,16 +206,15 @@ class RollPhrases(TransposedItems):
         tracks chose their pitches independently, each from its own pitch distribution (j, k)."""
         k, p = self.cfg.num_tracks, self.cfg.num_pitches
         joint = np.zeros((k, k, 2 * p - 1))
+        marginal = np.zeros((k, p))  # each track's pitch counts at the grid points
         for j in range(len(self.offsets) - 1):
             roll = self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))[:, ::sub_steps]  # (K, T16, P)
+            marginal += roll.sum(1)
             value = np.where(roll.any(-1), roll.argmax(-1), p)  # (K, T16), the rest = P
             for lead in range(k):
                 for track in range(k):
                     both = (value[lead] < p) & (value[track] < p)
                     np.add.at(joint[lead, track], value[track, both] - value[lead, both] + p - 1, 1)
-        marginal = np.zeros((k, p))  # each track's pitch counts at the grid points
-        for j in range(len(self.offsets) - 1):
-            marginal += self._unpack(int(self.offsets[j]), int(self.offsets[j + 1]))[:, ::sub_steps].sum(1)
         independent = np.zeros_like(joint)
         for lead in range(k):
             for track in range(k):

@@ -539,11 +539,12 @@ class RollGenerator(nn.Module):
                 if not self.harmony_chain:
                     step, scored = step + bias, scored + bias
                     pick = torch.where(is_lead, pick, self.one_voice_full(step, temperature))
-                for track in order[:, 1:].T if self.harmony_chain else ():  # (B,) each, in turn
-                    now = F.one_hot(track, k).bool()[:, :, None]  # (B, K, 1)
-                    pick = torch.where(now, self.one_voice_full(step + bias, temperature), pick)
-                    scored = torch.where(now, scored + bias, scored)
-                    bias = bias + self.harmony_bias(track, pick[rows, track].argmax(-1))
+                else:
+                    for track in order[:, 1:].T:  # (B,) each, in turn
+                        now = F.one_hot(track, k).bool()[:, :, None]  # (B, K, 1)
+                        pick = torch.where(now, self.one_voice_full(step + bias, temperature), pick)
+                        scored = torch.where(now, scored + bias, scored)
+                        bias = bias + self.harmony_bias(track, pick[rows, track].argmax(-1))
             biased.append(scored)
             chosen.append(pick)
             prev = pick
@@ -1321,7 +1322,7 @@ class MuseGANGenerator(Generator):
         positions, p = table.shape[0], gen.pitches
         if counts.shape != tuple(table.shape):
             raise MusgenError(f"interval counts of shape {counts.shape} for tables of {tuple(table.shape)}")
-        index = np.arange(p)[None, :] - np.arange(p)[:, None] + p - 1  # (P, P) this -> next: interval + P - 1
+        index = interval_index(p)  # (P, P) this -> next
         want = interval_counts(counts, p)  # (S, K, 2P - 1)
         total = np.zeros_like(want)
         for i in range(iterations):
@@ -1355,20 +1356,15 @@ class MuseGANGenerator(Generator):
             raise MusgenError(
                 "voice temperatures need a musegan that draws its voices (voice_inference=draw)"
             )
-        layout = roll_layout(self.cfg.data)
-        names = self.cfg.data.track_names
+        data = self.cfg.data
 
         def apply(log_multiplier: torch.Tensor) -> None:
             gen.voice_temperatures = log_multiplier.exp()
 
-        def upc(rolls: np.ndarray) -> np.ndarray:
-            tracks = pianoroll_metrics(rolls, layout)["tracks"]
-            return np.asarray([tracks[name]["UPC"] for name in names], dtype=np.float64)
-
         log_multiplier = self._calibrate(
             "voice temperature",
             apply,
-            upc,
+            lambda rolls: voice_upc(rolls, data),
             target,
             (-1.5, 1.5),
             temperature=temperature,
@@ -1425,17 +1421,24 @@ def rest_share(rolls: np.ndarray) -> np.ndarray:
     return (rolls.sum(-1) == 0).mean(axis=(0, 2))
 
 
+def interval_index(pitches: int) -> np.ndarray:
+    """(P, P): the interval of a move from pitch index i to j, as j - i + P - 1 (in [0, 2P - 2])."""
+    return np.arange(pitches)[None, :] - np.arange(pitches)[:, None] + pitches - 1
+
+
 def interval_counts(counts: np.ndarray, pitches: int) -> np.ndarray:
     """(S, K, P + 1, P + 1) transition counts -> (S, K, 2P - 1) counts of the pitch-to-pitch moves
-    by each interval (next - this + P - 1; moves from or to a rest left out)."""
-    index = np.arange(pitches)[None, :] - np.arange(pitches)[:, None] + pitches - 1  # (P, P)
-    out = np.zeros((*counts.shape[:2], 2 * pitches - 1))
-    for s in range(counts.shape[0]):
-        for k in range(counts.shape[1]):
-            out[s, k] = np.bincount(
-                index.ravel(), weights=counts[s, k, :pitches, :pitches].ravel(), minlength=2 * pitches - 1
-            )
-    return out
+    by each interval (``interval_index``; moves from or to a rest left out)."""
+    # (2P - 1, P * P) one-hot: which interval each (this, next) pair is
+    which = np.eye(2 * pitches - 1)[:, interval_index(pitches).ravel()]
+    moves = counts[..., :pitches, :pitches].reshape(*counts.shape[:2], -1)  # (S, K, P * P)
+    return moves @ which.T
+
+
+def voice_upc(rolls: np.ndarray, data: PianorollConfig) -> np.ndarray:
+    """(N, K, T, P) rolls -> (K,) MuseGAN's used pitch classes per non-empty bar, per track."""
+    tracks = pianoroll_metrics(rolls, roll_layout(data))["tracks"]
+    return np.asarray([tracks[name]["UPC"] for name in data.track_names], dtype=np.float64)
 
 
 def repeat_share(rolls: np.ndarray) -> np.ndarray:

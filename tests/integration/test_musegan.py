@@ -350,12 +350,10 @@ def test_voice_leading_can_start_from_the_datas_transitions(bach_data, tmp_path)
     assert min(most) > 0.2 and max(factors) < 1, (most, factors)
     assert np.abs(share - np.array(target)).max() < 0.06, (share, target)
     # voice temperatures: each voice drawn hot or cold until it uses as many pitch classes per bar as asked
-    from musgen.eval.musegan import roll_layout
-    from musgen.eval.pianoroll_metrics import pianoroll_metrics
+    from musgen.models.musegan import voice_upc
 
     def upc(rolls: np.ndarray) -> np.ndarray:
-        tracks = pianoroll_metrics(rolls, roll_layout(striking.cfg.data))["tracks"]
-        return np.array([tracks[name]["UPC"] for name in striking.cfg.data.track_names])
+        return voice_upc(rolls, striking.cfg.data)
 
     gen = striking.models["generator"]
     gen.voice_temperatures = torch.full((4,), 0.5)
