@@ -56,8 +56,15 @@ class MusicVAEModelConfig:
     # small data, where the latent + decoder memorise training windows (16 bars on 17k folk windows:
     # train recon 144 vs held-out 250 nats at 12,000 steps without it)
     io_dropout: float = 0.0
+    # z laid out bar by bar: with the concat encoder each bar's summary gives its own Z / bars slice
+    # of mu and sigma (no mixing), and the hierarchical conductor reads segment u's slice as its input
+    # at step u (its state still starts from all of z), so a bar's notes reach its decoder through
+    # one short path instead of being unmixed from one vector by the conductor's state
+    bar_latents: bool = False
 
     def validate(self) -> None:
+        if self.bar_latents and self.encoder != "concat":
+            raise ConfigError("model.bar_latents needs model.encoder: concat (one slice of z per bar)")
         if self.decoder not in ("flat", "hierarchical"):
             raise ConfigError(f"model.decoder must be flat or hierarchical, got {self.decoder!r}")
         if self.encoder not in ENCODERS:
@@ -87,6 +94,11 @@ class MusicVAEConfig:
         bars, per = self.data.num_bars, self.model.segment_bars
         if self.model.decoder == "hierarchical" and bars % per:
             raise ConfigError(f"model.segment_bars ({per}) must divide data.num_bars ({bars})")
+        if self.model.bar_latents and self.model.latent_dim % bars:
+            raise ConfigError(
+                f"model.bar_latents needs model.latent_dim ({self.model.latent_dim}) divisible by "
+                f"data.num_bars ({bars})"
+            )
 
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (layers, N, hidden)
@@ -128,12 +140,13 @@ class LatentEncoder(nn.Module):
         )
         summary = 2 * cfg.encoder_hidden
         self.bar_proj: nn.Linear | None = None
+        self.bar_latents = cfg.bar_latents and self.segments > 1
         if cfg.encoder == "concat" and self.segments > 1:
             bar_dim = max(1, 2 * cfg.latent_dim // self.segments)
             self.bar_proj = nn.Linear(summary, bar_dim)
             summary = bar_dim * self.segments
-        self.to_mu = nn.Linear(summary, cfg.latent_dim)
-        self.to_sigma = nn.Linear(summary, cfg.latent_dim)
+        self.to_mu = None if self.bar_latents else nn.Linear(summary, cfg.latent_dim)
+        self.to_sigma = None if self.bar_latents else nn.Linear(summary, cfg.latent_dim)
         self.drop = nn.Dropout(cfg.io_dropout)
 
     def forward(self, events: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,25 +156,40 @@ class LatentEncoder(nn.Module):
         if self.bars_lstm is not None:
             final = _final_states(self.bars_lstm, final.view(b, self.segments, -1))  # (B, 2H)
         elif self.bar_proj is not None:
-            final = self.bar_proj(final).view(b, -1)  # (B, U * bar_dim)
+            final = self.bar_proj(final).view(b, self.segments, -1)  # (B, U, bar_dim)
+            if self.to_mu is None:  # bar latents: each bar's slice is its own (mu, sigma)
+                mu, pre_sigma = final.chunk(2, dim=-1)  # (B, U, Z / U) each
+                return mu.reshape(b, -1), F.softplus(pre_sigma.reshape(b, -1)) + 1e-5
+            final = final.reshape(b, -1)  # (B, U * bar_dim)
         return self.to_mu(final), F.softplus(self.to_sigma(final)) + 1e-5
 
 
 class Conductor(nn.Module):
-    """z (B, Z) -> one embedding per segment (B, U, Hc); its inputs are zeros, its state starts from z."""
+    """z (B, Z) -> one embedding per segment (B, U, Hc); its state starts from z, its inputs are zeros,
+    or with bar latents segment u's slice of z (B, U, Z / U)."""
 
     def __init__(self, cfg: MusicVAEModelConfig, num_segments: int):
         super().__init__()
         self.num_segments = num_segments
+        self.bar_latents = cfg.bar_latents
         self.layers, self.hidden = cfg.conductor_layers, cfg.conductor_hidden
         self.init = nn.Linear(cfg.latent_dim, 2 * self.layers * self.hidden)
+        inputs = cfg.latent_dim // num_segments if self.bar_latents else 1
         self.lstm = nn.LSTM(
-            1, self.hidden, self.layers, batch_first=True, dropout=cfg.dropout if self.layers > 1 else 0.0
+            inputs,
+            self.hidden,
+            self.layers,
+            batch_first=True,
+            dropout=cfg.dropout if self.layers > 1 else 0.0,
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         state = _initial_state(self.init, z, self.layers, self.hidden)
-        out, _ = self.lstm(z.new_zeros(z.shape[0], self.num_segments, 1), state)
+        if self.bar_latents:
+            inputs = z.view(z.shape[0], self.num_segments, -1)  # segment u's bars' slices, in order
+        else:
+            inputs = z.new_zeros(z.shape[0], self.num_segments, 1)
+        out, _ = self.lstm(inputs, state)
         return out  # (B, U, Hc)
 
 
