@@ -107,5 +107,7 @@ for name in "${families[@]}"; do
     "$BIN/python" scripts/pack_checkpoint.py "$run" "$OUT/$name" --pick "$pick"
     if [ "$name" = musicvae ]; then  # the density / pitch attribute vectors (musgen interpolate --attribute)
         "$BIN/python" scripts/attribute_vectors.py "$OUT/$name" --data "$data" --write
+        # and the learned p(z) its samples are drawn from (bar latents: see musgen/models/latent_prior.py)
+        "$BIN/python" scripts/fit_latent_prior.py "$OUT/$name" --data "$data" --write
     fi
 done

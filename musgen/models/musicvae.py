@@ -27,6 +27,7 @@ from musgen.data.melody import FIRST_PITCH_ID, HOLD, NOTE_OFF, MelodyConfig
 from musgen.errors import CheckpointError, ConfigError, MusgenError
 from musgen.generate.sampling import SamplingControls, draw, make_generator, warp_logits
 from musgen.generator import Generator
+from musgen.models.latent_prior import LATENT_PRIOR, LatentPrior, LatentPriorConfig
 from musgen.registry import FamilySpec
 from musgen.training.task import StepContext, Task
 
@@ -406,7 +407,11 @@ class MusicVAEGenerator(Generator):
     options = ("prime", "length", "bars", "temperature", "top_k", "top_p", "seed")
 
     def build_models(self) -> dict[str, nn.Module]:
-        return build_models(self.cfg)
+        models = build_models(self.cfg)
+        fitted = self.checkpoint.meta.get(LATENT_PRIOR)
+        if fitted is not None:  # a learned p(z), fitted after training (musgen.models.latent_prior)
+            models[LATENT_PRIOR] = LatentPrior(LatentPriorConfig(**fitted["config"]))
+        return models
 
     @property
     def model(self) -> MusicVAE:
@@ -440,8 +445,16 @@ class MusicVAEGenerator(Generator):
         if num_samples < 1:
             raise MusgenError(f"--num-samples must be at least 1, got {num_samples}")
         controls = self.sampling_settings(temperature=temperature, top_k=top_k, top_p=top_p)
-        # Drawn on the CPU from the seed (same z on every device), then moved to the model's device.
-        z = torch.randn(num_samples, self.model.latent_dim, generator=make_generator(seed)).to(self.device)
+        # Drawn on the CPU from the seed (same z on every device), then moved to the model's device:
+        # from the checkpoint's fitted latent prior where it has one, else from N(0, I)
+        if LATENT_PRIOR in self.models:
+            prior = cast(LatentPrior, self.models[LATENT_PRIOR])
+            temperature = float(self.checkpoint.meta[LATENT_PRIOR].get("temperature", 1.0))
+            z = prior.sample(num_samples, make_generator(seed), temperature)
+        else:
+            z = torch.randn(num_samples, self.model.latent_dim, generator=make_generator(seed)).to(
+                self.device
+            )
         return [self.events_to_score(w) for w in self.decode_events(z, **controls, seed=seed)]
 
     # -- the latent space -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from musgen.data.melody import MelodyConfig
+from musgen.errors import ConfigError
 from musgen.generate.interpolation import interpolation_path, slerp
 from musgen.models.musicvae import (
     MusicVAE,
@@ -30,11 +31,15 @@ TINY = dict(
 )
 
 
-def tiny_model(decoder: str, num_bars: int = 4, encoder: str = "flat", segment_bars: int = 1) -> MusicVAE:
+def tiny_model(
+    decoder: str, num_bars: int = 4, encoder: str = "flat", segment_bars: int = 1, bar_latents: bool = False
+) -> MusicVAE:
     torch.manual_seed(0)
     return (
         MusicVAE(
-            MusicVAEModelConfig(decoder=decoder, encoder=encoder, segment_bars=segment_bars, **TINY),
+            MusicVAEModelConfig(
+                decoder=decoder, encoder=encoder, segment_bars=segment_bars, bar_latents=bar_latents, **TINY
+            ),
             MelodyConfig(num_bars=num_bars),
         )
         .double()
@@ -160,6 +165,38 @@ def test_concat_encoder_projects_each_bar_and_reads_the_bars_side_by_side():
     assert bars[0].shape[-1] == 2 * model.latent_dim // 4
     expected = enc.to_mu(torch.cat(bars, dim=-1))
     assert torch.allclose(model.encode(events)[0], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("segment_bars", [1, 2])
+def test_bar_latents_give_each_bar_its_own_slice_and_the_conductor_reads_it(segment_bars):
+    """With bar latents a bar's notes move only its slice of mu and sigma (no mixing across bars), and
+    the conductor's input at segment u is the slices of u's bars, in order."""
+    model = tiny_model("hierarchical", encoder="concat", segment_bars=segment_bars, bar_latents=True)
+    enc, z_per_bar = model.encoder, model.latent_dim // 4  # 4 bars of 16 steps, Z = 8
+    assert enc.to_mu is None and enc.bar_proj is not None
+    events = torch.randint(0, model.vocab_size, (2, model.length))
+    mu, sigma = model.encode(events)
+    for bar in range(4):
+        other = events.clone()
+        other[:, 16 * bar : 16 * bar + 16] = (other[:, 16 * bar : 16 * bar + 16] + 1) % model.vocab_size
+        mu2, sigma2 = model.encode(other)
+        moved = ((mu2 - mu).abs() + (sigma2 - sigma).abs()).view(2, 4, z_per_bar).sum((0, 2)) > 0
+        assert moved.tolist() == [b == bar for b in range(4)]
+    conductor = model.conductor
+    z = torch.randn(2, model.latent_dim, dtype=torch.double)
+    state = conductor.init(z)  # built by hand: zero-input LSTM replaced by the slices as inputs
+    h, c = torch.tanh(state).view(2, 2, conductor.layers, conductor.hidden).permute(1, 2, 0, 3)
+    expected, _ = conductor.lstm(z.view(2, 4 // segment_bars, -1), (h.contiguous(), c.contiguous()))
+    assert torch.allclose(conductor(z), expected, atol=1e-12)
+
+
+def test_bar_latents_need_the_concat_encoder_and_a_latent_split_by_bars():
+    with pytest.raises(ConfigError, match="concat"):
+        MusicVAEModelConfig(encoder="flat", bar_latents=True).validate()
+    cfg = MusicVAEConfig(model=MusicVAEModelConfig(encoder="concat", bar_latents=True, latent_dim=10))
+    cfg.data = MelodyConfig(num_bars=4)
+    with pytest.raises(ConfigError, match="divisible"):
+        cfg.validate()
 
 
 def test_io_dropout_acts_in_training_only_and_adds_no_weights():

@@ -1,0 +1,119 @@
+"""Fits the learned latent prior of a bar-latent MusicVAE checkpoint (musgen.models.latent_prior).
+
+The encoder's posteriors of the TRAINING windows (every transposition the model trained with, at most
+--max-windows of them, drawn at random) are the data; the valid split's windows (untransposed) give
+the held-out NLL, next to that of N(0, I), the VAE's own prior::
+
+    python scripts/fit_latent_prior.py checkpoints/musicvae --data data/folk-all --write
+    musgen sample --checkpoint checkpoints/musicvae --out samples   # now draws z from it
+
+Without --write the fit is only reported; with it ``latent_prior.safetensors`` is written into the
+checkpoint and its settings and numbers into musgen.json under "latent_prior" (each file replaced
+atomically; the prior's file first, so a checkpoint never names weights it lacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import musgen
+from musgen.checkpoint import resolve_checkpoint, update_meta
+from musgen.data.melody_data import MelodyWindows, require_windows
+from musgen.errors import MusgenError
+from musgen.models.latent_prior import LATENT_PRIOR, LatentPriorConfig, fit_latent_prior
+
+
+def posteriors(generator: Any, windows: list[np.ndarray], batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma), each (N, Z), of the windows (each (T,))."""
+    mus, sigmas = [], []
+    for lo in range(0, len(windows), batch):
+        mu, sigma = generator.encode_windows(np.stack(windows[lo : lo + batch]))
+        mus.append(mu.numpy())
+        sigmas.append(sigma.numpy())
+    return np.concatenate(mus), np.concatenate(sigmas)
+
+
+def training_windows(dataset: MelodyWindows, transpose: int, limit: int, seed: int) -> list[np.ndarray]:
+    """Every window in every transposition within +-transpose that stays in range; a random
+    ``limit`` of them if there are more."""
+    out = []
+    for i in range(len(dataset)):
+        window = dataset.window(i)
+        for semitones in range(-transpose, transpose + 1):
+            shifted = window if semitones == 0 else dataset.shift(window, semitones)
+            if shifted is not None:
+                out.append(shifted)
+    if len(out) > limit:
+        keep = np.random.default_rng(seed).choice(len(out), limit, replace=False)
+        out = [out[i] for i in sorted(keep)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--data", type=Path, required=True, help="the data set the model trained on")
+    parser.add_argument("--max-windows", type=int, default=60000)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--components", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write", action="store_true", help="store the prior in the checkpoint")
+    args = parser.parse_args(argv)
+    try:
+        generator = musgen.load(args.checkpoint)
+        if generator.family != "musicvae" or not generator.cfg.model.bar_latents:
+            raise MusgenError("a latent prior is for musicvae checkpoints with model.bar_latents")
+        data_cfg = generator.cfg.data
+        train = MelodyWindows(args.data, "train", data_cfg)
+        require_windows(train, args.data, "train")
+        valid = MelodyWindows(args.data, "valid", data_cfg)
+        require_windows(valid, args.data, "valid")
+    except MusgenError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    torch.set_grad_enabled(True)
+    chosen = training_windows(train, data_cfg.transpose, args.max_windows, args.seed)
+    print(
+        f"encoding {len(chosen)} training windows (+-{data_cfg.transpose} semitones) and {len(valid)} valid ones"
+    )
+    with torch.no_grad():
+        mu, sigma = posteriors(generator, chosen)
+        held_out = posteriors(generator, [valid.window(i) for i in range(len(valid))])
+    bars = data_cfg.num_bars
+    cfg = LatentPriorConfig(bars, mu.shape[1] // bars, args.hidden, components=args.components)
+    prior, record = fit_latent_prior(
+        mu, sigma, cfg, valid=held_out, steps=args.steps, seed=args.seed, progress=True
+    )
+    record["fitted_from"] = {
+        "data": str(args.data),
+        "split": "train",
+        "windows": len(chosen),
+        "transpose": data_cfg.transpose,
+        "checkpoint_step": generator.checkpoint.meta.get("step"),
+    }
+    print(json.dumps({k: v for k, v in record.items() if k != "config"}, indent=1))
+    if args.write:
+        from safetensors.torch import save_model
+
+        ckpt_dir = resolve_checkpoint(args.checkpoint)
+        tmp = ckpt_dir / f".{LATENT_PRIOR}.safetensors.tmp"
+        save_model(prior, str(tmp))
+        os.replace(tmp, ckpt_dir / f"{LATENT_PRIOR}.safetensors")
+        update_meta(ckpt_dir, {LATENT_PRIOR: record})
+        print(f"written {ckpt_dir / (LATENT_PRIOR + '.safetensors')} and musgen.json's {LATENT_PRIOR!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
