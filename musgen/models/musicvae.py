@@ -162,6 +162,7 @@ class LatentEncoder(nn.Module):
                 mu, pre_sigma = final.chunk(2, dim=-1)  # (B, U, Z / U) each
                 return mu.reshape(b, -1), F.softplus(pre_sigma.reshape(b, -1)) + 1e-5
             final = final.reshape(b, -1)  # (B, U * bar_dim)
+        assert self.to_mu is not None and self.to_sigma is not None  # only bar latents have none
         return self.to_mu(final), F.softplus(self.to_sigma(final)) + 1e-5
 
 
