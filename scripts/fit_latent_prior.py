@@ -64,9 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="the data set the model trained on")
     parser.add_argument("--max-windows", type=int, default=60000)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--components", type=int, default=8)
+    parser.add_argument("--components", type=int, default=16)
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="stored with it: sampling narrows every component by this factor (choose it on the valid split)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", action="store_true", help="store the prior in the checkpoint")
     args = parser.parse_args(argv)
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     prior, record = fit_latent_prior(
         mu, sigma, cfg, valid=held_out, steps=args.steps, seed=args.seed, progress=True
     )
+    record["temperature"] = args.temperature
     record["fitted_from"] = {
         "data": str(args.data),
         "split": "train",

@@ -34,7 +34,7 @@ class LatentPriorConfig:
     slice_dim: int
     hidden: int = 128
     layers: int = 1
-    components: int = 8  # mixture components per slice
+    components: int = 16  # mixture components per slice
 
 
 class LatentPrior(nn.Module):
@@ -94,7 +94,7 @@ def fit_latent_prior(
     cfg: LatentPriorConfig,
     *,
     valid: tuple[np.ndarray, np.ndarray] | None = None,
-    steps: int = 1500,
+    steps: int = 3000,
     batch_size: int = 256,
     lr: float = 2e-3,
     seed: int = 0,

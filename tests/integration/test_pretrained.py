@@ -74,13 +74,11 @@ def test_pretrained_language_models_predict_chorales_and_write_midi(family, bach
 
 
 # The endpoints of an interpolation decode back to their own tunes, closer than to the other one, by
-# at least this margin: each endpoint for the 2-bar model (measured when it was packed: 0.88 / 0.69
-# vs 0.47 / 0.50); the mean of the two for the 16-bar model, which reconstructs far less of a
-# held-out tune (0.66 of its steps free-running on the 1,005 test windows) and reads the fixture's
-# second tune barely better than the first one, whichever save (0.75 / 0.59 vs 0.59 / 0.61 for the
-# shipped one; 0.70 / 0.63 vs 0.59 / 0.61 for the one before, 0.62 / 0.66 for a save 3,000 steps earlier).
-MARGIN = {"musicvae-2bar": 0.1, "musicvae": 0.03}
-EACH_ENDPOINT = {"musicvae-2bar"}
+# at least this margin, each endpoint (measured when packed, the fixture's first two usable tunes:
+# 2-bar model 0.88 / 0.69 vs 0.47 / 0.50 then; the 16-bar bar-latent model of stop 38 1.00 / 1.00 vs
+# 0.59 / 0.59, its 1,005 test windows 0.936 of steps free-running). The older 16-bar model without
+# bar latents only met a margin of 0.03 on the mean of the two.
+MARGIN = {"musicvae-2bar": 0.1, "musicvae": 0.2}
 
 
 @pytest.mark.parametrize("name", sorted(MARGIN))
@@ -99,10 +97,7 @@ def test_pretrained_musicvae_interpolates_between_folk_tunes(name, folk_midi_dir
     pairs = ((clips[0], clips[1], windows[0]), (clips[1], clips[0], windows[-1]))
     own = np.array([np.mean(a == decoded) for a, _, decoded in pairs])
     other = np.array([np.mean(b == decoded) for _, b, decoded in pairs])
-    if name in EACH_ENDPOINT:
-        assert (own > np.maximum(0.6, other + MARGIN[name])).all(), (own, other)
-    else:
-        assert own.mean() > max(0.6, other.mean() + MARGIN[name]), (own, other)
+    assert (own > np.maximum(0.6, other + MARGIN[name])).all(), (own, other)
     paths = model.interpolate_to(tmp_path, clips[0], clips[1], steps=3)
     assert all(symusic.Score(str(p)).note_num() > 0 for p in paths)
 
