@@ -450,8 +450,9 @@ class MusicVAEGenerator(Generator):
         # from the checkpoint's fitted latent prior where it has one, else from N(0, I)
         if LATENT_PRIOR in self.models:
             prior = cast(LatentPrior, self.models[LATENT_PRIOR])
-            temperature = float(self.checkpoint.meta[LATENT_PRIOR].get("temperature", 1.0))
-            z = prior.sample(num_samples, make_generator(seed), temperature)
+            # its own temperature, stored with it (--temperature is the decoder's)
+            latent_temperature = float(self.checkpoint.meta[LATENT_PRIOR].get("temperature", 1.0))
+            z = prior.sample(num_samples, make_generator(seed), latent_temperature)
         else:
             z = torch.randn(num_samples, self.model.latent_dim, generator=make_generator(seed)).to(
                 self.device

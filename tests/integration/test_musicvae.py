@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pretty_midi
@@ -22,6 +23,11 @@ from musgen.data.melody_data import MelodyWindows
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = "tiny/musicvae"
+
+
+def train_tiny(data: Path, out: Path, *overrides: str) -> Any:
+    """The tiny preset trained on ``data`` into ``out`` with ``overrides`` (KEY=VALUE)."""
+    return musgen.train("musicvae", data, out, config=TINY, progress=False, overrides=list(overrides))
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -41,13 +47,8 @@ def test_tiny_training_lowers_the_loss_and_saves_a_checkpoint(tiny_vae_run):
 
 
 def test_a_tiny_model_reconstructs_the_melodies_it_was_trained_on(folk_data, tmp_path):
-    run = musgen.train(
-        "musicvae",
-        folk_data,
-        tmp_path / "run",
-        config=TINY,
-        progress=False,
-        overrides=["train.steps=800", "loss.max_beta=0", "train.eval_every=800"],
+    run = train_tiny(
+        folk_data, tmp_path / "run", "train.steps=800", "loss.max_beta=0", "train.eval_every=800"
     )
     generator = musgen.load(run.run_dir)
     windows = MelodyWindows(folk_data, "train", generator.cfg.data, progress=False)
@@ -334,19 +335,14 @@ def test_attribute_vectors_are_stored_loaded_and_used_by_the_cli(
 def test_a_fitted_latent_prior_is_stored_and_sampled_from(tiny_vae_run, folk_data, tmp_path):
     """A bar-latent hierarchical model gets its learned p(z) from scripts/fit_latent_prior.py; the
     checkpoint then samples from it (reproducibly by seed, also through `musgen sample`)."""
-    run = musgen.train(
-        "musicvae",
+    run = train_tiny(
         folk_data,
         tmp_path / "run",
-        config=TINY,
-        progress=False,
-        overrides=[
-            "model.decoder=hierarchical",
-            "model.encoder=concat",
-            "model.bar_latents=true",
-            "train.steps=40",
-            "train.eval_every=40",
-        ],
+        "model.decoder=hierarchical",
+        "model.encoder=concat",
+        "model.bar_latents=true",
+        "train.steps=40",
+        "train.eval_every=40",
     )
     ckpt = tmp_path / "ckpt"
     shutil.copytree(run.checkpoint, ckpt)
