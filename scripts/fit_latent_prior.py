@@ -19,26 +19,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
 import musgen
+from musgen.atomic import temporary_path
 from musgen.checkpoint import resolve_checkpoint, update_meta
 from musgen.data.melody_data import MelodyWindows, require_windows
 from musgen.errors import MusgenError
 from musgen.models.latent_prior import LATENT_PRIOR, LatentPriorConfig, fit_latent_prior
-
-
-def posteriors(generator: Any, windows: list[np.ndarray], batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma), each (N, Z), of the windows (each (T,))."""
-    mus, sigmas = [], []
-    for lo in range(0, len(windows), batch):
-        mu, sigma = generator.encode_windows(np.stack(windows[lo : lo + batch]))
-        mus.append(mu.numpy())
-        sigmas.append(sigma.numpy())
-    return np.concatenate(mus), np.concatenate(sigmas)
 
 
 def training_windows(dataset: MelodyWindows, transpose: int, limit: int, seed: int) -> list[np.ndarray]:
@@ -48,7 +37,7 @@ def training_windows(dataset: MelodyWindows, transpose: int, limit: int, seed: i
     for i in range(len(dataset)):
         window = dataset.window(i)
         for semitones in range(-transpose, transpose + 1):
-            shifted = window if semitones == 0 else dataset.shift(window, semitones)
+            shifted = dataset.shift(window, semitones)  # the window itself at 0
             if shifted is not None:
                 out.append(shifted)
     if len(out) > limit:
@@ -88,14 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     except MusgenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    torch.set_grad_enabled(True)
     chosen = training_windows(train, data_cfg.transpose, args.max_windows, args.seed)
     print(
         f"encoding {len(chosen)} training windows (+-{data_cfg.transpose} semitones) and {len(valid)} valid ones"
     )
-    with torch.no_grad():
-        mu, sigma = posteriors(generator, chosen)
-        held_out = posteriors(generator, [valid.window(i) for i in range(len(valid))])
+    mu, sigma = generator.posteriors(np.stack(chosen), batch_size=512, progress=True)
+    held_out = generator.posteriors(np.stack([valid.window(i) for i in range(len(valid))]), batch_size=512)
     bars = data_cfg.num_bars
     cfg = LatentPriorConfig(bars, mu.shape[1] // bars, args.hidden, components=args.components)
     prior, record = fit_latent_prior(
@@ -114,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         from safetensors.torch import save_model
 
         ckpt_dir = resolve_checkpoint(args.checkpoint)
-        tmp = ckpt_dir / f".{LATENT_PRIOR}.safetensors.tmp"
+        weights = ckpt_dir / f"{LATENT_PRIOR}.safetensors"
+        tmp = temporary_path(weights)
         save_model(prior, str(tmp))
-        os.replace(tmp, ckpt_dir / f"{LATENT_PRIOR}.safetensors")
+        os.replace(tmp, weights)
         update_meta(ckpt_dir, {LATENT_PRIOR: record})
         print(f"written {ckpt_dir / (LATENT_PRIOR + '.safetensors')} and musgen.json's {LATENT_PRIOR!r}")
     return 0

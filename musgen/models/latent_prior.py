@@ -73,16 +73,16 @@ class LatentPrior(nn.Module):
         """n draws of z (n, U * D), on the module's device, from a CPU generator's random numbers;
         ``temperature`` < 1 narrows every component (its scales times it): draws nearer the modes."""
         device = self.start.device
-        x = self.start.expand(n, 1, -1)
+        rows = torch.arange(n, device=device)
+        x = self.start.expand(n, 1, -1)  # (n, 1, D): the input before slice u
         state = None
         slices = []
         for _ in range(self.cfg.slices):
             out, state = self.lstm(x, state)
-            logits, means, log_scales = self._mixture(out[:, 0])
-            pick = torch.multinomial(F.softmax(logits.float().cpu(), -1), 1, generator=generator)[:, 0]
+            logits, means, log_scales = self._mixture(out[:, 0])  # (n, K), (n, K, D) x 2
+            probs = F.softmax(logits.float().cpu(), -1)
+            pick = torch.multinomial(probs, 1, generator=generator)[:, 0].to(device)  # a component per row
             noise = torch.randn(n, self.cfg.slice_dim, generator=generator).to(device)
-            rows = torch.arange(n, device=device)
-            pick = pick.to(device)
             x = (means[rows, pick] + temperature * log_scales[rows, pick].exp() * noise)[:, None, :]
             slices.append(x[:, 0])
         return torch.cat(slices, dim=1)
@@ -123,11 +123,11 @@ def fit_latent_prior(
         sched.step()
     prior.eval()
     record: dict[str, Any] = {"config": asdict(cfg), "steps": steps, "batch_size": batch_size, "lr": lr}
-    record["train_nll"] = round(mean_nll(prior, mu, sigma, seed), 3)
+    record["train_nll"] = round(mean_nll(prior, _draws(mu, sigma, seed)), 3)
     if valid is not None:
-        record["valid_nll"] = round(mean_nll(prior, *valid, seed), 3)
-        # the reference a learned prior must beat: N(0, I), the VAE's own prior
         z = _draws(*valid, seed)
+        record["valid_nll"] = round(mean_nll(prior, z), 3)
+        # the reference a learned prior must beat: N(0, I), the VAE's own prior
         record["valid_nll_standard_normal"] = round(
             float(0.5 * (z**2 + math.log(2 * math.pi)).sum(1).mean()), 3
         )
@@ -136,13 +136,13 @@ def fit_latent_prior(
 
 
 def _draws(mu: np.ndarray, sigma: np.ndarray, seed: int) -> torch.Tensor:
+    """One z (N, Z) from each posterior N(mu, sigma^2), from a fixed seed."""
     gen = torch.Generator().manual_seed(seed + 1)
     mu_t, sigma_t = torch.as_tensor(mu, dtype=torch.float32), torch.as_tensor(sigma, dtype=torch.float32)
     return mu_t + sigma_t * torch.randn(mu_t.shape, generator=gen)
 
 
 @torch.no_grad()
-def mean_nll(prior: LatentPrior, mu: np.ndarray, sigma: np.ndarray, seed: int = 0) -> float:
-    """Mean negative log density (nats per window) of one draw from each posterior N(mu, sigma^2)."""
-    z = _draws(mu, sigma, seed)
+def mean_nll(prior: LatentPrior, z: torch.Tensor) -> float:
+    """Mean negative log density of z (N, Z) under the prior (nats per window)."""
     return float(torch.cat([prior(z[i : i + 1024]) for i in range(0, len(z), 1024)]).mean())

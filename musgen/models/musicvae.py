@@ -141,13 +141,13 @@ class LatentEncoder(nn.Module):
         )
         summary = 2 * cfg.encoder_hidden
         self.bar_proj: nn.Linear | None = None
-        self.bar_latents = cfg.bar_latents and self.segments > 1
+        bar_latents = cfg.bar_latents and self.segments > 1
         if cfg.encoder == "concat" and self.segments > 1:
             bar_dim = max(1, 2 * cfg.latent_dim // self.segments)
             self.bar_proj = nn.Linear(summary, bar_dim)
             summary = bar_dim * self.segments
-        self.to_mu = None if self.bar_latents else nn.Linear(summary, cfg.latent_dim)
-        self.to_sigma = None if self.bar_latents else nn.Linear(summary, cfg.latent_dim)
+        self.to_mu = None if bar_latents else nn.Linear(summary, cfg.latent_dim)
+        self.to_sigma = None if bar_latents else nn.Linear(summary, cfg.latent_dim)
         self.drop = nn.Dropout(cfg.io_dropout)
 
     def forward(self, events: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -475,6 +475,21 @@ class MusicVAEGenerator(Generator):
             raise MusgenError(f"windows must be (N, {self.model.length}) events, got {tuple(events.shape)}")
         return self.model.encode(events)
 
+    @torch.no_grad()
+    def posteriors(
+        self, windows: np.ndarray, *, batch_size: int = 256, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """windows (N, T) -> the encoder's mu, sigma (N, Z) as float32 arrays, batch by batch."""
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(windows), batch_size)
+        parts = [
+            self.encode_windows(windows[lo : lo + batch_size])
+            for lo in tqdm(starts, desc="encoding windows", unit="batch", disable=not progress)
+        ]
+        mu, sigma = (torch.cat(side).float().cpu().numpy() for side in zip(*parts, strict=True))
+        return mu, sigma
+
     def encode(self, clips: Sequence[str | Path | np.ndarray], bar_offset: int = 0) -> torch.Tensor:
         """Latent means (N, Z) of MIDI files (or event windows)."""
         windows = [c if isinstance(c, np.ndarray) else self.clip(c, bar_offset) for c in clips]
@@ -597,18 +612,7 @@ class MusicVAEGenerator(Generator):
     ) -> dict[str, dict[str, Any]]:
         """For each attribute of ``ATTRIBUTES``: the mean latent (mu) of the windows (N, T) in the
         attribute's top quartile minus that of its bottom quartile, with what it was computed from."""
-        from tqdm.auto import tqdm
-
-        mus = [
-            self.encode_windows(windows[lo : lo + batch_size])[0]
-            for lo in tqdm(
-                range(0, len(windows), batch_size),
-                desc="encoding windows",
-                unit="batch",
-                disable=not progress,
-            )
-        ]
-        mu = torch.cat(mus).numpy().astype(np.float64)
+        mu = self.posteriors(windows, batch_size=batch_size, progress=progress)[0].astype(np.float64)
         return {
             name: quartile_difference(mu, measure_attribute(windows, name, self.cfg.data), attribute.unit)
             for name, attribute in ATTRIBUTES.items()
