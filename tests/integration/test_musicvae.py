@@ -347,11 +347,12 @@ def test_a_fitted_latent_prior_is_stored_and_sampled_from(tiny_vae_run, folk_dat
     ckpt = tmp_path / "ckpt"
     shutil.copytree(run.checkpoint, ckpt)
     script = [sys.executable, "scripts/fit_latent_prior.py", str(ckpt), "--data", str(folk_data)]
-    args = ["--steps", "30", "--hidden", "16", "--max-windows", "300", "--write"]
+    args = ["--steps", "30", "--hidden", "16", "--max-windows", "300", "--transpose", "1", "--write"]
     proc = subprocess.run(script + args, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     fitted = json.loads((ckpt / "musgen.json").read_text())["latent_prior"]
     assert fitted["config"]["slices"] == 4 and fitted["fitted_from"]["windows"] <= 300
+    assert fitted["fitted_from"]["transpose"] == 1  # the tunes' own keys unless asked
     assert {"train_nll", "valid_nll", "valid_nll_standard_normal"} <= fitted.keys()
 
     generator = musgen.load(ckpt)
