@@ -43,7 +43,8 @@ VOCAB = 357  # the REMI vocabulary of the bach data set
 # Dropout 0.1 on embeddings and residuals, none on attention weights (the presets' defaults).
 SIZE = dict(d_model=256, num_layers=6, num_heads=8, d_ff=1024, dropout=0.1, attention_dropout=0.0)
 VARIANTS = {
-    "relative": dict(attention="relative"),
+    "relative": dict(attention="relative"),  # the default kernel: band on a CPU
+    "relative_skew": dict(attention="relative", attention_kernel="skew"),  # the kernel before band
     "relative_noblk": dict(attention="relative", attention_chunk=0),
     "relative_rc": dict(attention="relative", attention_recompute=True),
     "naive": dict(attention="relative_naive", attention_chunk=0),
@@ -244,11 +245,15 @@ TRAIN_PATHS = {
     "relative_bf16": ("relative", True, False),
     "relative_compiled": ("relative", False, True),
     "relative_bf16_compiled": ("relative", True, True),
+    "relative_skew": ("relative_skew", False, False),
     "plain": ("plain", False, False),
     "plain_bf16_compiled": ("plain", True, True),
     "gpt2": ("gpt2", False, False),
 }
-PATHS_512 = [p for p in TRAIN_PATHS if p != "plain_bf16_compiled"]
+PATHS_512 = [p for p in TRAIN_PATHS if p not in ("plain_bf16_compiled", "relative_skew")]
+# the relative attention kernels (band: the default on a CPU; skew: the blocked skewing) next to
+# plain attention, eager float32, at 512 x 8 and 2,048 x 8 (--only kernels)
+PATHS_KERNELS = ["plain", "relative", "relative_skew"]
 # at 2,048 x 8 (issue 23: relative attention within 1.6x plain attention's step time), per precision
 # (fp32 compiled left out: slower than eager at 512 x 8, and its compilation took 7 min here)
 PATHS_2048 = ["plain", "relative", "plain_bf16_compiled", "relative_bf16_compiled"]
@@ -388,7 +393,7 @@ def markdown(result: dict) -> str:
                 f"| {row['model']} | {size} | {row['tokens_per_s']:,.0f} | {row['time_vs_plain']:.2f} | "
                 f"{row.get('peak_mib', float('nan')):,.0f} |"
             )
-    for key in ("train_paths", "train_paths_2048"):
+    for key in ("train_paths", "train_paths_2048", "train_kernels"):
         rows = result.get(key, [])
         if rows:
             ref = next(k for k in rows[0] if k.startswith("speed_vs_"))
@@ -483,6 +488,14 @@ def main() -> None:
         result["train_paths_2048"] = bench_train_paths(
             256 if args.quick else 2048, 2 if args.quick else 8, max(2, args.reps - 1), PATHS_2048
         )
+    if "kernels" in only:  # ~6 min on one thread: three 2,048 x 8 steps take ~70 s
+        result["train_kernels"] = [
+            row
+            for seq_len in ([128, 256] if args.quick else [512, 2048])
+            for row in bench_train_paths(
+                seq_len, 2 if args.quick else 8, max(2, args.reps - 1), PATHS_KERNELS
+            )
+        ]
     if "sampling" in only:
         lengths = [32, 64] if args.quick else [256, 1024]
         result["sampling"] = bench_sampling(lengths, [1, 8], uncached_budget=64 if args.quick else 2048)

@@ -48,8 +48,9 @@ class TransformerModelConfig:
     tie_weights: bool = True  # output projection shares the token embedding
     attention_chunk: int = 128  # relative attention runs in query blocks of this size (0 = one block)
     attention_recompute: bool = False  # recompute attention logits in backward: memory ~ L * D
-    # auto: FlexAttention (fused relative logits) for full passes on CUDA, blocked skewing elsewhere;
-    # skew | flex force one (flex trains on GPUs only: torch has no CPU backward for it)
+    # auto: FlexAttention (fused relative logits) for full passes on CUDA, on a CPU the band kernel
+    # (keys M or more back through the fused kernel, the nearer band with relative logits);
+    # skew | band | flex force one (flex trains on GPUs only: torch has no CPU backward for it)
     attention_kernel: str = "auto"
     activation_checkpointing: bool = False  # recompute whole blocks in backward: least memory, slower
 

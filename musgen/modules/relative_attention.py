@@ -15,11 +15,23 @@ needs a gradient, which sends SDPA to its math path (no fused kernel), so querie
 that skip the masked upper triangle. Switching ``relative`` off gives plain causal attention
 through the same code and PyTorch's fused kernel (the model then adds absolute position embeddings).
 
+``kernel: band`` (``auto``'s choice on a CPU) splits each query block's keys in two. Keys at
+least M positions before every query of the block all get the same logit, q . E_r[M], a constant
+per query that softmax ignores: they go through PyTorch's fused CPU kernel with no mask, which also
+returns each row's log-sum-exp. Only the band of nearer keys (block + M - 1 wide) gets the skewed
+relative logits, on the math path; the two partial softmaxes are merged by their log-sum-exps, and
+the backward (``_NearFarAttention``) recomputes the band's probabilities and hands the fused
+kernel's own backward the merged output and log-sum-exp, which makes its gradients exact. Measured
+(B 8, H 8, D_h 32, M 512, forward + backward, one thread): 2.2 s against the blocked skewing's 4.2 s
+at L 2,048 (plain attention 1.15 s); no faster at L 512, where there are no far keys, so ``auto``
+takes it only for passes longer than M.
+
 ``kernel: flex`` runs a whole (non-cached) causal pass through FlexAttention instead, fused: the
 per-query scores of the M + 1 distances, Q E_r^T (B, H, L, M + 1), are added inside the kernel by
 a score modification that reads the entry of each (query, key) pair's distance, so no (L, L) tensor
 is ever built. torch 2.13 has its backward on GPUs only, so on a CPU it serves inference and
-training keeps the blocked skewing. ``auto``: flex on CUDA, skewing elsewhere.
+training keeps the blocked skewing. ``auto``: flex on CUDA, band on a CPU; ``skew`` forces the
+blocked skewing of the whole key range (with an additive mask through SDPA).
 """
 
 from __future__ import annotations
@@ -150,7 +162,80 @@ def relative_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
 
 
-KERNELS = ("auto", "skew", "flex")
+class _NearFarAttention(torch.autograd.Function):
+    """Causal attention of one query block over far keys (no bias: PyTorch's fused CPU kernel) and
+    near keys (an additive bias that holds the relative logits and the causal mask), one softmax.
+
+    q (B, H, Tq, D_h); far k, v (B, H, F, D_h), F >= 0; near k, v (B, H, W, D_h); bias (B, H, Tq, W)
+    -> (B, H, Tq, D_h). Saves the inputs, the output and the merged log-sum-exp; the band's
+    probabilities are recomputed in backward."""
+
+    @staticmethod
+    def forward(ctx, q, k_far, v_far, k_near, v_near, bias):
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        scores = torch.matmul(q, k_near.mT).mul_(scale).add_(bias)  # (B, H, Tq, W)
+        lse = torch.logsumexp(scores, -1)  # (B, H, Tq)
+        out = torch.matmul(scores.sub_(lse[..., None]).exp_(), v_near)
+        if k_far.shape[2]:
+            out_far, lse_far = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k_far, v_far)
+            merged = torch.logaddexp(lse_far, lse)
+            out = out_far * (lse_far - merged).exp()[..., None] + out * (lse - merged).exp()[..., None]
+            lse = merged
+        ctx.save_for_backward(q, k_far, v_far, k_near, v_near, bias, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k_far, v_far, k_near, v_near, bias, out, lse = ctx.saved_tensors
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        grad_out = grad_out.contiguous()
+        row_dot = (grad_out * out).sum(-1, keepdim=True)  # (B, H, Tq, 1)
+        probs = torch.matmul(q, k_near.mT).mul_(scale).add_(bias).sub_(lse[..., None]).exp_()
+        grad_v_near = torch.matmul(probs.mT, grad_out)
+        grad_scores = probs.mul_(torch.matmul(grad_out, v_near.mT).sub_(row_dot))  # = grad of bias
+        grad_q = torch.matmul(grad_scores, k_near).mul_(scale)
+        grad_k_near = torch.matmul(grad_scores.mT, q).mul_(scale)
+        if k_far.shape[2]:  # the fused backward, given the merged output and log-sum-exp: exact
+            grad_q_far, grad_k_far, grad_v_far = (
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                    grad_out, q, k_far, v_far, out, lse, 0.0, False
+                )
+            )
+            grad_q = grad_q + grad_q_far
+        else:
+            grad_k_far, grad_v_far = torch.zeros_like(k_far), torch.zeros_like(v_far)
+        return grad_q, grad_k_far, grad_v_far, grad_k_near, grad_v_near, grad_scores
+
+
+def near_far_relative_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_embed: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """A whole causal pass (no cache) with relative logits, in query blocks of ``chunk``, each
+    split into far keys (fused kernel) and the band of near ones (see the module text). CPU only.
+
+    q, k, v (B, H, L, D_h), rel_embed (H, M + 1, D_h) -> (B, H, L, D_h)"""
+    length, max_distance = q.shape[2], rel_embed.shape[1] - 1
+    # q . E_r[M] is the logit of every key M or more back: subtracted from all of a row's logits
+    # (softmax does not change), it leaves far keys with none and near ones with q . (E_r[d] - E_r[M])
+    rel = rel_embed - rel_embed[:, max_distance:]
+    q_scaled = q * (1.0 / math.sqrt(q.shape[-1]))
+    outs = []
+    for start in range(0, length, chunk):
+        end = min(start + chunk, length)
+        near = max(0, start - max_distance + 1)  # keys before it are >= M back from every query here
+        width = end - near
+        bias = relative_shift(
+            _per_head_matmul(q_scaled[:, :, start:end], distance_embeddings(rel, width))
+        )  # (B, H, end - start, width)
+        bias = bias.masked_fill(~causal_mask(end - start, width, q.device), float("-inf"))
+        block = _NearFarAttention.apply(
+            q[:, :, start:end], k[:, :, :near], v[:, :, :near], k[:, :, near:end], v[:, :, near:end], bias
+        )
+        outs.append(block)
+    return torch.cat(outs, dim=2)
+
+
+KERNELS = ("auto", "skew", "band", "flex")
 
 
 @cache
@@ -271,6 +356,16 @@ class RelativeSelfAttention(nn.Module):
             wanted and self.relative == "skew" and no_dropout and (q.is_cuda or not torch.is_grad_enabled())
         )
 
+    def uses_band(self, q: torch.Tensor) -> bool:
+        """Whether a full pass splits its keys into far (fused) and near (relative logits): asked for,
+        or auto on a CPU where some keys are far (more than M positions); with the skewing's relative
+        logits and no attention dropout. (Without far keys it is the skewing with another backward:
+        measured 10 % slower per training step at 512 x 8, M 512.)"""
+        far = self.rel_embed is not None and q.shape[2] > self.rel_embed.shape[1] - 1
+        wanted = self.kernel == "band" or (self.kernel == "auto" and q.device.type == "cpu" and far)
+        no_dropout = self.dropout == 0 or not self.training
+        return wanted and self.relative == "skew" and no_dropout and q.device.type == "cpu"
+
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor | None
     ) -> torch.Tensor:
@@ -278,6 +373,8 @@ class RelativeSelfAttention(nn.Module):
         tq, past = q.shape[2], k.shape[2] - q.shape[2]
         if rel is not None and self.uses_flex(q) and past == 0 and tq > 1:
             return flex_relative_attention(q, k, v, rel)
+        if rel is not None and self.uses_band(q) and past == 0 and tq > 1:
+            return near_far_relative_attention(q, k, v, rel, self.chunk if self.chunk > 0 else tq)
         attend = partial(
             relative_attention, impl=self.relative or "skew", dropout=self.dropout if self.training else 0.0
         )

@@ -40,7 +40,7 @@ def test_skewing_equals_the_naive_reference(tq, tk, max_distance):
     assert torch.isclose(skewed[1, 2, tq - 1, j], expected)
 
 
-def _attention(relative, chunk=128, shared=False, max_rel=16, seed=0, recompute=False):
+def _attention(relative, chunk=128, shared=False, max_rel=16, seed=0, recompute=False, kernel="auto"):
     torch.manual_seed(seed)
     return RelativeSelfAttention(
         32,
@@ -50,28 +50,48 @@ def _attention(relative, chunk=128, shared=False, max_rel=16, seed=0, recompute=
         share_relative_heads=shared,
         chunk=chunk,
         recompute=recompute,
+        kernel=kernel,
     ).double()
 
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_attention_output_and_gradients_match_the_naive_module(shared):
-    x = torch.randn(2, 29, 32, dtype=torch.float64)
+    # 29 positions, distances clipped at 16: with 8-query blocks the band kernel has far keys
+    x = torch.randn(2, 29, 32, dtype=torch.float64, requires_grad=True)
     outs, grads = [], []
-    for impl, chunk, recompute in [
-        ("naive", 0, False),
-        ("skew", 0, False),
-        ("skew", 8, False),
-        ("skew", 8, True),
+    for impl, chunk, recompute, kernel in [
+        ("naive", 0, False, "skew"),
+        ("skew", 0, False, "skew"),
+        ("skew", 8, False, "skew"),
+        ("skew", 8, True, "skew"),
+        ("skew", 8, False, "band"),
+        ("skew", 5, False, "auto"),  # band on a CPU (29 > 16 positions); a shorter last block
+        ("skew", 0, False, "band"),  # one block: no far keys
     ]:
-        att = _attention(impl, chunk=chunk, shared=shared, recompute=recompute)
+        att = _attention(impl, chunk=chunk, shared=shared, recompute=recompute, kernel=kernel)
+        queries = torch.zeros(2, 4, 29, 8)  # (B, H, L, D_h)
+        assert att.uses_band(queries) == (kernel != "skew")
+        assert att.uses_band(queries[:, :, :16]) == (kernel == "band")  # auto: only if L > M
         y, _ = att(x)
-        y.pow(2).sum().backward()
+        (y.pow(2).sum() + y.sum()).backward()
         outs.append(y)
-        grads.append(att.rel_embed.grad.clone())
+        grads.append([p.grad.clone() for p in (x, att.rel_embed, att.qkv.weight)])
+        x.grad = None
     for y, g in zip(outs[1:], grads[1:], strict=True):
         assert torch.allclose(y, outs[0], atol=1e-10)
-        assert torch.allclose(g, grads[0], atol=1e-9)
-    assert grads[0].abs().sum() > 0  # the relative embeddings do get trained
+        for got, want in zip(g, grads[0], strict=True):
+            assert torch.allclose(got, want, atol=1e-9)
+    assert grads[0][1].abs().sum() > 0  # the relative embeddings do get trained
+
+
+def test_band_kernel_keeps_the_skewing_where_it_does_not_apply():
+    """Attention dropout in training (the fused kernel is called without it) and cached passes
+    take the blocked skewing; a plain model has no relative logits to place."""
+    q = torch.zeros(1, 4, 600, 8)  # (B, H, L, D_h): longer than the default M, 512
+    assert not RelativeSelfAttention(32, 4, dropout=0.1).train().uses_band(q)
+    assert RelativeSelfAttention(32, 4, dropout=0.1).eval().uses_band(q)
+    assert not RelativeSelfAttention(32, 4, relative=None).uses_band(q)
+    assert not RelativeSelfAttention(32, 4, relative="naive").uses_band(q)
 
 
 @pytest.mark.parametrize("attention", ["relative", "plain"])
