@@ -397,15 +397,17 @@ def markdown(result: dict) -> str:
         rows = result.get(key, [])
         if rows:
             ref = next(k for k in rows[0] if k.startswith("speed_vs_"))
+            memory = "peak_mib" in rows[0]
             lines += [
                 "",
-                f"| training path | seq x batch | tokens/s | {ref.replace('_', ' ')} | warm-up (s) |",
-                "|---|---|---|---|---|",
+                f"| training path | seq x batch | tokens/s | {ref.replace('_', ' ')} | warm-up (s) |"
+                + (" peak memory (MiB) |" if memory else ""),
+                "|---|---|---|---|---|" + ("---|" if memory else ""),
             ]
             for row in rows:
                 lines.append(
                     f"| {row['path']} | {row['seq_len']} x {row['batch']} | {row['tokens_per_s']:,.0f} | "
-                    f"{row[ref]:.2f} | {row['warmup_s']} |"
+                    f"{row[ref]:.2f} | {row['warmup_s']} |" + (f" {row['peak_mib']:,.0f} |" if memory else "")
                 )
     lines += ["", "| precision | seq x batch | tokens/s | time vs fp32 |", "|---|---|---|---|"]
     for row in result.get("precision", []):
@@ -488,13 +490,12 @@ def main() -> None:
         result["train_paths_2048"] = bench_train_paths(
             256 if args.quick else 2048, 2 if args.quick else 8, max(2, args.reps - 1), PATHS_2048
         )
-    if "kernels" in only:  # ~6 min on one thread: three 2,048 x 8 steps take ~70 s
+    if "kernels" in only:  # ~9 min on one thread: three 2,048 x 8 steps take ~70 s
+        batch = 2 if args.quick else 8
         result["train_kernels"] = [
-            row
+            {**row, **peak_memory_mib(TRAIN_PATHS[row["path"]][0], seq_len, batch)}  # a fresh process each
             for seq_len in ([128, 256] if args.quick else [512, 2048])
-            for row in bench_train_paths(
-                seq_len, 2 if args.quick else 8, max(2, args.reps - 1), PATHS_KERNELS
-            )
+            for row in bench_train_paths(seq_len, batch, max(2, args.reps - 1), PATHS_KERNELS)
         ]
     if "sampling" in only:
         lengths = [32, 64] if args.quick else [256, 1024]
