@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 import musgen
-from musgen.atomic import temporary_path
+from musgen.atomic import write_bytes_atomic
 from musgen.checkpoint import resolve_checkpoint, update_meta
 from musgen.data.melody_data import MelodyWindows, require_windows
 from musgen.errors import MusgenError
@@ -106,15 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps({k: v for k, v in record.items() if k != "config"}, indent=1))
     if args.write:
-        from safetensors.torch import save_model
+        from safetensors.torch import save
 
         ckpt_dir = resolve_checkpoint(args.checkpoint)
         weights = ckpt_dir / f"{LATENT_PRIOR}.safetensors"
-        tmp = temporary_path(weights)
-        save_model(prior, str(tmp))
-        os.replace(tmp, weights)
+        write_bytes_atomic(weights, lambda f: f.write(save(prior.state_dict())))
         update_meta(ckpt_dir, {LATENT_PRIOR: record})
-        print(f"written {ckpt_dir / (LATENT_PRIOR + '.safetensors')} and musgen.json's {LATENT_PRIOR!r}")
+        print(f"written {weights} and musgen.json's {LATENT_PRIOR!r}")
     return 0
 
 
