@@ -36,7 +36,14 @@ from musgen.data.track_layout import (
     voice_tracks,
 )
 from musgen.errors import MusgenError
-from musgen.generate.sampling import SamplingControls, _processors, draw, make_decoder, make_generator
+from musgen.generate.sampling import (
+    SamplingControls,
+    _processors,
+    apply_processors,
+    draw,
+    make_decoder,
+    make_generator,
+)
 
 MAX_CELL_TOKENS = 96  # a cell's notes stop here (a bar of 32nd notes)
 
@@ -303,7 +310,7 @@ class Infiller:
 
         def sample(allowed: torch.Tensor) -> int:
             scores = logits.masked_fill(~allowed, float("-inf"))
-            scores = procs(seq % self.vocab, scores) if len(procs) else scores
+            scores = apply_processors(procs, seq % self.vocab, scores)
             return int(draw(scores, gen)[0])
 
         for item in self.plan(framed, sel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,15 @@ def _processors(
     return procs
 
 
+def apply_processors(procs: Sequence, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The processors of ``_processors`` applied to scores (B, V) after ids (B, T), one by one:
+    ``LogitsProcessorList``'s own call inspects every processor's signature each time (0.15 ms a
+    token, a tenth of a compiled step at batch 1)."""
+    for proc in procs:
+        scores = proc(ids, scores)
+    return scores
+
+
 def make_generator(seed: int | None) -> torch.Generator:
     """The CPU generator every sampler draws from: seeded, or from fresh entropy."""
     return torch.Generator(device="cpu").manual_seed(seed if seed is not None else torch.seed())
@@ -98,7 +108,7 @@ def warp_logits(ctl: SamplingControls, logits: torch.Tensor) -> torch.Tensor:
     (e.g. MusicVAE's decoder): the same warpers as ``sample_sequences``."""
     procs = _processors(ctl, 0, None)
     no_ids = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=logits.device)
-    return procs(no_ids, logits) if len(procs) else logits
+    return apply_processors(procs, no_ids, logits)
 
 
 def slid_window(context: int) -> int:
@@ -200,7 +210,7 @@ def sample_sequences(
         bar.update()
         if allowed is not None:
             next_logits = next_logits.masked_fill(~allowed[i % allowed.shape[0]], float("-inf"))
-        scores = procs(seqs, next_logits) if len(procs) else next_logits
+        scores = apply_processors(procs, seqs, next_logits)
         token = draw(scores, gen)  # (B,)
         if follow is not None:
             forced = follow[seqs[:, -1]]  # (B,)
@@ -268,10 +278,7 @@ def sample_delayed(
     for r in range(1 + f0, total + q):
         bar.update()
         drawn = torch.stack(
-            [
-                draw(p(seqs[:, :, k], next_logits[:, k]) if len(p) else next_logits[:, k], gen)
-                for k, p in enumerate(procs)
-            ],
+            [draw(apply_processors(p, seqs[:, :, k], next_logits[:, k]), gen) for k, p in enumerate(procs)],
             dim=1,
         )  # (B, Q)
         row = torch.where(fixed[r], rows[r], drawn)

@@ -8,10 +8,17 @@ and the same window sliding, but each new token runs one function of fixed shape
     token (B, 1, ...), position p () -> logits (B, ...), writing keys/values at p in place
 
 over caches of ``capacity`` = the model's context positions, every key beyond p masked out. Fixed
-shapes let ``torch.compile`` (inductor) fuse the step into a few kernels, compiled once per model
-and batch size. The primer and a slid window still run the model's ordinary forward (its KV cache
-is copied into the static one), so only the one-token step is new code, checked against the eager
-decoder by the tests. ``CompiledLSTMDecoder`` does the same for the LSTM: its cells written out
+shapes let ``torch.compile`` (inductor) fuse the step into a few kernels, compiled once per model,
+batch size, capacity and span (the step reads the cache up to the next multiple of ``SPAN`` past
+p). The primer and a slid window still run the model's ordinary forward (its KV cache is copied
+into the static one), so only the one-token step is new code, checked against the eager decoder by
+the tests.
+
+At batch 1 on a CPU a token is one pass over the weights (19 MB for 6 x 256), so three things make
+it fast (docs/measured.md, issue 23): the matrix-vector products written as sums that inductor
+vectorises (``_linear``: 3-4x the library's), every intermediate kept in a buffer rather than
+recomputed per output row, and dynamo's guards skipped after each graph's first call (``_Step``).
+``CompiledLSTMDecoder`` does the same for the LSTM: its cells written out
 (gates, state update) so that the compiler fuses them, the (h, c) state updated in place.
 """
 
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
+import types
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -31,6 +40,25 @@ from musgen.models.lstm import LSTMLanguageModel
 from musgen.models.transformer import Block, MusicTransformer, cache_length
 
 log = logging.getLogger(__name__)
+
+SPAN = 256  # the compiled transformer step attends over the cache in lengths of this many positions
+
+
+def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for x (B, 1, In) -> (B, 1, Out). Compiled, a batch-1 product is written as a sum
+    over In, which inductor turns into one vectorised pass over the weights: 3-4x faster than the
+    library's matrix-vector product on this CPU, whose tokens are bound by that pass (docs/measured.md)."""
+    if x.shape[0] > 1 or not torch.compiler.is_compiling():
+        return layer(x)
+    linear = cast(nn.Linear, layer)
+    y = (x[..., None, :] * linear.weight).sum(-1)  # (B, 1, Out): In summed
+    return y if linear.bias is None else y + linear.bias
+
+
+def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A block's ``mlp`` (Linear, activation, Linear, dropout: an eval no-op) through ``_linear``."""
+    up, activation, down = list(mlp)[:3]
+    return _linear(down, activation(_linear(up, x)))
 
 
 def _transformer_step(
@@ -52,7 +80,11 @@ def _transformer_step(
         block = cast(Block, layer)
         attn = block.attn
         b = x.shape[0]
-        q, k, v = attn.qkv(block.norm1(x)).view(b, 1, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            _linear(attn.qkv, block.norm1(x))
+            .view(b, 1, 3, attn.num_heads, attn.head_dim)
+            .permute(2, 0, 3, 1, 4)
+        )
         # q, k, v: (B, H, 1, D_h)
         k_cache.index_copy_(2, pos.view(1), k)
         v_cache.index_copy_(2, pos.view(1), v)
@@ -65,9 +97,11 @@ def _transformer_step(
             scores = scores + per_distance.index_select(-1, distance)
         scores = scores.masked_fill(~visible, float("-inf"))
         y = torch.einsum("bhqk,bhkd->bhqd", scores.softmax(-1), v_cache)  # (B, H, 1, D_h)
-        x = x + attn.out(y.transpose(1, 2).reshape(b, 1, -1))
-        x = x + block.mlp(block.norm2(x))
-    return model.output(model.norm(x))
+        x = x + _linear(attn.out, y.transpose(1, 2).reshape(b, 1, -1))
+        x = x + _mlp(block.mlp, block.norm2(x))
+    if type(model).output is MusicTransformer.output:  # one head: the token logits
+        return _linear(model.head, model.norm(x))
+    return model.output(model.norm(x))  # e.g. the audio prior's heads, one per codebook level
 
 
 def lstm_weights(model: LSTMLanguageModel) -> dict[str, Any]:
@@ -98,29 +132,76 @@ def _lstm_step(weights: dict[str, Any], ids: torch.Tensor, h: torch.Tensor, c: t
     return F.linear(x, *weights["head"])[:, None]  # (B, 1, V)
 
 
+def _own_copy(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` with a code object of its own: dynamo keeps its graphs (and their guards) per code object."""
+    code = fn.__code__.replace()
+    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
 class _Step:
-    """A step function compiled by inductor (fixed shapes, one graph) with the eager function as the
-    fallback: a step that fails to compile (e.g. no C++ compiler) warns once and runs eagerly. On a
-    GPU the step is also captured as a CUDA graph (``reduce-overhead``: one launch per token)."""
+    """A step function compiled by inductor (fixed shapes, one graph per key below) with the
+    eager function as the fallback: a step that fails to compile (e.g. no C++ compiler) warns once and
+    runs eagerly. On a GPU the step is also captured as a CUDA graph (``reduce-overhead``: one launch
+    per token).
+
+    Each key (the caller's name for the inputs' shapes: batch size, cache length) gets its own copy of the function, so each copy holds
+    exactly one graph, and after its first call the copy runs with dynamo's guard checks skipped
+    (``skip_guard_eval_unsafe``): ~1,300 guards on the model's modules and tensors cost 0.2-0.4 ms a
+    token on a CPU, a third of a compiled token's time (docs/measured.md). With one graph per copy
+    there is nothing for the guards to choose, and a call that would need another graph raises
+    instead of running the wrong one (it then decodes eagerly)."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], compile: bool, device: torch.device):
         self.eager = fn
         self.compiled = compile
         self.graphs = compile and device.type == "cuda"
-        mode = "reduce-overhead" if self.graphs else None
-        self.fn = torch.compile(fn, dynamic=False, fullgraph=True, mode=mode) if compile else fn
+        self.copies: dict[tuple[Any, ...], Callable[..., torch.Tensor]] = {}
 
-    def __call__(self, *args: Any) -> torch.Tensor:
+    def _compile(self) -> Callable[..., torch.Tensor]:
+        fn = _own_copy(self.eager)
+        if self.graphs:
+            return torch.compile(fn, dynamic=False, fullgraph=True, mode="reduce-overhead")
+        # A CPU kernel may recompute a cheap producer (a norm, GELU) inside each consumer; for the
+        # weight passes of _linear that means once per output row (Out times per token): keep every
+        # intermediate in a buffer instead (2.9 -> 1.2 ms per token, docs/measured.md). No size asserts
+        # on the ~90 inputs at every call: the key already fixes their shapes.
+        options = {"realize_opcount_threshold": 0, "size_asserts": False}
+        return torch.compile(fn, dynamic=False, fullgraph=True, options=options)
+
+    def __call__(self, key: tuple[int, ...], *args: Any) -> torch.Tensor:
+        """``fn(*args)``; ``key`` names the shapes of ``args`` (those that are not the same every call)."""
+        if not self.compiled:
+            return self.eager(*args)
         try:
-            out = self.fn(*args)
+            fn = self.copies.get(key)
+            if fn is None:  # first call: compiles, guards and all
+                fn = self._compile()
+                out = fn(*args)
+                self.copies[key] = fn
+            else:
+                with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                    out = fn(*args)
             # a CUDA graph's output is overwritten by its next replay: the caller keeps a copy
             return out.clone() if self.graphs else out
         except Exception as err:  # noqa: BLE001 - any compiler failure: the eager step gives the same
-            if not self.compiled:
-                raise
             log.warning("compiled decoding failed (%s); decoding without compiling", str(err).split("\n")[0])
-            self.compiled, self.fn = False, self.eager
-            return self.fn(*args)
+            self.compiled = False
+            return self.eager(*args)
+
+
+_STEPS: weakref.WeakKeyDictionary[nn.Module, _Step] = weakref.WeakKeyDictionary()
+
+
+def _step_for(model: nn.Module, fn: Callable[..., torch.Tensor], compile: bool) -> _Step:
+    """The model's compiled step, kept with the model: sampling makes a decoder per call, and each
+    new copy of the step would be traced again (seconds)."""
+    device = next(model.parameters()).device
+    if not compile:
+        return _Step(fn, False, device)
+    step = _STEPS.get(model)
+    if step is None or step.eager is not fn or not step.compiled:
+        step = _STEPS[model] = _Step(fn, True, device)
+    return step
 
 
 class CompiledDecoder:
@@ -138,7 +219,7 @@ class CompiledDecoder:
         self.keys: list[torch.Tensor] = []  # per layer (B, H, capacity, D_h)
         self.values: list[torch.Tensor] = []
         self.cached = 0
-        self.step = _Step(_transformer_step, compile, next(model.parameters()).device)
+        self.step = _step_for(model, _transformer_step, compile)
 
     def start(self, seqs: torch.Tensor) -> torch.Tensor:
         """The logits after the primer ``seqs`` (B, T, ...): (B, ...) in float32 (the eager forward)."""
@@ -161,7 +242,12 @@ class CompiledDecoder:
             return self.start(seqs[:, -slid_window(self.context) :])
         pos = torch.tensor(self.cached, device=seqs.device)
         ids = seqs[:, -1:].clone(memory_format=torch.contiguous_format)  # fixed strides: no recompiles
-        out = self.step(self.model, ids, pos, self.keys, self.values)
+        # the step reads the cache up to the next multiple of SPAN past pos: a short prefix reads a
+        # short cache (keys and values are as many bytes per token as the weights at 1,024 positions)
+        span = min(self.context, -(-(self.cached + 1) // SPAN) * SPAN)
+        keys = [k[:, :, :span] for k in self.keys]  # views: the step writes into the cache
+        values = [v[:, :, :span] for v in self.values]
+        out = self.step((ids.shape[0], span, self.context), self.model, ids, pos, keys, values)
         self.cached += 1
         return out[:, -1].float()
 
@@ -174,7 +260,7 @@ class CompiledLSTMDecoder:
         self.model = model
         self.weights = lstm_weights(model)
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.step = _Step(_lstm_step, compile, next(model.parameters()).device)
+        self.step = _step_for(model, _lstm_step, compile)
 
     def start(self, seqs: torch.Tensor) -> torch.Tensor:
         out, (h, c) = self.model(seqs)
@@ -184,7 +270,7 @@ class CompiledLSTMDecoder:
     def advance(self, seqs: torch.Tensor) -> torch.Tensor:
         assert self.state is not None, "start() first"
         ids = seqs[:, -1:].clone(memory_format=torch.contiguous_format)
-        return self.step(self.weights, ids, *self.state)[:, -1].float()
+        return self.step((ids.shape[0],), self.weights, ids, *self.state)[:, -1].float()
 
 
 def static_decoder(model: nn.Module, capacity: int) -> CompiledDecoder | CompiledLSTMDecoder | None:

@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 
+from musgen.generate import static_decode
 from musgen.generate.sampling import IncrementalDecoder, SamplingControls, sample_delayed, sample_sequences
 from musgen.generate.static_decode import CompiledDecoder, static_decoder
 from musgen.models.prior import DelayedCodeTransformer
@@ -65,6 +66,24 @@ def test_compiled_sampling_gives_the_eager_samples_and_compiles_once(caplog):
     assert counters["unique_graphs"] == 1  # one graph for every position and slide
 
 
+@torch.no_grad()
+def test_compiled_steps_over_growing_spans_of_the_cache_give_the_eager_logits(monkeypatch, caplog):
+    """The compiled step reads the cache in spans of SPAN positions, one graph for each span, batch
+    size and capacity, each run with dynamo's guards skipped: on one model, across spans and two
+    capacities (the window slides in both), every logit is the eager step's."""
+    monkeypatch.setattr(static_decode, "SPAN", 6)
+    model = _model("relative")
+    with caplog.at_level(logging.WARNING):
+        for capacity, batch in ((8, 1), (12, 2)):
+            primer = torch.randint(0, 37, (batch, 3))
+            expected = _greedy_logits(CompiledDecoder(model, capacity, compile=False), primer, 14)
+            decoder = CompiledDecoder(model, capacity)
+            torch.testing.assert_close(_greedy_logits(decoder, primer, 14), expected, rtol=1e-5, atol=1e-5)
+    assert "compiled decoding failed" not in caplog.text
+    assert decoder.step.compiled
+    assert set(decoder.step.copies) == {(1, 6, 8), (1, 8, 8), (2, 6, 12), (2, 12, 12)}
+
+
 def test_a_step_that_fails_to_compile_falls_back_to_eager(caplog):
     model = _model("relative")
     decoder = CompiledDecoder(model)
@@ -72,7 +91,7 @@ def test_a_step_that_fails_to_compile_falls_back_to_eager(caplog):
     def broken(*args):
         raise RuntimeError("no C++ compiler\nsecond line")
 
-    decoder.step.fn = broken
+    decoder.step._compile = lambda: broken  # what a machine without a compiler gets
     primer = torch.randint(0, 37, (1, 4))
     expected = _greedy_logits(IncrementalDecoder(model), primer, 6)
     with caplog.at_level(logging.WARNING), torch.no_grad():
