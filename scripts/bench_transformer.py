@@ -17,6 +17,10 @@ child process running the same steps, minus its size before the first step.
 Sampling: new tokens/s from a 1-token primer: the eager KV cache (relative_cached), the static cache
 with the torch.compile'd step (relative_compiled, compiled in an untimed warm-up), no cache, and
 GPT-2 ``generate()``; vs_gpt2 is each one's speed over GPT-2's at the same size.
+
+Weight pass (--only weight_pass): what one batch-1 token's 24 matrix-vector products cost, in ms:
+reading the weights once (a sum), the library's product (F.linear) eager and compiled, and the
+product written as a sum that inductor vectorises (musgen.generate.static_decode._linear).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -290,6 +295,47 @@ def bench_train_paths(seq_len: int, batch: int, reps: int, paths: list[str]) -> 
     return rows
 
 
+@torch.no_grad()
+def bench_weight_pass(reps: int) -> dict:
+    """ms per token for the 24 weight matrices of the 6 x 256 model, each applied to one vector."""
+    torch.manual_seed(0)
+    d, ff = SIZE["d_model"], SIZE["d_ff"]
+    layers = [
+        nn.Linear(i, o) for _ in range(SIZE["num_layers"]) for i, o in ((d, 3 * d), (d, d), (d, ff), (ff, d))
+    ]
+    inputs = {n: torch.randn(1, 1, n) for n in (d, ff)}
+
+    # each returns its results: a compiled function drops work whose result is never used
+    def library() -> list[torch.Tensor]:
+        return [layer(inputs[layer.in_features]) for layer in layers]
+
+    def as_sum() -> list[torch.Tensor]:  # what the compiled step does at batch 1 (static_decode._linear)
+        return [(inputs[m.in_features][..., None, :] * m.weight).sum(-1) + m.bias for m in layers]
+
+    def read() -> list[torch.Tensor]:
+        return [layer.weight.sum() for layer in layers]
+
+    options = {"realize_opcount_threshold": 0}
+    paths = {
+        "read_weights_once": read,
+        "library_eager": library,
+        "library_compiled": torch.compile(library, options=options),
+        "sum_compiled": torch.compile(as_sum, options=options),
+    }
+    result: dict = {"weights_mb": round(sum(layer.weight.numel() * 4 for layer in layers) / 1e6, 1)}
+    for name, fn in paths.items():
+        fn()  # compiles
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            for _ in range(100):
+                fn()
+            times.append((time.perf_counter() - start) / 100)
+        result[f"{name}_ms"] = round(statistics.median(times) * 1e3, 3)
+    print(json.dumps(result), flush=True)
+    return result
+
+
 def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 3) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
@@ -319,9 +365,11 @@ def sample_once(name: str, model: torch.nn.Module, length: int, batch: int) -> N
 
 
 @torch.no_grad()
-def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int) -> list[dict]:
-    """New tokens per second (all samples of the batch counted). Uncached decoding reruns the whole
-    prefix for each token; it is skipped where batch * length exceeds ``uncached_budget``."""
+def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int, reps: int) -> list[dict]:
+    """New tokens per second (all samples of the batch counted), the median of ``reps`` runs taken
+    round-robin (each sampler's runs interleaved with the others', so a busy machine slows them
+    alike). Uncached decoding reruns the whole prefix for each token: run once, and skipped where
+    batch * length exceeds ``uncached_budget``."""
     rows = []
     relative = build("relative", 2048).eval()
     models = {
@@ -342,30 +390,27 @@ def bench_sampling(lengths: list[int], batches: list[int], uncached_budget: int)
             )
     for length in lengths:
         for batch in batches:
-            for name, model in models.items():
-                if name == "relative_uncached" and batch * length > uncached_budget:
-                    rows.append(
-                        {
-                            "sampler": name,
-                            "new_tokens": length,
-                            "batch": batch,
-                            "skipped": f"batch x length > {uncached_budget} (quadratic time)",
-                        }
+            times: dict[str, list[float]] = {}
+            for rep in range(reps):
+                for name, model in models.items():
+                    if name == "relative_uncached" and (rep or batch * length > uncached_budget):
+                        continue
+                    start = time.perf_counter()
+                    sample_once(name, model, length, batch)
+                    times.setdefault(name, []).append(time.perf_counter() - start)
+            for name in models:
+                row: dict = {"sampler": name, "new_tokens": length, "batch": batch}
+                if name not in times:
+                    row["skipped"] = f"batch x length > {uncached_budget} (quadratic time)"
+                else:
+                    sec = statistics.median(times[name])
+                    row.update(
+                        seconds=round(sec, 2),
+                        tokens_per_s=round(batch * length / sec, 1),
+                        runs=[round(t, 3) for t in times[name]],
                     )
-                    continue
-                start = time.perf_counter()
-                sample_once(name, model, length, batch)
-                sec = time.perf_counter() - start
-                rows.append(
-                    {
-                        "sampler": name,
-                        "new_tokens": length,
-                        "batch": batch,
-                        "seconds": round(sec, 2),
-                        "tokens_per_s": round(batch * length / sec, 1),
-                    }
-                )
-                print(json.dumps(rows[-1]), flush=True)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     for row in rows:  # speed relative to GPT-2's generate() at the same size
         gpt2 = next(
             r
@@ -497,9 +542,12 @@ def main() -> None:
             for seq_len in ([128, 256] if args.quick else [512, 2048])
             for row in bench_train_paths(seq_len, batch, max(2, args.reps - 1), PATHS_KERNELS)
         ]
+    if "weight_pass" in only:
+        result["weight_pass"] = bench_weight_pass(args.reps)
     if "sampling" in only:
         lengths = [32, 64] if args.quick else [256, 1024]
-        result["sampling"] = bench_sampling(lengths, [1, 8], uncached_budget=64 if args.quick else 2048)
+        uncached = 64 if args.quick else 2048
+        result["sampling"] = bench_sampling(lengths, [1, 8], uncached_budget=uncached, reps=args.reps)
     out.parent.mkdir(parents=True, exist_ok=True)
     if previous:  # --only updates its sections; the machine they ran on is kept beside them
         for section in only:

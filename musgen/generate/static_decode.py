@@ -45,11 +45,12 @@ SPAN = 256  # the compiled transformer step attends over the cache in lengths of
 
 
 def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` for x (B, 1, In) -> (B, 1, Out). Compiled, a batch-1 product is written as a sum
-    over In, which inductor turns into one vectorised pass over the weights: 3-4x faster than the
-    library's matrix-vector product on this CPU, whose tokens are bound by that pass (docs/measured.md)."""
-    if x.shape[0] > 1 or not torch.compiler.is_compiling():
-        return layer(x)
+    """``layer(x)`` for x (B, 1, In) -> (B, 1, Out). Compiled for a CPU, a batch-1 product is written
+    as a sum over In, which inductor turns into one vectorised pass over the weights: 3-4x faster than
+    the library's matrix-vector product on this CPU, where that pass is most of a token's time
+    (docs/measured.md)."""
+    if x.shape[0] > 1 or x.device.type != "cpu" or not torch.compiler.is_compiling():
+        return layer(x)  # batches, GPUs (not measured there) and the eager step: the library's product
     linear = cast(nn.Linear, layer)
     y = (x[..., None, :] * linear.weight).sum(-1)  # (B, 1, Out): In summed
     return y if linear.bias is None else y + linear.bias
