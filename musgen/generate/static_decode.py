@@ -145,8 +145,9 @@ class _Step:
     runs eagerly. On a GPU the step is also captured as a CUDA graph (``reduce-overhead``: one launch
     per token).
 
-    Each key (the caller's name for the inputs' shapes: batch size, cache length) gets its own copy of the function, so each copy holds
-    exactly one graph, and after its first call the copy runs with dynamo's guard checks skipped
+    Each key (the caller's name for what fixes the graph: batch size, cache length, dtypes) gets its
+    own copy of the function, so each copy holds exactly one graph, and after its first call the
+    copy runs with dynamo's guard checks skipped
     (``skip_guard_eval_unsafe``): ~1,300 guards on the model's modules and tensors cost 0.2-0.4 ms a
     token on a CPU, a third of a compiled token's time (docs/measured.md). With one graph per copy
     there is nothing for the guards to choose, and a call that would need another graph raises
@@ -190,6 +191,12 @@ class _Step:
             return self.eager(*args)
 
 
+def _weights_kind(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """Part of a step's key: a model cast or moved since its step compiled gets another graph."""
+    weight = next(model.parameters())
+    return weight.dtype, weight.device
+
+
 _STEPS: weakref.WeakKeyDictionary[nn.Module, _Step] = weakref.WeakKeyDictionary()
 
 
@@ -221,6 +228,7 @@ class CompiledDecoder:
         self.values: list[torch.Tensor] = []
         self.cached = 0
         self.step = _step_for(model, _transformer_step, compile)
+        self.weights_kind = _weights_kind(model)
 
     def start(self, seqs: torch.Tensor) -> torch.Tensor:
         """The logits after the primer ``seqs`` (B, T, ...): (B, ...) in float32 (the eager forward)."""
@@ -248,7 +256,8 @@ class CompiledDecoder:
         span = min(self.context, -(-(self.cached + 1) // SPAN) * SPAN)
         keys = [k[:, :, :span] for k in self.keys]  # views: the step writes into the cache
         values = [v[:, :, :span] for v in self.values]
-        out = self.step((ids.shape[0], span, self.context), self.model, ids, pos, keys, values)
+        key = (ids.shape[0], span, self.context, *self.weights_kind, keys[0].dtype)
+        out = self.step(key, self.model, ids, pos, keys, values)
         self.cached += 1
         return out[:, -1].float()
 
@@ -262,6 +271,7 @@ class CompiledLSTMDecoder:
         self.weights = lstm_weights(model)
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
         self.step = _step_for(model, _lstm_step, compile)
+        self.weights_kind = _weights_kind(model)
 
     def start(self, seqs: torch.Tensor) -> torch.Tensor:
         out, (h, c) = self.model(seqs)
@@ -271,7 +281,8 @@ class CompiledLSTMDecoder:
     def advance(self, seqs: torch.Tensor) -> torch.Tensor:
         assert self.state is not None, "start() first"
         ids = seqs[:, -1:].clone(memory_format=torch.contiguous_format)
-        return self.step((ids.shape[0],), self.weights, ids, *self.state)[:, -1].float()
+        key = (ids.shape[0], *self.weights_kind, self.state[0].dtype)
+        return self.step(key, self.weights, ids, *self.state)[:, -1].float()
 
 
 def static_decoder(model: nn.Module, capacity: int) -> CompiledDecoder | CompiledLSTMDecoder | None:

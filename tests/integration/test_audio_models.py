@@ -4,6 +4,7 @@ codec reconstructs a recording, the prior samples WAV files that continue a prom
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import subprocess
@@ -104,6 +105,27 @@ def test_codec_resume_is_exact(tmp_path, bach_audio_data, extra):
         assert all(math.isfinite(r["g_adversarial"] + r["feature_matching"]) for r in steps if "d_loss" in r)
         codec = musgen.load(tmp_path / "straight")  # the codec alone: its discriminator is not loaded
         assert set(codec.models) == {"model"}
+
+
+def test_a_trained_codec_takes_on_a_discriminator_through_init_from(
+    tmp_path, bach_audio_data, tiny_codec_run, caplog
+):
+    """train.init_from a codec trained without the discriminator: the codec's weights load, the
+    discriminator (no weights file in that checkpoint) starts fresh, and both train."""
+    adversarial = [o for o in ADVERSARIAL[1::2] if not o.startswith("loss.adversarial_start")]
+    with caplog.at_level(logging.INFO, logger="musgen.training.trainer"):
+        run = musgen.train(
+            "vqvae",
+            bach_audio_data,
+            tmp_path / "adv",
+            config="tiny/vqvae",
+            overrides=[f"train.init_from={tiny_codec_run.run_dir}", "train.steps=2", *adversarial],
+            progress=False,
+        )
+    assert "model starts from" in caplog.text and "discriminator is new" in caplog.text
+    assert (run.run_dir / "checkpoints/step_0000002/discriminator.safetensors").is_file()
+    steps = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("d_loss" in r for r in steps)  # the discriminator trained
 
 
 def test_reconstruct_a_stereo_44k_recording(tmp_path, bach_audio_data, tiny_codec_run, capsys):

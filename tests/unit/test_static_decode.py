@@ -81,7 +81,7 @@ def test_compiled_steps_over_growing_spans_of_the_cache_give_the_eager_logits(mo
             torch.testing.assert_close(_greedy_logits(decoder, primer, 14), expected, rtol=1e-5, atol=1e-5)
     assert "compiled decoding failed" not in caplog.text
     assert decoder.step.compiled
-    assert set(decoder.step.copies) == {(1, 6, 8), (1, 8, 8), (2, 6, 12), (2, 12, 12)}
+    assert {key[:3] for key in decoder.step.copies} == {(1, 6, 8), (1, 8, 8), (2, 6, 12), (2, 12, 12)}
 
 
 def test_a_step_that_fails_to_compile_falls_back_to_eager(caplog):
