@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 
 from musgen import __version__
 from musgen.atomic import write_text_atomic
@@ -58,16 +58,30 @@ class PortableCheckpoint:
         *,
         allow_missing: bool = False,
         skip_unexpected: bool = False,
+        skip_reshaped: bool = False,
     ) -> list[str]:
         """Loads ``<name>.safetensors`` into ``module`` (strict: names and shapes must agree; with
         ``allow_missing``, weights the checkpoint lacks keep their initialization: fine-tuning a model
         that grew a module; with ``skip_unexpected``, weights the model lacks are ignored: a module
-        replaced by another kind). Returns the names of the weights it did not have."""
+        replaced by another kind; with ``skip_reshaped`` (and ``allow_missing``), weights of another
+        shape in the model keep their initialization: a resized head). Returns the names of the
+        weights it did not load."""
         file = self.path / f"{name}.safetensors"
         if not file.exists():
             raise CheckpointError(f"checkpoint {self.path} has no weights file {file.name}")
         try:
-            missing, unexpected = load_model(module, str(file), strict=False, device="cpu")
+            if skip_reshaped:
+                state, own = load_file(str(file), device="cpu"), module.state_dict()
+                reshaped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+                if reshaped:
+                    log.info(
+                        "%s: skipped %d weights of another shape (%s ...)", file, len(reshaped), reshaped[0]
+                    )
+                missing, unexpected = module.load_state_dict(
+                    {k: v for k, v in state.items() if k not in reshaped}, strict=False
+                )
+            else:
+                missing, unexpected = load_model(module, str(file), strict=False, device="cpu")
         except SafetensorError as err:  # not safetensors at all (a pickle, say): never unpickled
             raise CheckpointError(f"{file} is not a safetensors weights file ({first_line(err)})") from None
         except (RuntimeError, ValueError, OSError) as err:

@@ -58,6 +58,9 @@ class VQVAEModelConfig:
     decoder: str = "conv"
     decoder_channels: int = 256  # istft only
     decoder_blocks: int = 6  # istft only
+    # istft only: the points of the STFT the decoder writes (0: 4 x hop, Vocos's choice); more points
+    # resolve harmonics more finely in each frame, over more overlapping frames
+    decoder_n_fft: int = 0
     # Train the decoder alone: the encoder and quantizer stay as train.init_from left them (no
     # gradients, no codebook updates), so the codes - and a prior trained on them - stay valid.
     freeze_encoder: bool = False
@@ -69,6 +72,8 @@ class VQVAEModelConfig:
             raise ConfigError("model.strides must be a non-empty list of integers >= 1")
         if min(self.base_channels, self.max_channels, self.latent_dim) < 1:
             raise ConfigError("model.base_channels, model.max_channels and model.latent_dim must be >= 1")
+        if self.decoder_n_fft and (self.decoder_n_fft < self.hop or self.decoder_n_fft % 2):
+            raise ConfigError(f"model.decoder_n_fft must be 0 or an even number >= the hop ({self.hop})")
 
     @property
     def hop(self) -> int:
@@ -126,7 +131,7 @@ class VQVAE(nn.Module):
         self.encoder = WaveEncoder(*args)
         self.quantizer = Quantizer(cfg.latent_dim, cfg.quantizer)
         self.decoder: nn.Module = (
-            ISTFTDecoder(cfg.latent_dim, cfg.hop, cfg.decoder_channels, cfg.decoder_blocks)
+            ISTFTDecoder(cfg.latent_dim, cfg.hop, cfg.decoder_channels, cfg.decoder_blocks, cfg.decoder_n_fft)
             if cfg.decoder == "istft"
             else WaveDecoder(*args)
         )

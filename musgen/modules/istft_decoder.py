@@ -34,13 +34,13 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ISTFTDecoder(nn.Module):
-    """(B, D, F) latents -> (B, 1, F * hop) waveform through an inverse STFT (n_fft = 4 * hop)."""
+    """(B, D, F) latents -> (B, 1, F * hop) waveform through an inverse STFT (n_fft: 4 * hop when 0)."""
 
     window: torch.Tensor
 
-    def __init__(self, latent_dim: int, hop: int, channels: int = 256, blocks: int = 6):
+    def __init__(self, latent_dim: int, hop: int, channels: int = 256, blocks: int = 6, n_fft: int = 0):
         super().__init__()
-        self.hop, self.n_fft = hop, 4 * hop
+        self.hop, self.n_fft = hop, n_fft or 4 * hop
         self.stem = nn.Conv1d(latent_dim, channels, 7, padding=3)
         self.blocks = nn.Sequential(*(ConvNeXtBlock(channels) for _ in range(blocks)))
         self.norm = nn.LayerNorm(channels)

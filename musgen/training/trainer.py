@@ -393,8 +393,8 @@ class Trainer:
 
     def initialize_from(self, path: Path) -> None:
         """train.init_from: the Task's models start from a checkpoint's weights (same family; weights
-        the checkpoint lacks keep their initialization, weights the model lacks are skipped, a model
-        it has no file for starts fresh: all logged)."""
+        the checkpoint lacks or holds in another shape keep their initialization, weights the model
+        lacks are skipped, a model it has no file for starts fresh: all logged)."""
         ckpt = checkpoint.load_portable(path)
         if ckpt.family != self.family:
             raise MusgenError(f"train.init_from {path} is a {ckpt.family} checkpoint, not {self.family}")
@@ -403,7 +403,9 @@ class Trainer:
                 if self.main:  # (a codec's discriminator, say): it keeps its initialization
                     log.info("%s is new: %s has no weights for it", name, ckpt.path)
                 continue
-            missing = ckpt.load_weights(name, model, allow_missing=True, skip_unexpected=True)
+            missing = ckpt.load_weights(
+                name, model, allow_missing=True, skip_unexpected=True, skip_reshaped=True
+            )
             if self.main:
                 log.info("%s starts from %s (new: %s)", name, ckpt.path, ", ".join(missing) or "none")
 
