@@ -27,10 +27,20 @@ def tiny_config(**changes) -> VQVAEModelConfig:
     return cfg
 
 
-@pytest.fixture(scope="module", params=["conv", "istft"])
+@pytest.fixture(scope="module", params=["conv", "istft", "istft-n_fft-240"])
 def codec(request):
+    """The decoders: transposed convolutions, and the inverse STFT at 4 x hop and 8 x hop points."""
     torch.manual_seed(0)
-    return VQVAE(tiny_config(decoder=request.param)).eval()
+    kind, _, n_fft = request.param.partition("-n_fft-")
+    return VQVAE(tiny_config(decoder=kind, decoder_n_fft=int(n_fft or 0))).eval()
+
+
+@pytest.mark.parametrize("n_fft", [29, 31, 121])
+def test_decoder_n_fft_must_be_even_and_at_least_the_hop(n_fft):
+    from musgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="decoder_n_fft"):
+        tiny_config(decoder="istft", decoder_n_fft=n_fft).validate()
 
 
 @pytest.mark.parametrize("length", [1, 29, 30, 31, 997, 16001])
@@ -47,8 +57,9 @@ def test_encode_decode_lengths_for_any_input_length(codec, length):
 
 def test_a_code_frame_only_moves_its_neighbourhood(codec):
     """Locality: changing one code changes the decoded audio near its frame, not far away (istft:
-    the stem's and each block's kernel reach 3 frames, the synthesis window 2 hops each side)."""
-    reach = 10 if codec.cfg.decoder == "conv" else 3 * (1 + codec.cfg.decoder_blocks) + 2
+    the stem's and each block's kernel reach 3 frames, the synthesis window n_fft / 2 each side)."""
+    window = (codec.cfg.decoder_n_fft or 4 * codec.hop) // (2 * codec.hop)  # in hops
+    reach = 10 if codec.cfg.decoder == "conv" else 3 * (1 + codec.cfg.decoder_blocks) + window
     codes = codec.encode(torch.randn(1, 1, 3000) * 0.1)  # 100 frames
     other = codes.clone()
     other[0, 50, 0] = (other[0, 50, 0] + 1) % 16

@@ -39,6 +39,23 @@ def test_save_load_round_trip_and_run_dir_resolution(tmp_path):
     assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".tmp")]
 
 
+def test_weights_of_another_shape_keep_their_initialization_only_when_asked(tmp_path):
+    """skip_reshaped (train.init_from): a resized layer starts fresh, the rest loads; without it a
+    shape mismatch is a clear error."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 6))
+    checkpoint.save_portable(
+        tmp_path / "ckpt", family="vqvae", config_yaml="family: vqvae\n", models={"model": model}, step=1
+    )
+    ckpt = checkpoint.load_portable(tmp_path / "ckpt")
+    resized = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 8))  # a new head
+    fresh_head = resized[1].weight.clone()
+    with pytest.raises(CheckpointError, match="do not fit"):
+        ckpt.load_weights("model", resized, allow_missing=True)
+    missing = ckpt.load_weights("model", resized, allow_missing=True, skip_reshaped=True)
+    assert sorted(missing) == ["1.bias", "1.weight"]
+    assert torch.equal(resized[0].weight, model[0].weight) and torch.equal(resized[1].weight, fresh_head)
+
+
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
     target = tmp_path / "ckpt"
     checkpoint.save_portable(
