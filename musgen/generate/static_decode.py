@@ -58,7 +58,7 @@ def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A block's ``mlp`` (Linear, activation, Linear, dropout: an eval no-op) through ``_linear``."""
-    up, activation, down = list(mlp)[:3]
+    up, activation, down = list(cast(nn.Sequential, mlp))[:3]
     return _linear(down, activation(_linear(up, x)))
 
 
@@ -167,10 +167,10 @@ class _Step:
         # weight passes of _linear that means once per output row (Out times per token): keep every
         # intermediate in a buffer instead (2.9 -> 1.2 ms per token, docs/measured.md). No size asserts
         # on the ~90 inputs at every call: the key already fixes their shapes.
-        options = {"realize_opcount_threshold": 0, "size_asserts": False}
+        options: dict[str, Any] = {"realize_opcount_threshold": 0, "size_asserts": False}
         return torch.compile(fn, dynamic=False, fullgraph=True, options=options)
 
-    def __call__(self, key: tuple[int, ...], *args: Any) -> torch.Tensor:
+    def __call__(self, key: tuple[Any, ...], *args: Any) -> torch.Tensor:
         """``fn(*args)``; ``key`` names the shapes of ``args`` (those that are not the same every call)."""
         if not self.compiled:
             return self.eager(*args)
