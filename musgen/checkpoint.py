@@ -80,6 +80,9 @@ class PortableCheckpoint:
                 missing, unexpected = module.load_state_dict(
                     {k: v for k, v in state.items() if k not in reshaped}, strict=False
                 )
+                # a tied weight is stored once (save_model): its other name loaded with it
+                loaded = {own[k].data_ptr() for k in state if k in own and k not in reshaped}
+                missing = [k for k in missing if own[k].data_ptr() not in loaded]
             else:
                 missing, unexpected = load_model(module, str(file), strict=False, device="cpu")
         except SafetensorError as err:  # not safetensors at all (a pickle, say): never unpickled

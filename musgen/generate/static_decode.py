@@ -207,7 +207,7 @@ def _step_for(model: nn.Module, fn: Callable[..., torch.Tensor], compile: bool) 
     if not compile:
         return _Step(fn, False, device)
     step = _STEPS.get(model)
-    if step is None or step.eager is not fn or not step.compiled:
+    if step is None or step.eager is not fn:  # (one that failed to compile stays eager: warned once)
         step = _STEPS[model] = _Step(fn, True, device)
     return step
 

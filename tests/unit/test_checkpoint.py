@@ -54,6 +54,11 @@ def test_weights_of_another_shape_keep_their_initialization_only_when_asked(tmp_
     missing = ckpt.load_weights("model", resized, allow_missing=True, skip_reshaped=True)
     assert sorted(missing) == ["1.bias", "1.weight"]
     assert torch.equal(resized[0].weight, model[0].weight) and torch.equal(resized[1].weight, fresh_head)
+    checkpoint.save_portable(
+        tmp_path / "tied", family="lstm", config_yaml="family: lstm\n", models={"model": _model()}, step=1
+    )
+    fresh = _model()  # tied weights, stored once: nothing reported missing
+    assert checkpoint.load_portable(tmp_path / "tied").load_weights("model", fresh, skip_reshaped=True) == []
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
