@@ -57,6 +57,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, help="sampling, for --continuations")
     parser.add_argument("--top-k", type=int, help="sampling, for --continuations")
     parser.add_argument("--top-p", type=float, help="sampling, for --continuations")
+    parser.add_argument("--seed", type=int, default=0, help="of the first continuation (then +1 each)")
+    parser.add_argument(
+        "--no-likelihood", action="store_true", help="skip the prior's held-out NLL (encodes the train split)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     result: dict = {"data": str(args.data)}
@@ -85,7 +89,7 @@ def main() -> None:
         result["prior"] = {
             "checkpoint": str(prior.checkpoint.path),
             "step": prior.checkpoint.meta["step"],
-            **evaluate_prior(prior, args.data, args.split),
+            **({} if args.no_likelihood else evaluate_prior(prior, args.data, args.split)),
             "eval_seconds": round(time.time() - start, 1),
         }
         print(json.dumps(result["prior"], indent=1))
@@ -97,6 +101,7 @@ def main() -> None:
                     args.data,
                     args.split,
                     count=args.continuations,
+                    seed=args.seed,
                     temperature=args.temperature,
                     top_k=args.top_k,
                     top_p=args.top_p,

@@ -94,6 +94,39 @@ def encoded_split(data_dir: Path, split: str, codec: Any, codec_key: str) -> tup
     return tokens, offsets
 
 
+def silence_codes(codec: Any, frames: int = 64) -> np.ndarray:
+    """The code row (Q,) the codec writes for digital silence away from any sound: the middle frame
+    of ``frames`` frames of zeros (the encoder's padding shapes the frames near either end)."""
+    hop = codec.cfg.model.hop
+    codes = codec.encode_audio(np.zeros(frames * hop, np.float32), precision="fp32").numpy()
+    return codes[frames // 2].astype(np.int64)
+
+
+def trim_trailing_silence(
+    tokens: np.ndarray, offsets: np.ndarray, silence: np.ndarray, codebook_size: int, edge: int = 4
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Drops each piece's trailing frames whose first-level code is the one of ``silence`` (Q,) (the
+    coarse code of digital silence; the finer levels also code the last quiet tail) from ``tokens``.
+    A rendered piece ends in ~0.5 s of digital silence after its last sound, and nothing follows it
+    in a training window: a prior learns that silence never ends and, sampling, falls into it after
+    a phrase's last chord (stop 41, docs/measured.md). The last ``edge`` frames of a piece that ends
+    in silence go too: the encoder's padding codes them differently. Returns (tokens, offsets,
+    frames dropped)."""
+    q = len(silence)
+    row = flatten_codes(silence[None], codebook_size)  # (Q,) the ids of one silent frame
+    kept, dropped = [], 0
+    for p in range(len(offsets) - 1):
+        frames = tokens[int(offsets[p]) : int(offsets[p + 1])].reshape(-1, q)  # (F, Q)
+        silent = (frames[:, 0] == row[0])[: max(len(frames) - edge, 0)]  # (F - edge,)
+        run = int(np.argmin(silent[::-1])) if not silent.all() else len(silent)  # trailing silent frames
+        end = len(silent) - run if run else len(frames)
+        dropped += len(frames) - end
+        kept.append(frames[:end].reshape(-1))
+    new_offsets = np.zeros_like(offsets)
+    np.cumsum([len(k) for k in kept], out=new_offsets[1:])
+    return (np.concatenate(kept) if kept else tokens[:0]).astype(tokens.dtype), new_offsets, dropped
+
+
 class CodeWindows(Dataset):
     """Windows of ``seq_len + 1`` tokens over ``[BOS] + tokens of a piece``, one every ``seq_len``
     tokens; with ``jitter`` each window after the first moves by a random offset in

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from musgen.data.audio_codes import CodeWindows, flatten_codes, unflatten_tokens
+from musgen.data.audio_codes import CodeWindows, flatten_codes, trim_trailing_silence, unflatten_tokens
 from musgen.eval.audio_metrics import MultiResolutionSTFTLoss, log_mel_l1, si_sdr
 from musgen.models.prior import _splice
 from musgen.models.vqvae import VQVAE, VQVAEModelConfig
@@ -117,6 +117,21 @@ def test_flattened_codes_round_trip():
     assert tokens.tolist() == [1, 12, 23, 4, 15, 26]
     assert np.array_equal(unflatten_tokens(tokens, 10, 3), codes)
     assert np.array_equal(unflatten_tokens(tokens[:-1], 10, 3), codes[:1])  # partial frame dropped
+
+
+def test_trailing_silence_is_trimmed_with_the_edge_frames():
+    silence = np.array([7, 8])  # (Q=2,) K = 10
+    music = np.array([[1, 2], [3, 4], [7, 5]])  # a quiet frame inside a piece (coarse code 7) stays
+    ending = np.array([[1, 2], [7, 3], [7, 8], [7, 8], [7, 1], [2, 2]])  # sound, silence (coarse 7), edge
+    pieces = [np.concatenate([music, ending]), music, np.array([[7, 8]] * 4)]
+    tokens = np.concatenate([flatten_codes(p, 10) for p in pieces]).astype(np.int32)
+    offsets = np.cumsum([0, *(p.size for p in pieces)])
+    out, new_offsets, dropped = trim_trailing_silence(tokens, offsets, silence, 10, edge=2)
+    kept = [unflatten_tokens(out[a:b], 10, 2) for a, b in zip(new_offsets[:-1], new_offsets[1:])]
+    assert np.array_equal(kept[0], pieces[0][:4])  # up to the last sound
+    assert np.array_equal(kept[1], music)  # no silence at its end: untouched (its last 2 frames too)
+    assert len(kept[2]) == 0  # silence alone
+    assert dropped == 5 + 4 and out.dtype == tokens.dtype
 
 
 def test_code_windows_start_with_bos_and_resume_exactly():
