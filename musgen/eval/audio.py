@@ -93,6 +93,20 @@ def held_out_clips(
     return [clip for clip in clips if len(clip) == length][:count]
 
 
+SILENCE_DB = -45.0  # RMS level of a 0.1-s stretch counted as silence (the rendered chorales: 0 %)
+
+
+def silent_fraction(waves: list[np.ndarray], rate: int) -> float:
+    """The fraction of 0.1-s stretches of ``waves`` quieter than ``SILENCE_DB`` (RMS, dBFS): what a
+    continuation that stalls into silence shows first."""
+    width, quiet, total = rate // 10, 0, 0
+    for wave in waves:
+        frames = np.asarray(wave[: len(wave) // width * width], np.float64).reshape(-1, width)
+        quiet += int((np.sqrt((frames**2).mean(axis=1)) < 10 ** (SILENCE_DB / 20)).sum())
+        total += len(frames)
+    return quiet / max(total, 1)
+
+
 def evaluate_continuations(
     prior: Any,
     data_dir: Path,
@@ -148,4 +162,5 @@ def evaluate_continuations(
         "real_vs_real": audio_frechet(others, truth, rate),
         "codec_only": audio_frechet(others, decoded, rate),
         "model_vs_truth": audio_frechet(truth, generated, rate),
+        "silent_fraction": {"model": silent_fraction(generated, rate), "real": silent_fraction(truth, rate)},
     }

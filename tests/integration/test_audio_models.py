@@ -459,6 +459,7 @@ def test_continuations_are_compared_with_real_audio_of_the_same_count_and_length
         assert report[key]["reference_windows"] == report[key]["generated_windows"] > 0
         assert math.isfinite(report[key]["frechet_distance"])
     assert report["model"]["frechet_distance"] != report["real_vs_real"]["frechet_distance"]
+    assert report["silent_fraction"]["real"] == 0.0 and 0 <= report["silent_fraction"]["model"] <= 1
     with pytest.raises(MusgenError, match="at least 2 valid pieces"):
         evaluate_continuations(prior, bach_audio_data, "valid", "train", prompt_seconds=500.0)
 

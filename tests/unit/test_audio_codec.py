@@ -157,3 +157,13 @@ def test_splice_starts_with_the_prompt():
     out = _splice(prompt, decoded, fade=50)
     assert len(out) == 1000 and np.array_equal(out[:250], prompt[:250]) and np.all(out[300:] == 0)
     assert np.all(np.abs(out[250:300]) <= np.abs(prompt[250:300]) + 1e-6)
+
+
+def test_silent_fraction_counts_quiet_tenths_of_a_second():
+    from musgen.eval.audio import silent_fraction
+
+    rate = 1000
+    tone = 0.1 * np.sin(np.arange(rate) / 3.0)  # 1 s at -23 dB RMS
+    fading = np.concatenate([tone, 0.001 * tone, np.zeros(rate // 2)])  # then -63 dB, then silence
+    assert silent_fraction([tone], rate) == 0.0
+    assert silent_fraction([fading, tone], rate) == pytest.approx(15 / 35)
