@@ -322,11 +322,14 @@ def pack_checkpoint(src: Path, dst: Path, *, metrics_file: Path | None = None) -
     """Copies the checkpoint ``src`` (or a RUN_DIR's latest) to ``dst`` with its float32 weights
     stored as float16, for shipping (``checkpoints/``): half the size, and loading casts them back
     to the model's float32. A tensor that float16 cannot hold (a value out of its range, or a
-    relative error above 1e-3 in norm, e.g. a tensor of tiny values) stays float32. Nested checkpoints (the codec inside a
+    relative error above 1e-3 in norm, e.g. a tensor of tiny values) stays float32; a codebook's EMA
+    sums (training state, rebuilt on load) are left out. Nested checkpoints (the codec inside a
     prior) are packed the same way. ``metrics_file`` (the run's metrics.jsonl) is copied along so
     ``musgen report`` can draw the training curves."""
     from safetensors import safe_open
     from safetensors.torch import save_file
+
+    from musgen.modules.quantizer import is_training_only
 
     src = resolve_checkpoint(src)
 
@@ -354,7 +357,11 @@ def pack_checkpoint(src: Path, dst: Path, *, metrics_file: Path | None = None) -
                 shutil.copyfile(file, target)
                 continue
             with safe_open(str(file), framework="pt") as handle:
-                tensors = {key: half(handle.get_tensor(key)).contiguous() for key in handle.keys()}  # noqa: SIM118
+                tensors = {
+                    key: half(handle.get_tensor(key)).contiguous()
+                    for key in handle.keys()  # noqa: SIM118
+                    if not is_training_only(key)
+                }
                 metadata = handle.metadata()
             save_file(tensors, str(target), metadata=metadata)
         if metrics_file is not None and Path(metrics_file).is_file():

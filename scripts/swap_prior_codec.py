@@ -17,13 +17,15 @@ from safetensors.torch import load_file
 
 from musgen import checkpoint
 from musgen.errors import MusgenError
+from musgen.modules.quantizer import is_training_only
 
 FROZEN = ("encoder.", "quantizer.")  # what fixes the codes
 
 
 def frozen_weights(codec_dir: Path) -> dict[str, torch.Tensor]:
     weights = load_file(str(codec_dir / "model.safetensors"))
-    return {k: v.half() for k, v in weights.items() if k.startswith(FROZEN)}  # as packing keeps them
+    # as packing keeps them (a codebook's EMA sums are training state: a packed codec has none)
+    return {k: v.half() for k, v in weights.items() if k.startswith(FROZEN) and not is_training_only(k)}
 
 
 def swap(prior: Path, codec: Path, out: Path) -> Path:

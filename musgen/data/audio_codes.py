@@ -59,12 +59,16 @@ CODE_WEIGHTS = ("encoder.", "quantizer.")  # what a piece's codes depend on (not
 def weights_key(checkpoint_dir: Path) -> str:
     """A short hash of the weights of a codec checkpoint that fix its codes (names, dtypes, shapes
     and bytes of the encoder's and the quantizer's tensors): a decoder retrained on frozen codes
-    (``model.freeze_encoder``) reuses the cached codes; float16 packing changes the key."""
+    (``model.freeze_encoder``) reuses the cached codes; float16 packing changes the key; a codebook's
+    EMA sums (training state, left out of packed checkpoints) do not count."""
     from safetensors import safe_open
+
+    from musgen.modules.quantizer import is_training_only
 
     digest = hashlib.sha256()
     with safe_open(str(Path(checkpoint_dir) / "model.safetensors"), framework="pt") as handle:
-        for name in sorted(k for k in handle.keys() if k.startswith(CODE_WEIGHTS)):  # noqa: SIM118
+        names = [k for k in handle.keys() if k.startswith(CODE_WEIGHTS) and not is_training_only(k)]  # noqa: SIM118
+        for name in sorted(names):
             tensor = handle.get_tensor(name).contiguous()
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
             digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,6 +67,17 @@ class QuantizerConfig:
         return math.prod(self.fsq_levels) if self.kind == "fsq" else self.codebook_size
 
 
+# EMA sums of the codebook vectors assigned to each code: training state only (the codebook itself
+# is ``embed``). Shipped checkpoints leave them out (musgen.checkpoint.pack_checkpoint: 0.5 MB of a
+# 4 x 1,024 x 64 codec); loading rebuilds them from ``embed`` and ``cluster_size``.
+TRAINING_ONLY_SUFFIX = ".embed_avg"
+
+
+def is_training_only(name: str) -> bool:
+    """Whether the weight ``name`` is a codebook's EMA sum (nothing but training reads it)."""
+    return name.endswith(TRAINING_ONLY_SUFFIX)
+
+
 class Quantizer(nn.Module):
     """(B, D, T) latents -> quantized latents (B, D, T), codes (B, T, Q), auxiliary loss (scalar)."""
 
@@ -92,6 +104,19 @@ class Quantizer(nn.Module):
             )
         else:
             self.vq = FSQ(levels=list(cfg.fsq_levels), dim=dim, channel_first=True)
+        self._register_load_state_dict_pre_hook(self._rebuild_ema_sums)
+
+    def _rebuild_ema_sums(self, state: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+        """A checkpoint without the EMA sums (packed): embed_avg (1, K, D) = embed (1, K, D) x
+        cluster_size (1, K), the sums the EMA divides by the counts to get the codebook."""
+        for name, _ in self.named_buffers():
+            key = prefix + name
+            if is_training_only(key) and key not in state:
+                stem = key[: -len(TRAINING_ONLY_SUFFIX)]
+                if stem + ".embed" in state and stem + ".cluster_size" in state:
+                    state[key] = (
+                        state[stem + ".embed"].float() * state[stem + ".cluster_size"].float()[..., None]
+                    )
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = z.float()  # codebook distances and EMA statistics in fp32 under autocast too

@@ -115,3 +115,35 @@ def test_bad_quantizer_settings():
         from_dict(QuantizerConfig, {"kind": "fsq", "fsq_levels": [1, 4]})
     with pytest.raises(ConfigError, match="quantize_dropout"):
         from_dict(QuantizerConfig, {"kind": "vq", "quantize_dropout": True})
+
+
+def test_a_packed_codebook_loads_without_its_ema_sums(tmp_path):
+    """pack_checkpoint leaves the EMA sums (training state) out; loading rebuilds them, codes agree."""
+    from musgen import checkpoint
+
+    torch.manual_seed(0)
+    cfg = QuantizerConfig(kind="rvq", num_quantizers=2, codebook_size=16, kmeans_init=False)
+    q = Quantizer(8, cfg)
+    for _ in range(3):  # EMA updates: the sums are no longer the initial ones
+        q(torch.randn(4, 8, 10))
+    q.eval()
+    src = checkpoint.save_portable(
+        tmp_path / "run" / "checkpoints" / "step_0000001",
+        family="vqvae",
+        config_yaml="{}",
+        models={"model": q},
+        step=1,
+    )
+    packed = checkpoint.pack_checkpoint(src, tmp_path / "packed")
+    from safetensors import safe_open
+
+    with safe_open(str(packed / "model.safetensors"), framework="pt") as handle:
+        names = list(handle.keys())  # noqa: SIM118
+    assert names and not [n for n in names if n.endswith(".embed_avg")]
+    fresh = Quantizer(8, cfg).eval()
+    checkpoint.load_portable(packed).load_weights("model", fresh)  # strict: nothing missing
+    z = torch.randn(2, 8, 7)
+    assert torch.equal(q(z)[1], fresh(z)[1])
+    for name, sums in q.state_dict().items():
+        if name.endswith(".embed_avg"):
+            torch.testing.assert_close(fresh.state_dict()[name], sums, rtol=2e-2, atol=1e-3)
