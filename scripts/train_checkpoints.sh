@@ -9,11 +9,13 @@
 # (transformer-folk is the transformer family on the whole folk corpus; transformer-infill the one that
 # also infills, on the chorales with their voices kept apart; musicvae-2bar the 2-bar MusicVAE). Presets:
 # pretrained/NAME (musgen/presets/); the 16-bar MusicVAE uses its default preset musicvae. The codec
-# trains in three phases (pretrained/vqvae-base, then a new decoder on its frozen codes, then that
-# decoder on with a lighter waveform loss: pretrained/vqvae-tune, the one packed); the prior trains on
-# those codes. MuseGAN trains in three (pretrained/musegan, pretrained/musegan-tune from it, then
-# pretrained/musegan-harmony), each of the last two followed by scripts/calibrate_musegan.py. A run that was interrupted resumes from its last complete state; a finished one is
-# only packed again. Runs that keep several saves are packed from the save with the best validation
+# trains in four phases (pretrained/vqvae-base, then a new decoder on its frozen codes, then that
+# decoder on with a lighter waveform loss: pretrained/vqvae-tune, then a 2,048-point head on it:
+# pretrained/vqvae-stft2048, the one packed); the prior trains on those codes in two phases
+# (pretrained/prior, then pretrained/prior-tune without the pieces' silent ends). MuseGAN trains in
+# three (pretrained/musegan, pretrained/musegan-tune from it, then pretrained/musegan-harmony), each
+# of the last two followed by scripts/calibrate_musegan.py. A run that was interrupted resumes from
+# its last complete state; a finished one is only packed again. Runs that keep several saves are packed from the save with the best validation
 # NLL (PICK=last packs the last one; the 16-bar MusicVAE always its last: see below).
 # Environment: DATA (default data), RUNS (default runs/pretrained), OUT (default checkpoints),
 # BIN (default .venv/bin). Times on a 2-core CPU are in checkpoints/README.md.
@@ -79,7 +81,23 @@ for name in "${families[@]}"; do
         tune=(--data "$data" --out "$RUNS/vqvae-tune" --config pretrained/vqvae-tune --set "train.init_from=$run")
         [ -d "$RUNS/vqvae-tune/state" ] && tune+=(--resume)
         "$BIN/musgen" train vqvae "${tune[@]}"
-        run=$RUNS/vqvae-tune
+        # phase 4: a head writing a 2,048-point STFT, in two legs (pretrained/vqvae-stft2048)
+        leg=(--data "$data" --out "$RUNS/vqvae-stft2048-a" --config pretrained/vqvae-tune
+            --set model.decoder_n_fft=2048 --set train.stop_at=1760 --set "train.init_from=$RUNS/vqvae-tune")
+        [ -d "$RUNS/vqvae-stft2048-a/state" ] && leg+=(--resume)
+        "$BIN/musgen" train vqvae "${leg[@]}"
+        leg=(--data "$data" --out "$RUNS/vqvae-stft2048" --config pretrained/vqvae-stft2048
+            --set "train.init_from=$RUNS/vqvae-stft2048-a")
+        [ -d "$RUNS/vqvae-stft2048/state" ] && leg+=(--resume)
+        "$BIN/musgen" train vqvae "${leg[@]}"
+        run=$RUNS/vqvae-stft2048
+    fi
+    if [ "$name" = prior ]; then  # phase 2: trained on without each piece's trailing silence
+        tune=(--data "$data" --out "$RUNS/prior-tune" --config pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048"
+            --set "train.init_from=$run")
+        [ -d "$RUNS/prior-tune/state" ] && tune+=(--resume)
+        "$BIN/musgen" train prior "${tune[@]}"
+        run=$RUNS/prior-tune
     fi
     if [ "$name" = musegan ]; then  # phase 2: held notes struck again (pretrained/musegan-tune), its
         # rests calibrated and temperature chosen (the stop-36 checkpoint); phase 3: fine-tuned from it
