@@ -127,7 +127,7 @@ def test_trailing_silence_is_trimmed_with_the_edge_frames():
     tokens = np.concatenate([flatten_codes(p, 10) for p in pieces]).astype(np.int32)
     offsets = np.cumsum([0, *(p.size for p in pieces)])
     out, new_offsets, dropped = trim_trailing_silence(tokens, offsets, silence, 10, edge=2)
-    kept = [unflatten_tokens(out[a:b], 10, 2) for a, b in zip(new_offsets[:-1], new_offsets[1:])]
+    kept = [unflatten_tokens(out[a:b], 10, 2) for a, b in zip(new_offsets[:-1], new_offsets[1:], strict=True)]
     assert np.array_equal(kept[0], pieces[0][:4])  # up to the last sound
     assert np.array_equal(kept[1], music)  # no silence at its end: untouched (its last 2 frames too)
     assert len(kept[2]) == 0  # silence alone
