@@ -161,11 +161,11 @@ class PriorTask(LanguageModelTask):
 
         assert self.codec is not None and self.codec_dir is not None
         key = weights_key(self.codec_dir)
+        silence = silence_codes(self.codec) if self.cfg.data.trim_trailing_silence else None
         splits = {}
         for split in ("train", "valid"):
             tokens, offsets = encoded_split(self.data_path, split, self.codec, key)
-            if self.cfg.data.trim_trailing_silence:
-                silence = silence_codes(self.codec)
+            if silence is not None:
                 tokens, offsets, dropped = trim_trailing_silence(tokens, offsets, silence, self.codebook_size)
                 log.info(
                     "%s: left out %d frames of trailing silence (%d pieces)", split, dropped, len(offsets) - 1
