@@ -469,13 +469,16 @@ def test_tune_audio_sampling_stores_the_setting_with_the_lowest_distance(
 ):
     ckpt = tmp_path / "prior"
     shutil.copytree(tiny_prior_run.checkpoint, ckpt)
-    args = ["--data", str(bach_audio_data), "--grid", "1.0:1.0,0.5:0.9", "--prompts", "2"]
+    args = ["--data", str(bach_audio_data), "--grid", "1.0:1.0,0.5:0.9", "--prompts", "2", "--seeds", "0,1"]
     args += ["--prompt-seconds", "0.5", "--new-seconds", "1", "--write", "--out", str(tmp_path / "t.json")]
     done = subprocess.run(
         [sys.executable, "scripts/tune_audio_sampling.py", str(ckpt), *args], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     table = json.loads((tmp_path / "t.json").read_text())["table"]
+    for row in table:  # each setting read as the mean over the seeds' draws
+        assert set(row["frechet_per_seed"]) == {"0", "1"}
+        assert row["frechet"] == pytest.approx(sum(row["frechet_per_seed"].values()) / 2)
     best = min(table, key=lambda row: row["frechet"])
     meta = json.loads((ckpt / "musgen.json").read_text())
     assert meta["sampling"] == {"temperature": best["temperature"], "top_p": best["top_p"]}
