@@ -11,8 +11,10 @@
 # pretrained/NAME (musgen/presets/); the 16-bar MusicVAE uses its default preset musicvae. The codec
 # trains in four phases (pretrained/vqvae-base, then a new decoder on its frozen codes, then that
 # decoder on with a lighter waveform loss: pretrained/vqvae-tune, then a 2,048-point head on it:
-# pretrained/vqvae-stft2048, the one packed); the prior trains on those codes in two phases
-# (pretrained/prior, then pretrained/prior-tune without the pieces' silent ends). MuseGAN trains in
+# pretrained/vqvae-stft2048 in three legs, the one packed); the prior trains on those codes in three
+# phases (pretrained/prior, then pretrained/prior-tune without the pieces' silent ends, then that
+# recipe again at a lower learning rate), and its sampling temperature is chosen on the valid split
+# (scripts/tune_audio_sampling.py). MuseGAN trains in
 # three (pretrained/musegan, pretrained/musegan-tune from it, then pretrained/musegan-harmony), each
 # of the last two followed by scripts/calibrate_musegan.py. A run that was interrupted resumes from
 # its last complete state; a finished one is only packed again. Runs that keep several saves are packed from the save with the best validation
@@ -90,14 +92,24 @@ for name in "${families[@]}"; do
             --set "train.init_from=$RUNS/vqvae-stft2048-a")
         [ -d "$RUNS/vqvae-stft2048/state" ] && leg+=(--resume)
         "$BIN/musgen" train vqvae "${leg[@]}"
-        run=$RUNS/vqvae-stft2048
+        leg=(--data "$data" --out "$RUNS/vqvae-stft2048-c" --config pretrained/vqvae-stft2048
+            --set train.lr=0.00015 --set train.stop_at=3770 --set "train.init_from=$RUNS/vqvae-stft2048")  # (stop 42)
+        [ -d "$RUNS/vqvae-stft2048-c/state" ] && leg+=(--resume)
+        "$BIN/musgen" train vqvae "${leg[@]}"
+        run=$RUNS/vqvae-stft2048-c
     fi
     if [ "$name" = prior ]; then  # phase 2: trained on without each piece's trailing silence
-        tune=(--data "$data" --out "$RUNS/prior-tune" --config pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048"
+        tune=(--data "$data" --out "$RUNS/prior-tune" --config pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-c"
             --set "train.init_from=$run")
         [ -d "$RUNS/prior-tune/state" ] && tune+=(--resume)
         "$BIN/musgen" train prior "${tune[@]}"
-        run=$RUNS/prior-tune
+        # phase 3 (stop 42): the same recipe again from phase 2, a 6,000-step schedule at lr 2.5e-4
+        tune=(--data "$data" --out "$RUNS/prior-tune2" --config pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-c"
+            --set "train.init_from=$RUNS/prior-tune" --set train.lr=0.00025 --set train.steps=6000
+            --set train.stop_at=5690)
+        [ -d "$RUNS/prior-tune2/state" ] && tune+=(--resume)
+        "$BIN/musgen" train prior "${tune[@]}"
+        run=$RUNS/prior-tune2
     fi
     if [ "$name" = musegan ]; then  # phase 2: held notes struck again (pretrained/musegan-tune), its
         # rests calibrated and temperature chosen (the stop-36 checkpoint); phase 3: fine-tuned from it
@@ -123,6 +135,10 @@ for name in "${families[@]}"; do
     # the model grows overconfident), and the issue's measures are accuracies: the last save
     [ "$name" = musicvae ] && pick=last
     "$BIN/python" scripts/pack_checkpoint.py "$run" "$OUT/$name" --pick "$pick"
+    if [ "$name" = prior ]; then  # its temperature, chosen by continuations of valid prompts (stop 42)
+        "$BIN/python" scripts/tune_audio_sampling.py "$OUT/$name" --data "$data" --grid 1.0:1.0,1.1:1.0,1.2:1.0 \
+            --seeds 0,100 --write
+    fi
     if [ "$name" = musicvae ]; then  # the density / pitch attribute vectors (musgen interpolate --attribute)
         "$BIN/python" scripts/attribute_vectors.py "$OUT/$name" --data "$data" --write
         # and the learned p(z) its samples are drawn from (bar latents: see musgen/models/latent_prior.py)
