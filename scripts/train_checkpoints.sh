@@ -53,6 +53,14 @@ data_for() {  # the data set a family trains on, built when missing (a matching 
     esac
 }
 
+train_run() {  # train_run FAMILY RUN_DIR CONFIG [--set ...]: one run on $data, resumed if interrupted
+    local family=$1 out=$2 config=$3
+    shift 3
+    local args=(--data "$data" --out "$out" --config "$config" "$@")
+    [ -d "$out/state" ] && args+=(--resume)
+    "$BIN/musgen" train "$family" "${args[@]}"
+}
+
 for name in "${families[@]}"; do
     data=$(data_for "$name")
     family=${name%-folk}
@@ -65,9 +73,7 @@ for name in "${families[@]}"; do
     if [ "$name" = transformer-infill ] || [ "$name" = vqvae ]; then
         # phase 1 (infill: suffix first; codec: the convolutional codec), phase 2 starts from it
         # (infill: the hinted order; codec: a new decoder on phase 1's frozen encoder and codebooks)
-        base=(--data "$data" --out "$RUNS/$name-base" --config pretrained/$name-base)
-        [ -d "$RUNS/$name-base/state" ] && base+=(--resume)
-        "$BIN/musgen" train "$family" "${base[@]}"
+        train_run "$family" "$RUNS/$name-base" pretrained/$name-base
         extra+=(--set "train.init_from=$RUNS/$name-base")
     fi
     [ -d "$RUNS/$name/state" ] && extra+=(--resume)
@@ -80,35 +86,23 @@ for name in "${families[@]}"; do
     fi
     run=$RUNS/$name
     if [ "$name" = vqvae ]; then  # phase 3: the decoder on, on the same codes (pretrained/vqvae-tune)
-        tune=(--data "$data" --out "$RUNS/vqvae-tune" --config pretrained/vqvae-tune --set "train.init_from=$run")
-        [ -d "$RUNS/vqvae-tune/state" ] && tune+=(--resume)
-        "$BIN/musgen" train vqvae "${tune[@]}"
-        # phase 4: a head writing a 2,048-point STFT, in two legs (pretrained/vqvae-stft2048)
-        leg=(--data "$data" --out "$RUNS/vqvae-stft2048-a" --config pretrained/vqvae-tune
-            --set model.decoder_n_fft=2048 --set train.stop_at=1760 --set "train.init_from=$RUNS/vqvae-tune")
-        [ -d "$RUNS/vqvae-stft2048-a/state" ] && leg+=(--resume)
-        "$BIN/musgen" train vqvae "${leg[@]}"
-        leg=(--data "$data" --out "$RUNS/vqvae-stft2048" --config pretrained/vqvae-stft2048
-            --set "train.init_from=$RUNS/vqvae-stft2048-a")
-        [ -d "$RUNS/vqvae-stft2048/state" ] && leg+=(--resume)
-        "$BIN/musgen" train vqvae "${leg[@]}"
-        leg=(--data "$data" --out "$RUNS/vqvae-stft2048-c" --config pretrained/vqvae-stft2048
-            --set train.lr=0.00015 --set train.stop_at=3770 --set "train.init_from=$RUNS/vqvae-stft2048")  # (stop 42)
-        [ -d "$RUNS/vqvae-stft2048-c/state" ] && leg+=(--resume)
-        "$BIN/musgen" train vqvae "${leg[@]}"
+        train_run vqvae "$RUNS/vqvae-tune" pretrained/vqvae-tune --set "train.init_from=$run"
+        # phase 4: a head writing a 2,048-point STFT, in three legs (pretrained/vqvae-stft2048; the
+        # third one from stop 42)
+        train_run vqvae "$RUNS/vqvae-stft2048-a" pretrained/vqvae-tune \
+            --set model.decoder_n_fft=2048 --set train.stop_at=1760 --set "train.init_from=$RUNS/vqvae-tune"
+        train_run vqvae "$RUNS/vqvae-stft2048" pretrained/vqvae-stft2048 --set "train.init_from=$RUNS/vqvae-stft2048-a"
+        train_run vqvae "$RUNS/vqvae-stft2048-c" pretrained/vqvae-stft2048 \
+            --set train.lr=0.00015 --set train.stop_at=3770 --set "train.init_from=$RUNS/vqvae-stft2048"
         run=$RUNS/vqvae-stft2048-c
     fi
     if [ "$name" = prior ]; then  # phase 2: trained on without each piece's trailing silence
-        tune=(--data "$data" --out "$RUNS/prior-tune" --config pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-c"
-            --set "train.init_from=$run")
-        [ -d "$RUNS/prior-tune/state" ] && tune+=(--resume)
-        "$BIN/musgen" train prior "${tune[@]}"
+        train_run prior "$RUNS/prior-tune" pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-c" \
+            --set "train.init_from=$run"
         # phase 3 (stop 42): the same recipe again from phase 2, a 6,000-step schedule at lr 2.5e-4
-        tune=(--data "$data" --out "$RUNS/prior-tune2" --config pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-c"
-            --set "train.init_from=$RUNS/prior-tune" --set train.lr=0.00025 --set train.steps=6000
-            --set train.stop_at=5690)
-        [ -d "$RUNS/prior-tune2/state" ] && tune+=(--resume)
-        "$BIN/musgen" train prior "${tune[@]}"
+        train_run prior "$RUNS/prior-tune2" pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-c" \
+            --set "train.init_from=$RUNS/prior-tune" --set train.lr=0.00025 --set train.steps=6000 \
+            --set train.stop_at=5690
         run=$RUNS/prior-tune2
     fi
     if [ "$name" = musegan ]; then  # phase 2: held notes struck again (pretrained/musegan-tune), its
@@ -116,14 +110,10 @@ for name in "${families[@]}"; do
         # with the harmony table on (pretrained/musegan-harmony), then its sampling calibrated to the
         # training data (each voice's intervals, pitch classes per bar, repeated notes, rests), the grid
         # point chosen on the valid split
-        tune=(--data "$data" --out "$RUNS/musegan-tune" --config pretrained/musegan-tune --set "train.init_from=$run")
-        [ -d "$RUNS/musegan-tune/state" ] && tune+=(--resume)
-        "$BIN/musgen" train musegan "${tune[@]}"
+        train_run musegan "$RUNS/musegan-tune" pretrained/musegan-tune --set "train.init_from=$run"
         "$BIN/python" scripts/calibrate_musegan.py "$RUNS/musegan-tune" --data "$data" --out "$RUNS/musegan-tune-calibrated"
-        tune=(--data "$data" --out "$RUNS/musegan-harmony" --config pretrained/musegan-harmony
-            --set "train.init_from=$RUNS/musegan-tune-calibrated")
-        [ -d "$RUNS/musegan-harmony/state" ] && tune+=(--resume)
-        "$BIN/musgen" train musegan "${tune[@]}"
+        train_run musegan "$RUNS/musegan-harmony" pretrained/musegan-harmony \
+            --set "train.init_from=$RUNS/musegan-tune-calibrated"
         "$BIN/python" scripts/calibrate_musegan.py "$RUNS/musegan-harmony" --data "$data" --out "$RUNS/musegan-calibrated" \
             --grid 0.9,0.8 --harmony 1,1.5 --voice-temperatures upc --intervals \
             --out-json scripts/results/calibrate_musegan.json
