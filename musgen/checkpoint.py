@@ -270,13 +270,26 @@ def load_portable(path: Path) -> PortableCheckpoint:
 SAMPLING_KEYS = {"temperature": float, "top_k": int, "top_p": float}
 
 
+def _sampling_value(key: str, value: Any) -> Any:
+    """One stored sampling setting, typed: a number, or a list of numbers (one per codebook level of
+    an audio prior with the delay pattern)."""
+    cast = SAMPLING_KEYS[key]
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"{key}: an empty list")
+        return [cast(v) for v in value]
+    return cast(value)
+
+
 def sampling_defaults(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The recommended sampling settings in a checkpoint's metadata (``"sampling"``), typed; {} if none."""
     stored = meta.get("sampling") or {}
     if not isinstance(stored, Mapping):
         raise CheckpointError(f"the sampling settings in {META_FILE} should be a mapping, not {stored!r}")
     try:
-        return {key: cast(stored[key]) for key, cast in SAMPLING_KEYS.items() if stored.get(key) is not None}
+        return {
+            key: _sampling_value(key, stored[key]) for key in SAMPLING_KEYS if stored.get(key) is not None
+        }
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"bad sampling settings in {META_FILE}: {first_line(err)}") from None
 
@@ -293,7 +306,7 @@ def set_sampling_defaults(
             f"unknown sampling settings {sorted(unknown)} (known: {', '.join(SAMPLING_KEYS)})"
         )
     entries: dict[str, Any] = {
-        "sampling": {key: SAMPLING_KEYS[key](value) for key, value in settings.items()}
+        "sampling": {key: _sampling_value(key, value) for key, value in settings.items()}
     }
     if evidence is not None:
         entries["sampling_chosen_by"] = dict(evidence)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -694,13 +695,31 @@ def _cmd_render(args: argparse.Namespace) -> None:
     print(write_audio(args.out, wave, args.sample_rate))
 
 
+def _one_or_per_level(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: one number, or comma-separated numbers (one per codebook level of an audio
+    prior with the delay pattern: e.g. ``--temperature 1.2,1.0,0.3,0.1``)."""
+
+    def parse(text: str) -> Any:
+        values = [cast(part) for part in text.split(",")]
+        return values[0] if len(values) == 1 else values
+
+    parse.__name__ = cast.__name__  # argparse says "invalid float value: 'x'"
+    return parse
+
+
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    note = " (default: the checkpoint's recommended setting, else {})"
-    parser.add_argument("--temperature", type=float, help="sampling temperature" + note.format(1))
+    note = " (default: the checkpoint's recommended setting, else {}; an audio prior also takes one value per codebook level, comma-separated)"
     parser.add_argument(
-        "--top-k", type=int, help="keep the K most likely tokens, 0 = off" + note.format("off")
+        "--temperature", type=_one_or_per_level(float), help="sampling temperature" + note.format(1)
     )
-    parser.add_argument("--top-p", type=float, help="nucleus sampling mass, 1 = off" + note.format("off"))
+    parser.add_argument(
+        "--top-k",
+        type=_one_or_per_level(int),
+        help="keep the K most likely tokens, 0 = off" + note.format("off"),
+    )
+    parser.add_argument(
+        "--top-p", type=_one_or_per_level(float), help="nucleus sampling mass, 1 = off" + note.format("off")
+    )
 
 
 def _log_sampling(generator: Any, args: argparse.Namespace) -> None:

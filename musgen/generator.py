@@ -97,14 +97,33 @@ class Generator:
         temperature / top_k / top_p whose samples came closest to held-out music), or {}."""
         return checkpoint.sampling_defaults(self.checkpoint.meta)
 
+    @property
+    def per_level_sampling(self) -> bool:
+        """Whether each sampling setting may be a list with one value per codebook level (an audio
+        prior with the delay pattern draws every level of a frame at once)."""
+        return False
+
     def sampling_settings(
-        self, *, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None
+        self,
+        *,
+        temperature: float | list[float] | None = None,
+        top_k: int | list[int] | None = None,
+        top_p: float | list[float] | None = None,
     ) -> dict[str, Any]:
         """temperature / top_k / top_p to sample with: each one given here, else the checkpoint's
-        recommendation, else off (1.0 / 0 / 1.0)."""
+        recommendation, else off (1.0 / 0 / 1.0). A list (one value per level) only where
+        ``per_level_sampling``."""
         given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
         recommended = self.recommended_sampling
-        return {k: v if v is not None else recommended.get(k, SAMPLING_OFF[k]) for k, v in given.items()}
+        used = {k: v if v is not None else recommended.get(k, SAMPLING_OFF[k]) for k, v in given.items()}
+        if not self.per_level_sampling:
+            for key, value in used.items():
+                if isinstance(value, (list, tuple)):
+                    raise MusgenError(
+                        f"{flag(key)} takes one value here: one per codebook level needs an audio prior "
+                        "trained with pattern=delay"
+                    )
+        return used
 
     # -- generating and writing -----------------------------------------------------------------
     if TYPE_CHECKING:  # each family defines it, with the keyword options it takes (``options``)

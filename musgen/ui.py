@@ -187,7 +187,10 @@ class Page:
             "bars": "bars" in takes and not audio and not latent,
             "seconds": "seconds" in takes,
         }
-        values = {**gen.sampling_settings(), "length": DEFAULT_LENGTH if shown["length"] else None}
+        # a per-level recommendation (a list: an audio prior's) has no one number to show: the field
+        # stays empty and generating without a value uses it
+        settings = {k: None if isinstance(v, list) else v for k, v in gen.sampling_settings().items()}
+        values = {**settings, "length": DEFAULT_LENGTH if shown["length"] else None}
         return {
             "shown": shown,
             "values": values,

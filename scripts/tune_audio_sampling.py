@@ -1,6 +1,6 @@
 """Chooses an audio prior's recommended sampling settings by measurement and stores them in the
 checkpoint (as scripts/tune_sampling.py does for the symbolic models): for each temperature / top-p
-setting of a grid, ``--prompts`` VALID-split prompts are continued (4 s prompt, 6 s new) and the new
+setting of a grid (one value for every codebook level, or one per level), ``--prompts`` VALID-split prompts are continued (4 s prompt, 6 s new) and the new
 audio is compared with as many 6-s clips of TRAIN-split pieces by the audio Frechet distance
 (``musgen.eval.audio.evaluate_continuations``; the test split stays for scripts/eval_audio.py), once
 per seed in ``--seeds`` (one draw of 16 prompts is noisy: the same setting can read 450 or 620).
@@ -8,7 +8,7 @@ The setting with the lowest mean distance wins; ``--write`` puts it in the check
 (``"sampling"``, the table under ``"sampling_chosen_by"``).
 
     python scripts/tune_audio_sampling.py checkpoints/prior --data data/bach_audio \\
-        [--grid 1.0:1.0,1.1:1.0,1.2:1.0] [--seeds 0,100] [--prompts 16] [--write] \\
+        [--grid 1.1:1.0,1.2/1.0/0.3/0.1:1.0] [--seeds 0,100] [--prompts 16] [--write] \\
         [--out scripts/results/tune_audio_sampling.json]
 """
 
@@ -30,13 +30,24 @@ from musgen.eval.audio import evaluate_continuations  # noqa: E402
 DEFAULT_GRID = "0.9:1.0,1.0:1.0,1.1:1.0,1.2:1.0"
 
 
+def setting(text: str) -> float | list[float]:
+    """A grid value: one number for every codebook level, or one per level joined by "/"."""
+    values = [float(v) for v in text.split("/")]
+    return values[0] if len(values) == 1 else values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoint", type=Path, help="an audio prior checkpoint or RUN_DIR")
     parser.add_argument("--data", type=Path, required=True, help="the audio DATA_DIR it trained on")
-    parser.add_argument("--grid", default=DEFAULT_GRID, help="temperature:top_p pairs, comma-separated")
+    parser.add_argument(
+        "--grid",
+        default=DEFAULT_GRID,
+        help="temperature:top_p pairs, comma-separated; a value may give one number per codebook "
+        "level, joined by / (e.g. 1.2/1.0/0.3/0.1:1.0)",
+    )
     parser.add_argument("--seeds", default="0,100", help="comma-separated: one draw of the prompts each")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--prompt-seconds", type=float, default=4.0)
@@ -48,7 +59,7 @@ def main() -> None:
     seeds = [int(v) for v in args.seeds.split(",")]
     rows = []
     for pair in args.grid.split(","):
-        temperature, top_p = (float(v) for v in pair.split(":"))
+        temperature, top_p = (setting(v) for v in pair.split(":"))
         start = time.time()
         reports = [
             evaluate_continuations(

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from musgen import checkpoint
 from musgen.config import TrainConfig
 from musgen.errors import ConfigError, MusgenError
-from musgen.generator import Generator
+from musgen.generator import Generator, flag
 from musgen.models.lm import LanguageModelTask
 from musgen.models.transformer import MusicTransformer, TransformerModelConfig
 from musgen.models.vqvae import VQVAEGenerator
@@ -252,6 +252,10 @@ class PriorGenerator(Generator):
     def code_rate(self) -> float:
         return self.sample_rate / self.hop
 
+    @property
+    def per_level_sampling(self) -> bool:
+        return self.cfg.pattern == "delay"
+
     def level_mask(self) -> torch.Tensor:
         """(Q, V) bool: the ids allowed at each level of a frame (never BOS)."""
         mask = torch.zeros(self.levels, self.vocab_size, dtype=torch.bool, device=self.device)
@@ -359,8 +363,6 @@ class PriorGenerator(Generator):
         from musgen.data.audio_codes import flatten_codes, unflatten_tokens
         from musgen.generate.sampling import SamplingControls, sample_sequences
 
-        if any(isinstance(v, (list, tuple)) for v in settings.values()):
-            raise MusgenError("per-level sampling settings need a prior trained with pattern=delay")
         ctl = SamplingControls(
             length=frames * self.levels, min_length=0, **fixed, **self.sampling_settings(**settings)
         )
@@ -378,18 +380,15 @@ class PriorGenerator(Generator):
         from musgen.generate.sampling import SamplingControls, sample_delayed
 
         per_level: list[dict[str, Any]] = [{} for _ in range(self.levels)]
-        for key, value in settings.items():
+        for key, value in self.sampling_settings(**settings).items():  # given, else recommended
             values = list(value) if isinstance(value, (list, tuple)) else [value] * self.levels
             if len(values) != self.levels:
                 raise MusgenError(
-                    f"{key}: give one value or {self.levels} (one per codebook level), got {len(values)}"
+                    f"{flag(key)}: give one value or {self.levels} (one per codebook level), got {len(values)}"
                 )
             for level, v in enumerate(values):
                 per_level[level][key] = v
-        controls = [
-            SamplingControls(length=frames, min_length=0, **fixed, **self.sampling_settings(**level))
-            for level in per_level
-        ]
+        controls = [SamplingControls(length=frames, min_length=0, **fixed, **level) for level in per_level]
         codes = sample_delayed(
             self.models["model"],
             torch.from_numpy(prime_codes),

@@ -18,6 +18,7 @@ import yaml
 from safetensors.torch import load_file, save_model
 
 import musgen
+from musgen.checkpoint import resolve_checkpoint, set_sampling_defaults
 from musgen.cli import main
 from musgen.data.audio_data import audio_pieces
 from musgen.errors import MusgenError
@@ -354,8 +355,40 @@ def test_delay_pattern_prior_over_a_residual_codec(tmp_path, bach_audio_data):
     assert [len(w) for w in waves] == [math.ceil(0.5 * RATE / 64) * 64] * 2
     again = generator.generate(2, seconds=0.5, seed=1, temperature=[1.0, 0.7])
     assert all(np.array_equal(a, b) for a, b in zip(waves, again, strict=True))
-    with pytest.raises(MusgenError, match="one value or 2"):
+    with pytest.raises(MusgenError, match="--temperature: give one value or 2"):
         generator.generate(1, seconds=0.1, temperature=[1.0, 0.9, 0.8])
+    # a per-level recommendation stored with the checkpoint is what sampling uses unless told otherwise,
+    # from the API and from the command line (--temperature takes one value per level too)
+    ckpt = tmp_path / "prior_ckpt"
+    shutil.copytree(resolve_checkpoint(prior.run_dir), ckpt)
+    set_sampling_defaults(ckpt, {"temperature": [1.0, 0.7]})
+    tuned = musgen.load(ckpt)
+    assert tuned.sampling_settings()["temperature"] == [1.0, 0.7]
+    recommended = tuned.generate(2, seconds=0.5, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(waves, recommended, strict=True))
+    assert not np.array_equal(tuned.generate(1, seconds=0.5, seed=1, temperature=1.0)[0], waves[0])
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "cli"),
+                "--seconds",
+                "0.5",
+                "--temperature",
+                "1.0,0.7",
+                "--seed",
+                "1",
+                "--num-samples",
+                "2",
+            ]
+        )
+        == 0
+    )
+    written = json.loads((tmp_path / "cli" / "samples.json").read_text())
+    assert written[-1]["settings"]["temperature"] == [1.0, 0.7]
     prompt = audio_pieces(bach_audio_data, "valid")[0][: RATE // 2]
     sf.write(tmp_path / "prompt.wav", prompt, RATE, subtype="FLOAT")
     (primed,) = generator.generate(1, prime=tmp_path / "prompt.wav", seconds=0.5, seed=0)
