@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -695,30 +694,20 @@ def _cmd_render(args: argparse.Namespace) -> None:
     print(write_audio(args.out, wave, args.sample_rate))
 
 
-def _one_or_per_level(cast: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type: one number, or comma-separated numbers (one per codebook level of an audio
-    prior with the delay pattern: e.g. ``--temperature 1.2,1.0,0.3,0.1``)."""
-
-    def parse(text: str) -> Any:
-        values = [cast(part) for part in text.split(",")]
-        return values[0] if len(values) == 1 else values
-
-    parse.__name__ = cast.__name__  # argparse says "invalid float value: 'x'"
-    return parse
-
-
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    from musgen.generate.sampling import one_or_per_level
+
     note = " (default: the checkpoint's recommended setting, else {}; an audio prior also takes one value per codebook level, comma-separated)"
     parser.add_argument(
-        "--temperature", type=_one_or_per_level(float), help="sampling temperature" + note.format(1)
+        "--temperature", type=one_or_per_level(float), help="sampling temperature" + note.format(1)
     )
     parser.add_argument(
         "--top-k",
-        type=_one_or_per_level(int),
+        type=one_or_per_level(int),
         help="keep the K most likely tokens, 0 = off" + note.format("off"),
     )
     parser.add_argument(
-        "--top-p", type=_one_or_per_level(float), help="nucleus sampling mass, 1 = off" + note.format("off")
+        "--top-p", type=one_or_per_level(float), help="nucleus sampling mass, 1 = off" + note.format("off")
     )
 
 

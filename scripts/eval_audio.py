@@ -19,6 +19,7 @@ from pathlib import Path
 
 import musgen
 from musgen.eval.audio import evaluate_codec, evaluate_continuations
+from musgen.generate.sampling import one_or_per_level
 from musgen.models.prior import evaluate_prior
 from musgen.models.vqvae import ENCODE_PRECISIONS
 
@@ -54,9 +55,10 @@ def main() -> None:
         help="with --prior: continue this many held-out prompts (4 s prompt, 6 s new) and compare the "
         "new audio with real audio by Frechet distance (0: skip)",
     )
-    parser.add_argument("--temperature", type=float, help="sampling, for --continuations")
-    parser.add_argument("--top-k", type=int, help="sampling, for --continuations")
-    parser.add_argument("--top-p", type=float, help="sampling, for --continuations")
+    per_level = " (one value, or one per codebook level, comma-separated; default: the checkpoint's)"
+    parser.add_argument("--temperature", type=one_or_per_level(float), help="sampling" + per_level)
+    parser.add_argument("--top-k", type=one_or_per_level(int), help="sampling" + per_level)
+    parser.add_argument("--top-p", type=one_or_per_level(float), help="sampling" + per_level)
     parser.add_argument("--seed", type=int, default=0, help="of the first continuation (then +1 each)")
     parser.add_argument(
         "--no-likelihood", action="store_true", help="skip the prior's held-out NLL (encodes the train split)"

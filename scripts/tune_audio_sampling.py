@@ -84,6 +84,7 @@ def main() -> None:
                 "frechet": sum(per_seed) / len(per_seed),
                 "frechet_per_seed": dict(zip(seeds, per_seed, strict=True)),
                 "silent_fraction": sum(r["silent_fraction"]["model"] for r in reports) / len(reports),
+                "spectral_flatness": sum(r["spectral_flatness"]["model"] for r in reports) / len(reports),
                 "real_vs_real": reports[0]["real_vs_real"]["frechet_distance"],
                 "codec_only": reports[0]["codec_only"]["frechet_distance"],
                 "seconds": round(time.time() - start, 1),

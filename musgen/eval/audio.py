@@ -107,6 +107,37 @@ def silent_fraction(waves: list[np.ndarray], rate: int) -> float:
     return quiet / max(total, 1)
 
 
+def spectral_flatness(waves: list[np.ndarray], n_fft: int = 1024) -> float:
+    """Mean spectral flatness (geometric over arithmetic mean of the power spectrum) of the
+    ``n_fft``-sample Hann-windowed frames of ``waves``, non-overlapping: near 0 for harmonic tones,
+    about 0.56 for white noise. Noise drawn between a chord's partials raises it."""
+    window = np.hanning(n_fft)
+    values = []
+    for wave in waves:
+        frames = np.asarray(wave[: len(wave) // n_fft * n_fft], np.float64).reshape(-1, n_fft)
+        power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2 + 1e-12  # (frames, bins)
+        values.append(np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1))
+    return float(np.concatenate(values).mean()) if values else 0.0
+
+
+def by_third(
+    others: list[np.ndarray], generated: list[np.ndarray], truth: list[np.ndarray], rate: int
+) -> dict[str, list[float]]:
+    """The Frechet distances of each third of the new audio (its first, middle and last third, the
+    comparison clips cut alike): a continuation that drifts away from its prompt grows worse third by
+    third, one that is off from the start does not. Fewer windows than the whole clips: read these
+    against the real-vs-real thirds, not against the whole-clip distances."""
+    from musgen.eval.frechet import audio_frechet
+
+    def thirds(waves: list[np.ndarray], k: int) -> list[np.ndarray]:
+        return [w[len(w) * k // 3 : len(w) * (k + 1) // 3] for w in waves]
+
+    return {
+        name: [audio_frechet(thirds(others, k), thirds(waves, k), rate)["frechet_distance"] for k in range(3)]
+        for name, waves in (("model", generated), ("real_vs_real", truth))
+    }
+
+
 def evaluate_continuations(
     prior: Any,
     data_dir: Path,
@@ -157,10 +188,16 @@ def evaluate_continuations(
         "prompts": len(prompts),
         "prompt_seconds": prompt_seconds,
         "new_seconds": new_seconds,
-        "sampling": {k: v for k, v in sampling.items() if v is not None},
+        "sampling": prior.sampling_settings(**sampling),  # as given, else the checkpoint's recommendation
         "model": audio_frechet(others, generated, rate),
         "real_vs_real": audio_frechet(others, truth, rate),
         "codec_only": audio_frechet(others, decoded, rate),
         "model_vs_truth": audio_frechet(truth, generated, rate),
         "silent_fraction": {"model": silent_fraction(generated, rate), "real": silent_fraction(truth, rate)},
+        "by_third": by_third(others, generated, truth, rate),
+        "spectral_flatness": {
+            "model": spectral_flatness(generated),
+            "real": spectral_flatness(truth),
+            "codec_only": spectral_flatness(decoded),
+        },
     }

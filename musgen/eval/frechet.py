@@ -138,10 +138,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def audio_frechet(reference: Sequence[np.ndarray], generated: Sequence[np.ndarray], sample_rate: int) -> dict:
-    """The Frechet distance of two sets of clips at ``sample_rate``, with how many windows each gave."""
+    """The Frechet distance of two sets of clips at ``sample_rate``, with how many windows each gave
+    and its mean term (||mu_a - mu_b||^2: what the average embedding alone contributes; the rest is
+    the covariances')."""
     ref, gen = embed_clips(reference, sample_rate), embed_clips(generated, sample_rate)
     return {
         "frechet_distance": frechet_distance(ref, gen),
+        "mean_term": float(((ref.mean(0) - gen.mean(0)) ** 2).sum()) if len(ref) and len(gen) else None,
         "reference_windows": len(ref),
         "generated_windows": len(gen),
         "embedding": "random musicnn-style CNN (seed 0)",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -146,6 +146,18 @@ class IncrementalDecoder:
         out, self.state = self.model(seqs[:, -1:], self.state)
         self.cached += 1
         return out[:, -1].float()
+
+
+def one_or_per_level(cast: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: one number, or comma-separated numbers (one per codebook level of an audio
+    prior with the delay pattern: e.g. ``--temperature 1.2,1.0,0.3,0.1``)."""
+
+    def parse(text: str) -> Any:
+        values = [cast(part) for part in text.split(",")]
+        return values[0] if len(values) == 1 else values
+
+    parse.__name__ = cast.__name__  # argparse says "invalid float value: 'x'"
+    return parse
 
 
 def make_decoder(

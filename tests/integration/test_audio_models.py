@@ -487,12 +487,16 @@ def test_continuations_are_compared_with_real_audio_of_the_same_count_and_length
         new_seconds=1.0,
         temperature=0.9,
     )
-    assert report["prompts"] == 2 and report["sampling"] == {"temperature": 0.9}
+    assert report["prompts"] == 2 and report["sampling"] == {"temperature": 0.9, "top_k": 0, "top_p": 1.0}
     for key in ("model", "real_vs_real", "codec_only", "model_vs_truth"):
         assert report[key]["reference_windows"] == report[key]["generated_windows"] > 0
         assert math.isfinite(report[key]["frechet_distance"])
+        assert 0 <= report[key]["mean_term"] <= report[key]["frechet_distance"] + 1e-6  # + the covariances'
     assert report["model"]["frechet_distance"] != report["real_vs_real"]["frechet_distance"]
     assert report["silent_fraction"]["real"] == 0.0 and 0 <= report["silent_fraction"]["model"] <= 1
+    assert all(0 < v < 0.6 for v in report["spectral_flatness"].values())
+    assert set(report["spectral_flatness"]) == {"model", "real", "codec_only"}
+    assert all(len(v) == 3 and all(map(math.isfinite, v)) for v in report["by_third"].values())
     with pytest.raises(MusgenError, match="at least 2 valid pieces"):
         evaluate_continuations(prior, bach_audio_data, "valid", "train", prompt_seconds=500.0)
 

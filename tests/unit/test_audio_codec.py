@@ -167,3 +167,19 @@ def test_silent_fraction_counts_quiet_tenths_of_a_second():
     fading = np.concatenate([tone, 0.001 * tone, np.zeros(rate // 2)])  # then -63 dB, then silence
     assert silent_fraction([tone], rate) == 0.0
     assert silent_fraction([fading, tone], rate) == pytest.approx(15 / 35)
+
+
+def test_spectral_flatness_tells_a_tone_from_noise():
+    from musgen.eval.audio import spectral_flatness
+
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 440 * t)
+    noise = np.random.default_rng(0).standard_normal(rate)
+    assert spectral_flatness([tone]) < 0.01
+    assert spectral_flatness([noise]) == pytest.approx(0.56, abs=0.03)  # exp(-Euler's gamma)
+    assert (
+        spectral_flatness([tone, noise])
+        > spectral_flatness([tone + 0.01 * noise])
+        > spectral_flatness([tone])
+    )
