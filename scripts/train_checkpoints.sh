@@ -125,9 +125,14 @@ for name in "${families[@]}"; do
     # the model grows overconfident), and the measures are accuracies: the last save
     [ "$name" = musicvae ] && pick=last
     "$BIN/python" scripts/pack_checkpoint.py "$run" "$OUT/$name" --pick "$pick"
-    if [ "$name" = prior ]; then  # its temperature, chosen by continuations of valid prompts (stop 42)
-        "$BIN/python" scripts/tune_audio_sampling.py "$OUT/$name" --data "$data" --grid 1.0:1.0,1.1:1.0,1.2:1.0 \
-            --seeds 0,100 --write
+    if [ "$name" = prior ]; then  # its temperature per codebook level, chosen by continuations of valid
+        # prompts (stop 43: the grid searched, about 50 min on one core; it ran as six parallel parts)
+        grid=1.2:1.0,1.2/1.0/0.3/0.1:1.0,1.3/1.0/0.3/0.1:1.0,1.2/1.0/0.5/0.3:1.0,1.2/1.0/0.3/0.3:1.0
+        grid+=,1.2/1.0/0.2/0.2:1.0,1.4/1.0/0.3/0.1:1.0,1.3/1.0/0.2/0.2:1.0,1.3/1.1/0.3/0.1:1.0
+        grid+=,1.3/0.9/0.3/0.1:1.0,1.4/1.0/0.2/0.2:1.0,1.3/1.0/0.1/0.1:1.0,1.3/1.0/0.05/0.05:1.0
+        grid+=,1.3/0.9/0.1/0.1:1.0,1.3/1.1/0.1/0.1:1.0,1.3/1.0/0.1/0.05:1.0
+        "$BIN/python" scripts/tune_audio_sampling.py "$OUT/$name" --data "$data" --grid "$grid" \
+            --seeds 0,100,200,300 --write
     fi
     if [ "$name" = musicvae ]; then  # the density / pitch attribute vectors (musgen interpolate --attribute)
         "$BIN/python" scripts/attribute_vectors.py "$OUT/$name" --data "$data" --write
