@@ -697,7 +697,10 @@ def _cmd_render(args: argparse.Namespace) -> None:
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     from musgen.generate.sampling import one_or_per_level
 
-    note = " (default: the checkpoint's recommended setting, else {}; an audio prior also takes one value per codebook level, comma-separated)"
+    note = (
+        " (default: the checkpoint's recommended setting, else {}; an audio prior also takes one value"
+        " per codebook level, comma-separated)"
+    )
     parser.add_argument(
         "--temperature", type=one_or_per_level(float), help="sampling temperature" + note.format(1)
     )

@@ -1,10 +1,10 @@
 """Chooses an audio prior's recommended sampling settings by measurement and stores them in the
 checkpoint (as scripts/tune_sampling.py does for the symbolic models): for each temperature / top-p
-setting of a grid (one value for every codebook level, or one per level), ``--prompts`` VALID-split prompts are continued (4 s prompt, 6 s new) and the new
-audio is compared with as many 6-s clips of TRAIN-split pieces by the audio Frechet distance
-(``musgen.eval.audio.evaluate_continuations``; the test split stays for scripts/eval_audio.py), once
-per seed in ``--seeds`` (one draw of 16 prompts is noisy: the same setting can read 450 or 620).
-The setting with the lowest mean distance wins; ``--write`` puts it in the checkpoint's musgen.json
+setting of a grid (one value for every codebook level, or one per level), ``--prompts`` VALID-split
+prompts are continued (4 s prompt, 6 s new) and the new audio is compared with as many 6-s clips
+of TRAIN-split pieces by the audio Frechet distance (``musgen.eval.audio.evaluate_continuations``;
+the test split stays for scripts/eval_audio.py), once per seed in ``--seeds`` (one draw of 16
+prompts is noisy: the same setting can read 450 or 620). The setting with the lowest mean distance wins; ``--write`` puts it in the checkpoint's musgen.json
 (``"sampling"``, the table under ``"sampling_chosen_by"``).
 
     python scripts/tune_audio_sampling.py checkpoints/prior --data data/bach_audio \\
