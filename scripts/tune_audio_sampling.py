@@ -4,8 +4,9 @@ setting of a grid (one value for every codebook level, or one per level), ``--pr
 prompts are continued (4 s prompt, 6 s new) and the new audio is compared with as many 6-s clips
 of TRAIN-split pieces by the audio Frechet distance (``musgen.eval.audio.evaluate_continuations``;
 the test split stays for scripts/eval_audio.py), once per seed in ``--seeds`` (one draw of 16
-prompts is noisy: the same setting can read 450 or 620). The setting with the lowest mean distance wins; ``--write`` puts it in the checkpoint's musgen.json
-(``"sampling"``, the table under ``"sampling_chosen_by"``).
+prompts is noisy: the same setting can read 450 or 620). The setting with the lowest mean distance
+wins; ``--write`` puts it in the checkpoint's musgen.json (``"sampling"``, the table under
+``"sampling_chosen_by"``).
 
     python scripts/tune_audio_sampling.py checkpoints/prior --data data/bach_audio \\
         [--grid 1.1:1.0,1.2/1.0/0.3/0.1:1.0] [--seeds 0,100] [--prompts 16] [--write] \\
