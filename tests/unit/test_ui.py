@@ -167,6 +167,10 @@ def test_controls_follow_the_checkpoint(page):
     assert musicvae["interpolates"] and not musicvae["shown"]["prime"] and not musicvae["shown"]["length"]
     prior = page.controls("prior")
     assert prior["audio"] and prior["shown"]["seconds"] and not prior["shown"]["length"]
+    # its recommendation is one temperature per codebook level: no one number to show, the field
+    # stays empty and generating without one uses the recommendation
+    assert isinstance(page.generator("prior").recommended_sampling["temperature"], list)
+    assert prior["values"]["temperature"] is None and prior["values"]["top_p"] == 1.0
 
 
 def test_generate_from_an_uploaded_primer(page):
