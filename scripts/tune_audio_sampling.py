@@ -27,14 +27,9 @@ sys.path.insert(0, str(REPO))
 import musgen  # noqa: E402
 from musgen.checkpoint import set_sampling_defaults  # noqa: E402
 from musgen.eval.audio import evaluate_continuations  # noqa: E402
+from musgen.generate.sampling import one_or_per_level  # noqa: E402
 
 DEFAULT_GRID = "0.9:1.0,1.0:1.0,1.1:1.0,1.2:1.0"
-
-
-def setting(text: str) -> float | list[float]:
-    """A grid value: one number for every codebook level, or one per level joined by "/"."""
-    values = [float(v) for v in text.split("/")]
-    return values[0] if len(values) == 1 else values
 
 
 def main() -> None:
@@ -59,6 +54,7 @@ def main() -> None:
     prior = musgen.load(args.checkpoint)
     seeds = [int(v) for v in args.seeds.split(",")]
     rows = []
+    setting = one_or_per_level(float, sep="/")  # "," already separates the grid's pairs
     for pair in args.grid.split(","):
         temperature, top_p = (setting(v) for v in pair.split(":"))
         start = time.time()

@@ -127,13 +127,14 @@ def by_third(
     comparison clips cut alike): a continuation that drifts away from its prompt grows worse third by
     third, one that is off from the start does not. Fewer windows than the whole clips: read these
     against the real-vs-real thirds, not against the whole-clip distances."""
-    from musgen.eval.frechet import audio_frechet
+    from musgen.eval.frechet import embed_clips, frechet_distance
 
-    def thirds(waves: list[np.ndarray], k: int) -> list[np.ndarray]:
-        return [w[len(w) * k // 3 : len(w) * (k + 1) // 3] for w in waves]
+    def third(waves: list[np.ndarray], k: int) -> np.ndarray:  # (windows, D) embeddings of third k
+        return embed_clips([w[len(w) * k // 3 : len(w) * (k + 1) // 3] for w in waves], rate)
 
+    reference = [third(others, k) for k in range(3)]  # embedded once for both rows
     return {
-        name: [audio_frechet(thirds(others, k), thirds(waves, k), rate)["frechet_distance"] for k in range(3)]
+        name: [frechet_distance(reference[k], third(waves, k)) for k in range(3)]
         for name, waves in (("model", generated), ("real_vs_real", truth))
     }
 

@@ -148,12 +148,12 @@ class IncrementalDecoder:
         return out[:, -1].float()
 
 
-def one_or_per_level(cast: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type: one number, or comma-separated numbers (one per codebook level of an audio
+def one_or_per_level(cast: Callable[[str], Any], sep: str = ",") -> Callable[[str], Any]:
+    """An argparse type: one number, or numbers joined by ``sep`` (one per codebook level of an audio
     prior with the delay pattern: e.g. ``--temperature 1.2,1.0,0.3,0.1``)."""
 
     def parse(text: str) -> Any:
-        values = [cast(part) for part in text.split(",")]
+        values = [cast(part) for part in text.split(sep)]
         return values[0] if len(values) == 1 else values
 
     parse.__name__ = cast.__name__  # argparse says "invalid float value: 'x'"
