@@ -53,6 +53,10 @@ class PriorDataConfig:
     # train and valid windows leave out each piece's trailing digital silence (the codec's code for
     # silence after the last sound): otherwise the prior learns that silence never ends
     trim_trailing_silence: bool = True
+    # the fraction of input codes replaced by random codes in training (never the targets): a prior
+    # that sees wrong codes in its context learns not to trust every one, as when it continues its
+    # own sampled codes (docs/measured.md, issue 21, stop 44)
+    code_noise: float = 0.0
 
 
 PATTERNS = ("flat", "delay")
@@ -69,6 +73,8 @@ class PriorConfig:
     def validate(self) -> None:
         if self.pattern not in PATTERNS:
             raise ConfigError(f"pattern must be one of {', '.join(PATTERNS)}, got {self.pattern!r}")
+        if not 0.0 <= self.data.code_noise < 1.0:
+            raise ConfigError(f"data.code_noise must be in [0, 1), got {self.data.code_noise}")
         if self.pattern == "delay" and self.model.tie_weights:
             raise ConfigError("pattern=delay has one output head per codebook: set model.tie_weights=false")
 
@@ -140,8 +146,22 @@ class PriorTask(LanguageModelTask):
         return {"model": build_prior(self.cfg, self.codebook_size, self.levels)}
 
     def _logits(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.cfg.data.code_noise and self.models["model"].training:
+            batch = {**batch, "input_ids": self.noisy_codes(batch["input_ids"])}
         logits = super()._logits(batch)  # flat (B, T, V); delay (B, T, Q, C)
         return logits.flatten(1, 2) if logits.dim() == 4 else logits  # rows as the labels: (B, T * Q, C)
+
+    def noisy_codes(self, ids: torch.Tensor) -> torch.Tensor:
+        """data.code_noise: input ids (flat (B, T); delay (B, T, Q)) with that fraction of their codes
+        replaced by a random code of the same level (delay pads, BOS and the labels are untouched)."""
+        if self.cfg.pattern == "delay":
+            codes = ids < self.codebook_size  # per stream: codes 0..C-1, then the pad and BOS
+            random = torch.randint_like(ids, self.codebook_size)
+        else:  # flat ids: level * C + code, BOS last
+            codes = ids < self.bos
+            random = ids - ids % self.codebook_size + torch.randint_like(ids, self.codebook_size)
+        hit = codes & (torch.rand(ids.shape, device=ids.device) < self.cfg.data.code_noise)
+        return torch.where(hit, random, ids)
 
     @staticmethod
     def _codec(cfg: PriorConfig, meta: Mapping[str, Any]) -> tuple[Path, VQVAEGenerator]:

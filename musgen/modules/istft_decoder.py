@@ -26,6 +26,15 @@ class ConvNeXtBlock(nn.Module):
         self.up = nn.Linear(channels, expansion * channels)
         self.down = nn.Linear(expansion * channels, channels)
         self.gamma = nn.Parameter(torch.full((channels,), 1.0 / 8))  # layer scale
+        self._register_load_state_dict_pre_hook(self._identity_when_absent)
+
+    def _identity_when_absent(self, state: dict[str, torch.Tensor], prefix: str, *args: object) -> None:
+        """A block the loaded weights lack entirely (a decoder grown by ``model.decoder_blocks``, loaded
+        with ``train.init_from``) starts as the identity: its layer scale at zero, so the grown
+        decoder begins exactly where the checkpoint's left off and training grows the new block."""
+        if not any(key.startswith(prefix) for key in state):
+            with torch.no_grad():
+                self.gamma.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.depthwise(x).transpose(1, 2)  # (B, F, C)

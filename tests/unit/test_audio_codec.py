@@ -96,6 +96,22 @@ def test_a_frozen_encoder_keeps_its_codes_while_the_decoder_learns():
     assert torch.equal(codec.encode(x), codes)
 
 
+def test_a_grown_decoder_starts_as_the_one_it_grew_from():
+    """model.decoder_blocks raised with train.init_from: the blocks the checkpoint lacks load as the
+    identity (layer scale 0), so the grown decoder decodes exactly as before and then trains."""
+    torch.manual_seed(0)
+    small = VQVAE(tiny_config(decoder="istft")).eval()
+    grown = VQVAE(tiny_config(decoder="istft", decoder_blocks=4)).eval()
+    missing, unexpected = grown.load_state_dict(small.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(k.startswith("decoder.blocks.") for k in missing)
+    assert float(grown.decoder.blocks[2].gamma.abs().sum()) == 0.0
+    assert float(grown.decoder.blocks[1].gamma.abs().sum()) > 0.0  # loaded blocks keep theirs
+    codes = small.encode(torch.randn(2, 1, 900) * 0.1)
+    assert torch.equal(grown.decode(codes), small.decode(codes))
+    grown.decode(codes).square().mean().backward()
+    assert grown.decoder.blocks[3].gamma.grad.abs().sum() > 0
+
+
 def test_metrics_on_known_signals():
     t = torch.arange(16000) / 16000
     tone = torch.sin(2 * torch.pi * 440 * t)[None]
