@@ -100,6 +100,20 @@ class DelayedCodeTransformer(MusicTransformer):
         return self.head(hidden).unflatten(-1, (self.levels, self.codebook_size))  # (B, T, Q, C)
 
 
+def noisy_codes(ids: torch.Tensor, fraction: float, codebook_size: int, levels: int) -> torch.Tensor:
+    """data.code_noise: a prior's input ids with ``fraction`` of their codes replaced by a random code
+    of the same level. Delay ids (B, T, Q) hold codes 0..C-1 per stream, then its pad and BOS; flat
+    ids (B, T) hold level * C + code, then BOS (C * Q). Pads and BOS are never replaced."""
+    if ids.dim() == 3:
+        codes = ids < codebook_size
+        random = torch.randint_like(ids, codebook_size)
+    else:
+        codes = ids < codebook_size * levels
+        random = ids - ids % codebook_size + torch.randint_like(ids, codebook_size)
+    hit = codes & (torch.rand(ids.shape, device=ids.device) < fraction)
+    return torch.where(hit, random, ids)
+
+
 def build_prior(cfg: PriorConfig, codebook_size: int, levels: int) -> MusicTransformer:
     """The prior's transformer for its pattern (flat: one vocabulary of Q * C codes + BOS)."""
     if cfg.pattern == "delay":
@@ -147,21 +161,10 @@ class PriorTask(LanguageModelTask):
 
     def _logits(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.cfg.data.code_noise and self.models["model"].training:
-            batch = {**batch, "input_ids": self.noisy_codes(batch["input_ids"])}
+            noisy = noisy_codes(batch["input_ids"], self.cfg.data.code_noise, self.codebook_size, self.levels)
+            batch = {**batch, "input_ids": noisy}
         logits = super()._logits(batch)  # flat (B, T, V); delay (B, T, Q, C)
         return logits.flatten(1, 2) if logits.dim() == 4 else logits  # rows as the labels: (B, T * Q, C)
-
-    def noisy_codes(self, ids: torch.Tensor) -> torch.Tensor:
-        """data.code_noise: input ids (flat (B, T); delay (B, T, Q)) with that fraction of their codes
-        replaced by a random code of the same level (delay pads, BOS and the labels are untouched)."""
-        if self.cfg.pattern == "delay":
-            codes = ids < self.codebook_size  # per stream: codes 0..C-1, then the pad and BOS
-            random = torch.randint_like(ids, self.codebook_size)
-        else:  # flat ids: level * C + code, BOS last
-            codes = ids < self.bos
-            random = ids - ids % self.codebook_size + torch.randint_like(ids, self.codebook_size)
-        hit = codes & (torch.rand(ids.shape, device=ids.device) < self.cfg.data.code_noise)
-        return torch.where(hit, random, ids)
 
     @staticmethod
     def _codec(cfg: PriorConfig, meta: Mapping[str, Any]) -> tuple[Path, VQVAEGenerator]:

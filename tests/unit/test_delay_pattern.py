@@ -9,7 +9,7 @@ import torch
 
 from musgen.data.audio_codes import IGNORE_INDEX, DelayedCodeWindows, delay_codes, flatten_codes
 from musgen.generate.sampling import SamplingControls, sample_delayed
-from musgen.models.prior import DelayedCodeTransformer
+from musgen.models.prior import DelayedCodeTransformer, noisy_codes
 from musgen.models.transformer import TransformerModelConfig
 
 C, Q = 8, 3  # codes per book, books (levels)
@@ -97,3 +97,21 @@ def test_sampler_uses_each_levels_controls():
     assert not all(
         torch.equal(codes[:, f, 0], logits[:, f, 0].argmax(-1)) for f in range(6)
     )  # sampled at temperature 1
+
+
+@pytest.mark.parametrize("delay", [True, False])
+def test_code_noise_replaces_codes_within_their_level_and_never_pads_or_bos(delay):
+    torch.manual_seed(0)
+    codes = np.random.default_rng(0).integers(0, C, size=(200, Q))
+    if delay:
+        ids = torch.from_numpy(delay_codes(codes, PAD, BOS))[None].repeat(8, 1, 1)  # (B, T, Q)
+        special = ids >= C
+    else:
+        ids = torch.from_numpy(np.concatenate([[C * Q], flatten_codes(codes, C)]))[None].repeat(8, 1)
+        special = ids == C * Q
+    noisy = noisy_codes(ids, 0.3, C, Q)
+    assert torch.equal(noisy[special], ids[special])
+    changed = (noisy != ids).float().mean().item() / (~special).float().mean().item()
+    assert 0.3 * (1 - 1 / C) - 0.03 < changed < 0.3 * (1 - 1 / C) + 0.03  # a random code may be the same
+    assert torch.equal(noisy // C, ids // C) if not delay else bool((noisy[~special] < C).all())
+    assert torch.equal(noisy_codes(ids, 0.0, C, Q), ids)
