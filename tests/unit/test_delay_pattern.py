@@ -115,3 +115,28 @@ def test_code_noise_replaces_codes_within_their_level_and_never_pads_or_bos(dela
     assert 0.3 * (1 - 1 / C) - 0.03 < changed < 0.3 * (1 - 1 / C) + 0.03  # a random code may be the same
     assert torch.equal(noisy // C, ids // C) if not delay else bool((noisy[~special] < C).all())
     assert torch.equal(noisy_codes(ids, 0.0, C, Q), ids)
+
+
+def test_prior_task_adds_code_noise_in_training_only():
+    """data.code_noise reaches the model's inputs in training mode only: evaluation sees clean codes."""
+    from musgen.models.prior import PriorConfig, PriorTask, build_prior
+
+    model_cfg = TransformerModelConfig(
+        d_model=16, num_layers=1, num_heads=2, d_ff=32, dropout=0.0, tie_weights=False
+    )
+    meta = {"kind": "audio", "codebook_size": C, "levels": Q, "vocab_size": C * Q + 1, "sample_rate": 16000}
+    tasks = {}
+    for noise in (0.0, 0.5):
+        cfg = PriorConfig(pattern="delay", model=model_cfg)
+        cfg.data.code_noise, cfg.data.seq_len = noise, 16
+        torch.manual_seed(0)
+        tasks[noise] = PriorTask(cfg, data_meta=meta, models={"model": build_prior(cfg, C, Q)})
+    ids = torch.from_numpy(delay_codes(np.random.default_rng(0).integers(0, C, size=(12, Q)), PAD, BOS))[None]
+    batch = {"input_ids": ids}
+    for task in tasks.values():
+        task.models["model"].eval()
+    assert torch.equal(tasks[0.0]._logits(batch), tasks[0.5]._logits(batch))
+    for task in tasks.values():
+        task.models["model"].train()
+    assert torch.equal(tasks[0.0]._logits(batch), tasks[0.0]._logits(batch))  # no dropout: deterministic
+    assert not torch.equal(tasks[0.0]._logits(batch), tasks[0.5]._logits(batch))
