@@ -113,7 +113,7 @@ def test_code_noise_replaces_codes_within_their_level_and_never_pads_or_bos(dela
     assert torch.equal(noisy[special], ids[special])
     changed = (noisy != ids).float().mean().item() / (~special).float().mean().item()
     assert 0.3 * (1 - 1 / C) - 0.03 < changed < 0.3 * (1 - 1 / C) + 0.03  # a random code may be the same
-    assert torch.equal(noisy // C, ids // C) if not delay else bool((noisy[~special] < C).all())
+    assert torch.equal(noisy // C, ids // C)  # every code stays in its level (delay: below the pad)
     assert torch.equal(noisy_codes(ids, 0.0, C, Q), ids)
 
 
