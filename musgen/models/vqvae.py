@@ -61,6 +61,9 @@ class VQVAEModelConfig:
     # istft only: the points of the STFT the decoder writes (0: 4 x hop, Vocos's choice); more points
     # resolve harmonics more finely in each frame, over more overlapping frames
     decoder_n_fft: int = 0
+    # The points of a log-magnitude STFT given to the encoder beside its convolutions (0: none;
+    # musgen.modules.conv_blocks.SpectralSideInput): the harmonics' fine structure, read directly.
+    encoder_spectral_n_fft: int = 0
     # Train the decoder alone: the encoder and quantizer stay as train.init_from left them (no
     # gradients, no codebook updates), so the codes - and a prior trained on them - stay valid.
     freeze_encoder: bool = False
@@ -74,6 +77,12 @@ class VQVAEModelConfig:
             raise ConfigError("model.base_channels, model.max_channels and model.latent_dim must be >= 1")
         if self.decoder_n_fft and (self.decoder_n_fft < self.hop or self.decoder_n_fft % 2):
             raise ConfigError(f"model.decoder_n_fft must be 0 or an even number >= the hop ({self.hop})")
+        spectral = self.encoder_spectral_n_fft
+        if spectral and (spectral < self.hop or spectral % 2 or (spectral - self.hop) % 2):
+            raise ConfigError(
+                f"model.encoder_spectral_n_fft must be 0 or an even number >= the hop ({self.hop}), "
+                "differing from it by an even number"
+            )
 
     @property
     def hop(self) -> int:
@@ -128,7 +137,7 @@ class VQVAE(nn.Module):
         self.cfg = cfg
         self.hop = cfg.hop
         args = (cfg.latent_dim, list(cfg.strides), cfg.base_channels, cfg.max_channels, list(cfg.dilations))
-        self.encoder = WaveEncoder(*args)
+        self.encoder = WaveEncoder(*args, spectral_n_fft=cfg.encoder_spectral_n_fft)
         self.quantizer = Quantizer(cfg.latent_dim, cfg.quantizer)
         self.decoder: nn.Module = (
             ISTFTDecoder(cfg.latent_dim, cfg.hop, cfg.decoder_channels, cfg.decoder_blocks, cfg.decoder_n_fft)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 
@@ -49,10 +50,45 @@ def level_channels(base: int, maximum: int, levels: int) -> list[int]:
     return [min(base * 2**i, maximum) for i in range(levels + 1)]
 
 
-class WaveEncoder(nn.Module):
-    """(B, 1, T) waveform -> (B, D, T / prod(strides)) latents."""
+class SpectralSideInput(nn.Module):
+    """(B, 1, T) waveform -> (B, D, T / hop): a long-window log-magnitude STFT, one frame centred on
+    each latent frame, through a zero-initialized convolution. Added to the convolutional encoder's
+    latents it hands the encoder the fine frequency structure (harmonics ~8 Hz apart at 2,048
+    points) that its small strided stack has to work out from samples; zero at first, so a trained
+    encoder that gets one starts out encoding exactly as before."""
 
-    def __init__(self, latent_dim: int, strides: list[int], base: int, maximum: int, dilations: list[int]):
+    window: torch.Tensor
+
+    def __init__(self, latent_dim: int, hop: int, n_fft: int):
+        super().__init__()
+        self.hop, self.n_fft = hop, n_fft
+        self.proj = nn.Conv1d(n_fft // 2 + 1, latent_dim, 3, padding=1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        wave = x.float().reshape(x.shape[0], x.shape[-1])  # (B, T), T a multiple of hop
+        side = (self.n_fft - self.hop) // 2  # frame f centred on sample (f + 1/2) * hop
+        padded = nn.functional.pad(wave[:, None], (side, self.n_fft - self.hop - side))[:, 0]
+        spec = torch.stft(padded, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
+        features = (spec.abs() + 1e-4).log().add(5.0).div(3.0)  # (B, bins, T / hop), roughly in [-1.5, 3]
+        return self.proj(features)
+
+
+class WaveEncoder(nn.Module):
+    """(B, 1, T) waveform -> (B, D, T / prod(strides)) latents; with ``spectral_n_fft`` the
+    ``SpectralSideInput`` of that many points is added to them."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        strides: list[int],
+        base: int,
+        maximum: int,
+        dilations: list[int],
+        spectral_n_fft: int = 0,
+    ):
         super().__init__()
         ch = level_channels(base, maximum, len(strides))
         layers: list[nn.Module] = [nn.Conv1d(1, ch[0], 7, padding=3)]
@@ -60,9 +96,13 @@ class WaveEncoder(nn.Module):
             layers += [residual_stack(ch[i], dilations), nn.ELU(), downsample(ch[i], ch[i + 1], stride)]
         layers += [nn.ELU(), nn.Conv1d(ch[-1], latent_dim, 3, padding=1)]
         self.net = nn.Sequential(*layers)
+        self.spectral = (
+            SpectralSideInput(latent_dim, math.prod(strides), spectral_n_fft) if spectral_n_fft else None
+        )
 
-    def forward(self, x):
-        return self.net(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net(x)  # (B, D, F)
+        return z if self.spectral is None else z + self.spectral(x).to(z.dtype)
 
 
 class WaveDecoder(nn.Module):

@@ -112,6 +112,35 @@ def test_a_grown_decoder_starts_as_the_one_it_grew_from():
     assert grown.decoder.blocks[3].gamma.grad.abs().sum() > 0
 
 
+def test_an_encoder_given_a_spectral_side_input_starts_as_the_one_it_grew_from():
+    """model.encoder_spectral_n_fft with train.init_from: the side input's convolution starts at
+    zero, so the codes are those of the checkpoint's encoder at first; then it trains (its weights
+    get gradients through the straight-through quantizer), for any input length."""
+    torch.manual_seed(0)
+    plain = VQVAE(tiny_config(decoder="istft")).eval()
+    spectral = VQVAE(tiny_config(decoder="istft", encoder_spectral_n_fft=120)).eval()
+    missing, unexpected = spectral.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and sorted(missing) == [
+        "encoder.spectral.proj.bias",
+        "encoder.spectral.proj.weight",
+    ]
+    x = torch.randn(2, 1, 900) * 0.1
+    assert torch.equal(spectral.encode(x), plain.encode(x))
+    recon, _, aux = spectral.train()(x)  # the straight-through estimator acts in training
+    ((recon - x).abs().mean() + aux).backward()
+    assert spectral.encoder.spectral.proj.weight.grad.abs().sum() > 0
+    for length in (1, 29, 31, 997):
+        assert spectral.encode(torch.randn(1, 1, length)).shape == (1, -(-length // 30), 1)
+
+
+@pytest.mark.parametrize("n_fft", [28, 29, 121])
+def test_encoder_spectral_n_fft_must_be_even_at_least_the_hop_and_centred(n_fft):
+    from musgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="encoder_spectral_n_fft"):
+        tiny_config(encoder_spectral_n_fft=n_fft).validate()
+
+
 def test_metrics_on_known_signals():
     t = torch.arange(16000) / 16000
     tone = torch.sin(2 * torch.pi * 440 * t)[None]
