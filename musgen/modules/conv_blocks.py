@@ -63,6 +63,10 @@ class SpectralSideInput(nn.Module):
         super().__init__()
         self.hop, self.n_fft = hop, n_fft
         self.proj = nn.Conv1d(n_fft // 2 + 1, latent_dim, 3, padding=1)
+        # Adam moves every weight by about lr a step, so unscaled features (3 x bins inputs per
+        # latent) would shift the latents by ~lr x 3,000 a step from the first one (measured: the
+        # commitment loss doubled at once); 1 / sqrt(fan-in) keeps a loaded encoder's codes steady
+        self.scale = (3 * (n_fft // 2 + 1)) ** -0.5
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
@@ -73,7 +77,7 @@ class SpectralSideInput(nn.Module):
         padded = nn.functional.pad(wave[:, None], (side, self.n_fft - self.hop - side))[:, 0]
         spec = torch.stft(padded, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
         features = (spec.abs() + 1e-4).log().add(5.0).div(3.0)  # (B, bins, T / hop), roughly in [-1.5, 3]
-        return self.proj(features)
+        return self.proj(features * self.scale)
 
 
 class WaveEncoder(nn.Module):
