@@ -11,7 +11,7 @@
 # pretrained/NAME (musgen/presets/); the 16-bar MusicVAE uses its default preset musicvae. The codec
 # trains in four phases (pretrained/vqvae-base, then a new decoder on its frozen codes, then that
 # decoder on with a lighter waveform loss: pretrained/vqvae-tune, then a 2,048-point head on it:
-# pretrained/vqvae-stft2048 in three legs, the one packed); the prior trains on those codes in three
+# pretrained/vqvae-stft2048 in four legs, the last without the log-mel term, the one packed); the prior trains on those codes in three
 # phases (pretrained/prior, then pretrained/prior-tune without the pieces' silent ends, then that
 # recipe again at a lower learning rate), and its sampling temperature is chosen on the valid split
 # (scripts/tune_audio_sampling.py). MuseGAN trains in
@@ -94,13 +94,17 @@ for name in "${families[@]}"; do
         train_run vqvae "$RUNS/vqvae-stft2048" pretrained/vqvae-stft2048 --set "train.init_from=$RUNS/vqvae-stft2048-a"
         train_run vqvae "$RUNS/vqvae-stft2048-c" pretrained/vqvae-stft2048 \
             --set train.lr=0.00015 --set train.stop_at=3770 --set "train.init_from=$RUNS/vqvae-stft2048"
-        run=$RUNS/vqvae-stft2048-c
+        # a fourth leg without the log-mel term (stop 45): the loss is then the STFT distance itself
+        train_run vqvae "$RUNS/vqvae-stft2048-d" pretrained/vqvae-stft2048 --set loss.mel_weight=0 \
+            --set train.lr=0.00015 --set train.steps=8000 --set train.stop_at=3000 \
+            --set "train.init_from=$RUNS/vqvae-stft2048-c"
+        run=$RUNS/vqvae-stft2048-d
     fi
     if [ "$name" = prior ]; then  # phase 2: trained on without each piece's trailing silence
-        train_run prior "$RUNS/prior-tune" pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-c" \
+        train_run prior "$RUNS/prior-tune" pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-d" \
             --set "train.init_from=$run"
         # phase 3 (stop 42): the same recipe again from phase 2, a 6,000-step schedule at lr 2.5e-4
-        train_run prior "$RUNS/prior-tune2" pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-c" \
+        train_run prior "$RUNS/prior-tune2" pretrained/prior-tune --set "vqvae=$RUNS/vqvae-stft2048-d" \
             --set "train.init_from=$RUNS/prior-tune" --set train.lr=0.00025 --set train.steps=6000 \
             --set train.stop_at=5690
         run=$RUNS/prior-tune2
