@@ -68,6 +68,7 @@ class SpectralSideInput(nn.Module):
         # commitment loss doubled at once); 1 / sqrt(fan-in) keeps a loaded encoder's codes steady
         self.scale = (3 * (n_fft // 2 + 1)) ** -0.5
         nn.init.zeros_(self.proj.weight)
+        assert self.proj.bias is not None  # a Conv1d's, made above
         nn.init.zeros_(self.proj.bias)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
