@@ -53,8 +53,8 @@ def level_channels(base: int, maximum: int, levels: int) -> list[int]:
 class SpectralSideInput(nn.Module):
     """(B, 1, T) waveform -> (B, D, T / hop): a long-window log-magnitude STFT, one frame centred on
     each latent frame, through a zero-initialized convolution. Added to the convolutional encoder's
-    latents it hands the encoder the fine frequency structure (harmonics ~8 Hz apart at 2,048
-    points) that its small strided stack has to work out from samples; zero at first, so a trained
+    latents it hands the encoder the fine frequency structure (bins 7.8 Hz apart at 2,048 points
+    and 16 kHz) that its small strided stack has to work out from samples; zero at first, so a trained
     encoder that gets one starts out encoding exactly as before."""
 
     window: torch.Tensor
