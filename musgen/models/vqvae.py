@@ -369,8 +369,8 @@ class VQVAEGenerator(Generator):
 
     def encoder_bf16(self, precision: str) -> bool:
         """Whether ``encode_audio`` runs the encoder's convolutions under bf16 autocast: ``bf16``,
-        ``fp32``, or ``auto`` = bf16 on a CPU where the precision probe measured it faster (native
-        bf16: the encoder runs ~3x faster there), float32 elsewhere (GPUs are fast enough as is)."""
+        ``fp32``, or ``auto`` = bf16 on a CPU with native bf16 (``training.precision.cpu_bf16_is_faster``:
+        the encoder runs ~3x faster there), float32 elsewhere (GPUs are fast enough as is)."""
         if precision not in ENCODE_PRECISIONS:
             raise MusgenError(
                 f"encode precision must be one of {', '.join(ENCODE_PRECISIONS)}, not {precision!r}"
