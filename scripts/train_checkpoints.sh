@@ -94,9 +94,9 @@ for name in "${families[@]}"; do
         train_run vqvae "$RUNS/vqvae-stft2048" pretrained/vqvae-stft2048 --set "train.init_from=$RUNS/vqvae-stft2048-a"
         train_run vqvae "$RUNS/vqvae-stft2048-c" pretrained/vqvae-stft2048 \
             --set train.lr=0.00015 --set train.stop_at=3770 --set "train.init_from=$RUNS/vqvae-stft2048"
-        # a fourth leg without the log-mel term (stop 45): the loss is then the STFT distance itself
+        # a fourth leg without the log-mel term (stops 45-46): the loss is then the STFT distance itself
         train_run vqvae "$RUNS/vqvae-stft2048-d" pretrained/vqvae-stft2048 --set loss.mel_weight=0 \
-            --set train.lr=0.00015 --set train.steps=8000 --set train.stop_at=3000 \
+            --set train.lr=0.00015 --set train.steps=8000 \
             --set "train.init_from=$RUNS/vqvae-stft2048-c"
         run=$RUNS/vqvae-stft2048-d
     fi
