@@ -29,7 +29,7 @@ REQUESTS: dict[str, dict] = {
     "musicvae-2bar": {"num_samples": 2, "seed": 3, "temperature": 0.5},
     "musegan": {"num_samples": 2, "seed": 4, "bars": 4},
     "prior": {"num_samples": 1, "seed": 5, "seconds": 0.25},
-    "vqvae": {"reconstruct": "two sines, 0.25 s"},
+    "vqvae": {"reconstruct": "two sines, 0.25 s, encoded in float32"},
 }
 
 
@@ -37,6 +37,13 @@ def test_tone(rate: int) -> np.ndarray:
     """0.25 s of A3 + E5 (float32): the vqvae's reference input."""
     t = np.arange(rate // 4) / rate
     return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 659.26 * t)).astype(np.float32)
+
+
+def reconstruct_test_tone(codec) -> np.ndarray:
+    """The vqvae's reference output: the test tone encoded in float32 (``auto`` would encode in bf16
+    on a CPU with native bf16 only, whose codes differ) and decoded, same length."""
+    wave = test_tone(codec.sample_rate)
+    return codec.decode_codes(codec.encode_audio(wave, precision="fp32"))[: len(wave)]
 
 
 def notes(score) -> list[list[int]]:
@@ -53,7 +60,7 @@ def record(name: str) -> dict:
 
     generator = musgen.load(ROOT / "checkpoints" / name)
     if name == "vqvae":
-        wave = generator.reconstruct_audio(test_tone(generator.sample_rate))
+        wave = reconstruct_test_tone(generator)
         np.save(OUT / f"{name}.npy", wave.astype(np.float32))
         return {"request": REQUESTS[name], "file": f"{name}.npy"}
     kwargs = dict(REQUESTS[name])

@@ -42,7 +42,7 @@ def check_reference_sample(name: str, device: str) -> None:
     # Audio to within 1e-5: the waveform's float sums depend on the thread count (1.4e-7 seen between
     # 1 and 2 threads); a different code anywhere moves samples by far more.
     if name == "vqvae":
-        got = generator.reconstruct_audio(script.test_tone(generator.sample_rate))
+        got = script.reconstruct_test_tone(generator)
         np.testing.assert_allclose(got, np.load(STORED / REFERENCE[name]["file"]), rtol=0, atol=AUDIO_ATOL)
         return
     kwargs = dict(REFERENCE[name]["request"])
