@@ -393,9 +393,10 @@ class VQVAEGenerator(Generator):
         """codes (F, Q) -> waveform (F * hop,) float32."""
         return self.codec.decode(codes[None].long().to(self.device))[0, 0].clamp(-1, 1).cpu().numpy()
 
-    def reconstruct_audio(self, wave: np.ndarray) -> np.ndarray:
-        """The round trip of a mono waveform at the codec's rate: encode, decode, same length."""
-        return self.decode_codes(self.encode_audio(wave))[: len(wave)]
+    def reconstruct_audio(self, wave: np.ndarray, precision: str = "auto") -> np.ndarray:
+        """The round trip of a mono waveform at the codec's rate: encode (at ``precision``, see
+        ``encoder_bf16``), decode, same length."""
+        return self.decode_codes(self.encode_audio(wave, precision))[: len(wave)]
 
     def reconstruct_to(self, out_dir: str | Path, audio: str | Path, **controls: Any) -> list[Path]:
         """Writes ``original.wav`` (at the codec's rate) and ``reconstruction.wav``, recorded in
