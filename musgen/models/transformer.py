@@ -112,6 +112,17 @@ class Block(nn.Module):
             nn.Dropout(cfg.dropout),
         )
         self.drop = nn.Dropout(cfg.dropout)
+        self._register_load_state_dict_pre_hook(self._identity_when_absent)
+
+    def _identity_when_absent(self, state: dict[str, torch.Tensor], prefix: str, *args: object) -> None:
+        """A block the loaded weights lack entirely (a model grown by ``model.num_layers``, loaded with
+        ``train.init_from``) starts as the identity: both residual branches' output projections at
+        zero, so the grown model predicts exactly as the checkpoint's did and training grows them."""
+        if not any(key.startswith(prefix) for key in state):
+            with torch.no_grad():
+                for layer in (self.attn.out, self.mlp[2]):
+                    layer.weight.zero_()
+                    layer.bias.zero_()
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
         h, cache = self.attn(self.norm1(x), cache)  # (B, T, D)

@@ -229,3 +229,23 @@ def test_flex_attention_kernel_equals_the_naive_reference(length, max_distance):
             assert att.uses_flex(x) == (kernel == "flex")
     assert torch.allclose(outs["flex"], outs["skew"], atol=1e-5)
     assert not att.uses_flex(x.requires_grad_())  # training on a CPU keeps the skewing (no flex backward)
+
+
+def test_a_grown_transformer_starts_as_the_one_it_grew_from():
+    """model.num_layers raised with train.init_from: the blocks the checkpoint lacks load as the
+    identity (their output projections at zero), so the grown model predicts exactly as before, then
+    trains (the zeroed projections get gradients)."""
+    torch.manual_seed(0)
+    cfg = TransformerModelConfig(d_model=32, num_layers=2, num_heads=4, d_ff=64, dropout=0.0)
+    small = MusicTransformer(50, cfg, context=64).eval()
+    grown = MusicTransformer(
+        50, TransformerModelConfig(**{**cfg.__dict__, "num_layers": 4}), context=64
+    ).eval()
+    missing, unexpected = grown.load_state_dict(small.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(k.startswith(("blocks.2.", "blocks.3.")) for k in missing)
+    assert grown.blocks[1].attn.out.weight.detach().any()  # loaded blocks keep theirs
+    ids = torch.randint(0, 50, (2, 20))
+    with torch.no_grad():
+        assert torch.equal(grown(ids)[0], small(ids)[0])
+    grown(ids)[0].logsumexp(-1).mean().backward()
+    assert grown.blocks[3].mlp[2].weight.grad.abs().sum() > 0
