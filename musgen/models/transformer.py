@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -120,7 +120,7 @@ class Block(nn.Module):
         zero, so the grown model predicts exactly as the checkpoint's did and training grows them."""
         if not any(key.startswith(prefix) for key in state):
             with torch.no_grad():
-                for layer in (self.attn.out, self.mlp[2]):
+                for layer in (self.attn.out, cast(nn.Linear, self.mlp[2])):
                     layer.weight.zero_()
                     layer.bias.zero_()
 
