@@ -267,7 +267,8 @@ def load_portable(path: Path) -> PortableCheckpoint:
     return PortableCheckpoint(path=ckpt_dir, meta=meta, config=config)
 
 
-SAMPLING_KEYS = {"temperature": float, "top_k": int, "top_p": float}
+# max_silence: the audio prior's cap on runs of digital silence, in seconds (PriorGenerator.generate)
+SAMPLING_KEYS = {"temperature": float, "top_k": int, "top_p": float, "max_silence": float}
 
 
 def _sampling_value(key: str, value: Any) -> Any:
@@ -297,7 +298,7 @@ def sampling_defaults(meta: Mapping[str, Any]) -> dict[str, Any]:
 def set_sampling_defaults(
     path: Path, settings: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
 ) -> Path:
-    """Stores recommended sampling settings (temperature, top_k, top_p) in the checkpoint at ``path``,
+    """Stores recommended sampling settings (``SAMPLING_KEYS``) in the checkpoint at ``path``,
     with the measurement that chose them (``evidence``), by rewriting its ``musgen.json`` atomically."""
     ckpt_dir = resolve_checkpoint(path)
     unknown = set(settings) - set(SAMPLING_KEYS)

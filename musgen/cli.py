@@ -238,6 +238,13 @@ def _add_sample(verbs: Any) -> None:
         "--seconds", type=float, help="new seconds of audio per sample (audio prior; default 5)"
     )
     sample.add_argument(
+        "--max-silence",
+        type=float,
+        metavar="SECONDS",
+        help="audio prior: the longest stretch of digital silence a sample may write (0: none, inf: "
+        "no limit; default: the checkpoint's recommendation, else no limit)",
+    )
+    sample.add_argument(
         "--min-length",
         type=int,
         help="no end-of-piece before this many new tokens (default: a quarter of --length)",
@@ -719,9 +726,14 @@ def _log_sampling(generator: Any, args: argparse.Namespace) -> None:
     used = generator.sampling_settings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     used = {k: v for k, v in used.items() if k in generator.controls}  # a voice MuseGAN: temperature only
     recommended = generator.recommended_sampling
+    if "max_silence" in generator.options:  # the audio prior's
+        given = getattr(args, "max_silence", None)
+        silence = given if given is not None else recommended.get("max_silence")
+        if silence is not None:
+            used["max_silence"] = silence
     origin = {
         k: "given"
-        if getattr(args, k) is not None
+        if getattr(args, k, None) is not None
         else "recommended by the checkpoint"
         if k in recommended
         else "default"
@@ -778,6 +790,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         binarize=args.binarize,
         threshold=args.threshold,
         seconds=args.seconds,
+        max_silence=args.max_silence,
         compile=args.compile,
         density=args.density,
     )

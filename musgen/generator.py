@@ -165,6 +165,10 @@ class Generator:
                 top_k=settings.get("top_k"),
                 top_p=settings.get("top_p"),
             )
+            # a recommendation beyond those this family takes (the audio prior's max_silence)
+            settings |= {
+                k: v for k, v in self.recommended_sampling.items() if k in self.options and k not in settings
+            }
         seed = settings.pop("seed", None)
         return {
             "command": command,

@@ -59,6 +59,11 @@ def main() -> None:
     parser.add_argument("--temperature", type=one_or_per_level(float), help="sampling" + per_level)
     parser.add_argument("--top-k", type=one_or_per_level(int), help="sampling" + per_level)
     parser.add_argument("--top-p", type=one_or_per_level(float), help="sampling" + per_level)
+    parser.add_argument(
+        "--max-silence",
+        type=float,
+        help="sampling: seconds of digital silence in a row at most (inf: no limit)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="of the first continuation (then +1 each)")
     parser.add_argument(
         "--no-likelihood", action="store_true", help="skip the prior's held-out NLL (encodes the train split)"
@@ -107,6 +112,7 @@ def main() -> None:
                     temperature=args.temperature,
                     top_k=args.top_k,
                     top_p=args.top_p,
+                    **({} if args.max_silence is None else {"max_silence": args.max_silence}),
                 ),
                 "eval_seconds": round(time.time() - start, 1),
             }

@@ -1,6 +1,7 @@
 """Chooses an audio prior's recommended sampling settings by measurement and stores them in the
 checkpoint (as scripts/tune_sampling.py does for the symbolic models): for each temperature / top-p
-setting of a grid (one value for every codebook level, or one per level), ``--prompts`` VALID-split
+setting of a grid (one value for every codebook level, or one per level; a third field, when given,
+is ``max_silence`` in seconds, inf for no limit), ``--prompts`` VALID-split
 prompts are continued (4 s prompt, 6 s new) and the new audio is compared with as many 6-s clips
 of TRAIN-split pieces by the audio Frechet distance (``musgen.eval.audio.evaluate_continuations``;
 the test split stays for scripts/eval_audio.py), once per seed in ``--seeds`` (one draw of 16
@@ -9,7 +10,7 @@ wins; ``--write`` puts it in the checkpoint's musgen.json (``"sampling"``, the t
 ``"sampling_chosen_by"``).
 
     python scripts/tune_audio_sampling.py checkpoints/prior --data data/bach_audio \\
-        [--grid 1.1:1.0,1.2/1.0/0.3/0.1:1.0] [--seeds 0,100] [--prompts 16] [--write] \\
+        [--grid 1.1:1.0,1.2/1.0/0.3/0.1:1.0,1.3/1.0/0.1/0.05:1.0:0] [--seeds 0,100] [--prompts 16] [--write] \\
         [--out scripts/results/tune_audio_sampling.json]
 """
 
@@ -41,8 +42,9 @@ def main() -> None:
     parser.add_argument(
         "--grid",
         default=DEFAULT_GRID,
-        help="temperature:top_p pairs, comma-separated; a value may give one number per codebook "
-        "level, joined by / (e.g. 1.2/1.0/0.3/0.1:1.0)",
+        help="temperature:top_p[:max_silence] settings, comma-separated; temperature and top_p may "
+        "give one number per codebook level, joined by / (e.g. 1.2/1.0/0.3/0.1:1.0); max_silence is "
+        "in seconds (inf: no limit; left out: the checkpoint's)",
     )
     parser.add_argument("--seeds", default="0,100", help="comma-separated: one draw of the prompts each")
     parser.add_argument("--prompts", type=int, default=16)
@@ -56,7 +58,8 @@ def main() -> None:
     rows = []
     setting = one_or_per_level(float, sep="/")  # "," already separates the grid's pairs
     for pair in args.grid.split(","):
-        temperature, top_p = (setting(v) for v in pair.split(":"))
+        temperature, top_p, *rest = (setting(v) for v in pair.split(":"))
+        silence = {"max_silence": rest[0]} if rest else {}
         start = time.time()
         reports = [
             evaluate_continuations(
@@ -70,6 +73,7 @@ def main() -> None:
                 seed=seed,
                 temperature=temperature,
                 top_p=top_p,
+                **silence,
             )
             for seed in seeds
         ]
@@ -78,6 +82,7 @@ def main() -> None:
             {
                 "temperature": temperature,
                 "top_p": top_p,
+                **silence,
                 "frechet": sum(per_seed) / len(per_seed),
                 "frechet_per_seed": dict(zip(seeds, per_seed, strict=True)),
                 "silent_fraction": sum(r["silent_fraction"]["model"] for r in reports) / len(reports),
@@ -95,7 +100,12 @@ def main() -> None:
         "prompts": args.prompts,
         "seeds": seeds,
         "table": rows,
-        "chosen": {"temperature": best["temperature"], "top_p": best["top_p"]},
+        # max_silence inf (no limit) is stored as no recommendation
+        "chosen": {
+            key: best[key]
+            for key in ("temperature", "top_p", "max_silence")
+            if key in best and best[key] != float("inf")
+        },
     }
     if args.write:
         set_sampling_defaults(

@@ -88,6 +88,20 @@ def apply_processors(procs: Sequence, ids: torch.Tensor, scores: torch.Tensor) -
     return scores
 
 
+def limit_run(scores: torch.Tensor, ids: torch.Tensor, token: int, max_run: int) -> torch.Tensor:
+    """scores (B, V) with ``token`` ruled out in the rows whose ids (B, T) end in ``max_run`` of it
+    (``max_run`` 0: in every row): a cap on how long one stream may repeat an id."""
+    if max_run == 0:
+        blocked = torch.ones(ids.shape[0], dtype=torch.bool, device=scores.device)
+    elif ids.shape[1] < max_run:
+        return scores
+    else:
+        blocked = (ids[:, -max_run:] == token).all(dim=1)
+    column = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+    column[token] = True
+    return scores.masked_fill(blocked[:, None] & column, float("-inf"))
+
+
 def make_generator(seed: int | None) -> torch.Generator:
     """The CPU generator every sampler draws from: seeded, or from fresh entropy."""
     return torch.Generator(device="cpu").manual_seed(seed if seed is not None else torch.seed())
@@ -257,13 +271,16 @@ def sample_delayed(
     pad_id: int,
     bos_id: int,
     use_cache: bool = True,
+    run_limits: Sequence[tuple[int, int, int]] = (),
 ) -> torch.Tensor:
     """Continues the code frames ``prime`` (F0, Q) by ``frames`` new frames, ``n`` times, with a model
     over MusicGen's delay pattern: ``model(ids (B, T, Q), state) -> (logits (B, T, Q, C), state)``,
     where row r holds stream k's code of frame r - 1 - k (row 0 is BOS; cells before a stream starts
     or after it ends are ``pad_id``). One model step per row, all Q streams drawn at once, each with
     its own controls (``controls[k]``; the first one's seed seeds every draw); cells the prompt
-    already fixes are kept. Returns the frames (B, F0 + frames, Q), prompt included."""
+    already fixes are kept. ``run_limits``: (level, code, max_run) triples, each keeping that
+    level from drawing the code after ``max_run`` frames of it in a row (``limit_run``, before the
+    warpers). Returns the frames (B, F0 + frames, Q), prompt included."""
     if n < 1:
         raise MusgenError(f"--num-samples must be at least 1, got {n}")
     q = prime.shape[1]
@@ -289,9 +306,11 @@ def sample_delayed(
     bar = progress(total=total + q - 1 - f0, desc=f"sample {n}" if n > 1 else "sample", unit="frame")
     for r in range(1 + f0, total + q):
         bar.update()
+        scores = [next_logits[:, k] for k in range(q)]  # Q x (B, C)
+        for level, code, max_run in run_limits:
+            scores[level] = limit_run(scores[level], seqs[:, 1:, level], code, max_run)
         drawn = torch.stack(
-            [draw(apply_processors(p, seqs[:, :, k], next_logits[:, k]), gen) for k, p in enumerate(procs)],
-            dim=1,
+            [draw(apply_processors(p, seqs[:, :, k], scores[k]), gen) for k, p in enumerate(procs)], dim=1
         )  # (B, Q)
         row = torch.where(fixed[r], rows[r], drawn)
         seqs = torch.cat([seqs, row[:, None]], dim=1)

@@ -16,6 +16,7 @@ own samples (a short crossfade joins them to the decoded continuation).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -231,7 +232,18 @@ class PriorGenerator(Generator):
     inside the checkpoint (``vqvae/``)."""
 
     sample_suffix = ".wav"
-    options = ("prime", "seconds", "length", "bars", "temperature", "top_k", "top_p", "seed", "compile")
+    options = (
+        "prime",
+        "seconds",
+        "length",
+        "bars",
+        "temperature",
+        "top_k",
+        "top_p",
+        "max_silence",
+        "seed",
+        "compile",
+    )
 
     def __init__(self, ckpt: Any, cfg: PriorConfig):
         meta = ckpt.meta.get("data", {})
@@ -317,6 +329,7 @@ class PriorGenerator(Generator):
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
+        max_silence: float | None = None,
         seed: int | None = None,
         max_new_tokens: int | None = None,
         compile: bool | None = None,
@@ -326,7 +339,10 @@ class PriorGenerator(Generator):
         them: ``levels`` per frame, rounded up to whole frames), starting with the prompt when
         ``prime`` (an audio file) is given. ``temperature``, ``top_k`` and ``top_p`` left at None
         take the checkpoint's recommended settings; with the delay pattern each may also be a list
-        with one value per codebook level. ``compile``: decode with a static cache and a compiled step."""
+        with one value per codebook level. ``max_silence``: the longest run of digital silence (the
+        codec's code for it on the first level) a sample may write, in seconds; 0: none at all, inf:
+        no limit (None: the checkpoint's recommendation, else no limit). ``compile``: decode with a static cache and
+        a compiled step."""
         if max_new_tokens is not None:
             if length is not None or seconds is not None:
                 raise MusgenError("give one of seconds, length (code frames) and max_new_tokens")
@@ -344,6 +360,7 @@ class PriorGenerator(Generator):
             if length is not None
             else math.ceil((5.0 if seconds is None else seconds) * self.code_rate)
         )
+        silence_frames = self.silence_frames(max_silence)
         prompt, prime_codes = self._prompt(prime)
         codes = self.sample_codes(
             num_samples,
@@ -351,6 +368,7 @@ class PriorGenerator(Generator):
             prime_codes,
             seed=seed,
             compile=bool(compile),
+            max_silence_frames=silence_frames,
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
@@ -361,6 +379,28 @@ class PriorGenerator(Generator):
             for c in progress(codes, desc="decode audio", unit="sample")
         ]
 
+    def silence_frames(self, max_silence: float | None) -> int | None:
+        """``max_silence`` seconds (None: the checkpoint's recommendation) as code frames; None: no
+        limit."""
+        if max_silence is None:
+            max_silence = self.recommended_sampling.get("max_silence")
+            if max_silence is None:
+                return None
+        if not max_silence >= 0:  # NaN fails too
+            raise MusgenError(f"--max-silence must be a number >= 0 (inf: no limit), got {max_silence}")
+        if math.isinf(max_silence):
+            return None
+        if self.cfg.pattern != "delay":
+            raise MusgenError("--max-silence needs a prior trained with pattern=delay")
+        return round(max_silence * self.code_rate)
+
+    @functools.cached_property
+    def silence_code(self) -> int:
+        """The first-level code the codec writes for digital silence."""
+        from musgen.data.audio_codes import silence_codes
+
+        return int(silence_codes(self.codec)[0])
+
     def sample_codes(
         self,
         n: int,
@@ -368,15 +408,18 @@ class PriorGenerator(Generator):
         prime_codes: np.ndarray | None = None,
         seed: int | None = None,
         compile: bool = False,
+        max_silence_frames: int | None = None,
         **settings: Any,
     ) -> list[np.ndarray]:
         """Codes (F0 + frames, Q) of ``n`` samples continuing ``prime_codes`` (F0, Q) (none: from BOS),
         in this prior's pattern; ``settings``: temperature, top_k, top_p (None: recommended);
-        ``compile``: a static cache and a compiled decoding step."""
+        ``compile``: a static cache and a compiled decoding step; ``max_silence_frames`` (delay
+        pattern): no more than that many frames of the first level's silence code in a row."""
         prime = np.zeros((0, self.levels), np.int64) if prime_codes is None else prime_codes
         fixed = {"seed": seed, "compile": compile}
         if self.cfg.pattern == "delay":
-            return self._sample_delayed(prime, n, frames, settings, fixed)
+            limits = [] if max_silence_frames is None else [(0, self.silence_code, max_silence_frames)]
+            return self._sample_delayed(prime, n, frames, settings, fixed, limits)
         return self._sample_flat(prime, n, frames, settings, fixed)
 
     def _sample_flat(
@@ -396,7 +439,13 @@ class PriorGenerator(Generator):
         return [unflatten_tokens(seq[1:], self.codebook_size, self.levels) for seq in seqs]
 
     def _sample_delayed(
-        self, prime_codes: np.ndarray, n: int, frames: int, settings: dict[str, Any], fixed: dict[str, Any]
+        self,
+        prime_codes: np.ndarray,
+        n: int,
+        frames: int,
+        settings: dict[str, Any],
+        fixed: dict[str, Any],
+        run_limits: list[tuple[int, int, int]],
     ) -> list[np.ndarray]:
         """Codes (F0 + frames, Q) of each sample, one model step per frame (the delay pattern), each
         level with its own temperature / top-k / top-p (a value for all, or a list of Q)."""
@@ -420,6 +469,7 @@ class PriorGenerator(Generator):
             controls,
             pad_id=self.codebook_size,
             bos_id=self.codebook_size + 1,
+            run_limits=run_limits,
         )
         return list(codes.cpu().numpy())
 

@@ -209,6 +209,8 @@ def test_unprimed_sample_api(tiny_prior_run):
     assert [len(w) for w in waves] == [math.ceil(0.5 * RATE / 64) * 64] * 2
     again = generator.generate(2, seconds=0.5, seed=1, top_k=20)
     assert all(np.array_equal(a, b) for a, b in zip(waves, again, strict=True))  # seeded
+    with pytest.raises(MusgenError, match="--max-silence needs a prior trained with pattern=delay"):
+        generator.generate(1, seconds=0.1, max_silence=0.0)
 
 
 def test_prior_refuses_a_codec_with_other_codebooks(tmp_path, tiny_prior_run):
@@ -389,6 +391,22 @@ def test_delay_pattern_prior_over_a_residual_codec(tmp_path, bach_audio_data):
     )
     written = json.loads((tmp_path / "cli" / "samples.json").read_text())
     assert written[-1]["settings"]["temperature"] == [1.0, 0.7]
+    # --max-silence caps runs of the codec's silence code (the sampler's run limit, tested in
+    # tests/unit/test_delay_pattern.py); a stored recommendation is used and recorded like the others
+    with pytest.raises(MusgenError, match="--max-silence must be a number >= 0"):
+        generator.generate(1, seconds=0.1, max_silence=-1.0)
+    assert generator.silence_frames(0.1) == round(0.1 * RATE / 64) and generator.silence_frames(None) is None
+    assert generator.silence_frames(math.inf) is None
+    set_sampling_defaults(ckpt, {"temperature": [1.0, 0.7], "max_silence": 0.0})
+    capped = musgen.load(ckpt).generate(1, seconds=0.5, seed=2)[0]
+    assert np.array_equal(
+        capped, generator.generate(1, seconds=0.5, seed=2, temperature=[1.0, 0.7], max_silence=0.0)[0]
+    )
+    for extra in ([], ["--max-silence", "0.05"]):
+        args = ["sample", "--checkpoint", str(ckpt), "--out", str(tmp_path / "cli"), "--seconds", "0.2"]
+        assert main([*args, "--seed", "1", *extra]) == 0
+        written = json.loads((tmp_path / "cli" / "samples.json").read_text())
+        assert written[-1]["settings"]["max_silence"] == (0.05 if extra else 0.0)
     prompt = audio_pieces(bach_audio_data, "valid")[0][: RATE // 2]
     sf.write(tmp_path / "prompt.wav", prompt, RATE, subtype="FLOAT")
     (primed,) = generator.generate(1, prime=tmp_path / "prompt.wav", seconds=0.5, seed=0)
@@ -506,7 +524,8 @@ def test_tune_audio_sampling_stores_the_setting_with_the_lowest_distance(
 ):
     ckpt = tmp_path / "prior"
     shutil.copytree(tiny_prior_run.checkpoint, ckpt)
-    args = ["--data", str(bach_audio_data), "--grid", "1.0:1.0,0.5:0.9", "--prompts", "2", "--seeds", "0,1"]
+    grid = "1.0:1.0:inf,0.5:0.9"  # a third field: max_silence (inf: no limit; a flat prior takes no other)
+    args = ["--data", str(bach_audio_data), "--grid", grid, "--prompts", "2", "--seeds", "0,1"]
     args += ["--prompt-seconds", "0.5", "--new-seconds", "1", "--write", "--out", str(tmp_path / "t.json")]
     done = subprocess.run(
         [sys.executable, "scripts/tune_audio_sampling.py", str(ckpt), *args], capture_output=True, text=True
@@ -516,6 +535,7 @@ def test_tune_audio_sampling_stores_the_setting_with_the_lowest_distance(
     for row in table:  # each setting read as the mean over the seeds' draws
         assert set(row["frechet_per_seed"]) == {"0", "1"}
         assert row["frechet"] == pytest.approx(sum(row["frechet_per_seed"].values()) / 2)
+    assert table[0]["max_silence"] == math.inf and "max_silence" not in table[1]
     best = min(table, key=lambda row: row["frechet"])
     meta = json.loads((ckpt / "musgen.json").read_text())
     assert meta["sampling"] == {"temperature": best["temperature"], "top_p": best["top_p"]}

@@ -3,12 +3,14 @@ transformer (cached == full decoding) and the sampler that keeps a prompt and un
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from musgen.data.audio_codes import IGNORE_INDEX, DelayedCodeWindows, delay_codes, flatten_codes
-from musgen.generate.sampling import SamplingControls, sample_delayed
+from musgen.generate.sampling import SamplingControls, limit_run, sample_delayed
 from musgen.models.prior import DelayedCodeTransformer, noisy_codes
 from musgen.models.transformer import TransformerModelConfig
 
@@ -97,6 +99,31 @@ def test_sampler_uses_each_levels_controls():
     assert not all(
         torch.equal(codes[:, f, 0], logits[:, f, 0].argmax(-1)) for f in range(6)
     )  # sampled at temperature 1
+
+
+def longest_run(row: torch.Tensor, code: int) -> int:
+    best = run = 0
+    for value in row.tolist():
+        run = run + 1 if value == code else 0
+        best = max(best, run)
+    return best
+
+
+def test_sampler_caps_runs_of_a_code_on_its_level():
+    """run_limits (level, code, max_run): level 0 (greedy here, so it repeats code 1) never writes
+    more than max_run of code 1 in a row, none at all with 0; the other levels are drawn as before."""
+    model = tiny_model()
+    controls = [SamplingControls(length=30, top_k=1, seed=0)]
+    controls += [SamplingControls(length=30, seed=0) for _ in range(Q - 1)]
+    kw = {"pad_id": PAD, "bos_id": BOS}
+    none = torch.zeros(0, Q, dtype=torch.long)
+    free = sample_delayed(model, none, 4, 30, controls, **kw)
+    assert max(longest_run(row, 1) for row in free[:, :, 0]) >= 2  # the cap below has work to do
+    for max_run in (0, 1):
+        capped = sample_delayed(model, none, 4, 30, controls, run_limits=[(0, 1, max_run)], **kw)
+        assert max(longest_run(row, 1) for row in capped[:, :, 0]) <= max_run
+    scores = limit_run(torch.zeros(2, C), torch.tensor([[1, 1], [2, 1]]), 1, 2)  # rows after 1 1 / 2 1
+    assert scores[0, 1] == -math.inf and scores[1, 1] == 0 and (scores[:, 2:] == 0).all()
 
 
 @pytest.mark.parametrize("delay", [True, False])
