@@ -137,6 +137,12 @@ for name in "${families[@]}"; do
         grid+=,1.3/0.9/0.1/0.1:1.0,1.3/1.1/0.1/0.1:1.0,1.3/1.0/0.1/0.05:1.0
         "$BIN/python" scripts/tune_audio_sampling.py "$OUT/$name" --data "$data" --grid "$grid" \
             --seeds 0,100,200,300 --write
+        # then, at that temperature, the cap on runs of digital silence (--max-silence; stop 49: no
+        # limit, 0.1 s or none at all, seeds 0-500, about 20 min on one core)
+        t=$("$BIN/python" -c "import json, sys; t = json.load(open(sys.argv[1]))['sampling']['temperature']; \
+print('/'.join(map(str, t)) if isinstance(t, list) else t)" "$OUT/$name/musgen.json")
+        "$BIN/python" scripts/tune_audio_sampling.py "$OUT/$name" --data "$data" \
+            --grid "$t:1.0:inf,$t:1.0:0.1,$t:1.0:0" --seeds 0,100,200,300,400,500 --write
     fi
     if [ "$name" = musicvae ]; then  # the density / pitch attribute vectors (musgen interpolate --attribute)
         "$BIN/python" scripts/attribute_vectors.py "$OUT/$name" --data "$data" --write

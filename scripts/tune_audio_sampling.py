@@ -7,7 +7,7 @@ of TRAIN-split pieces by the audio Frechet distance (``musgen.eval.audio.evaluat
 the test split stays for scripts/eval_audio.py), once per seed in ``--seeds`` (one draw of 16
 prompts is noisy: the same setting can read 450 or 620). The setting with the lowest mean distance
 wins; ``--write`` puts it in the checkpoint's musgen.json (``"sampling"``, the table under
-``"sampling_chosen_by"``).
+``"sampling_chosen_by"``, an earlier choice's table under its ``"earlier"``).
 
     python scripts/tune_audio_sampling.py checkpoints/prior --data data/bach_audio \\
         [--grid 1.1:1.0,1.2/1.0/0.3/0.1:1.0,1.3/1.0/0.1/0.05:1.0:0] [--seeds 0,100] [--prompts 16] [--write] \\
@@ -82,7 +82,7 @@ def main() -> None:
             {
                 "temperature": temperature,
                 "top_p": top_p,
-                **silence,
+                **{k: None if v == float("inf") else v for k, v in silence.items()},  # JSON null: no limit
                 "frechet": sum(per_seed) / len(per_seed),
                 "frechet_per_seed": dict(zip(seeds, per_seed, strict=True)),
                 "silent_fraction": sum(r["silent_fraction"]["model"] for r in reports) / len(reports),
@@ -100,16 +100,16 @@ def main() -> None:
         "prompts": args.prompts,
         "seeds": seeds,
         "table": rows,
-        # max_silence inf (no limit) is stored as no recommendation
+        # max_silence None (no limit) is stored as no recommendation
         "chosen": {
-            key: best[key]
-            for key in ("temperature", "top_p", "max_silence")
-            if key in best and best[key] != float("inf")
+            key: best[key] for key in ("temperature", "top_p", "max_silence") if best.get(key) is not None
         },
     }
-    if args.write:
+    if args.write:  # the evidence of an earlier choice stays, under "earlier"
+        earlier = prior.checkpoint.meta.get("sampling_chosen_by")
+        evidence = {"script": "scripts/tune_audio_sampling.py", **result}
         set_sampling_defaults(
-            prior.checkpoint.path, result["chosen"], {"script": "scripts/tune_audio_sampling.py", **result}
+            prior.checkpoint.path, result["chosen"], evidence | ({"earlier": earlier} if earlier else {})
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
