@@ -341,8 +341,8 @@ class PriorGenerator(Generator):
         take the checkpoint's recommended settings; with the delay pattern each may also be a list
         with one value per codebook level. ``max_silence``: the longest run of digital silence (the
         codec's code for it on the first level) a sample may write, in seconds; 0: none at all, inf:
-        no limit (None: the checkpoint's recommendation, else no limit). ``compile``: decode with a static cache and
-        a compiled step."""
+        no limit (None: the checkpoint's recommendation, else no limit). ``compile``: decode with a
+        static cache and a compiled step."""
         if max_new_tokens is not None:
             if length is not None or seconds is not None:
                 raise MusgenError("give one of seconds, length (code frames) and max_new_tokens")
