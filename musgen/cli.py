@@ -726,11 +726,7 @@ def _log_sampling(generator: Any, args: argparse.Namespace) -> None:
     used = generator.sampling_settings(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     used = {k: v for k, v in used.items() if k in generator.controls}  # a voice MuseGAN: temperature only
     recommended = generator.recommended_sampling
-    if "max_silence" in generator.options:  # the audio prior's
-        given = getattr(args, "max_silence", None)
-        silence = given if given is not None else recommended.get("max_silence")
-        if silence is not None:
-            used["max_silence"] = silence
+    used |= generator.option_sampling(vars(args))
     origin = {
         k: "given"
         if getattr(args, k, None) is not None

@@ -125,6 +125,19 @@ class Generator:
                     )
         return used
 
+    def option_sampling(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The stored sampling settings beyond temperature / top_k / top_p that this family takes
+        (``options``; the audio prior's max_silence): each as in ``given``, else the checkpoint's
+        recommendation; unset ones left out."""
+        recommended = self.recommended_sampling
+        used = {}
+        for key in checkpoint.SAMPLING_KEYS.keys() - SAMPLING_OFF.keys():
+            value = given.get(key)
+            value = recommended.get(key) if value is None else value
+            if key in self.options and value is not None:
+                used[key] = value
+        return used
+
     # -- generating and writing -----------------------------------------------------------------
     if TYPE_CHECKING:  # each family defines it, with the keyword options it takes (``options``)
         generate: Callable[..., list[Any]]
@@ -165,10 +178,7 @@ class Generator:
                 top_k=settings.get("top_k"),
                 top_p=settings.get("top_p"),
             )
-            # a recommendation beyond those this family takes (the audio prior's max_silence)
-            settings |= {
-                k: v for k, v in self.recommended_sampling.items() if k in self.options and k not in settings
-            }
+            settings |= self.option_sampling(settings)
         seed = settings.pop("seed", None)
         return {
             "command": command,

@@ -8,7 +8,6 @@ perplexity over all the split's codes, and the bitrate.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,15 +139,6 @@ def by_third(
     }
 
 
-def used_sampling(prior: Any, sampling: Mapping[str, Any]) -> dict[str, Any]:
-    """The sampling settings a continuation used: each as given, else the checkpoint's recommendation
-    (``max_silence`` only where given or recommended)."""
-    settings = prior.sampling_settings(**{k: v for k, v in sampling.items() if k != "max_silence"})
-    silence = sampling.get("max_silence")
-    silence = prior.recommended_sampling.get("max_silence") if silence is None else silence
-    return settings if silence is None else {**settings, "max_silence": silence}
-
-
 def evaluate_continuations(
     prior: Any,
     data_dir: Path,
@@ -199,7 +189,10 @@ def evaluate_continuations(
         "prompts": len(prompts),
         "prompt_seconds": prompt_seconds,
         "new_seconds": new_seconds,
-        "sampling": used_sampling(prior, sampling),
+        "sampling": {  # as given, else the checkpoint's recommendation
+            **prior.sampling_settings(**{k: sampling.get(k) for k in ("temperature", "top_k", "top_p")}),
+            **prior.option_sampling(sampling),
+        },
         "model": audio_frechet(others, generated, rate),
         "real_vs_real": audio_frechet(others, truth, rate),
         "codec_only": audio_frechet(others, decoded, rate),

@@ -382,10 +382,9 @@ class PriorGenerator(Generator):
     def silence_frames(self, max_silence: float | None) -> int | None:
         """``max_silence`` seconds (None: the checkpoint's recommendation) as code frames; None: no
         limit."""
+        max_silence = self.option_sampling({"max_silence": max_silence}).get("max_silence")
         if max_silence is None:
-            max_silence = self.recommended_sampling.get("max_silence")
-            if max_silence is None:
-                return None
+            return None
         if not max_silence >= 0:  # NaN fails too
             raise MusgenError(f"--max-silence must be a number >= 0 (inf: no limit), got {max_silence}")
         if math.isinf(max_silence):
