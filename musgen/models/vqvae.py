@@ -61,6 +61,9 @@ class VQVAEModelConfig:
     # istft only: the points of the STFT the decoder writes (0: 4 x hop, Vocos's choice); more points
     # resolve harmonics more finely in each frame, over more overlapping frames
     decoder_n_fft: int = 0
+    # istft only: each bin's phase is the written phase plus a running sum of a second head's phase
+    # advance (musgen.modules.istft_decoder), so that held partials keep a steady phase
+    decoder_integrate_phase: bool = False
     # The points of a log-magnitude STFT given to the encoder beside its convolutions (0: none;
     # musgen.modules.conv_blocks.SpectralSideInput): the harmonics' fine structure, read directly.
     encoder_spectral_n_fft: int = 0
@@ -77,6 +80,8 @@ class VQVAEModelConfig:
             raise ConfigError("model.base_channels, model.max_channels and model.latent_dim must be >= 1")
         if self.decoder_n_fft and (self.decoder_n_fft < self.hop or self.decoder_n_fft % 2):
             raise ConfigError(f"model.decoder_n_fft must be 0 or an even number >= the hop ({self.hop})")
+        if self.decoder_integrate_phase and self.decoder != "istft":
+            raise ConfigError("model.decoder_integrate_phase needs model.decoder: istft")
         spectral = self.encoder_spectral_n_fft
         if spectral and (spectral < self.hop or spectral % 2 or (spectral - self.hop) % 2):
             raise ConfigError(
@@ -140,7 +145,14 @@ class VQVAE(nn.Module):
         self.encoder = WaveEncoder(*args, spectral_n_fft=cfg.encoder_spectral_n_fft)
         self.quantizer = Quantizer(cfg.latent_dim, cfg.quantizer)
         self.decoder: nn.Module = (
-            ISTFTDecoder(cfg.latent_dim, cfg.hop, cfg.decoder_channels, cfg.decoder_blocks, cfg.decoder_n_fft)
+            ISTFTDecoder(
+                cfg.latent_dim,
+                cfg.hop,
+                cfg.decoder_channels,
+                cfg.decoder_blocks,
+                cfg.decoder_n_fft,
+                cfg.decoder_integrate_phase,
+            )
             if cfg.decoder == "istft"
             else WaveDecoder(*args)
         )

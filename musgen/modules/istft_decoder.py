@@ -4,11 +4,20 @@ none at the sample rate, so it decodes many times faster than the transposed-con
 ``musgen.modules.conv_blocks.WaveDecoder``, and it writes the spectrum (harmonics, noise floor)
 directly, which is what the codec's spectral losses measure.
 
+Phase (``integrate_phase``): a head that writes each bin's phase frame by frame can only keep a
+partial steady across the 16 frames of a 2,048-point window if the codes carry that partial's phase,
+and 40 bits a frame cannot for dozens of partials. An integrated phase adds, to the written phase,
+the running sum over frames of a second head's phase advance per bin (an instantaneous frequency):
+a made-up but steady phase, which is all the magnitude spectrum asks of a held note. The second head
+starts at zero, so a decoder loaded without it begins exactly where the checkpoint's left off.
+
 Frames: for F latent frames the head writes F + 1 STFT frames (the last latent repeated) centred on
 sample f * hop, so ``torch.istft`` returns exactly F * hop samples.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -47,7 +56,15 @@ class ISTFTDecoder(nn.Module):
 
     window: torch.Tensor
 
-    def __init__(self, latent_dim: int, hop: int, channels: int = 256, blocks: int = 6, n_fft: int = 0):
+    def __init__(
+        self,
+        latent_dim: int,
+        hop: int,
+        channels: int = 256,
+        blocks: int = 6,
+        n_fft: int = 0,
+        integrate_phase: bool = False,
+    ):
         super().__init__()
         self.hop, self.n_fft = hop, n_fft or 4 * hop
         self.stem = nn.Conv1d(latent_dim, channels, 7, padding=3)
@@ -55,14 +72,24 @@ class ISTFTDecoder(nn.Module):
         self.norm = nn.LayerNorm(channels)
         bins = self.n_fft // 2 + 1
         self.head = nn.Linear(channels, 2 * bins)  # log magnitude and phase per bin
+        self.advance_head: nn.Linear | None = None
+        if integrate_phase:  # phase advance per bin and frame, summed over frames (see above)
+            self.advance_head = nn.Linear(channels, bins)
+            nn.init.zeros_(self.advance_head.weight)
+            nn.init.zeros_(self.advance_head.bias)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         frames = z.shape[-1]
         h = self.blocks(self.stem(z.float()))  # (B, C, F)
         h = torch.cat([h, h[..., -1:]], dim=-1)  # (B, C, F + 1): one STFT frame per hop boundary
-        out = self.head(self.norm(h.transpose(1, 2))).float().transpose(1, 2)  # fp32 under autocast too
+        h = self.norm(h.transpose(1, 2))  # (B, F + 1, C)
+        out = self.head(h).float().transpose(1, 2)  # fp32 under autocast too
         log_mag, phase = out.chunk(2, dim=1)  # (B, bins, F + 1) each
+        if self.advance_head is not None:
+            advance = self.advance_head(h).float().transpose(1, 2)  # (B, bins, F + 1)
+            # float64 sum: pieces run to 10^4 frames; the angle only matters modulo 2 pi
+            phase = phase + advance.double().cumsum(-1).remainder(2 * math.pi).float()
         spec = torch.polar(log_mag.clamp(max=LOG_MAGNITUDE_MAX).exp(), phase)  # (B, bins, F + 1)
         wave = torch.istft(
             spec, self.n_fft, hop_length=self.hop, window=self.window, center=True, length=frames * self.hop
