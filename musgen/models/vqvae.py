@@ -40,6 +40,7 @@ from musgen.training.precision import cpu_bf16_is_faster
 from musgen.training.task import StepContext, Task
 
 DECODERS = ("conv", "istft")
+DECODER_PHASES = ("direct", "centred", "integrated")
 ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -61,9 +62,10 @@ class VQVAEModelConfig:
     # istft only: the points of the STFT the decoder writes (0: 4 x hop, Vocos's choice); more points
     # resolve harmonics more finely in each frame, over more overlapping frames
     decoder_n_fft: int = 0
-    # istft only: each bin's phase is the written phase plus a running sum of a second head's phase
-    # advance (musgen.modules.istft_decoder), so that held partials keep a steady phase
-    decoder_integrate_phase: bool = False
+    # istft only: how the head's phase is read (musgen.modules.istft_decoder): direct | centred (the
+    # head writes the deviation from each bin's centre-frequency advance) | integrated (centred,
+    # plus a running sum of a second head's advance), so that held partials keep a steady phase
+    decoder_phase: str = "direct"
     # The points of a log-magnitude STFT given to the encoder beside its convolutions (0: none;
     # musgen.modules.conv_blocks.SpectralSideInput): the harmonics' fine structure, read directly.
     encoder_spectral_n_fft: int = 0
@@ -80,8 +82,10 @@ class VQVAEModelConfig:
             raise ConfigError("model.base_channels, model.max_channels and model.latent_dim must be >= 1")
         if self.decoder_n_fft and (self.decoder_n_fft < self.hop or self.decoder_n_fft % 2):
             raise ConfigError(f"model.decoder_n_fft must be 0 or an even number >= the hop ({self.hop})")
-        if self.decoder_integrate_phase and self.decoder != "istft":
-            raise ConfigError("model.decoder_integrate_phase needs model.decoder: istft")
+        if self.decoder_phase not in DECODER_PHASES:
+            raise ConfigError(f"model.decoder_phase must be one of {', '.join(DECODER_PHASES)}")
+        if self.decoder_phase != "direct" and self.decoder != "istft":
+            raise ConfigError("model.decoder_phase needs model.decoder: istft")
         spectral = self.encoder_spectral_n_fft
         if spectral and (spectral < self.hop or spectral % 2 or (spectral - self.hop) % 2):
             raise ConfigError(
@@ -151,7 +155,7 @@ class VQVAE(nn.Module):
                 cfg.decoder_channels,
                 cfg.decoder_blocks,
                 cfg.decoder_n_fft,
-                cfg.decoder_integrate_phase,
+                cfg.decoder_phase,
             )
             if cfg.decoder == "istft"
             else WaveDecoder(*args)

@@ -4,12 +4,14 @@ none at the sample rate, so it decodes many times faster than the transposed-con
 ``musgen.modules.conv_blocks.WaveDecoder``, and it writes the spectrum (harmonics, noise floor)
 directly, which is what the codec's spectral losses measure.
 
-Phase (``integrate_phase``): a head that writes each bin's phase frame by frame can only keep a
-partial steady across the 16 frames of a 2,048-point window if the codes carry that partial's phase,
-and 40 bits a frame cannot for dozens of partials. An integrated phase adds, to the written phase,
-the running sum over frames of a second head's phase advance per bin (an instantaneous frequency):
-a made-up but steady phase, which is all the magnitude spectrum asks of a held note. The second head
-starts at zero, so a decoder loaded without it begins exactly where the checkpoint's left off.
+Phase (``phase``): ``direct`` writes each bin's phase as torch.istft reads it, relative to the
+start of each frame. A partial held at bin k's centre frequency then has to advance by
+2 pi k hop / n_fft a frame, so a translation-invariant network keeps it steady over the 16 frames of
+a 2,048-point window only if the codes carry its phase, and 40 bits a frame cannot for dozens of
+partials. ``centred`` adds that advance itself (the phase vocoder's convention: the head writes the
+deviation from it), so a constant written phase is a steady partial; ``integrated`` also adds the
+running sum over frames of a second head's advance per bin (an instantaneous frequency off the
+bin's centre), starting at zero.
 
 Frames: for F latent frames the head writes F + 1 STFT frames (the last latent repeated) centred on
 sample f * hop, so ``torch.istft`` returns exactly F * hop samples.
@@ -63,7 +65,7 @@ class ISTFTDecoder(nn.Module):
         channels: int = 256,
         blocks: int = 6,
         n_fft: int = 0,
-        integrate_phase: bool = False,
+        phase: str = "direct",
     ):
         super().__init__()
         self.hop, self.n_fft = hop, n_fft or 4 * hop
@@ -72,11 +74,15 @@ class ISTFTDecoder(nn.Module):
         self.norm = nn.LayerNorm(channels)
         bins = self.n_fft // 2 + 1
         self.head = nn.Linear(channels, 2 * bins)  # log magnitude and phase per bin
+        self.phase = phase
         self.advance_head: nn.Linear | None = None
-        if integrate_phase:  # phase advance per bin and frame, summed over frames (see above)
+        if phase == "integrated":  # phase advance per bin and frame, summed over frames (see above)
             self.advance_head = nn.Linear(channels, bins)
             nn.init.zeros_(self.advance_head.weight)
             nn.init.zeros_(self.advance_head.bias)
+        # (bins, 1): bin k's centre-frequency advance per frame, 2 pi k hop / n_fft
+        advance = 2 * math.pi * torch.arange(bins, dtype=torch.float64)[:, None] * hop / self.n_fft
+        self.register_buffer("bin_advance", advance, persistent=False)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -86,10 +92,14 @@ class ISTFTDecoder(nn.Module):
         h = self.norm(h.transpose(1, 2))  # (B, F + 1, C)
         out = self.head(h).float().transpose(1, 2)  # fp32 under autocast too
         log_mag, phase = out.chunk(2, dim=1)  # (B, bins, F + 1) each
-        if self.advance_head is not None:
-            advance = self.advance_head(h).float().transpose(1, 2)  # (B, bins, F + 1)
-            # float64 sum: pieces run to 10^4 frames; the angle only matters modulo 2 pi
-            phase = phase + advance.double().cumsum(-1).remainder(2 * math.pi).float()
+        if self.phase != "direct":
+            # float64: pieces run to 10^4 frames; the angle only matters modulo 2 pi
+            steps = torch.arange(frames + 1, device=z.device, dtype=torch.float64)
+            offset = self.bin_advance * steps  # (bins, F + 1)
+            if self.advance_head is not None:  # 1/16: small steps for a sum over hundreds of frames
+                advance = self.advance_head(h).double().transpose(1, 2) / 16  # (B, bins, F + 1)
+                offset = offset + advance.cumsum(-1)
+            phase = phase + offset.remainder(2 * math.pi).float()
         spec = torch.polar(log_mag.clamp(max=LOG_MAGNITUDE_MAX).exp(), phase)  # (B, bins, F + 1)
         wave = torch.istft(
             spec, self.n_fft, hop_length=self.hop, window=self.window, center=True, length=frames * self.hop
