@@ -40,7 +40,7 @@ from musgen.training.precision import cpu_bf16_is_faster
 from musgen.training.task import StepContext, Task
 
 DECODERS = ("conv", "istft")
-DECODER_PHASES = ("direct", "centred", "integrated")
+DECODER_PHASES = ("direct", "steady", "integrated")
 ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -62,9 +62,9 @@ class VQVAEModelConfig:
     # istft only: the points of the STFT the decoder writes (0: 4 x hop, Vocos's choice); more points
     # resolve harmonics more finely in each frame, over more overlapping frames
     decoder_n_fft: int = 0
-    # istft only: how the head's phase is read (musgen.modules.istft_decoder): direct | centred (the
-    # head writes the deviation from each bin's centre-frequency advance) | integrated (centred,
-    # plus a running sum of a second head's advance), so that held partials keep a steady phase
+    # istft only (musgen.modules.istft_decoder): direct | steady (a second component per bin whose
+    # phase is written as the deviation from the bin's centre-frequency advance, gated) |
+    # integrated (steady, plus a running sum of a third head's advance): held partials kept steady
     decoder_phase: str = "direct"
     # The points of a log-magnitude STFT given to the encoder beside its convolutions (0: none;
     # musgen.modules.conv_blocks.SpectralSideInput): the harmonics' fine structure, read directly.

@@ -8,10 +8,13 @@ Phase (``phase``): ``direct`` writes each bin's phase as torch.istft reads it, r
 start of each frame. A partial held at bin k's centre frequency then has to advance by
 2 pi k hop / n_fft a frame, so a translation-invariant network keeps it steady over the 16 frames of
 a 2,048-point window only if the codes carry its phase, and 40 bits a frame cannot for dozens of
-partials. ``centred`` adds that advance itself (the phase vocoder's convention: the head writes the
-deviation from it), so a constant written phase is a steady partial; ``integrated`` also adds the
-running sum over frames of a second head's advance per bin (an instantaneous frequency off the
-bin's centre), starting at zero.
+partials (where they do, low partials, the direct phase is the true one). ``steady`` gives each bin
+a second, steady component: its phase is written as the deviation from that advance (the phase
+vocoder's convention), so a constant written phase is a held partial, and a gate per bin and frame
+shares the magnitude between the two. ``integrated`` also adds to the steady phase the running sum
+over frames of a third head's advance (an instantaneous frequency off the bin's centre). The gate
+starts nearly closed (2.5e-3) and the advance at zero, so a direct decoder loaded into either begins
+almost exactly where it left off.
 
 Frames: for F latent frames the head writes F + 1 STFT frames (the last latent repeated) centred on
 sample f * hop, so ``torch.istft`` returns exactly F * hop samples.
@@ -25,6 +28,9 @@ import torch
 from torch import nn
 
 LOG_MAGNITUDE_MAX = 10.0  # exp(10) ~ 2e4: far above any real bin; keeps an untrained head finite
+
+
+GATE_START = -6.0  # sigmoid: 2.5e-3 of each bin's magnitude in the steady component at first
 
 
 class ConvNeXtBlock(nn.Module):
@@ -74,9 +80,14 @@ class ISTFTDecoder(nn.Module):
         self.norm = nn.LayerNorm(channels)
         bins = self.n_fft // 2 + 1
         self.head = nn.Linear(channels, 2 * bins)  # log magnitude and phase per bin
-        self.phase = phase
-        self.advance_head: nn.Linear | None = None
-        if phase == "integrated":  # phase advance per bin and frame, summed over frames (see above)
+        self.steady_head: nn.Linear | None = None  # gate and steady phase per bin (see above)
+        self.advance_head: nn.Linear | None = None  # phase advance per bin, summed over frames
+        if phase != "direct":
+            self.steady_head = nn.Linear(channels, 2 * bins)
+            nn.init.zeros_(self.steady_head.weight)
+            nn.init.zeros_(self.steady_head.bias)
+            nn.init.constant_(self.steady_head.bias[:bins], GATE_START)
+        if phase == "integrated":
             self.advance_head = nn.Linear(channels, bins)
             nn.init.zeros_(self.advance_head.weight)
             nn.init.zeros_(self.advance_head.bias)
@@ -92,15 +103,19 @@ class ISTFTDecoder(nn.Module):
         h = self.norm(h.transpose(1, 2))  # (B, F + 1, C)
         out = self.head(h).float().transpose(1, 2)  # fp32 under autocast too
         log_mag, phase = out.chunk(2, dim=1)  # (B, bins, F + 1) each
-        if self.phase != "direct":
+        magnitude = log_mag.clamp(max=LOG_MAGNITUDE_MAX).exp()
+        spec = torch.polar(magnitude, phase)  # (B, bins, F + 1)
+        if self.steady_head is not None:
+            gate, steady = self.steady_head(h).float().transpose(1, 2).chunk(2, dim=1)  # (B, bins, F + 1)
             # float64: pieces run to 10^4 frames; the angle only matters modulo 2 pi
             steps = torch.arange(frames + 1, device=z.device, dtype=torch.float64)
             offset = self.bin_advance * steps  # (bins, F + 1)
             if self.advance_head is not None:  # 1/16: small steps for a sum over hundreds of frames
                 advance = self.advance_head(h).double().transpose(1, 2) / 16  # (B, bins, F + 1)
                 offset = offset + advance.cumsum(-1)
-            phase = phase + offset.remainder(2 * math.pi).float()
-        spec = torch.polar(log_mag.clamp(max=LOG_MAGNITUDE_MAX).exp(), phase)  # (B, bins, F + 1)
+            share = torch.sigmoid(gate)
+            steady_phase = steady + offset.remainder(2 * math.pi).float()
+            spec = spec * (1 - share) + torch.polar(magnitude * share, steady_phase)
         wave = torch.istft(
             spec, self.n_fft, hop_length=self.hop, window=self.window, center=True, length=frames * self.hop
         )

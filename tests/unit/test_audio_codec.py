@@ -112,6 +112,61 @@ def test_a_grown_decoder_starts_as_the_one_it_grew_from():
     assert grown.decoder.blocks[3].gamma.grad.abs().sum() > 0
 
 
+def _one_bin_decoder(phase: str, n_fft: int = 240, hop: int = 30, k: int = 13):
+    """An istft decoder whose head writes magnitude 1 in bin k alone and the same phase (0.3) in
+    every frame, whatever its input."""
+    from musgen.modules.istft_decoder import ISTFTDecoder
+
+    decoder = ISTFTDecoder(4, hop, channels=8, blocks=1, n_fft=n_fft, phase=phase)
+    bins = n_fft // 2 + 1
+    with torch.no_grad():
+        decoder.head.weight.zero_()
+        decoder.head.bias[:bins] = -30.0  # log magnitude: ~1e-13 ...
+        decoder.head.bias[k] = 0.0  # ... but bin k
+        decoder.head.bias[bins:] = 0.3  # phase
+    return decoder
+
+
+@pytest.mark.parametrize("phase", ["direct", "centred", "integrated"])
+def test_a_constant_centred_phase_is_a_steady_partial(phase):
+    """model.decoder_phase: centred (and integrated, whose advance head starts at zero) reads a
+    constant written phase as a partial held at bin k's centre frequency: a sinusoid whose
+    amplitude does not move. The direct reading of the same head cancels across overlapping frames."""
+    n_fft, hop, k = 240, 30, 13
+    wave = _one_bin_decoder(phase, n_fft, hop, k)(torch.zeros(1, 4, 60))[0, 0]  # (1800,)
+    middle = wave[n_fft : -n_fft]  # away from the edges' partial windows
+    rms = middle.square().mean().sqrt()
+    if phase == "direct":
+        assert rms < 1e-3 * _one_bin_decoder("centred", n_fft, hop, k)(torch.zeros(1, 4, 60)).std()
+        return
+    envelope = middle.abs().reshape(-1, n_fft // k * 2).amax(dim=1)  # peak per two periods or so
+    assert envelope.std() < 1e-3 * envelope.mean()
+    spectrum = torch.fft.rfft(middle * torch.hann_window(len(middle)))
+    assert abs(spectrum.abs().argmax().item() / len(middle) - k / n_fft) < 1.5 / len(middle)
+
+
+def test_an_integrated_phase_starts_as_the_centred_one_and_learns_its_advance():
+    """model.decoder_phase=integrated loaded from a centred decoder (train.init_from): the advance
+    head starts at zero, so it decodes exactly as the centred one; then the head gets gradients."""
+    torch.manual_seed(0)
+    centred = VQVAE(tiny_config(decoder="istft", decoder_phase="centred")).eval()
+    integrated = VQVAE(tiny_config(decoder="istft", decoder_phase="integrated")).eval()
+    missing, unexpected = integrated.load_state_dict(centred.state_dict(), strict=False)
+    assert unexpected == [] and sorted(missing) == ["decoder.advance_head.bias", "decoder.advance_head.weight"]
+    codes = centred.encode(torch.randn(2, 1, 900) * 0.1)
+    assert torch.equal(integrated.decode(codes), centred.decode(codes))
+    integrated.decode(codes).square().mean().backward()
+    assert integrated.decoder.advance_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("changes", [{"decoder_phase": "unwrapped"}, {"decoder": "conv", "decoder_phase": "centred"}])
+def test_decoder_phase_is_checked(changes):
+    from musgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="decoder_phase"):
+        tiny_config(**changes).validate()
+
+
 def test_an_encoder_given_a_spectral_side_input_starts_as_the_one_it_grew_from():
     """model.encoder_spectral_n_fft with train.init_from: the side input's convolution starts at
     zero, so the codes are those of the checkpoint's encoder at first; then it trains (its weights
