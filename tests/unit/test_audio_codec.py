@@ -113,8 +113,8 @@ def test_a_grown_decoder_starts_as_the_one_it_grew_from():
 
 
 def _one_bin_decoder(phase: str, n_fft: int = 240, hop: int = 30, k: int = 13):
-    """An istft decoder whose head writes magnitude 1 in bin k alone and the same phase (0.3) in
-    every frame, whatever its input."""
+    """An istft decoder whose heads write magnitude 1 in bin k alone and the same phase (0.3) in
+    every frame, whatever its input; a steady decoder's gate gives all of it to the steady part."""
     from musgen.modules.istft_decoder import ISTFTDecoder
 
     decoder = ISTFTDecoder(4, hop, channels=8, blocks=1, n_fft=n_fft, phase=phase)
@@ -124,42 +124,59 @@ def _one_bin_decoder(phase: str, n_fft: int = 240, hop: int = 30, k: int = 13):
         decoder.head.bias[:bins] = -30.0  # log magnitude: ~1e-13 ...
         decoder.head.bias[k] = 0.0  # ... but bin k
         decoder.head.bias[bins:] = 0.3  # phase
+        if decoder.steady_head is not None:
+            decoder.steady_head.bias[:bins] = 30.0  # gate: all steady
+            decoder.steady_head.bias[bins:] = 0.3
     return decoder
 
 
-@pytest.mark.parametrize("phase", ["direct", "centred", "integrated"])
-def test_a_constant_centred_phase_is_a_steady_partial(phase):
-    """model.decoder_phase: centred (and integrated, whose advance head starts at zero) reads a
-    constant written phase as a partial held at bin k's centre frequency: a sinusoid whose
-    amplitude does not move. The direct reading of the same head cancels across overlapping frames."""
+@pytest.mark.parametrize("phase", ["direct", "steady", "integrated"])
+def test_a_constant_steady_phase_is_a_held_partial(phase):
+    """model.decoder_phase: the steady component (integrated too: its advance starts at zero) reads
+    a constant written phase as a partial held at bin k's centre frequency, a sinusoid whose
+    amplitude does not move; the direct reading of the same phase cancels across overlapping frames."""
     n_fft, hop, k = 240, 30, 13
     wave = _one_bin_decoder(phase, n_fft, hop, k)(torch.zeros(1, 4, 60))[0, 0]  # (1800,)
-    middle = wave[n_fft : -n_fft]  # away from the edges' partial windows
-    rms = middle.square().mean().sqrt()
+    middle = wave[n_fft:-n_fft]  # away from the edges' partial windows
     if phase == "direct":
-        assert rms < 1e-3 * _one_bin_decoder("centred", n_fft, hop, k)(torch.zeros(1, 4, 60)).std()
+        held = _one_bin_decoder("steady", n_fft, hop, k)(torch.zeros(1, 4, 60))[0, 0, n_fft:-n_fft]
+        assert middle.square().mean().sqrt() < 1e-3 * held.square().mean().sqrt()
         return
-    envelope = middle.abs().reshape(-1, n_fft // k * 2).amax(dim=1)  # peak per two periods or so
+    envelope = middle.abs().reshape(-1, 40).amax(dim=1)  # the peak of each 40 samples (2.2 periods)
     assert envelope.std() < 1e-3 * envelope.mean()
     spectrum = torch.fft.rfft(middle * torch.hann_window(len(middle)))
     assert abs(spectrum.abs().argmax().item() / len(middle) - k / n_fft) < 1.5 / len(middle)
 
 
-def test_an_integrated_phase_starts_as_the_centred_one_and_learns_its_advance():
-    """model.decoder_phase=integrated loaded from a centred decoder (train.init_from): the advance
-    head starts at zero, so it decodes exactly as the centred one; then the head gets gradients."""
+def test_a_steady_decoder_starts_near_the_direct_one_it_was_loaded_from():
+    """model.decoder_phase=steady or integrated with train.init_from a direct decoder: the new heads
+    start with the gate almost closed and no advance, so the decoding barely moves (the steady part
+    holds 2.5e-3 of each bin); integrated loaded from steady decodes exactly as steady. Then the new
+    heads get gradients."""
     torch.manual_seed(0)
-    centred = VQVAE(tiny_config(decoder="istft", decoder_phase="centred")).eval()
+    direct = VQVAE(tiny_config(decoder="istft")).eval()
+    steady = VQVAE(tiny_config(decoder="istft", decoder_phase="steady")).eval()
     integrated = VQVAE(tiny_config(decoder="istft", decoder_phase="integrated")).eval()
-    missing, unexpected = integrated.load_state_dict(centred.state_dict(), strict=False)
-    assert unexpected == [] and sorted(missing) == ["decoder.advance_head.bias", "decoder.advance_head.weight"]
-    codes = centred.encode(torch.randn(2, 1, 900) * 0.1)
-    assert torch.equal(integrated.decode(codes), centred.decode(codes))
+    missing, unexpected = steady.load_state_dict(direct.state_dict(), strict=False)
+    assert unexpected == [] and sorted(missing) == ["decoder.steady_head.bias", "decoder.steady_head.weight"]
+    missing, unexpected = integrated.load_state_dict(steady.state_dict(), strict=False)
+    assert unexpected == [] and sorted(missing) == [
+        "decoder.advance_head.bias",
+        "decoder.advance_head.weight",
+    ]
+    codes = direct.encode(torch.randn(2, 1, 900) * 0.1)
+    reference = direct.decode(codes)
+    moved = (steady.decode(codes) - reference).abs().max() / reference.abs().max()
+    assert 0 < moved < 5e-2
+    assert torch.equal(integrated.decode(codes), steady.decode(codes))
     integrated.decode(codes).square().mean().backward()
+    assert integrated.decoder.steady_head.weight.grad.abs().sum() > 0
     assert integrated.decoder.advance_head.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("changes", [{"decoder_phase": "unwrapped"}, {"decoder": "conv", "decoder_phase": "centred"}])
+@pytest.mark.parametrize(
+    "changes", [{"decoder_phase": "unwrapped"}, {"decoder": "conv", "decoder_phase": "centred"}]
+)
 def test_decoder_phase_is_checked(changes):
     from musgen.errors import ConfigError
 
