@@ -40,7 +40,6 @@ from musgen.training.precision import cpu_bf16_is_faster
 from musgen.training.task import StepContext, Task
 
 DECODERS = ("conv", "istft")
-DECODER_PHASES = ("direct", "steady", "integrated")
 ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -62,10 +61,6 @@ class VQVAEModelConfig:
     # istft only: the points of the STFT the decoder writes (0: 4 x hop, Vocos's choice); more points
     # resolve harmonics more finely in each frame, over more overlapping frames
     decoder_n_fft: int = 0
-    # istft only (musgen.modules.istft_decoder): direct | steady (a second component per bin whose
-    # phase is written as the deviation from the bin's centre-frequency advance, gated) |
-    # integrated (steady, plus a running sum of a third head's advance): held partials kept steady
-    decoder_phase: str = "direct"
     # The points of a log-magnitude STFT given to the encoder beside its convolutions (0: none;
     # musgen.modules.conv_blocks.SpectralSideInput): the harmonics' fine structure, read directly.
     encoder_spectral_n_fft: int = 0
@@ -82,10 +77,6 @@ class VQVAEModelConfig:
             raise ConfigError("model.base_channels, model.max_channels and model.latent_dim must be >= 1")
         if self.decoder_n_fft and (self.decoder_n_fft < self.hop or self.decoder_n_fft % 2):
             raise ConfigError(f"model.decoder_n_fft must be 0 or an even number >= the hop ({self.hop})")
-        if self.decoder_phase not in DECODER_PHASES:
-            raise ConfigError(f"model.decoder_phase must be one of {', '.join(DECODER_PHASES)}")
-        if self.decoder_phase != "direct" and self.decoder != "istft":
-            raise ConfigError("model.decoder_phase needs model.decoder: istft")
         spectral = self.encoder_spectral_n_fft
         if spectral and (spectral < self.hop or spectral % 2 or (spectral - self.hop) % 2):
             raise ConfigError(
@@ -149,14 +140,7 @@ class VQVAE(nn.Module):
         self.encoder = WaveEncoder(*args, spectral_n_fft=cfg.encoder_spectral_n_fft)
         self.quantizer = Quantizer(cfg.latent_dim, cfg.quantizer)
         self.decoder: nn.Module = (
-            ISTFTDecoder(
-                cfg.latent_dim,
-                cfg.hop,
-                cfg.decoder_channels,
-                cfg.decoder_blocks,
-                cfg.decoder_n_fft,
-                cfg.decoder_phase,
-            )
+            ISTFTDecoder(cfg.latent_dim, cfg.hop, cfg.decoder_channels, cfg.decoder_blocks, cfg.decoder_n_fft)
             if cfg.decoder == "istft"
             else WaveDecoder(*args)
         )
