@@ -112,7 +112,7 @@ def main() -> None:
                     temperature=args.temperature,
                     top_k=args.top_k,
                     top_p=args.top_p,
-                    **({} if args.max_silence is None else {"max_silence": args.max_silence}),
+                    max_silence=args.max_silence,
                 ),
                 "eval_seconds": round(time.time() - start, 1),
             }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -59,7 +60,7 @@ def main() -> None:
     setting = one_or_per_level(float, sep="/")  # "," already separates the grid's pairs
     for pair in args.grid.split(","):
         temperature, top_p, *rest = (setting(v) for v in pair.split(":"))
-        silence = {"max_silence": rest[0]} if rest else {}
+        max_silence = rest[0] if rest else None  # None: the checkpoint's recommendation
         start = time.time()
         reports = [
             evaluate_continuations(
@@ -73,16 +74,18 @@ def main() -> None:
                 seed=seed,
                 temperature=temperature,
                 top_p=top_p,
-                **silence,
+                max_silence=max_silence,
             )
             for seed in seeds
         ]
         per_seed = [report["model"]["frechet_distance"] for report in reports]
+        # the cap the draws used (given, else the checkpoint's), so that --write stores what was measured
+        used = reports[0]["sampling"].get("max_silence")
         rows.append(
             {
                 "temperature": temperature,
                 "top_p": top_p,
-                **{k: None if v == float("inf") else v for k, v in silence.items()},  # JSON null: no limit
+                "max_silence": None if used is None or math.isinf(used) else used,  # JSON null: no limit
                 "frechet": sum(per_seed) / len(per_seed),
                 "frechet_per_seed": dict(zip(seeds, per_seed, strict=True)),
                 "silent_fraction": sum(r["silent_fraction"]["model"] for r in reports) / len(reports),
